@@ -1,0 +1,178 @@
+"""Training configuration: the documented Python API (``TrainingConfig``, ``LoRAConfig``).
+
+Plain pydantic models so that the CLI, the gateway and the worker share one validated schema, and so that
+``config.model_name = "..."`` after construction is validated too (``validate_assignment``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sage_ft.errors import ConfigError
+
+DEFAULT_MODEL = "Qwen/Qwen2.5-Coder-1.5B-Instruct"
+
+
+class LoRAConfig(BaseModel):
+    """LoRA adapter shape. Defaults match the product docs: r=8, alpha=16, dropout 0.05."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    r: int = Field(default=8, ge=1, le=1024, description="Adapter rank.")
+    lora_alpha: int = Field(default=16, ge=1, description="Scaling numerator (scale = alpha / r).")
+    lora_dropout: float = Field(default=0.05, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        default="all-linear",
+        description="Module names to adapt, or 'all-linear' for every linear layer except the output head.",
+    )
+    bias: Literal["none", "all", "lora_only"] = Field(default="none", description="Which biases to train.")
+    modules_to_save: list[str] | None = Field(default=None, description="Extra modules trained in full.")
+
+
+class TrainingConfig(BaseModel):
+    """Everything one fine-tuning run needs. Unknown fields are rejected, so typos fail loudly."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    model_name: str = Field(default=DEFAULT_MODEL, description="Hub id, local directory, or local model name.")
+    data_path: str | None = Field(default=None, description="Training data: JSON array or JSONL.")
+    output_dir: str = Field(default="./output", description="Where adapter, checkpoints and logs are written.")
+    validation_file: str | None = Field(default=None, description="Separate validation data file.")
+    validation_split: float = Field(default=0.0, ge=0.0, lt=0.5, description="Share of the training data held out.")
+
+    num_train_epochs: float = Field(default=3.0, gt=0)
+    max_steps: int = Field(default=-1, description="If > 0, overrides num_train_epochs.")
+    learning_rate: float = Field(default=2e-4, gt=0, lt=1)
+    per_device_train_batch_size: int = Field(default=4, ge=1)
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    max_length: int = Field(default=1024, ge=16, description="Tokens per sequence; longer ones are truncated.")
+    warmup_ratio: float = Field(default=0.03, ge=0.0, lt=1.0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    lr_scheduler_type: str = Field(default="linear")
+    max_grad_norm: float = Field(default=1.0, gt=0)
+
+    load_in_8bit: bool = False
+    load_in_4bit: bool = False
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = "nf4"
+    bnb_4bit_use_double_quant: bool = True
+    fp16: bool = False
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    optim: str = Field(default="adamw_torch", description="Any transformers optimizer name.")
+
+    logging_steps: int = Field(default=10, ge=1)
+    save_steps: int = Field(default=100, ge=1)
+    save_total_limit: int | None = Field(default=3, ge=1)
+    eval_steps: int | None = Field(default=None, ge=1)
+    report_to: list[str] = Field(default_factory=lambda: ["tensorboard"],
+                                 description="tensorboard, wandb, or none.")
+    run_name: str | None = None
+    seed: int = 42
+
+    packing: bool = Field(default=False, description="Pack several examples into one sequence (TRL BFD).")
+    train_on_prompt: bool = Field(default=False, description="Also compute loss on prompt tokens.")
+    trust_remote_code: bool = Field(default=False, description="Run model code from the hub. Off by default.")
+    preset: str | None = Field(default=None, description="Name of the preset this config came from, if any.")
+    lora: LoRAConfig = Field(default_factory=LoRAConfig)
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _report_to_list(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if value == ["none"]:
+            return []
+        return value
+
+    @field_validator("report_to")
+    @classmethod
+    def _known_reporters(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - {"tensorboard", "wandb"})
+        if unknown:
+            raise ValueError(f"unknown reporter(s) {unknown}; use tensorboard, wandb or none")
+        return value
+
+    @model_validator(mode="after")
+    def _exclusive_options(self) -> TrainingConfig:
+        if self.load_in_4bit and self.load_in_8bit:
+            raise ValueError("load_in_4bit and load_in_8bit are mutually exclusive; choose one quantization")
+        if self.fp16 and self.bf16:
+            raise ValueError("fp16 and bf16 are mutually exclusive; choose one precision")
+        if self.validation_file and self.validation_split:
+            raise ValueError("set validation_file or validation_split, not both")
+        return self
+
+    # -- construction helpers -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
+        """Build from plain data, turning pydantic's errors into one readable ConfigError."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(err)) from None
+
+    def update(self, **changes: Any) -> TrainingConfig:
+        """A validated copy with ``changes`` applied (nested ``lora`` dicts are merged)."""
+        data = self.model_dump()
+        lora_changes = changes.pop("lora", None)
+        data.update(changes)
+        if isinstance(lora_changes, LoRAConfig):
+            data["lora"] = lora_changes.model_dump()
+        elif lora_changes:
+            data["lora"].update(lora_changes)
+        return TrainingConfig.from_dict(data)
+
+    # -- persistence ----------------------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """Write YAML (``.yaml``/``.yml``) or JSON (anything else)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = self.model_dump(mode="json")
+        if path.suffix.lower() in {".yaml", ".yml"}:
+            path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        else:
+            path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainingConfig:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: config file is not UTF-8") from None
+        try:
+            data = yaml.safe_load(text) if path.suffix.lower() in {".yaml", ".yml"} else json.loads(text)
+        except (yaml.YAMLError, json.JSONDecodeError) as err:
+            raise ConfigError(f"{path}: cannot parse config: {err}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: config must be a mapping of field names to values")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            raise ConfigError(f"{path}: {format_validation_error(err)}") from None
+
+    @property
+    def quantization(self) -> str | None:
+        return "4bit" if self.load_in_4bit else "8bit" if self.load_in_8bit else None
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One line per problem, naming the field: ``lora.r: Input should be greater than or equal to 1``."""
+    lines = []
+    for item in err.errors():
+        loc = ".".join(str(p) for p in item["loc"]) or "config"
+        msg = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc}: {msg}")
+    return "; ".join(lines)

@@ -1,0 +1,9 @@
+"""Training (needs the ``train`` extra: torch, transformers, peft, trl, bitsandbytes)."""
+
+from sage_ft.training.callbacks import ProgressEvent, RecordingCallback, TrainingCallback
+from sage_ft.training.checkpoints import latest_checkpoint
+from sage_ft.training.merge import merge_adapter
+from sage_ft.training.trainer import LoRATrainer, TrainResult
+
+__all__ = ["LoRATrainer", "ProgressEvent", "RecordingCallback", "TrainResult", "TrainingCallback",
+           "latest_checkpoint", "merge_adapter"]

@@ -1,0 +1,88 @@
+"""Merging a LoRA adapter into its **unquantized** base model, atomically.
+
+A QLoRA adapter was trained against 4-bit weights, but merging into 4-bit weights would bake quantization error
+into the result; the base is always reloaded in fp32/bf16/fp16 here. The merged model is written to a temporary
+sibling directory and renamed into place only when complete, so a failure leaves nothing at ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sage_ft.errors import MergeError
+from sage_ft.training.loading import resolve_model
+
+MERGED_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _base_model(adapter: Path) -> str:
+    meta = adapter / "sage_ft.json"
+    if meta.exists():
+        data = json.loads(meta.read_text(encoding="utf-8"))
+        return str(data.get("base_model_path") or data["base_model"])
+    cfg = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    return str(cfg["base_model_name_or_path"])
+
+
+def _default_dtype(adapter: Path) -> str:
+    import torch
+
+    if not torch.cuda.is_available():
+        return "float32"
+    meta = adapter / "sage_ft.json"
+    cfg = json.loads(meta.read_text(encoding="utf-8")).get("config", {}) if meta.exists() else {}
+    return "bfloat16" if cfg.get("bf16") else "float16" if cfg.get("fp16") else "float32"
+
+
+def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, *, dtype: str | None = None,
+                  base_model: str | None = None) -> Path:
+    """Merge ``adapter_dir`` into its base and write safetensors, tokenizer, chat template, generation config."""
+    adapter = Path(adapter_dir).expanduser()
+    target = Path(output_dir).expanduser()
+    if not (adapter / "adapter_config.json").exists():
+        raise MergeError(f"{adapter}: not a LoRA adapter directory (adapter_config.json missing)")
+    dtype = dtype or _default_dtype(adapter)
+    if dtype not in MERGED_DTYPES:
+        raise MergeError(f"dtype must be one of {', '.join(MERGED_DTYPES)} (never a quantized type), got {dtype}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.merging.", dir=target.parent))
+    try:
+        _merge_into(adapter, tmp, dtype, base_model or resolve_model(_base_model(adapter)))
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(target)
+    except MergeError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    except Exception as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise MergeError(f"merge of {adapter} failed: {type(err).__name__}: {err}") from err
+    return target
+
+
+def _merge_into(adapter: Path, out: Path, dtype: str, base_path: str) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    base: Any = AutoModelForCausalLM.from_pretrained(base_path, dtype=getattr(torch, dtype), use_safetensors=True)
+    tokenizer = AutoTokenizer.from_pretrained(adapter)
+    if len(tokenizer) > base.get_input_embeddings().weight.shape[0]:
+        base.resize_token_embeddings(len(tokenizer))
+    model = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    try:
+        GenerationConfig.from_pretrained(base_path).save_pretrained(out)
+    except OSError:
+        pass  # base has no generation_config.json; transformers derives one from config.json
+    meta = {"merged_from": str(adapter), "base_model": base_path, "dtype": dtype}
+    (out / "sage_ft_merge.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")

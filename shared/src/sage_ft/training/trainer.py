@@ -1,0 +1,213 @@
+"""``LoRATrainer``: the documented Python API, built on TRL's ``SFTTrainer`` and PEFT.
+
+Output layout under ``config.output_dir``::
+
+    checkpoints/checkpoint-N/   full HF trainer state (optimizer, scheduler, RNG): resume is exact
+    logs/                       TensorBoard event files
+    adapter/                    final adapter (safetensors), tokenizer, chat template, sage_ft.json
+    training_config.yaml        the config this run used
+
+The adapter directory appears atomically: it is written aside and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sage_ft.config import TrainingConfig
+from sage_ft.data.validate import load_conversations
+from sage_ft.errors import ConfigError, TrainingOOMError
+from sage_ft.training.callbacks import TrainingCallback, _HFBridge
+from sage_ft.training.chat import encode_conversation
+from sage_ft.training.checkpoints import latest_checkpoint
+from sage_ft.training.loading import load_model, load_tokenizer, plan_runtime, resolve_model
+
+log = logging.getLogger(__name__)
+META_FILE = "sage_ft.json"
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    adapter_dir: Path | None
+    global_step: int
+    total_steps: int
+    stopped_early: bool
+    resumed_from: str | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def losses(self) -> list[float]:
+        return [float(h["loss"]) for h in self.log_history if "loss" in h]
+
+
+class LoRATrainer:
+    """Fine-tune ``config.model_name`` with LoRA (optionally 8/4-bit) on ``config.data_path``."""
+
+    def __init__(self, config: TrainingConfig, callbacks: list[TrainingCallback] | None = None) -> None:
+        self.config = config
+        self.callbacks = list(callbacks or [])
+        self.runtime = plan_runtime(config)
+        self.model_path = resolve_model(config.model_name)
+        self._tokenizer: Any = None
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.config.output_dir).expanduser()
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.output_dir / "checkpoints"
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.model_path, self.config)
+        return self._tokenizer
+
+    # -- data -----------------------------------------------------------------------------------------------
+
+    def build_datasets(self) -> tuple[Any, Any]:
+        """Validated, tokenized train (and optional eval) datasets with ``input_ids`` and ``assistant_masks``."""
+        from datasets import Dataset
+
+        cfg = self.config
+        if not cfg.data_path:
+            raise ConfigError("data_path is required: a JSON or JSONL file of training records")
+        convs = load_conversations(cfg.data_path)
+        eval_convs = load_conversations(cfg.validation_file) if cfg.validation_file else []
+
+        def encode(items: list[Any]) -> Any:
+            rows = [encode_conversation(self.tokenizer, c.messages, train_on_prompt=cfg.train_on_prompt)
+                    for c in items]
+            return Dataset.from_list(rows)
+
+        train = encode(convs)
+        evaluation = encode(eval_convs) if eval_convs else None
+        if cfg.validation_split and len(train) > 1:
+            split = train.train_test_split(test_size=cfg.validation_split, seed=cfg.seed)
+            train, evaluation = split["train"], split["test"]
+        return train, evaluation
+
+    # -- trainer --------------------------------------------------------------------------------------------
+
+    def _sft_config(self, has_eval: bool) -> Any:
+        from trl import SFTConfig
+
+        cfg, rt = self.config, self.runtime
+        report_to = [r for r in cfg.report_to if r != "tensorboard"]
+        return SFTConfig(
+            output_dir=str(self.checkpoint_dir),
+            num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
+            per_device_train_batch_size=cfg.per_device_train_batch_size,
+            per_device_eval_batch_size=cfg.per_device_train_batch_size,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps, warmup_steps=cfg.warmup_ratio,
+            weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.lr_scheduler_type, max_grad_norm=cfg.max_grad_norm,
+            fp16=rt.fp16, bf16=rt.bf16, optim=rt.optim, use_cpu=rt.device == "cpu",
+            gradient_checkpointing=False,  # enabled on the model in load_model, before PEFT wraps it
+            logging_steps=cfg.logging_steps, logging_first_step=True, save_strategy="steps",
+            save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, save_only_model=False,
+            eval_strategy="steps" if has_eval else "no", eval_steps=cfg.eval_steps or cfg.save_steps,
+            report_to=report_to or "none", run_name=cfg.run_name, seed=cfg.seed, data_seed=cfg.seed,
+            max_length=cfg.max_length, packing=cfg.packing, include_num_input_tokens_seen="non_padding",
+            dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=True,
+        )
+
+    def _peft_config(self) -> Any:
+        from peft import LoraConfig
+
+        lora = self.config.lora
+        return LoraConfig(r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+                          target_modules=lora.target_modules, bias=lora.bias,
+                          modules_to_save=lora.modules_to_save, task_type="CAUSAL_LM")
+
+    def build_trainer(self) -> tuple[Any, _HFBridge]:
+        """The configured ``SFTTrainer`` (exposed for tests and advanced use) and its progress bridge."""
+        from peft import get_peft_model
+        from trl import SFTTrainer
+
+        for note in self.runtime.notes(self.config):
+            log.warning(note)
+        train, evaluation = self.build_datasets()
+        model = load_model(self.model_path, self.config, self.runtime, self.tokenizer)
+        model = get_peft_model(model, self._peft_config())
+        bridge = _HFBridge(self.callbacks)
+        callbacks: list[Any] = [bridge]
+        if "tensorboard" in self.config.report_to:
+            callbacks.append(_tensorboard(self.output_dir / "logs"))
+        trainer = SFTTrainer(model=model, args=self._sft_config(evaluation is not None), train_dataset=train,
+                             eval_dataset=evaluation, processing_class=self.tokenizer, callbacks=callbacks)
+        return trainer, bridge
+
+    def train(self, resume_from_checkpoint: bool | str | None = None) -> TrainResult:
+        """Train, save the adapter and return a summary.
+
+        ``resume_from_checkpoint=True`` continues from the newest ``checkpoints/checkpoint-N`` if there is one.
+        """
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.config.save(self.output_dir / "training_config.yaml")
+        trainer, bridge = self.build_trainer()
+        resume: str | None = None
+        if resume_from_checkpoint is True:
+            found = latest_checkpoint(self.checkpoint_dir)
+            resume = str(found) if found else None
+        elif isinstance(resume_from_checkpoint, str):
+            resume = resume_from_checkpoint
+        if resume:
+            log.info("resuming from %s", resume)
+        try:
+            output = trainer.train(resume_from_checkpoint=resume)
+        except Exception as err:
+            if _is_oom(err):
+                raise TrainingOOMError(str(err).splitlines()[0] if str(err) else "") from None
+            raise
+        state = trainer.state
+        result = TrainResult(output_dir=self.output_dir, adapter_dir=None, global_step=state.global_step,
+                             total_steps=state.max_steps, stopped_early=bridge.stopped_early, resumed_from=resume,
+                             metrics=dict(output.metrics), log_history=list(state.log_history))
+        if not bridge.stopped_early:
+            result.adapter_dir = self.save_adapter(trainer.model, result)
+        return result
+
+    def save_adapter(self, model: Any, result: TrainResult) -> Path:
+        """Write adapter + tokenizer + chat template + metadata, appearing atomically as ``adapter/``."""
+        target = self.output_dir / "adapter"
+        tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=self.output_dir))
+        try:
+            model.save_pretrained(tmp, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp)
+            meta = {"base_model": self.config.model_name, "base_model_path": self.model_path,
+                    "global_step": result.global_step, "train_loss": result.metrics.get("train_loss"),
+                    "losses": result.losses, "config": self.config.model_dump(mode="json")}
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+            if target.exists():
+                shutil.rmtree(target)
+            tmp.rename(target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return target
+
+
+def _tensorboard(log_dir: Path) -> Any:
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(log_dir)))
+
+
+def _is_oom(err: BaseException) -> bool:
+    import torch
+
+    if isinstance(err, torch.OutOfMemoryError | MemoryError):
+        return True
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
