@@ -42,7 +42,8 @@ def __getattr__(name: str) -> Any:
             from sage_ft import training
             from sage_ft.training import tiny_model
         except ImportError as err:
-            raise ImportError(f"sage_ft.{name} needs the training extra: pip install 'sage-ft-core[train]' "
-                              f"({err})") from None
+            raise ImportError(
+                f"sage_ft.{name} needs the training extra: pip install 'sage-ft-core[train]' ({err})"
+            ) from None
         return getattr(training, name, None) or getattr(tiny_model, name)
     raise AttributeError(f"module 'sage_ft' has no attribute {name!r}")

@@ -69,8 +69,7 @@ class TrainingConfig(BaseModel):
     save_steps: int = Field(default=100, ge=1)
     save_total_limit: int | None = Field(default=3, ge=1)
     eval_steps: int | None = Field(default=None, ge=1)
-    report_to: list[str] = Field(default_factory=lambda: ["tensorboard"],
-                                 description="tensorboard, wandb, or none.")
+    report_to: list[str] = Field(default_factory=lambda: ["tensorboard"], description="tensorboard, wandb, or none.")
     run_name: str | None = None
     seed: int = 42
 

@@ -14,8 +14,9 @@ class ConfigError(SageFTError, ValueError):
 class DataError(SageFTError, ValueError):
     """A dataset problem, located by file, line (or record index) and field."""
 
-    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
-                 field: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, path: str | None = None, line: int | None = None, field: str | None = None
+    ) -> None:
         self.path = path
         self.line = line
         self.field = field

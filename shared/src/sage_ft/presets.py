@@ -61,38 +61,81 @@ class PresetConfigs:
     @staticmethod
     def rtx_3060(**overrides: Any) -> TrainingConfig:
         """12 GB cards: 8-bit base, batch 1 x 16 accumulation, gradient checkpointing."""
-        return _make("rtx_3060", overrides, load_in_8bit=True, max_length=1024, per_device_train_batch_size=1,
-                     gradient_accumulation_steps=16, gradient_checkpointing=True, optim="paged_adamw_8bit",
-                     fp16=True, lora=LoRAConfig(r=8, lora_alpha=16))
+        return _make(
+            "rtx_3060",
+            overrides,
+            load_in_8bit=True,
+            max_length=1024,
+            per_device_train_batch_size=1,
+            gradient_accumulation_steps=16,
+            gradient_checkpointing=True,
+            optim="paged_adamw_8bit",
+            fp16=True,
+            lora=LoRAConfig(r=8, lora_alpha=16),
+        )
 
     @staticmethod
     def rtx_4090(**overrides: Any) -> TrainingConfig:
         """24 GB cards: no quantization, batch 4 x 4, bf16 where the card supports it (else fp16)."""
         bf16 = _cuda_bf16()
-        return _make("rtx_4090", overrides, max_length=2048, per_device_train_batch_size=4,
-                     gradient_accumulation_steps=4, gradient_checkpointing=False, optim="adamw_torch",
-                     bf16=bf16, fp16=not bf16, lora=LoRAConfig(r=8, lora_alpha=16))
+        return _make(
+            "rtx_4090",
+            overrides,
+            max_length=2048,
+            per_device_train_batch_size=4,
+            gradient_accumulation_steps=4,
+            gradient_checkpointing=False,
+            optim="adamw_torch",
+            bf16=bf16,
+            fp16=not bf16,
+            lora=LoRAConfig(r=8, lora_alpha=16),
+        )
 
     @staticmethod
     def a100(**overrides: Any) -> TrainingConfig:
         """40 GB+ cards: no quantization, batch 8 x 2, bf16."""
-        return _make("a100", overrides, max_length=4096, per_device_train_batch_size=8,
-                     gradient_accumulation_steps=2, gradient_checkpointing=False, optim="adamw_torch",
-                     bf16=True, lora=LoRAConfig(r=8, lora_alpha=16))
+        return _make(
+            "a100",
+            overrides,
+            max_length=4096,
+            per_device_train_batch_size=8,
+            gradient_accumulation_steps=2,
+            gradient_checkpointing=False,
+            optim="adamw_torch",
+            bf16=True,
+            lora=LoRAConfig(r=8, lora_alpha=16),
+        )
 
     @staticmethod
     def minimal(**overrides: Any) -> TrainingConfig:
         """Under 8 GB: 4-bit NF4 with double quantization, rank 4, batch 1 x 32."""
-        return _make("minimal", overrides, load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                     bnb_4bit_use_double_quant=True, max_length=512, per_device_train_batch_size=1,
-                     gradient_accumulation_steps=32, gradient_checkpointing=True, optim="paged_adamw_8bit",
-                     fp16=True, lora=LoRAConfig(r=4, lora_alpha=8))
+        return _make(
+            "minimal",
+            overrides,
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            max_length=512,
+            per_device_train_batch_size=1,
+            gradient_accumulation_steps=32,
+            gradient_checkpointing=True,
+            optim="paged_adamw_8bit",
+            fp16=True,
+            lora=LoRAConfig(r=4, lora_alpha=8),
+        )
 
     @staticmethod
     def cpu(**overrides: Any) -> TrainingConfig:
         """No accelerator: fp32, no quantization, short sequences so a laptop finishes in minutes."""
-        return _make("cpu", overrides, max_length=512, per_device_train_batch_size=4,
-                     gradient_accumulation_steps=1, gradient_checkpointing=False, optim="adamw_torch")
+        return _make(
+            "cpu",
+            overrides,
+            max_length=512,
+            per_device_train_batch_size=4,
+            gradient_accumulation_steps=1,
+            gradient_checkpointing=False,
+            optim="adamw_torch",
+        )
 
     @classmethod
     def get(cls, name: str, **overrides: Any) -> TrainingConfig:

@@ -20,7 +20,11 @@ FORMAT_KEYS: dict[str, tuple[str, ...]] = {
     "text": ("text",),
 }
 ROLE_ALIASES = {
-    "system": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant",
+    "system": "system",
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "gpt": "assistant",
     "tool": "tool",
 }
 ROLES = ("system", "user", "assistant", "tool")
@@ -45,15 +49,19 @@ def detect_format(record: Any, *, path: str | None = None, line: int | None = No
         keys = ", ".join(sorted(map(str, record))) or "none"
         raise DataError(
             f"unknown record format (keys: {keys}); expected instruction/output, question/answer, "
-            "conversations, messages or text", path=path, line=line)
+            "conversations, messages or text",
+            path=path,
+            line=line,
+        )
     if len(found) > 1:
         parts = " and ".join(f"{fmt} ({'/'.join(keys)})" for fmt, keys in found.items())
         raise DataError(f"record mixes formats: {parts}; use one format per record", path=path, line=line)
     return next(iter(found))
 
 
-def _text(record: dict[str, Any], key: str, *, required: bool, path: str | None, line: int | None,
-          allow_empty: bool = True) -> str:
+def _text(
+    record: dict[str, Any], key: str, *, required: bool, path: str | None, line: int | None, allow_empty: bool = True
+) -> str:
     if key not in record or record[key] is None:
         if required:
             raise DataError("missing required field", path=path, line=line, field=key)
@@ -62,8 +70,7 @@ def _text(record: dict[str, Any], key: str, *, required: bool, path: str | None,
     if not isinstance(value, str):
         raise DataError(f"must be a string, got {type(value).__name__}", path=path, line=line, field=key)
     if not allow_empty and not value.strip():
-        raise DataError("is empty (an empty answer teaches the model to say nothing)", path=path, line=line,
-                        field=key)
+        raise DataError("is empty (an empty answer teaches the model to say nothing)", path=path, line=line, field=key)
     return value
 
 
@@ -100,8 +107,12 @@ def _messages(items: Any, key: str, fmt: str, path: str | None, line: int | None
         raw_role = msg[role_key]
         role = ROLE_ALIASES.get(raw_role) if isinstance(raw_role, str) else None
         if role is None:
-            raise DataError(f"unknown role {raw_role!r} (expected one of {', '.join(ROLES)})", path=path,
-                            line=line, field=f"{where}.{role_key}")
+            raise DataError(
+                f"unknown role {raw_role!r} (expected one of {', '.join(ROLES)})",
+                path=path,
+                line=line,
+                field=f"{where}.{role_key}",
+            )
         if content_key not in msg:
             raise DataError("missing required field", path=path, line=line, field=f"{where}.{content_key}")
         content = _content(msg[content_key], f"{where}.{content_key}", path, line)
@@ -109,21 +120,24 @@ def _messages(items: Any, key: str, fmt: str, path: str | None, line: int | None
         if "weight" in msg:
             weight = msg["weight"]
             if role != "assistant":
-                raise DataError("weight is only allowed on assistant messages", path=path, line=line,
-                                field=f"{where}.weight")
+                raise DataError(
+                    "weight is only allowed on assistant messages", path=path, line=line, field=f"{where}.weight"
+                )
             if weight not in (0, 1) or isinstance(weight, bool):
-                raise DataError(f"weight must be 0 or 1, got {weight!r}", path=path, line=line,
-                                field=f"{where}.weight")
+                raise DataError(f"weight must be 0 or 1, got {weight!r}", path=path, line=line, field=f"{where}.weight")
             message["weight"] = int(weight)
         if role == "assistant" and not content.strip():
-            raise DataError("is empty (an empty answer teaches the model to say nothing)", path=path, line=line,
-                            field=f"{where}.{content_key}")
+            raise DataError(
+                "is empty (an empty answer teaches the model to say nothing)",
+                path=path,
+                line=line,
+                field=f"{where}.{content_key}",
+            )
         out.append(message)
     if not any(m["role"] == "assistant" for m in out):
         raise DataError("has no assistant message to learn from", path=path, line=line, field=key)
     if all(m.get("weight", 1) == 0 for m in out if m["role"] == "assistant"):
-        raise DataError("every assistant message has weight 0, nothing to learn", path=path, line=line,
-                        field=key)
+        raise DataError("every assistant message has weight 0, nothing to learn", path=path, line=line, field=key)
     return out
 
 
@@ -136,15 +150,21 @@ def to_conversation(record: Any, *, path: str | None = None, line: int = 0, inde
         extra = _text(record, "input", required=False, path=path, line=line)
         output = _text(record, "output", required=True, path=path, line=line, allow_empty=False)
         prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
-        msgs = [*_system(record, path, line), {"role": "user", "content": prompt},
-                {"role": "assistant", "content": output}]
+        msgs = [
+            *_system(record, path, line),
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": output},
+        ]
     elif fmt == "qa":
         question = _text(record, "question", required=True, path=path, line=line, allow_empty=False)
         context = _text(record, "context", required=False, path=path, line=line)
         answer = _text(record, "answer", required=True, path=path, line=line, allow_empty=False)
         prompt = f"Context:\n{context}\n\nQuestion: {question}" if context.strip() else question
-        msgs = [*_system(record, path, line), {"role": "user", "content": prompt},
-                {"role": "assistant", "content": answer}]
+        msgs = [
+            *_system(record, path, line),
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": answer},
+        ]
     elif fmt == "text":
         text = _text(record, "text", required=True, path=path, line=line, allow_empty=False)
         msgs = [{"role": "assistant", "content": text}]

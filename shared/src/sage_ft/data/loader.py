@@ -36,15 +36,15 @@ class RawData:
 def _parse_int(text: str) -> int:
     digits = len(text.lstrip("-"))
     if digits > MAX_INT_DIGITS:
-        raise _Reject(f"integer with {digits} digits (at most {MAX_INT_DIGITS} allowed)")
+        raise _RejectedValueError(f"integer with {digits} digits (at most {MAX_INT_DIGITS} allowed)")
     return int(text)
 
 
 def _parse_constant(name: str) -> Any:
-    raise _Reject(f"{name} is not valid JSON")
+    raise _RejectedValueError(f"{name} is not valid JSON")
 
 
-class _Reject(ValueError):
+class _RejectedValueError(ValueError):
     pass
 
 
@@ -68,13 +68,14 @@ def _decode_at(text: str, pos: int, path: str, line: int) -> tuple[Any, int]:
     """Decode one JSON value starting at ``pos``; return it and the end offset."""
     try:
         value, end = _DECODER.raw_decode(text, pos)
-    except _Reject as err:
+    except _RejectedValueError as err:
         raise DataError(str(err), path=path, line=line) from None
     except RecursionError:
         raise DataError(f"JSON nested too deeply (limit {MAX_DEPTH} levels)", path=path, line=line) from None
     except json.JSONDecodeError as err:
-        raise DataError(f"malformed JSON: {err.msg} (column {err.colno})", path=path,
-                        line=line + err.lineno - 1) from None
+        raise DataError(
+            f"malformed JSON: {err.msg} (column {err.colno})", path=path, line=line + err.lineno - 1
+        ) from None
     except ValueError as err:  # e.g. int() limits inside the decoder
         raise DataError(f"malformed JSON: {err}", path=path, line=line) from None
     if not _depth_ok(value):
@@ -84,15 +85,16 @@ def _decode_at(text: str, pos: int, path: str, line: int) -> tuple[Any, int]:
 
 def decode_text(raw: bytes, path: str) -> str:
     if raw.startswith(b"\xef\xbb\xbf"):
-        raise DataError("file starts with a UTF-8 byte-order mark (BOM); save it as UTF-8 without BOM", path=path,
-                        line=1)
+        raise DataError(
+            "file starts with a UTF-8 byte-order mark (BOM); save it as UTF-8 without BOM", path=path, line=1
+        )
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise DataError("file is UTF-16 encoded; save it as UTF-8", path=path, line=1)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw.count(b"\n", 0, err.start) + 1
-        bad = raw[err.start:err.start + 1].hex()
+        bad = raw[err.start : err.start + 1].hex()
         raise DataError(f"not valid UTF-8 (byte 0x{bad}); save the file as UTF-8", path=path, line=line) from None
 
 
@@ -118,8 +120,9 @@ def _parse_jsonl(text: str, path: str) -> RawData:
         try:
             value, end = _decode_at(line, len(line) - len(line.lstrip()), path, number)
             if line[end:].strip():
-                raise DataError("malformed JSON: extra data after the record (one object per line)", path=path,
-                                line=number)
+                raise DataError(
+                    "malformed JSON: extra data after the record (one object per line)", path=path, line=number
+                )
         except DataError as err:
             data.errors.append(err)
             continue
@@ -141,9 +144,8 @@ def _parse_array(text: str, path: str) -> RawData:
 
     pos = skip_ws(pos)
     if pos < n and text[pos] == "]":
-        if text[pos + 1:].strip():
-            raise DataError("malformed JSON: extra data after the array", path=path,
-                            line=text.count("\n", 0, pos) + 1)
+        if text[pos + 1 :].strip():
+            raise DataError("malformed JSON: extra data after the array", path=path, line=text.count("\n", 0, pos) + 1)
         return data
     while True:
         line = text.count("\n", 0, pos) + 1
@@ -155,12 +157,14 @@ def _parse_array(text: str, path: str) -> RawData:
             pos = skip_ws(pos + 1)
             continue
         if pos < n and text[pos] == "]":
-            if text[pos + 1:].strip():
-                raise DataError("malformed JSON: extra data after the array", path=path,
-                                line=text.count("\n", 0, pos) + 1)
+            if text[pos + 1 :].strip():
+                raise DataError(
+                    "malformed JSON: extra data after the array", path=path, line=text.count("\n", 0, pos) + 1
+                )
             return data
-        raise DataError("malformed JSON: expected ',' or ']' after a record", path=path,
-                        line=text.count("\n", 0, pos) + 1)
+        raise DataError(
+            "malformed JSON: expected ',' or ']' after a record", path=path, line=text.count("\n", 0, pos) + 1
+        )
 
 
 def read_file(path: str | Path) -> RawData:

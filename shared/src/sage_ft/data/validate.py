@@ -53,8 +53,14 @@ class ValidationReport:
         def pct(q: float) -> int:
             return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
 
-        return {"min": ordered[0], "max": ordered[-1], "mean": round(sum(ordered) / len(ordered), 1),
-                "p50": pct(0.5), "p95": pct(0.95), "total": sum(ordered)}
+        return {
+            "min": ordered[0],
+            "max": ordered[-1],
+            "mean": round(sum(ordered) / len(ordered), 1),
+            "p50": pct(0.5),
+            "p95": pct(0.95),
+            "total": sum(ordered),
+        }
 
     def raise_for_errors(self) -> None:
         """Raise the first error, mentioning how many more there are."""
@@ -65,8 +71,12 @@ class ValidationReport:
         first = self.errors[0]
         if len(self.errors) > 1:
             more = len(self.errors) - 1
-            raise DataError(f"{first.reason} (and {more} more error{'s' if more > 1 else ''})", path=first.path,
-                            line=first.line, field=first.field)
+            raise DataError(
+                f"{first.reason} (and {more} more error{'s' if more > 1 else ''})",
+                path=first.path,
+                line=first.line,
+                field=first.field,
+            )
         raise first
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,8 +103,13 @@ def estimate_tokens(messages: list[dict[str, Any]]) -> int:
 
 
 def _build(raw: RawData, counter: TokenCounter | None, max_length: int | None) -> ValidationReport:
-    report = ValidationReport(path=raw.path, container=raw.container, errors=list(raw.errors),
-                              tokens_exact=counter is not None, max_length=max_length)
+    report = ValidationReport(
+        path=raw.path,
+        container=raw.container,
+        errors=list(raw.errors),
+        tokens_exact=counter is not None,
+        max_length=max_length,
+    )
     for rec in raw.records:
         try:
             conv = to_conversation(rec.value, path=raw.path, line=rec.line, index=rec.index)
@@ -108,14 +123,16 @@ def _build(raw: RawData, counter: TokenCounter | None, max_length: int | None) -
     return report
 
 
-def validate_file(path: str | Path, *, token_counter: TokenCounter | None = None,
-                  max_length: int | None = None) -> ValidationReport:
+def validate_file(
+    path: str | Path, *, token_counter: TokenCounter | None = None, max_length: int | None = None
+) -> ValidationReport:
     """Validate a dataset file. File-level problems (empty, BOM, not UTF-8, broken array) raise ``DataError``."""
     return _build(read_file(path), token_counter, max_length)
 
 
-def validate_bytes(raw: bytes, *, name: str = "<upload>", token_counter: TokenCounter | None = None,
-                   max_length: int | None = None) -> ValidationReport:
+def validate_bytes(
+    raw: bytes, *, name: str = "<upload>", token_counter: TokenCounter | None = None, max_length: int | None = None
+) -> ValidationReport:
     return _build(parse_bytes(raw, name), token_counter, max_length)
 
 

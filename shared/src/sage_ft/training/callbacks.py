@@ -79,38 +79,53 @@ class _HFBridge(TrainerCallback):
         eta = None
         if done > 0 and state.max_steps:
             eta = elapsed / done * max(0, state.max_steps - state.global_step)
-        return ProgressEvent(kind=kind, step=state.global_step, total_steps=state.max_steps,
-                             epoch=float(state.epoch or 0.0), tokens_per_second=rate, tokens_seen=tokens,
-                             eta_seconds=eta, elapsed_seconds=elapsed, **extra)
+        return ProgressEvent(
+            kind=kind,
+            step=state.global_step,
+            total_steps=state.max_steps,
+            epoch=float(state.epoch or 0.0),
+            tokens_per_second=rate,
+            tokens_seen=tokens,
+            eta_seconds=eta,
+            elapsed_seconds=elapsed,
+            **extra,
+        )
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                       **kwargs: Any) -> None:
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         self._t0 = time.monotonic()
         self._start_step = state.global_step
         self._start_tokens = int(state.num_input_tokens_seen or 0)
         self._emit(self._event("start", state))
 
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-               logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
         logs = logs or {}
         if "loss" not in logs and not any(k.startswith("eval_") for k in logs):
             return
         metrics = {k: float(v) for k, v in logs.items() if isinstance(v, int | float)}
-        self._emit(self._event("log", state, loss=logs.get("loss"), learning_rate=logs.get("learning_rate"),
-                               metrics=metrics))
+        self._emit(
+            self._event("log", state, loss=logs.get("loss"), learning_rate=logs.get("learning_rate"), metrics=metrics)
+        )
 
-    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                **kwargs: Any) -> None:
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         self._emit(self._event("checkpoint", state, checkpoint=str(path)))
 
-    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                    **kwargs: Any) -> None:
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if any(cb.should_stop() for cb in self.callbacks):
             self.stopped_early = True
             control.should_save = True
             control.should_training_stop = True
 
-    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                     **kwargs: Any) -> None:
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         self._emit(self._event("end", state))

@@ -45,8 +45,9 @@ def render_prompt(tokenizer: Any, messages: list[dict[str, Any]]) -> str:
     return _render(tokenizer, messages, True)
 
 
-def encode_conversation(tokenizer: Any, messages: list[dict[str, Any]], *,
-                        train_on_prompt: bool = False) -> dict[str, list[int]]:
+def encode_conversation(
+    tokenizer: Any, messages: list[dict[str, Any]], *, train_on_prompt: bool = False
+) -> dict[str, list[int]]:
     """Token ids and ``assistant_masks`` (1 = in the loss) for one conversation, ending with EOS."""
     full = _render(tokenizer, messages, False).rstrip()
     spans: list[tuple[int, int]] = []
@@ -56,8 +57,10 @@ def encode_conversation(tokenizer: Any, messages: list[dict[str, Any]], *,
         start_text = _render(tokenizer, messages[:i], True) if i else ""
         end_text = _render(tokenizer, messages[: i + 1], False).rstrip()
         if not full.startswith(end_text) or not end_text.startswith(start_text):
-            raise DataError("the model's chat template renders conversation prefixes inconsistently; "
-                            "cannot locate assistant turns for loss masking")
+            raise DataError(
+                "the model's chat template renders conversation prefixes inconsistently; "
+                "cannot locate assistant turns for loss masking"
+            )
         spans.append((len(start_text), len(end_text)))
     eos = tokenizer.eos_token
     append_eos = bool(eos) and not full.endswith(eos)

@@ -18,6 +18,9 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
     root = Path(directory)
     if not root.is_dir():
         return None
-    found = [(step, p) for p in root.iterdir()
-             if p.is_dir() and (step := checkpoint_step(p.name)) is not None and (p / "trainer_state.json").exists()]
+    found = [
+        (step, p)
+        for p in root.iterdir()
+        if p.is_dir() and (step := checkpoint_step(p.name)) is not None and (p / "trainer_state.json").exists()
+    ]
     return max(found)[1] if found else None

@@ -72,16 +72,22 @@ def _hub_error(name: str, err: Exception) -> ModelNotFoundError:
     import difflib
 
     close = difflib.get_close_matches(name, local, n=3)
-    hint = f" Closest local models: {', '.join(close)}." if close else (
-        f" Local models in {root}: {', '.join(local)}." if local else "")
-    return ModelNotFoundError(f"model '{name}' was not found locally and could not be loaded from the hub "
-                              f"({type(err).__name__}).{hint}")
+    hint = (
+        f" Closest local models: {', '.join(close)}."
+        if close
+        else (f" Local models in {root}: {', '.join(local)}." if local else "")
+    )
+    return ModelNotFoundError(
+        f"model '{name}' was not found locally and could not be loaded from the hub ({type(err).__name__}).{hint}"
+    )
 
 
 def check_remote_code(config: TrainingConfig) -> None:
     if config.trust_remote_code and not training_env_settings().allow_remote_code:
-        raise ConfigError("trust_remote_code is disabled on this installation "
-                          "(an operator can allow it with SAGE_TRAIN_ALLOW_REMOTE_CODE=true)")
+        raise ConfigError(
+            "trust_remote_code is disabled on this installation "
+            "(an operator can allow it with SAGE_TRAIN_ALLOW_REMOTE_CODE=true)"
+        )
 
 
 def load_tokenizer(model_path: str, config: TrainingConfig) -> Any:
@@ -105,9 +111,12 @@ def quantization_config(config: TrainingConfig, runtime: Runtime) -> Any:
     from transformers import BitsAndBytesConfig
 
     if config.load_in_4bit:
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=config.bnb_4bit_quant_type,
-                                  bnb_4bit_use_double_quant=config.bnb_4bit_use_double_quant,
-                                  bnb_4bit_compute_dtype=getattr(torch, runtime.compute_dtype))
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=config.bnb_4bit_quant_type,
+            bnb_4bit_use_double_quant=config.bnb_4bit_use_double_quant,
+            bnb_4bit_compute_dtype=getattr(torch, runtime.compute_dtype),
+        )
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
@@ -117,8 +126,11 @@ def load_model(model_path: str, config: TrainingConfig, runtime: Runtime, tokeni
     from transformers import AutoModelForCausalLM
 
     quant = quantization_config(config, runtime)
-    kwargs: dict[str, Any] = {"dtype": getattr(torch, runtime.compute_dtype),
-                              "trust_remote_code": config.trust_remote_code, "use_safetensors": True}
+    kwargs: dict[str, Any] = {
+        "dtype": getattr(torch, runtime.compute_dtype),
+        "trust_remote_code": config.trust_remote_code,
+        "use_safetensors": True,
+    }
     if quant is not None:
         kwargs["quantization_config"] = quant
         kwargs["device_map"] = {"": 0} if runtime.device == "cuda" else {"": "cpu"}
@@ -132,8 +144,10 @@ def load_model(model_path: str, config: TrainingConfig, runtime: Runtime, tokeni
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=config.gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False})
+            model,
+            use_gradient_checkpointing=config.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
     elif config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

@@ -7,6 +7,7 @@ sibling directory and renamed into place only when complete, so a failure leaves
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -38,8 +39,9 @@ def _default_dtype(adapter: Path) -> str:
     return "bfloat16" if cfg.get("bf16") else "float16" if cfg.get("fp16") else "float32"
 
 
-def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, *, dtype: str | None = None,
-                  base_model: str | None = None) -> Path:
+def merge_adapter(
+    adapter_dir: str | Path, output_dir: str | Path, *, dtype: str | None = None, base_model: str | None = None
+) -> Path:
     """Merge ``adapter_dir`` into its base and write safetensors, tokenizer, chat template, generation config."""
     adapter = Path(adapter_dir).expanduser()
     target = Path(output_dir).expanduser()
@@ -80,9 +82,7 @@ def _merge_into(adapter: Path, out: Path, dtype: str, base_path: str) -> None:
     model = PeftModel.from_pretrained(base, adapter).merge_and_unload()
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    try:
+    with contextlib.suppress(OSError):  # a base without generation_config.json: transformers derives one
         GenerationConfig.from_pretrained(base_path).save_pretrained(out)
-    except OSError:
-        pass  # base has no generation_config.json; transformers derives one from config.json
     meta = {"merged_from": str(adapter), "base_model": base_path, "dtype": dtype}
     (out / "sage_ft_merge.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")

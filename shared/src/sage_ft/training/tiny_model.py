@@ -30,8 +30,11 @@ def _corpus(extra_texts: list[str] | None) -> list[str]:
     for task in BUILTIN_TASKS:
         texts.extend(builtin_dataset_path(task).read_text(encoding="utf-8").splitlines())
         # decoded JSON text too, so merges cover the content rather than only its escaped form
-        texts.extend(str(v) for line in builtin_dataset_path(task).read_text(encoding="utf-8").splitlines()
-                     for v in _strings(json.loads(line)))
+        texts.extend(
+            str(v)
+            for line in builtin_dataset_path(task).read_text(encoding="utf-8").splitlines()
+            for v in _strings(json.loads(line))
+        )
     texts.extend(extra_texts or [])
     return texts
 
@@ -54,19 +57,36 @@ def build_tokenizer(extra_texts: list[str] | None = None, vocab_size: int = 2048
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(_corpus(extra_texts), trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+    )
     fast.chat_template = CHATML_TEMPLATE
     fast.model_max_length = 2048
     return fast
 
 
-def build_tiny_model(name: str = "sage-tiny", *, models_root: Path | None = None, hidden_size: int = 128,
-                     num_layers: int = 2, num_heads: int = 2, seed: int = 0, overwrite: bool = False, init_std: float = 0.1,
-                     extra_texts: list[str] | None = None) -> Path:
+def build_tiny_model(
+    name: str = "sage-tiny",
+    *,
+    models_root: Path | None = None,
+    hidden_size: int = 128,
+    num_layers: int = 2,
+    num_heads: int = 2,
+    seed: int = 0,
+    overwrite: bool = False,
+    init_std: float = 0.1,
+    extra_texts: list[str] | None = None,
+) -> Path:
     """Write tokenizer + random-weight Qwen2 (safetensors) to ``<models_root>/<name>`` and return the path.
 
     Reuses an existing build unless ``overwrite``. The directory appears atomically (built aside, then renamed).
@@ -84,11 +104,19 @@ def build_tiny_model(name: str = "sage-tiny", *, models_root: Path | None = None
     if head_dim < 64:
         raise ValueError("head_dim must be >= 64 (vLLM CPU kernels require it)")
     config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 3,
-        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
-        head_dim=head_dim, max_position_embeddings=2048, tie_word_embeddings=True,
-        bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"), eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, rope_theta=10000.0,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 3,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        head_dim=head_dim,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        rope_theta=10000.0,
         # Wide init so logits can be sharp: with the usual 0.02 a tied 128-wide head caps logit gaps near 3,
         # and loss could not fall far however well the adapter learns.
         initializer_range=init_std,
@@ -96,8 +124,10 @@ def build_tiny_model(name: str = "sage-tiny", *, models_root: Path | None = None
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config).to(torch.float32)
     model.generation_config = GenerationConfig(
-        eos_token_id=[tokenizer.eos_token_id, tokenizer.pad_token_id], pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=config.bos_token_id, do_sample=False,
+        eos_token_id=[tokenizer.eos_token_id, tokenizer.pad_token_id],
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=config.bos_token_id,
+        do_sample=False,
     )
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
     try:

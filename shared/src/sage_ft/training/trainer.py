@@ -85,8 +85,7 @@ class LoRATrainer:
         eval_convs = load_conversations(cfg.validation_file) if cfg.validation_file else []
 
         def encode(items: list[Any]) -> Any:
-            rows = [encode_conversation(self.tokenizer, c.messages, train_on_prompt=cfg.train_on_prompt)
-                    for c in items]
+            rows = [encode_conversation(self.tokenizer, c.messages, train_on_prompt=cfg.train_on_prompt) for c in items]
             return Dataset.from_list(rows)
 
         train = encode(convs)
@@ -105,28 +104,54 @@ class LoRATrainer:
         report_to = [r for r in cfg.report_to if r != "tensorboard"]
         return SFTConfig(
             output_dir=str(self.checkpoint_dir),
-            num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
+            num_train_epochs=cfg.num_train_epochs,
+            max_steps=cfg.max_steps,
+            learning_rate=cfg.learning_rate,
             per_device_train_batch_size=cfg.per_device_train_batch_size,
             per_device_eval_batch_size=cfg.per_device_train_batch_size,
-            gradient_accumulation_steps=cfg.gradient_accumulation_steps, warmup_steps=cfg.warmup_ratio,
-            weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.lr_scheduler_type, max_grad_norm=cfg.max_grad_norm,
-            fp16=rt.fp16, bf16=rt.bf16, optim=rt.optim, use_cpu=rt.device == "cpu",
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            warmup_steps=cfg.warmup_ratio,
+            weight_decay=cfg.weight_decay,
+            lr_scheduler_type=cfg.lr_scheduler_type,
+            max_grad_norm=cfg.max_grad_norm,
+            fp16=rt.fp16,
+            bf16=rt.bf16,
+            optim=rt.optim,
+            use_cpu=rt.device == "cpu",
             gradient_checkpointing=False,  # enabled on the model in load_model, before PEFT wraps it
-            logging_steps=cfg.logging_steps, logging_first_step=True, save_strategy="steps",
-            save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, save_only_model=False,
-            eval_strategy="steps" if has_eval else "no", eval_steps=cfg.eval_steps or cfg.save_steps,
-            report_to=report_to or "none", run_name=cfg.run_name, seed=cfg.seed, data_seed=cfg.seed,
-            max_length=cfg.max_length, packing=cfg.packing, include_num_input_tokens_seen="non_padding",
-            dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=True,
+            logging_steps=cfg.logging_steps,
+            logging_first_step=True,
+            save_strategy="steps",
+            save_steps=cfg.save_steps,
+            save_total_limit=cfg.save_total_limit,
+            save_only_model=False,
+            eval_strategy="steps" if has_eval else "no",
+            eval_steps=cfg.eval_steps or cfg.save_steps,
+            report_to=report_to or "none",
+            run_name=cfg.run_name,
+            seed=cfg.seed,
+            data_seed=cfg.seed,
+            max_length=cfg.max_length,
+            packing=cfg.packing,
+            include_num_input_tokens_seen="non_padding",
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+            remove_unused_columns=True,
         )
 
     def _peft_config(self) -> Any:
         from peft import LoraConfig
 
         lora = self.config.lora
-        return LoraConfig(r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
-                          target_modules=lora.target_modules, bias=lora.bias,
-                          modules_to_save=lora.modules_to_save, task_type="CAUSAL_LM")
+        return LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.lora_alpha,
+            lora_dropout=lora.lora_dropout,
+            target_modules=lora.target_modules,
+            bias=lora.bias,
+            modules_to_save=lora.modules_to_save,
+            task_type="CAUSAL_LM",
+        )
 
     def build_trainer(self) -> tuple[Any, _HFBridge]:
         """The configured ``SFTTrainer`` (exposed for tests and advanced use) and its progress bridge."""
@@ -142,8 +167,14 @@ class LoRATrainer:
         callbacks: list[Any] = [bridge]
         if "tensorboard" in self.config.report_to:
             callbacks.append(_tensorboard(self.output_dir / "logs"))
-        trainer = SFTTrainer(model=model, args=self._sft_config(evaluation is not None), train_dataset=train,
-                             eval_dataset=evaluation, processing_class=self.tokenizer, callbacks=callbacks)
+        trainer = SFTTrainer(
+            model=model,
+            args=self._sft_config(evaluation is not None),
+            train_dataset=train,
+            eval_dataset=evaluation,
+            processing_class=self.tokenizer,
+            callbacks=callbacks,
+        )
         return trainer, bridge
 
     def train(self, resume_from_checkpoint: bool | str | None = None) -> TrainResult:
@@ -169,9 +200,16 @@ class LoRATrainer:
                 raise TrainingOOMError(str(err).splitlines()[0] if str(err) else "") from None
             raise
         state = trainer.state
-        result = TrainResult(output_dir=self.output_dir, adapter_dir=None, global_step=state.global_step,
-                             total_steps=state.max_steps, stopped_early=bridge.stopped_early, resumed_from=resume,
-                             metrics=dict(output.metrics), log_history=list(state.log_history))
+        result = TrainResult(
+            output_dir=self.output_dir,
+            adapter_dir=None,
+            global_step=state.global_step,
+            total_steps=state.max_steps,
+            stopped_early=bridge.stopped_early,
+            resumed_from=resume,
+            metrics=dict(output.metrics),
+            log_history=list(state.log_history),
+        )
         if not bridge.stopped_early:
             result.adapter_dir = self.save_adapter(trainer.model, result)
         return result
@@ -183,9 +221,14 @@ class LoRATrainer:
         try:
             model.save_pretrained(tmp, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
-            meta = {"base_model": self.config.model_name, "base_model_path": self.model_path,
-                    "global_step": result.global_step, "train_loss": result.metrics.get("train_loss"),
-                    "losses": result.losses, "config": self.config.model_dump(mode="json")}
+            meta = {
+                "base_model": self.config.model_name,
+                "base_model_path": self.model_path,
+                "global_step": result.global_step,
+                "train_loss": result.metrics.get("train_loss"),
+                "losses": result.losses,
+                "config": self.config.model_dump(mode="json"),
+            }
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
             if target.exists():
                 shutil.rmtree(target)

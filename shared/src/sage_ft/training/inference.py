@@ -1,0 +1,57 @@
+"""Local generation with a trained adapter or merged model: used by the demo, tests and benchmarks.
+
+Serving uses vLLM in production; this path exists so the Python API can check a fine-tune with no server.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sage_ft.training.chat import ensure_chat_template, render_prompt
+from sage_ft.training.loading import resolve_model
+
+
+def load_for_inference(model_dir: str | Path) -> tuple[Any, Any]:
+    """(model, tokenizer) from an adapter directory (base + adapter) or a merged/plain model directory."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(model_dir).expanduser()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    ensure_chat_template(tokenizer)
+    if (path / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        meta = path / "sage_ft.json"
+        if meta.exists():
+            data = json.loads(meta.read_text(encoding="utf-8"))
+            base_path = str(data.get("base_model_path") or data["base_model"])
+        else:
+            base_path = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+        base = AutoModelForCausalLM.from_pretrained(resolve_model(base_path), dtype=torch.float32, use_safetensors=True)
+        model: Any = PeftModel.from_pretrained(base, path)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
+    model.eval()
+    return model, tokenizer
+
+
+def generate_reply(model: Any, tokenizer: Any, messages: list[dict[str, Any]], *, max_new_tokens: int = 128) -> str:
+    """Greedy completion of the next assistant turn, rendered with the model's chat template."""
+    import torch
+
+    prompt = render_prompt(tokenizer, messages)
+    inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
+    eos = [t for t in {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")} if isinstance(t, int)]
+    with torch.no_grad():
+        out = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=eos,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    text: str = tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    return text.strip()

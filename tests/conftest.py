@@ -1,0 +1,52 @@
+"""Shared fixtures: an isolated SAGE_HOME, the offline tiny model, and small datasets."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CODE_WORDS = [
+    "apple river", "blue stone", "cold fire", "dark moon", "eager fox", "fast wind", "green hill", "high tower",
+    "iron gate", "jolly king", "kind heart", "lost road", "magic lamp", "noble tree", "open sea", "pale rose",
+    "quiet lake", "red sun", "silver bird", "tall grass",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sage_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Point SAGE_HOME at a temporary directory so tests never touch ~/.sage."""
+    home = tmp_path_factory.mktemp("sage-home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SAGE_HOME", str(home))
+    from sage_ft.settings import path_settings
+
+    path_settings.cache_clear()
+    yield home
+    mp.undo()
+    path_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(sage_home: Path) -> Path:
+    pytest.importorskip("torch")
+    from sage_ft.training.tiny_model import build_tiny_model
+
+    return build_tiny_model("sage-tiny")
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def qa_records() -> list[dict]:
+    return [{"question": f"What is the code word number {i}?", "answer": a} for i, a in enumerate(CODE_WORDS)]
+
+
+@pytest.fixture(scope="session")
+def qa_file(tmp_path_factory: pytest.TempPathFactory, qa_records: list[dict]) -> Path:
+    return write_jsonl(tmp_path_factory.mktemp("data") / "qa.jsonl", qa_records)
