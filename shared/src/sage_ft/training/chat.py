@@ -40,6 +40,11 @@ def _render(tokenizer: Any, messages: list[dict[str, Any]], generation_prompt: b
     return text
 
 
+def _find(text: str, content: str) -> int:
+    pos = text.rfind(content.strip())
+    return max(pos, 0)
+
+
 def render_prompt(tokenizer: Any, messages: list[dict[str, Any]]) -> str:
     """The text a model continues to answer ``messages``: used for generation and by serving."""
     return _render(tokenizer, messages, True)
@@ -54,8 +59,10 @@ def encode_conversation(
     for i, msg in enumerate(messages):
         if msg["role"] != "assistant" or msg.get("weight", 1) == 0:
             continue
-        start_text = _render(tokenizer, messages[:i], True) if i else ""
         end_text = _render(tokenizer, messages[: i + 1], False).rstrip()
+        # transformers refuses to render an empty conversation, so an opening assistant turn starts where its
+        # content does in its own rendering
+        start_text = _render(tokenizer, messages[:i], True) if i else end_text[: _find(end_text, msg["content"])]
         if not full.startswith(end_text) or not end_text.startswith(start_text):
             raise DataError(
                 "the model's chat template renders conversation prefixes inconsistently; "

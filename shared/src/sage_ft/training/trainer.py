@@ -158,8 +158,11 @@ class LoRATrainer:
         from peft import get_peft_model
         from trl import SFTTrainer
 
+        from transformers import set_seed
+
         for note in self.runtime.notes(self.config):
             log.warning(note)
+        set_seed(self.config.seed)  # before PEFT initialises lora_A, so a run is reproducible from its config
         train, evaluation = self.build_datasets()
         model = load_model(self.model_path, self.config, self.runtime, self.tokenizer)
         model = get_peft_model(model, self._peft_config())
