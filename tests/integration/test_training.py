@@ -114,3 +114,31 @@ def test_quantized_training_produces_loadable_adapter(
     assert any(t.abs().sum() > 0 for t in lora_b), "lora_B starts at zero; training must have moved it"
     model, tokenizer = load_for_inference(result.adapter_dir)
     assert isinstance(generate_reply(model, tokenizer, [{"role": "user", "content": "hi"}], max_new_tokens=4), str)
+
+
+def test_validation_report_uses_the_model_tokenizer(tiny_model: Path, tmp_path: Path) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"text": "word " * 300}) + "\n" + json.dumps({"question": "q?", "answer": "a."}) + "\n")
+    trainer = LoRATrainer(TrainingConfig(model_name=str(tiny_model), data_path=str(data), max_length=64))
+    report = trainer.validate_data().to_dict()
+    tok = trainer.tokenizer
+    short = tok.apply_chat_template([{"role": "user", "content": "q?"}, {"role": "assistant", "content": "a."}],
+                                    tokenize=False).rstrip()  # fmt: skip
+    assert report["tokens"]["exact"] is True and report["tokens"]["min"] == len(tok(short).input_ids)
+    assert report["tokens"]["max"] > 64 and report["truncated"] == 1 and report["truncated_share"] == 0.5
+    assert report["formats"] == {"text": 1, "qa": 1}
+
+
+def test_wandb_offline_run_is_recorded(
+    tiny_model: Path, qa_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = qa_config(tiny_model, qa_file, tmp_path / "out", num_train_epochs=1, report_to=["wandb"], run_name="t")
+    result = LoRATrainer(cfg).train()
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert result.global_step == 5 and len(runs) == 1
+    assert list(runs[0].glob("*.wandb")), "the offline run holds its logged history"
+    assert not (tmp_path / "out" / "logs").exists(), "tensorboard not requested"

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from sage_ft.config import TrainingConfig
-from sage_ft.data.validate import load_conversations
+from sage_ft.data.validate import ValidationReport, load_conversations, validate_file
 from sage_ft.errors import ConfigError, TrainingOOMError
 from sage_ft.training.callbacks import TrainingCallback, _HFBridge
-from sage_ft.training.chat import encode_conversation
+from sage_ft.training.chat import encode_conversation, token_counter
 from sage_ft.training.checkpoints import latest_checkpoint
 from sage_ft.training.loading import load_model, load_tokenizer, plan_runtime, resolve_model
 
@@ -95,6 +95,14 @@ class LoRATrainer:
             train, evaluation = split["train"], split["test"]
         return train, evaluation
 
+    def validate_data(self) -> ValidationReport:
+        """The dataset report with exact token counts from this model's tokenizer; loads no model weights."""
+        if not self.config.data_path:
+            raise ConfigError("data_path is required: a JSON or JSONL file of training records")
+        return validate_file(
+            self.config.data_path, token_counter=token_counter(self.tokenizer), max_length=self.config.max_length
+        )
+
     # -- trainer --------------------------------------------------------------------------------------------
 
     def _sft_config(self, has_eval: bool) -> Any:
@@ -156,9 +164,8 @@ class LoRATrainer:
     def build_trainer(self) -> tuple[Any, _HFBridge]:
         """The configured ``SFTTrainer`` (exposed for tests and advanced use) and its progress bridge."""
         from peft import get_peft_model
-        from trl import SFTTrainer
-
         from transformers import set_seed
+        from trl import SFTTrainer
 
         for note in self.runtime.notes(self.config):
             log.warning(note)

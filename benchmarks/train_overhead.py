@@ -1,0 +1,138 @@
+"""Side-by-side training throughput on CPU (or GPU if present), in one run.
+
+1. Overhead: the same tiny model, data, batch size and number of steps, trained through ``LoRATrainer`` (TRL
+   SFTTrainer + PEFT) and through a bare PEFT + torch loop. Reports trained tokens/s for both and their ratio.
+2. Packing vs padding: ``LoRATrainer`` with ``packing=True`` and ``False`` on a mixed-length dataset, as the ratio
+   of real (non-pad) tokens/s.
+
+Usage: python benchmarks/train_overhead.py [--steps 60] [--repeats 2] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sage_ft import LoRAConfig, TrainingConfig
+from sage_ft.data import BUILTIN_TASKS, builtin_dataset_path, load_conversations
+from sage_ft.training import LoRATrainer, ProgressEvent, TrainingCallback
+from sage_ft.training.chat import encode_conversation
+from sage_ft.training.tiny_model import build_tiny_model
+
+LORA = LoRAConfig(r=16, lora_alpha=32, lora_dropout=0.0)
+
+
+class Rate(TrainingCallback):
+    def __init__(self) -> None:
+        self.end: ProgressEvent | None = None
+
+    def on_event(self, event: ProgressEvent) -> None:
+        if event.kind == "end":
+            self.end = event
+
+
+def sage_run(cfg: TrainingConfig) -> float:
+    rate = Rate()
+    LoRATrainer(cfg, callbacks=[rate]).train()
+    assert rate.end is not None
+    return rate.end.tokens_seen / rate.end.elapsed_seconds
+
+
+def bare_run(model_dir: Path, data: Path, steps: int, batch: int, max_length: int) -> float:
+    """The same work with nothing but PEFT and a hand-written torch loop."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    rows = [encode_conversation(tok, c.messages) for c in load_conversations(data)]
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(r=LORA.r, lora_alpha=LORA.lora_alpha, lora_dropout=0.0,
+                                             target_modules="all-linear", task_type="CAUSAL_LM"))  # fmt: skip
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    model.train()
+    tokens, start = 0, time.perf_counter()
+    order = torch.randperm(len(rows)).tolist()
+    for step in range(steps):
+        idx = [order[(step * batch + i) % len(rows)] for i in range(batch)]
+        seqs = [rows[i] for i in idx]
+        width = min(max_length, max(len(s["input_ids"]) for s in seqs))
+        ids = torch.full((batch, width), tok.pad_token_id)
+        labels = torch.full((batch, width), -100)
+        att = torch.zeros((batch, width), dtype=torch.long)
+        for j, s in enumerate(seqs):
+            n = min(width, len(s["input_ids"]))
+            ids[j, :n] = torch.tensor(s["input_ids"][:n])
+            mask = torch.tensor(s["assistant_masks"][:n]).bool()
+            labels[j, :n] = torch.where(mask, ids[j, :n], -100)
+            att[j, :n] = 1
+        loss = model(input_ids=ids, attention_mask=att, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+        tokens += int(att.sum())
+    return tokens / (time.perf_counter() - start)
+
+
+def mixed_length_data(path: Path) -> Path:
+    """Built-in records plus long ones: lengths from ~20 to ~400 tokens, as real instruction data has."""
+    records: list[dict[str, Any]] = []
+    for task in BUILTIN_TASKS:
+        records.extend(json.loads(line) for line in builtin_dataset_path(task).read_text().splitlines())
+    code = [json.loads(line)["output"] for line in builtin_dataset_path("code").read_text().splitlines()]
+    for i in range(0, len(code), 3):
+        records.append({"instruction": "Show several Python snippets.", "output": "\n\n".join(code[i : i + 6])})
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    work = Path(tempfile.mkdtemp(prefix="sage-bench-"))
+    model = build_tiny_model("bench-qwen2", models_root=work, hidden_size=256, num_layers=4, num_heads=4)
+    data = mixed_length_data(work / "mixed.jsonl")
+    max_length = 512
+
+    def cfg(name: str, **kw: Any) -> TrainingConfig:
+        return TrainingConfig(model_name=str(model), data_path=str(data), output_dir=str(work / name),
+                              max_steps=args.steps, per_device_train_batch_size=args.batch, max_length=max_length,
+                              learning_rate=1e-3, warmup_ratio=0.0, logging_steps=10, save_steps=10_000,
+                              report_to="none", lora=LORA, **kw)  # fmt: skip
+
+    # The "sage" run pads (packing=False), so it is also the padding side of the packing comparison.
+    results: dict[str, list[float]] = {"sage": [], "bare": [], "packing": []}
+    for _ in range(args.repeats):  # interleaved, so drift on a shared machine hits every side alike
+        results["bare"].append(bare_run(model, data, args.steps, args.batch, max_length))
+        results["sage"].append(sage_run(cfg("sage", packing=False)))
+        results["packing"].append(sage_run(cfg("packing", packing=True)))
+    best = {k: max(v) for k, v in results.items()}
+    summary = {
+        "machine": f"{platform.machine()} {torch.get_num_threads()} threads, "
+        f"{'cuda ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}",
+        "torch": torch.__version__, "steps": args.steps, "batch": args.batch, "repeats": args.repeats,
+        "tokens_per_s": {k: round(v, 1) for k, v in best.items()},
+        "sage_vs_bare": round(best["sage"] / best["bare"], 3),
+        "packing_vs_padding": round(best["packing"] / best["sage"], 3),
+        "all_runs": {k: [round(x, 1) for x in v] for k, v in results.items()},
+    }  # fmt: skip
+    print(json.dumps(summary, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
