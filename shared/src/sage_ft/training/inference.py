@@ -5,12 +5,11 @@ Serving uses vLLM in production; this path exists so the Python API can check a 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from sage_ft.training.chat import ensure_chat_template, render_prompt
-from sage_ft.training.loading import resolve_model
+from sage_ft.training.loading import adapter_base_model
 
 
 def load_for_inference(model_dir: str | Path) -> tuple[Any, Any]:
@@ -24,13 +23,8 @@ def load_for_inference(model_dir: str | Path) -> tuple[Any, Any]:
     if (path / "adapter_config.json").exists():
         from peft import PeftModel
 
-        meta = path / "sage_ft.json"
-        if meta.exists():
-            data = json.loads(meta.read_text(encoding="utf-8"))
-            base_path = str(data.get("base_model_path") or data["base_model"])
-        else:
-            base_path = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
-        base = AutoModelForCausalLM.from_pretrained(resolve_model(base_path), dtype=torch.float32, use_safetensors=True)
+        base_path = adapter_base_model(path)
+        base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32, use_safetensors=True)
         model: Any = PeftModel.from_pretrained(base, path)
     else:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)

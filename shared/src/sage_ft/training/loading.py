@@ -6,6 +6,7 @@ are downgraded with a warning, so a GPU preset still runs, slowly but correctly,
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,21 @@ def resolve_model(name: str, models_root: Path | None = None) -> str:
     if local.is_dir() and (local / "config.json").exists():
         return str(local)
     return name
+
+
+def adapter_base_model(adapter_dir: Path) -> str:
+    """The resolved base model of an adapter: from sage_ft.json when we wrote it, else PEFT's adapter_config."""
+    meta = adapter_dir / "sage_ft.json"
+    if meta.exists():
+        data = json.loads(meta.read_text(encoding="utf-8"))
+        trained_on = data.get("base_model_path")
+        if trained_on and Path(trained_on).is_dir():
+            return str(trained_on)
+        name = str(data["base_model"])  # moved to another machine: resolve the name there
+    else:
+        cfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+        name = str(cfg["base_model_name_or_path"])
+    return resolve_model(name)
 
 
 @dataclass(frozen=True)
@@ -95,7 +111,11 @@ def load_tokenizer(model_path: str, config: TrainingConfig) -> Any:
 
     check_remote_code(config)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=config.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(
+            model_path,
+            trust_remote_code=config.trust_remote_code,
+            local_files_only=training_env_settings().offline,
+        )
     except (OSError, ValueError) as err:
         raise _hub_error(config.model_name, err) from None
     if not getattr(tokenizer, "is_fast", False):
@@ -130,6 +150,7 @@ def load_model(model_path: str, config: TrainingConfig, runtime: Runtime, tokeni
         "dtype": getattr(torch, runtime.compute_dtype),
         "trust_remote_code": config.trust_remote_code,
         "use_safetensors": True,
+        "local_files_only": training_env_settings().offline,
     }
     if quant is not None:
         kwargs["quantization_config"] = quant

@@ -15,18 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from sage_ft.errors import MergeError
-from sage_ft.training.loading import resolve_model
+from sage_ft.training.loading import adapter_base_model
 
 MERGED_DTYPES = ("float32", "bfloat16", "float16")
-
-
-def _base_model(adapter: Path) -> str:
-    meta = adapter / "sage_ft.json"
-    if meta.exists():
-        data = json.loads(meta.read_text(encoding="utf-8"))
-        return str(data.get("base_model_path") or data["base_model"])
-    cfg = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
-    return str(cfg["base_model_name_or_path"])
 
 
 def _default_dtype(adapter: Path) -> str:
@@ -53,7 +44,7 @@ def merge_adapter(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.merging.", dir=target.parent))
     try:
-        _merge_into(adapter, tmp, dtype, base_model or resolve_model(_base_model(adapter)))
+        _merge_into(adapter, tmp, dtype, base_model or adapter_base_model(adapter))
         if target.exists():
             old = target.with_name(f".{target.name}.old")
             target.rename(old)
