@@ -11,11 +11,14 @@ import sys
 import time
 from pathlib import Path
 
-from sage_ft import LoRAConfig, PresetConfigs
-from sage_ft.data import builtin_dataset_path, load_conversations
-from sage_ft.training import LoRATrainer, ProgressEvent, TrainingCallback
-from sage_ft.training.inference import generate_reply, load_for_inference
-from sage_ft.training.tiny_model import build_tiny_model
+# bitsandbytes warns at import time about an optional CPU kernel package that only a hub download provides
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+from sage_ft import LoRAConfig, PresetConfigs  # noqa: E402
+from sage_ft.data import builtin_dataset_path, load_conversations  # noqa: E402
+from sage_ft.training import LoRATrainer, ProgressEvent, TrainingCallback  # noqa: E402
+from sage_ft.training.inference import generate_reply, load_for_inference  # noqa: E402
+from sage_ft.training.tiny_model import build_tiny_model  # noqa: E402
 
 
 class _Printer(TrainingCallback):
@@ -26,13 +29,23 @@ class _Printer(TrainingCallback):
             print(f"  step {event.step:>4}/{event.total_steps}  loss {event.loss:7.4f}  {rate}  {eta}", flush=True)
 
 
+def _quiet_libraries() -> None:
+    """The demo prints its own progress; library progress bars and optional-kernel notices are noise here."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--task", default="code", choices=["code", "qa", "chat", "instruction"])
     parser.add_argument("--workdir", default=".sage-demo", help="where the tiny model and outputs go")
     parser.add_argument("--epochs", type=float, default=100)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_libraries()
     work = Path(args.workdir).resolve()
 
     print("1/3 building the offline tiny model (BPE tokenizer + random Qwen2, head_dim 64)")

@@ -164,7 +164,7 @@ class LoRATrainer:
     def build_trainer(self) -> tuple[Any, _HFBridge]:
         """The configured ``SFTTrainer`` (exposed for tests and advanced use) and its progress bridge."""
         from peft import get_peft_model
-        from transformers import set_seed
+        from transformers import PrinterCallback, set_seed
         from trl import SFTTrainer
 
         for note in self.runtime.notes(self.config):
@@ -185,6 +185,8 @@ class LoRATrainer:
             processing_class=self.tokenizer,
             callbacks=callbacks,
         )
+        # progress goes through TrainingCallback; HF's PrinterCallback would print raw log dicts to stdout
+        trainer.remove_callback(PrinterCallback)
         return trainer, bridge
 
     def train(self, resume_from_checkpoint: bool | str | None = None) -> TrainResult:
