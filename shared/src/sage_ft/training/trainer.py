@@ -72,6 +72,11 @@ class LoRATrainer:
             self._tokenizer = load_tokenizer(self.model_path, self.config)
         return self._tokenizer
 
+    def _data_path(self) -> str:
+        if not self.config.data_path:
+            raise ConfigError("data_path is required: a JSON or JSONL file of training records")
+        return self.config.data_path
+
     # -- data -----------------------------------------------------------------------------------------------
 
     def build_datasets(self) -> tuple[Any, Any]:
@@ -79,9 +84,7 @@ class LoRATrainer:
         from datasets import Dataset
 
         cfg = self.config
-        if not cfg.data_path:
-            raise ConfigError("data_path is required: a JSON or JSONL file of training records")
-        convs = load_conversations(cfg.data_path)
+        convs = load_conversations(self._data_path())
         eval_convs = load_conversations(cfg.validation_file) if cfg.validation_file else []
 
         def encode(items: list[Any]) -> Any:
@@ -97,10 +100,8 @@ class LoRATrainer:
 
     def validate_data(self) -> ValidationReport:
         """The dataset report with exact token counts from this model's tokenizer; loads no model weights."""
-        if not self.config.data_path:
-            raise ConfigError("data_path is required: a JSON or JSONL file of training records")
         return validate_file(
-            self.config.data_path, token_counter=token_counter(self.tokenizer), max_length=self.config.max_length
+            self._data_path(), token_counter=token_counter(self.tokenizer), max_length=self.config.max_length
         )
 
     # -- trainer --------------------------------------------------------------------------------------------
