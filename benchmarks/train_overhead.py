@@ -2,6 +2,7 @@
 
 1. Overhead: the same tiny model, data, batch size and number of steps, trained through ``LoRATrainer`` (TRL
    SFTTrainer + PEFT) and through a bare PEFT + torch loop. Reports trained tokens/s for both and their ratio.
+   Every sequence is cut to the same length, so the two samplers' different batch draws cost the same.
 2. Packing vs padding: ``LoRATrainer`` with ``packing=True`` and ``False`` on a mixed-length dataset, as the ratio
    of real (non-pad) tokens/s.
 
@@ -16,6 +17,7 @@ import platform
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,23 +32,41 @@ from sage_ft.training.tiny_model import build_tiny_model
 LORA = LoRAConfig(r=16, lora_alpha=32, lora_dropout=0.0)
 
 
+@dataclass
+class Measure:
+    """Trained (non-pad) tokens, wall seconds and process CPU seconds of one training loop.
+
+    CPU seconds are the steadier figure on a shared VM: time the host steals from us is not counted.
+    """
+
+    tokens: int = 0
+    wall: float = 0.0
+    cpu: float = 0.0
+
+    def rate(self, clock: str) -> float:
+        return self.tokens / (self.wall if clock == "wall" else self.cpu)
+
+
 class Rate(TrainingCallback):
     def __init__(self) -> None:
-        self.end: ProgressEvent | None = None
+        self.measure = Measure()
+        self._wall = self._cpu = 0.0
 
     def on_event(self, event: ProgressEvent) -> None:
-        if event.kind == "end":
-            self.end = event
+        if event.kind == "start":
+            self._wall, self._cpu = time.perf_counter(), time.process_time()
+        elif event.kind == "end":
+            self.measure = Measure(event.tokens_seen, time.perf_counter() - self._wall,
+                                   time.process_time() - self._cpu)  # fmt: skip
 
 
-def sage_run(cfg: TrainingConfig) -> float:
+def sage_run(cfg: TrainingConfig) -> Measure:
     rate = Rate()
     LoRATrainer(cfg, callbacks=[rate]).train()
-    assert rate.end is not None
-    return rate.end.tokens_seen / rate.end.elapsed_seconds
+    return rate.measure
 
 
-def bare_run(model_dir: Path, data: Path, steps: int, batch: int, max_length: int) -> float:
+def bare_run(model_dir: Path, data: Path, steps: int, batch: int, max_length: int) -> Measure:
     """The same work with nothing but PEFT and a hand-written torch loop."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -59,7 +79,7 @@ def bare_run(model_dir: Path, data: Path, steps: int, batch: int, max_length: in
                                              target_modules="all-linear", task_type="CAUSAL_LM"))  # fmt: skip
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     model.train()
-    tokens, start = 0, time.perf_counter()
+    tokens, start, cpu = 0, time.perf_counter(), time.process_time()
     order = torch.randperm(len(rows)).tolist()
     for step in range(steps):
         idx = [order[(step * batch + i) % len(rows)] for i in range(batch)]
@@ -80,7 +100,24 @@ def bare_run(model_dir: Path, data: Path, steps: int, batch: int, max_length: in
         opt.step()
         opt.zero_grad()
         tokens += int(att.sum())
-    return tokens / (time.perf_counter() - start)
+    return Measure(tokens, time.perf_counter() - start, time.process_time() - cpu)
+
+
+def uniform_length_data(path: Path, max_length: int, batch: int) -> Path:
+    """Records all longer than ``max_length``, so every sequence is cut to the same length and both loops do the
+    same work whatever order their samplers pick (with mixed lengths, padding waste depends on the batch draw)."""
+    texts = [
+        s
+        for task in BUILTIN_TASKS
+        for c in load_conversations(builtin_dataset_path(task))
+        for s in (m["content"] for m in c.messages)
+    ]
+    corpus = "\n".join(texts)
+    size = max_length * 5  # characters: ~1.3x max_length tokens with the tiny tokenizer
+    chunks = [corpus[i : i + size] for i in range(0, len(corpus) - size, max_length // 2)]
+    chunks = chunks[: len(chunks) // batch * batch]  # full batches only, so every step trains batch sequences
+    path.write_text("".join(json.dumps({"instruction": "Continue.", "output": c}) + "\n" for c in chunks))
+    return path
 
 
 def mixed_length_data(path: Path) -> Path:
@@ -109,34 +146,35 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     work = Path(tempfile.mkdtemp(prefix="sage-bench-"))
     model = build_tiny_model("bench-qwen2", models_root=work, hidden_size=256, num_layers=4, num_heads=4)
-    data = mixed_length_data(work / "mixed.jsonl")
-    max_length = 512
+    max_length = 256
+    uniform = uniform_length_data(work / "uniform.jsonl", max_length, args.batch)
+    mixed = mixed_length_data(work / "mixed.jsonl")
 
-    def cfg(name: str, **kw: Any) -> TrainingConfig:
+    def cfg(name: str, data: Path, **kw: Any) -> TrainingConfig:
         return TrainingConfig(model_name=str(model), data_path=str(data), output_dir=str(work / name),
                               max_steps=args.steps, per_device_train_batch_size=args.batch, max_length=max_length,
                               learning_rate=1e-3, warmup_ratio=0.0, logging_steps=10, save_steps=10_000,
                               report_to="none", lora=LORA, **kw)  # fmt: skip
 
-    # The "sage" run pads (packing=False), so it is also the padding side of the packing comparison.
-    results: dict[str, list[float]] = {"sage": [], "bare": [], "packing": []}
+    results: dict[str, list[Measure]] = {"sage": [], "bare": [], "padding": [], "packing": []}
     for _ in range(args.repeats):  # interleaved, so drift on a shared machine hits every side alike
-        results["bare"].append(bare_run(model, data, args.steps, args.batch, max_length))
-        results["sage"].append(sage_run(cfg("sage", packing=False)))
-        results["packing"].append(sage_run(cfg("packing", packing=True)))
-    best = {k: max(v) for k, v in results.items()}
-    summary = {
+        results["bare"].append(bare_run(model, uniform, args.steps, args.batch, max_length))
+        results["sage"].append(sage_run(cfg("sage", uniform)))
+        results["padding"].append(sage_run(cfg("padding", mixed, packing=False)))
+        results["packing"].append(sage_run(cfg("packing", mixed, packing=True)))
+    summary: dict[str, Any] = {
         "machine": f"{platform.machine()} {torch.get_num_threads()} threads, "
         f"{'cuda ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}",
         "torch": torch.__version__, "steps": args.steps, "batch": args.batch, "repeats": args.repeats,
-        "tokens_per_s": {k: round(v, 1) for k, v in best.items()},
-        "sage_vs_bare": round(best["sage"] / best["bare"], 3),
-        "packing_vs_padding": round(best["packing"] / best["sage"], 3),
-        # paired within a repeat, so slow phases of a shared host cancel; the median is the headline
-        "sage_vs_bare_median_paired": _median_ratio(results["sage"], results["bare"]),
-        "packing_vs_padding_median_paired": _median_ratio(results["packing"], results["sage"]),
-        "all_runs": {k: [round(x, 1) for x in v] for k, v in results.items()},
     }  # fmt: skip
+    for clock in ("cpu", "wall"):
+        rates = {k: [m.rate(clock) for m in v] for k, v in results.items()}
+        summary[clock] = {
+            "tokens_per_s": {k: [round(x, 1) for x in v] for k, v in rates.items()},
+            # paired within a repeat, so slow phases of a shared host cancel; the median is the headline
+            "sage_vs_bare": _median_ratio(rates["sage"], rates["bare"]),
+            "packing_vs_padding": _median_ratio(rates["packing"], rates["padding"]),
+        }
     print(json.dumps(summary, indent=2))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
