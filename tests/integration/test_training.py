@@ -142,3 +142,19 @@ def test_wandb_offline_run_is_recorded(
     assert result.global_step == 5 and len(runs) == 1
     assert list(runs[0].glob("*.wandb")), "the offline run holds its logged history"
     assert not (tmp_path / "out" / "logs").exists(), "tensorboard not requested"
+
+
+def test_cpu_loss_path_computes_trl_objective(tiny_model: Path, qa_file: Path, tmp_path: Path) -> None:
+    """Off CUDA we use the model's own loss instead of TRL's chunked head: it must be the same number."""
+    from trl import SFTTrainer
+
+    cfg = qa_config(tiny_model, qa_file, tmp_path, lora=LoRAConfig(r=8, lora_alpha=16, lora_dropout=0.0))
+    trainer, _ = LoRATrainer(cfg).build_trainer()
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    n_items = (batch["labels"][:, 1:] != -100).sum()
+    trainer.model.train()
+    with torch.no_grad():
+        ours = trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=n_items)
+        trl_loss = SFTTrainer.compute_loss(trainer, trainer.model, dict(batch), num_items_in_batch=n_items)
+    assert type(trainer).compute_loss is not SFTTrainer.compute_loss
+    torch.testing.assert_close(ours, trl_loss, atol=1e-4, rtol=1e-4)

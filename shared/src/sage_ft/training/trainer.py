@@ -27,6 +27,7 @@ from sage_ft.training.callbacks import TrainingCallback, _HFBridge
 from sage_ft.training.chat import encode_conversation, token_counter
 from sage_ft.training.checkpoints import latest_checkpoint
 from sage_ft.training.loading import load_model, load_tokenizer, plan_runtime, resolve_model
+from sage_ft.training.sft import SageSFTTrainer
 
 log = logging.getLogger(__name__)
 META_FILE = "sage_ft.json"
@@ -166,7 +167,6 @@ class LoRATrainer:
         """The configured ``SFTTrainer`` (exposed for tests and advanced use) and its progress bridge."""
         from peft import get_peft_model
         from transformers import PrinterCallback, set_seed
-        from trl import SFTTrainer
 
         for note in self.runtime.notes(self.config):
             log.warning(note)
@@ -178,7 +178,7 @@ class LoRATrainer:
         callbacks: list[Any] = [bridge]
         if "tensorboard" in self.config.report_to:
             callbacks.append(_tensorboard(self.output_dir / "logs"))
-        trainer = SFTTrainer(
+        trainer = SageSFTTrainer(
             model=model,
             args=self._sft_config(evaluation is not None),
             train_dataset=train,
