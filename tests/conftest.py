@@ -50,3 +50,49 @@ def qa_records() -> list[dict]:
 @pytest.fixture(scope="session")
 def qa_file(tmp_path_factory: pytest.TempPathFactory, qa_records: list[dict]) -> Path:
     return write_jsonl(tmp_path_factory.mktemp("data") / "qa.jsonl", qa_records)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A real S3-protocol server: SAGE_TEST_S3_ENDPOINT (+ _ACCESS_KEY, _SECRET_KEY) if set, else moto_server."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    if os.environ.get("SAGE_TEST_S3_ENDPOINT"):
+        yield {"endpoint": os.environ["SAGE_TEST_S3_ENDPOINT"],
+               "access_key": os.environ.get("SAGE_TEST_S3_ACCESS_KEY", "minioadmin"),
+               "secret_key": os.environ.get("SAGE_TEST_S3_SECRET_KEY", "minioadmin")}  # fmt: skip
+        return
+    port = _free_port()
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
+    server = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"moto_server exited with {proc.returncode}") from None
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        raise RuntimeError("moto_server did not start within 30 s")
+    try:
+        yield {"endpoint": f"127.0.0.1:{port}", "access_key": "testing", "secret_key": "testing"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -57,6 +58,25 @@ class TrainingEnvSettings(BaseSettings):
     )
 
 
+class StorageSettings(BaseSettings):
+    """Where artifacts live: a local directory (the embedded default) or any S3 endpoint (MinIO in compose/Helm)."""
+
+    model_config = SettingsConfigDict(env_prefix="SAGE_STORAGE_", extra="ignore")
+
+    backend: Literal["local", "s3"] = Field(default="local", description="Object store implementation.")
+    local_root: Path | None = Field(
+        default=None, description="Root directory of the local store; defaults to <home>/finetune_output."
+    )
+    s3_endpoint: str = Field(default="127.0.0.1:9000", description="S3 endpoint host:port (no scheme).")
+    s3_secure: bool = Field(default=False, description="Use HTTPS for the S3 endpoint.")
+    s3_region: str | None = Field(default=None, description="S3 region, if the endpoint needs one.")
+    s3_bucket: str = Field(default="sage-ft", description="Bucket holding files/, jobs/ and models/.")
+    s3_access_key: SecretStr | None = Field(default=None, description="S3 access key (secret).")
+    s3_secret_key: SecretStr | None = Field(default=None, description="S3 secret key (secret).")
+    part_size_mb: int = Field(default=16, ge=5, le=5120, description="Multipart upload part size in MiB.")
+    retries: int = Field(default=5, ge=1, le=20, description="Attempts per storage call on transient errors.")
+
+
 @lru_cache(maxsize=1)
 def path_settings() -> PathSettings:
     return PathSettings()
@@ -66,4 +86,15 @@ def training_env_settings() -> TrainingEnvSettings:
     return TrainingEnvSettings()
 
 
-__all__ = ["PathSettings", "TrainingEnvSettings", "path_settings", "training_env_settings"]
+def storage_settings() -> StorageSettings:
+    return StorageSettings()
+
+
+__all__ = [
+    "PathSettings",
+    "StorageSettings",
+    "TrainingEnvSettings",
+    "path_settings",
+    "storage_settings",
+    "training_env_settings",
+]

@@ -1,0 +1,87 @@
+"""Object store on a local directory: the embedded single-machine default (``~/.sage/finetune_output``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from sage_ft.storage.base import ObjectInfo, ObjectNotFoundError, ObjectStore, check_key, check_prefix
+
+
+class LocalStore(ObjectStore):
+    """Keys map to files under ``root``. Writes go to a temp file and are renamed into place (atomic)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.expanduser()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"LocalStore({self.root})"
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def put_stream(self, key: str, stream: BinaryIO, length: int = -1) -> ObjectInfo:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".upload.", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(stream, out, 1024 * 1024)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return ObjectInfo(key, target.stat().st_size)
+
+    def put_file(self, key: str, path: Path) -> ObjectInfo:
+        with path.open("rb") as fh:
+            return self.put_stream(key, fh, path.stat().st_size)
+
+    def get_file(self, key: str, dest: Path) -> Path:
+        src = self._path(key)
+        if not src.is_file():
+            raise ObjectNotFoundError(f"no object {key}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        return dest
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return self._path(key).open("rb")
+        except (FileNotFoundError, IsADirectoryError):
+            raise ObjectNotFoundError(f"no object {key}") from None
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        path = self._path(key)
+        return ObjectInfo(key, path.stat().st_size) if path.is_file() else None
+
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        check_prefix(prefix)
+        base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
+        if not base.is_dir():
+            return
+        for path in sorted(base.rglob("*")):
+            if not path.is_file() or path.name.startswith(".upload."):
+                continue
+            key = path.relative_to(self.root).as_posix()
+            if key.startswith(prefix):
+                yield ObjectInfo(key, path.stat().st_size)
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        # prune empty parents up to the root so listings stay clean
+        for parent in path.parents:
+            if parent == self.root or not parent.is_relative_to(self.root):
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break

@@ -1,0 +1,167 @@
+"""Publishing and reading models through ``models/<name>/manifest.json``, the commit point of every artifact.
+
+A model is published by uploading its parts (``adapter/``, ``merged/``), verifying every uploaded object against
+the local size and sha256, and only then writing the manifest. Readers trust only what a manifest lists and check
+each file's sha256 on the way in, so a crash mid-publish leaves unlisted files that nothing will ever load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sage_ft.storage.base import CHUNK, IntegrityError, ObjectStore, StorageError, sha256_file
+
+MANIFEST = "manifest.json"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    size: int
+    sha256: str
+
+
+@dataclass
+class Manifest:
+    name: str
+    base_model: str
+    files: dict[str, FileEntry]  # path relative to models/<name>/, e.g. "adapter/adapter_model.safetensors"
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    updated_at: str | None = None
+    job_id: str | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def parts(self) -> list[str]:
+        return sorted({path.split("/", 1)[0] for path in self.files})
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Manifest:
+        data = json.loads(raw)
+        data["files"] = {k: FileEntry(**v) for k, v in data["files"].items()}
+        return cls(**data)
+
+
+def check_model_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise StorageError(f"invalid model name {name!r}: letters, digits and . _ : - only, up to 128 characters")
+    return name
+
+
+def model_prefix(name: str) -> str:
+    return f"models/{check_model_name(name)}/"
+
+
+def _remote_sha256(store: ObjectStore, key: str) -> str:
+    digest = hashlib.sha256()
+    with store.open(key) as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _upload_part(store: ObjectStore, prefix: str, part: str, local: Path) -> dict[str, FileEntry]:
+    entries: dict[str, FileEntry] = {}
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        rel = f"{part}/{path.relative_to(local).as_posix()}"
+        entry = FileEntry(path.stat().st_size, sha256_file(path))
+        store.put_file(prefix + rel, path)
+        remote = store.stat(prefix + rel)
+        if remote is None or remote.size != entry.size or _remote_sha256(store, prefix + rel) != entry.sha256:
+            raise IntegrityError(f"uploaded {prefix + rel} does not match the local file")
+        entries[rel] = entry
+    if not entries:
+        raise StorageError(f"nothing to publish in {local}")
+    return entries
+
+
+def read_manifest(store: ObjectStore, name: str) -> Manifest | None:
+    key = model_prefix(name) + MANIFEST
+    if not store.exists(key):
+        return None
+    return Manifest.from_json(store.get_bytes(key))
+
+
+def publish_model(store: ObjectStore, name: str, parts: dict[str, Path], *, base_model: str,
+                  job_id: str | None = None, training: dict[str, Any] | None = None,
+                  metrics: dict[str, Any] | None = None) -> Manifest:  # fmt: skip
+    """Upload ``parts`` (e.g. ``{"adapter": dir}``), verify, then write the manifest last.
+
+    Parts already in an existing manifest and not given here are kept (a merge adds ``merged/`` to a published
+    adapter); parts given here replace their old entries.
+    """
+    prefix = model_prefix(name)
+    previous = read_manifest(store, name)
+    files = {k: v for k, v in (previous.files if previous else {}).items() if k.split("/", 1)[0] not in parts}
+    for part, local in parts.items():
+        files.update(_upload_part(store, prefix, check_model_name(part), local))
+    manifest = Manifest(name=name, base_model=base_model, files=files, job_id=job_id,
+                        training=training or (previous.training if previous else {}),
+                        metrics=metrics or (previous.metrics if previous else {}))  # fmt: skip
+    if previous:
+        manifest.created_at = previous.created_at
+        manifest.updated_at = datetime.now(UTC).isoformat()
+    store.put_bytes(prefix + MANIFEST, manifest.to_json())  # the commit point
+    return manifest
+
+
+def list_models(store: ObjectStore) -> list[Manifest]:
+    """Every published model (one with a manifest); unpublished leftovers are invisible."""
+    out = []
+    for obj in store.list_objects("models/"):
+        parts = obj.key.split("/")
+        if len(parts) == 3 and parts[2] == MANIFEST:
+            manifest = read_manifest(store, parts[1])
+            if manifest is not None:
+                out.append(manifest)
+    return out
+
+
+def fetch_part(store: ObjectStore, name: str, part: str, dest: Path) -> Path:
+    """Download one part of a published model into ``dest``, verifying every file against the manifest.
+
+    The part appears at ``dest`` only once every file checked out (downloaded aside, then renamed).
+    """
+    manifest = read_manifest(store, name)
+    if manifest is None:
+        raise StorageError(f"model '{name}' is not published (no manifest)")
+    wanted = {k: v for k, v in manifest.files.items() if k.split("/", 1)[0] == part}
+    if not wanted:
+        raise StorageError(f"model '{name}' has no '{part}' part (has: {', '.join(manifest.parts)})")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        for rel, entry in wanted.items():
+            local = store.get_file(model_prefix(name) + rel, tmp / rel.split("/", 1)[1])
+            if local.stat().st_size != entry.size or sha256_file(local) != entry.sha256:
+                raise IntegrityError(f"{name}/{rel} does not match its manifest (sha256 or size differs)")
+        if dest.exists():
+            import shutil
+
+            shutil.rmtree(dest)
+        tmp.rename(dest)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def delete_model(store: ObjectStore, name: str) -> int:
+    """Unpublish (manifest first, so readers stop trusting it at once), then remove the files."""
+    prefix = model_prefix(name)
+    store.delete(prefix + MANIFEST)
+    return store.delete_prefix(prefix)
