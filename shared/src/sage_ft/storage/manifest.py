@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sage_ft.fsutil import atomic_directory
 from sage_ft.storage.base import CHUNK, IntegrityError, ObjectStore, StorageError, sha256_file
 
 MANIFEST = "manifest.json"
@@ -140,23 +140,11 @@ def fetch_part(store: ObjectStore, name: str, part: str, dest: Path) -> Path:
     wanted = {k: v for k, v in manifest.files.items() if k.split("/", 1)[0] == part}
     if not wanted:
         raise StorageError(f"model '{name}' has no '{part}' part (has: {', '.join(manifest.parts)})")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    with atomic_directory(dest) as tmp:
         for rel, entry in wanted.items():
             local = store.get_file(model_prefix(name) + rel, tmp / rel.split("/", 1)[1])
             if local.stat().st_size != entry.size or sha256_file(local) != entry.sha256:
                 raise IntegrityError(f"{name}/{rel} does not match its manifest (sha256 or size differs)")
-        if dest.exists():
-            import shutil
-
-            shutil.rmtree(dest)
-        tmp.rename(dest)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dest
 
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from sage_ft.errors import MergeError
+from sage_ft.fsutil import atomic_directory
 from sage_ft.training.loading import adapter_base_model
 
 MERGED_DTYPES = ("float32", "bfloat16", "float16")
@@ -41,22 +40,12 @@ def merge_adapter(
     dtype = dtype or _default_dtype(adapter)
     if dtype not in MERGED_DTYPES:
         raise MergeError(f"dtype must be one of {', '.join(MERGED_DTYPES)} (never a quantized type), got {dtype}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.merging.", dir=target.parent))
     try:
-        _merge_into(adapter, tmp, dtype, base_model or adapter_base_model(adapter))
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
+        with atomic_directory(target) as tmp:
+            _merge_into(adapter, tmp, dtype, base_model or adapter_base_model(adapter))
     except MergeError:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise
     except Exception as err:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise MergeError(f"merge of {adapter} failed: {type(err).__name__}: {err}") from err
     return target
 

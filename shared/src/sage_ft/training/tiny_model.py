@@ -9,11 +9,10 @@ the stack finds local models by name.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 from sage_ft.data.builtin import BUILTIN_TASKS, builtin_dataset_path
+from sage_ft.fsutil import atomic_directory
 from sage_ft.settings import path_settings
 from sage_ft.training.chat import CHATML_TEMPLATE
 
@@ -129,14 +128,7 @@ def build_tiny_model(
         bos_token_id=config.bos_token_id,
         do_sample=False,
     )
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
-    try:
+    with atomic_directory(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from typing import Any
 from sage_ft.config import TrainingConfig
 from sage_ft.data.validate import ValidationReport, load_conversations, validate_file
 from sage_ft.errors import ConfigError, TrainingOOMError
+from sage_ft.fsutil import atomic_directory
 from sage_ft.training.callbacks import TrainingCallback, _HFBridge
 from sage_ft.training.chat import encode_conversation, token_counter
 from sage_ft.training.checkpoints import latest_checkpoint
@@ -230,8 +229,7 @@ class LoRATrainer:
     def save_adapter(self, model: Any, result: TrainResult) -> Path:
         """Write adapter + tokenizer + chat template + metadata, appearing atomically as ``adapter/``."""
         target = self.output_dir / "adapter"
-        tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=self.output_dir))
-        try:
+        with atomic_directory(target) as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
             meta = {
@@ -243,12 +241,6 @@ class LoRATrainer:
                 "config": self.config.model_dump(mode="json"),
             }
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
-            if target.exists():
-                shutil.rmtree(target)
-            tmp.rename(target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return target
 
 
