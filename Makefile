@@ -16,23 +16,23 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): shared/pyproject.toml Makefile
+$(STAMP): shared/pyproject.toml services/gateway/pyproject.toml services/worker/pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e "shared[train,dev]" $(TORCH)
+	$(PIP) install -q -e "shared[train,dev]" -e services/gateway -e services/worker $(TORCH)
 	@touch $@
 
 install: $(STAMP) ## create .venv with the core library, training extra and dev tools
 
 lint: $(STAMP) ## ruff + mypy
-	$(VENV)/bin/ruff check shared tests benchmarks
-	$(VENV)/bin/ruff format --check shared tests benchmarks
+	$(VENV)/bin/ruff check shared services tests benchmarks
+	$(VENV)/bin/ruff format --check shared services tests benchmarks
 	$(VENV)/bin/mypy
 
 format: $(STAMP) ## apply ruff's fixes and formatting
-	$(VENV)/bin/ruff check --fix shared tests benchmarks
-	$(VENV)/bin/ruff format shared tests benchmarks
+	$(VENV)/bin/ruff check --fix shared services tests benchmarks
+	$(VENV)/bin/ruff format shared services tests benchmarks
 
 test: $(STAMP) lint ## install, lint and run every test (what CI runs)
 	$(PY) -m pytest tests $(PYTEST_ARGS)

@@ -8,7 +8,11 @@ class SageFTError(Exception):
 
 
 class ConfigError(SageFTError, ValueError):
-    """An invalid or contradictory training configuration."""
+    """An invalid or contradictory training configuration; ``param`` names the offending request field if known."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class DataError(SageFTError, ValueError):

@@ -130,6 +130,13 @@ def validate_file(
     return _build(read_file(path), token_counter, max_length)
 
 
+def validate_raw(
+    raw: RawData, *, token_counter: TokenCounter | None = None, max_length: int | None = None
+) -> ValidationReport:
+    """Validate already-parsed data (``read_file``/``parse_bytes``), e.g. after checking ``raw.errors`` first."""
+    return _build(raw, token_counter, max_length)
+
+
 def validate_bytes(
     raw: bytes, *, name: str = "<upload>", token_counter: TokenCounter | None = None, max_length: int | None = None
 ) -> ValidationReport:

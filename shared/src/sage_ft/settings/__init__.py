@@ -77,6 +77,33 @@ class StorageSettings(BaseSettings):
     retries: int = Field(default=5, ge=1, le=20, description="Attempts per storage call on transient errors.")
 
 
+class JobSettings(BaseSettings):
+    """The job store (Redis) and the queue (Celery on the same Redis by default), shared by gateway and workers."""
+
+    model_config = SettingsConfigDict(env_prefix="SAGE_", extra="ignore")
+
+    redis_url: SecretStr = Field(
+        default=SecretStr("redis://127.0.0.1:6379/0"),
+        description="Job store Redis URL (secret: it may carry a password).",
+    )
+    broker_url: SecretStr | None = Field(default=None, description="Celery broker URL; defaults to redis_url.")
+    key_prefix: str = Field(default="sage", description="Prefix of every job-store key in Redis.")
+    lease_seconds: float = Field(default=60.0, gt=0, description="How long a worker's claim on a job lasts unrenewed.")
+    heartbeat_seconds: float = Field(default=10.0, gt=0, description="How often a worker renews its lease.")
+    max_attempts: int = Field(default=3, ge=1, le=20, description="Deliveries before a job whose worker died fails.")
+    visibility_timeout: float = Field(
+        default=300.0, gt=0, description="Broker redelivery of unacknowledged tasks; longer than a lease renewal."
+    )
+    reconcile_after_seconds: float = Field(
+        default=30.0, gt=0, description="A queued job missing from the broker this long after enqueue is re-enqueued."
+    )
+    train_queue: str = Field(default="gpu", description="Queue the train task goes to.")
+    merge_queue: str = Field(default="cpu", description="Queue the merge task goes to.")
+
+    def broker(self) -> str:
+        return (self.broker_url or self.redis_url).get_secret_value()
+
+
 @lru_cache(maxsize=1)
 def path_settings() -> PathSettings:
     return PathSettings()
@@ -90,10 +117,16 @@ def storage_settings() -> StorageSettings:
     return StorageSettings()
 
 
+def job_settings() -> JobSettings:
+    return JobSettings()
+
+
 __all__ = [
+    "JobSettings",
     "PathSettings",
     "StorageSettings",
     "TrainingEnvSettings",
+    "job_settings",
     "path_settings",
     "storage_settings",
     "training_env_settings",

@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 from sage_ft.errors import SageFTError
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9._@=+-][A-Za-z0-9._@=+ -]*$")
+_SEGMENT = re.compile(r"^[A-Za-z0-9._@=+-][A-Za-z0-9._@=+: -]*$")
 CHUNK = 1024 * 1024
 
 

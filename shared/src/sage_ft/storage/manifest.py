@@ -36,6 +36,7 @@ class Manifest:
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     updated_at: str | None = None
     job_id: str | None = None
+    alias: str | None = None  # a short name (e.g. "code") the model can also be addressed by; newest wins
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
 
@@ -50,6 +51,7 @@ class Manifest:
     @classmethod
     def from_json(cls, raw: bytes) -> Manifest:
         data = json.loads(raw)
+        data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         data["files"] = {k: FileEntry(**v) for k, v in data["files"].items()}
         return cls(**data)
 
@@ -72,10 +74,14 @@ def _remote_sha256(store: ObjectStore, key: str) -> str:
     return digest.hexdigest()
 
 
-def _upload_part(store: ObjectStore, prefix: str, part: str, local: Path) -> dict[str, FileEntry]:
+def upload_verified(store: ObjectStore, prefix: str, local: Path, rel_prefix: str = "") -> dict[str, FileEntry]:
+    """Upload every file under ``local`` to ``prefix + rel_prefix + <relative path>`` and verify each remote copy.
+
+    Returns the entries (keyed ``rel_prefix + relative path``) to record in a manifest, which the caller writes last.
+    """
     entries: dict[str, FileEntry] = {}
     for path in sorted(p for p in local.rglob("*") if p.is_file()):
-        rel = f"{part}/{path.relative_to(local).as_posix()}"
+        rel = f"{rel_prefix}{path.relative_to(local).as_posix()}"
         entry = FileEntry(path.stat().st_size, sha256_file(path))
         store.put_file(prefix + rel, path)
         remote = store.stat(prefix + rel)
@@ -87,6 +93,17 @@ def _upload_part(store: ObjectStore, prefix: str, part: str, local: Path) -> dic
     return entries
 
 
+def fetch_verified(store: ObjectStore, prefix: str, entries: dict[str, FileEntry], dest: Path,
+                   strip: str = "") -> Path:  # fmt: skip
+    """Download ``entries`` into ``dest`` (their keys minus ``strip``), checking sizes and sha256; atomic."""
+    with atomic_directory(dest) as tmp:
+        for rel, entry in entries.items():
+            local = store.get_file(prefix + rel, tmp / rel.removeprefix(strip))
+            if local.stat().st_size != entry.size or sha256_file(local) != entry.sha256:
+                raise IntegrityError(f"{prefix + rel} does not match its manifest (sha256 or size differs)")
+    return dest
+
+
 def read_manifest(store: ObjectStore, name: str) -> Manifest | None:
     key = model_prefix(name) + MANIFEST
     if not store.exists(key):
@@ -95,7 +112,7 @@ def read_manifest(store: ObjectStore, name: str) -> Manifest | None:
 
 
 def publish_model(store: ObjectStore, name: str, parts: dict[str, Path], *, base_model: str,
-                  job_id: str | None = None, training: dict[str, Any] | None = None,
+                  job_id: str | None = None, alias: str | None = None, training: dict[str, Any] | None = None,
                   metrics: dict[str, Any] | None = None) -> Manifest:  # fmt: skip
     """Upload ``parts`` (e.g. ``{"adapter": dir}``), verify, then write the manifest last.
 
@@ -106,8 +123,10 @@ def publish_model(store: ObjectStore, name: str, parts: dict[str, Path], *, base
     previous = read_manifest(store, name)
     files = {k: v for k, v in (previous.files if previous else {}).items() if k.split("/", 1)[0] not in parts}
     for part, local in parts.items():
-        files.update(_upload_part(store, prefix, check_model_name(part), local))
-    manifest = Manifest(name=name, base_model=base_model, files=files, job_id=job_id,
+        files.update(upload_verified(store, prefix, local, rel_prefix=f"{check_model_name(part)}/"))
+    manifest = Manifest(name=name, base_model=base_model, files=files,
+                        job_id=job_id or (previous.job_id if previous else None),
+                        alias=alias or (previous.alias if previous else None),
                         training=training or (previous.training if previous else {}),
                         metrics=metrics or (previous.metrics if previous else {}))  # fmt: skip
     if previous:
@@ -140,12 +159,19 @@ def fetch_part(store: ObjectStore, name: str, part: str, dest: Path) -> Path:
     wanted = {k: v for k, v in manifest.files.items() if k.split("/", 1)[0] == part}
     if not wanted:
         raise StorageError(f"model '{name}' has no '{part}' part (has: {', '.join(manifest.parts)})")
-    with atomic_directory(dest) as tmp:
-        for rel, entry in wanted.items():
-            local = store.get_file(model_prefix(name) + rel, tmp / rel.split("/", 1)[1])
-            if local.stat().st_size != entry.size or sha256_file(local) != entry.sha256:
-                raise IntegrityError(f"{name}/{rel} does not match its manifest (sha256 or size differs)")
-    return dest
+    return fetch_verified(store, model_prefix(name), wanted, dest, strip=f"{part}/")
+
+
+def resolve_model_name(store: ObjectStore, name_or_alias: str) -> Manifest | None:
+    """A published model by name, or else the newest one carrying ``name_or_alias`` as its alias."""
+    try:
+        direct = read_manifest(store, name_or_alias)
+    except StorageError:
+        direct = None
+    if direct is not None:
+        return direct
+    matches = [m for m in list_models(store) if m.alias == name_or_alias]
+    return max(matches, key=lambda m: m.created_at) if matches else None
 
 
 def delete_model(store: ObjectStore, name: str) -> int:

@@ -1,0 +1,42 @@
+"""``create_app``: the FastAPI gateway. Everything stateful is built in the lifespan and kept on ``app.state``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from sage_ft_gateway import errors
+from sage_ft_gateway.deps import Services
+from sage_ft_gateway.metrics import MetricsMiddleware, StateCollector
+from sage_ft_gateway.routes import files, jobs, models, ops
+from sage_ft_gateway.services import maintenance
+from sage_ft_gateway.settings import Settings
+from sage_ft_gateway.state import GatewayState
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    state = GatewayState(settings)  # connections are lazy: nothing is contacted until a request or the loop
+    state.metrics.add_state_collector(StateCollector(state))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(maintenance.loop(state))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            state.close()
+
+    app = FastAPI(title="sage-ft gateway", version="0.1.0", lifespan=lifespan)
+    app.state.services = Services(state)
+    errors.install(app)
+    for module in (files, jobs, models, ops):
+        app.include_router(module.router)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    return app

@@ -1,0 +1,33 @@
+"""Request dependencies: the caller's tenant and the service objects kept on ``app.state``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from sage_ft_gateway.services.files import FileService
+from sage_ft_gateway.services.jobs import JobService
+from sage_ft_gateway.services.models import ModelService
+from sage_ft_gateway.state import GatewayState
+
+
+class Services:
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+        self.files = FileService(state)
+        self.jobs = JobService(state, self.files)
+        self.models = ModelService(state)
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+def tenant(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+    return services(request).state.auth.tenant(authorization)
+
+
+Tenant = Annotated[str, Depends(tenant)]
+Svc = Annotated[Services, Depends(services)]

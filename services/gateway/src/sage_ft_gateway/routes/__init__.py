@@ -1,0 +1,1 @@
+"""HTTP routes. Each one is thin: parse, call a service object, shape the response."""

@@ -1,0 +1,93 @@
+"""``/v1/fine_tuning/jobs``: OpenAI's fine-tuning API, plus pause/resume and an SSE event stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Query, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from sage_ft.jobs.model import TERMINAL
+from sage_ft_gateway.deps import Svc, Tenant
+
+router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
+Limit = Annotated[int, Query(ge=1, le=100)]
+
+
+@router.post("")
+def create_job(body: Annotated[dict[str, Any], Body()], tenant: Tenant, svc: Svc,
+               idempotency_key: Annotated[str | None, Header()] = None) -> dict[str, Any]:  # fmt: skip
+    job, _ = svc.jobs.create(tenant, body, idempotency_key)
+    return job.to_openai()
+
+
+@router.get("")
+def list_jobs(
+    request: Request, tenant: Tenant, svc: Svc, after: str | None = None, limit: Limit = 20
+) -> dict[str, Any]:
+    metadata = {k[len("metadata[") : -1]: v for k, v in request.query_params.items()
+                if k.startswith("metadata[") and k.endswith("]")}  # fmt: skip
+    return svc.jobs.list(tenant, after, limit, metadata)
+
+
+@router.get("/{job_id}")
+def get_job(job_id: str, tenant: Tenant, svc: Svc) -> dict[str, Any]:
+    return svc.jobs.get(tenant, job_id).to_openai()
+
+
+@router.post("/{job_id}/cancel")
+def cancel_job(job_id: str, tenant: Tenant, svc: Svc) -> dict[str, Any]:
+    return svc.jobs.cancel(tenant, job_id).to_openai()
+
+
+@router.post("/{job_id}/pause")
+def pause_job(job_id: str, tenant: Tenant, svc: Svc) -> dict[str, Any]:
+    return svc.jobs.pause(tenant, job_id).to_openai()
+
+
+@router.post("/{job_id}/resume")
+def resume_job(job_id: str, tenant: Tenant, svc: Svc) -> dict[str, Any]:
+    return svc.jobs.resume(tenant, job_id).to_openai()
+
+
+@router.get("/{job_id}/events")
+def list_events(job_id: str, tenant: Tenant, svc: Svc, after: str | None = None, limit: Limit = 20) -> dict[str, Any]:
+    return svc.jobs.events(tenant, job_id, after, limit)
+
+
+@router.get("/{job_id}/checkpoints")
+def list_checkpoints(job_id: str, tenant: Tenant, svc: Svc, after: str | None = None,
+                     limit: Limit = 10) -> dict[str, Any]:  # fmt: skip
+    return svc.jobs.checkpoints(tenant, job_id, after, limit)
+
+
+@router.get("/{job_id}/events/stream")
+async def stream_events(job_id: str, tenant: Tenant, svc: Svc,
+                        last_event_id: Annotated[str | None, Header()] = None) -> StreamingResponse:  # fmt: skip
+    """Server-sent events, oldest first, until the job finishes. ``Last-Event-ID`` (a sequence number) resumes."""
+    await run_in_threadpool(svc.jobs.get, tenant, job_id)
+    start = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    poll = svc.state.settings.gateway.sse_poll_seconds
+    store = svc.state.jobs
+
+    async def body() -> AsyncIterator[bytes]:
+        seq = start
+        while True:
+            events = await run_in_threadpool(store.events_after, job_id, seq)
+            for event in events:
+                seq = event["seq"]
+                yield f"id: {seq}\nevent: fine_tuning.job.event\ndata: {json.dumps(event)}\n\n".encode()
+            if not events:
+                job = await run_in_threadpool(store.get_job, job_id)
+                if job is None or job.status in TERMINAL:
+                    final = job.to_openai() if job else {}
+                    yield f"event: end\ndata: {json.dumps(final)}\n\n".encode()
+                    return
+                yield b": keep-alive\n\n"
+                await asyncio.sleep(poll)
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -1,0 +1,1 @@
+"""Service objects behind the routes: files, jobs, models, maintenance."""

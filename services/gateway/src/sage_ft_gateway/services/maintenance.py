@@ -1,0 +1,32 @@
+"""The reaper and reconciler, run periodically by the gateway (one replica at a time, under a Redis lock)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sage_ft.jobs import lifecycle
+from sage_ft_gateway.state import GatewayState
+
+log = logging.getLogger(__name__)
+
+
+def run_once(state: GatewayState) -> dict[str, list[str]]:
+    period = state.settings.gateway.maintenance_seconds
+    if not state.jobs.try_lock("maintenance", state.instance, ttl_s=max(period * 0.9, 0.5)):
+        return {"reaped": [], "reconciled": []}
+    reaped = lifecycle.reap(state.jobs, state.enqueue_train)
+    reconciled = lifecycle.reconcile(state.jobs, state.enqueue_train, state.in_broker,
+                                     state.settings.jobs.reconcile_after_seconds)  # fmt: skip
+    if reaped or reconciled:
+        log.warning("maintenance: re-queued %s, re-enqueued %s", reaped, reconciled)
+    return {"reaped": reaped, "reconciled": reconciled}
+
+
+async def loop(state: GatewayState) -> None:
+    while True:
+        try:
+            await asyncio.to_thread(run_once, state)
+        except Exception:  # Redis down for a moment: try again next period
+            log.exception("maintenance pass failed")
+        await asyncio.sleep(state.settings.gateway.maintenance_seconds)

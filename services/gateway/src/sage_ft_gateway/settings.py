@@ -1,0 +1,44 @@
+"""Gateway settings (``SAGE_GATEWAY_*``): the one place the gateway reads environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sage_ft.settings import JobSettings, PathSettings, StorageSettings
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SAGE_GATEWAY_", extra="ignore")
+
+    host: str = Field(default="127.0.0.1", description="Bind address.")
+    port: int = Field(default=8080, ge=1, le=65535, description="Bind port.")
+    auth_enabled: bool = Field(default=False, description="Require API keys; off = one local tenant, any key.")
+    api_keys: SecretStr = Field(
+        default=SecretStr(""),
+        description="Comma-separated '<tenant>:<sha256 hex of key>' entries (hashes only, never raw keys).",
+    )
+    max_upload_mb: float = Field(default=512.0, gt=0, description="Largest accepted upload, in MiB.")
+    maintenance_seconds: float = Field(default=5.0, gt=0, description="Period of the reaper/reconciler pass.")
+    sse_poll_seconds: float = Field(default=0.5, gt=0, description="How often an event stream checks for news.")
+    log_level: str = Field(default="info", description="Uvicorn log level.")
+
+    def key_table(self) -> list[tuple[str, str]]:
+        """(tenant, sha256 hex) pairs."""
+        out = []
+        for entry in self.api_keys.get_secret_value().split(","):
+            if entry.strip():
+                tenant, _, digest = entry.strip().partition(":")
+                out.append((tenant.strip(), digest.strip().lower()))
+        return out
+
+
+class Settings:
+    """Every settings group the gateway uses, read once when the app is built."""
+
+    def __init__(self, gateway: GatewaySettings | None = None, jobs: JobSettings | None = None,
+                 storage: StorageSettings | None = None, paths: PathSettings | None = None) -> None:  # fmt: skip
+        self.gateway = gateway or GatewaySettings()
+        self.jobs = jobs or JobSettings()
+        self.storage = storage or StorageSettings()
+        self.paths = paths or PathSettings()

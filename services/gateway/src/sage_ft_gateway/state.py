@@ -1,0 +1,51 @@
+"""What the app keeps on ``app.state.sage``: the services routes call. Built in the lifespan, never at import."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import redis
+from celery import Celery
+
+from sage_ft.jobs import Job, JobStore
+from sage_ft.jobs.broker import MERGE_TASK, TRAIN_TASK, broker_holds, celery_conf, queue_depth
+from sage_ft.storage import ObjectStore, make_store
+from sage_ft.storage.scoped import tenant_store
+from sage_ft_gateway.auth import Authenticator
+from sage_ft_gateway.metrics import GatewayMetrics
+from sage_ft_gateway.settings import Settings
+
+
+class GatewayState:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.jobs = JobStore.from_url(settings.jobs.redis_url.get_secret_value(), settings.jobs.key_prefix)
+        self.store: ObjectStore = make_store(settings.storage)
+        self.auth = Authenticator(settings.gateway.auth_enabled, settings.gateway.key_table())
+        self.metrics = GatewayMetrics()
+        self.celery = Celery("sage_ft_gateway")
+        self.celery.conf.update(celery_conf(settings.jobs))
+        self._broker: Any = redis.Redis.from_url(settings.jobs.broker(), socket_timeout=10, socket_connect_timeout=5)
+        self.instance = uuid.uuid4().hex
+
+    def tenant_store(self, tenant: str) -> ObjectStore:
+        return tenant_store(self.store, tenant)
+
+    def enqueue_train(self, job: Job) -> None:
+        self.celery.send_task(TRAIN_TASK, args=[job.id], queue=self.settings.jobs.train_queue,
+                              task_id=f"{job.id}.{uuid.uuid4().hex[:8]}")  # fmt: skip
+
+    def enqueue_merge(self, tenant: str, model: str) -> None:
+        self.celery.send_task(MERGE_TASK, args=[tenant, model], queue=self.settings.jobs.merge_queue)
+
+    def in_broker(self, job_id: str) -> bool:
+        return broker_holds(self._broker, [self.settings.jobs.train_queue], job_id)
+
+    def queue_depths(self) -> dict[str, int]:
+        queues = {self.settings.jobs.train_queue, self.settings.jobs.merge_queue}
+        return {q: queue_depth(self._broker, q) for q in sorted(queues)}
+
+    def close(self) -> None:
+        self.jobs.r.close()
+        self._broker.close()

@@ -1,0 +1,26 @@
+"""What a worker process holds: settings, the job store and the object store, built once per process."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from sage_ft.jobs import JobStore
+from sage_ft.storage import ObjectStore, make_store
+from sage_ft.storage.scoped import tenant_store
+from sage_ft_worker.settings import Settings
+
+
+class WorkerContext:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+
+    @cached_property
+    def jobs(self) -> JobStore:
+        return JobStore.from_url(self.settings.jobs.redis_url.get_secret_value(), self.settings.jobs.key_prefix)
+
+    @cached_property
+    def store(self) -> ObjectStore:
+        return make_store(self.settings.storage)
+
+    def tenant_store(self, tenant: str) -> ObjectStore:
+        return tenant_store(self.store, tenant)

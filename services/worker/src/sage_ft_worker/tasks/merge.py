@@ -1,0 +1,36 @@
+"""``sage_ft.merge(tenant, model)``: merge a published adapter into its base and add ``merged/`` to the manifest."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from sage_ft.jobs.broker import MERGE_TASK
+from sage_ft.storage import fetch_part, publish_model, read_manifest
+from sage_ft_worker.celery_app import app
+
+log = logging.getLogger(__name__)
+
+
+@app.task(name=MERGE_TASK)
+def merge(tenant: str, model: str) -> str:
+    from sage_ft.training.loading import resolve_model
+    from sage_ft.training.merge import merge_adapter
+
+    ctx = app.context
+    store = ctx.tenant_store(tenant)
+    manifest = read_manifest(store, model)
+    if manifest is None:
+        log.warning("merge of %s skipped: not published", model)
+        return "not found"
+    ctx.settings.work_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="merge-", dir=ctx.settings.work_dir))
+    try:
+        adapter = fetch_part(store, model, "adapter", scratch / "adapter")
+        merged = merge_adapter(adapter, scratch / "merged", base_model=resolve_model(manifest.base_model))
+        publish_model(store, model, {"merged": Path(merged)}, base_model=manifest.base_model)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return "merged"

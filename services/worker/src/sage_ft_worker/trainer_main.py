@@ -1,0 +1,102 @@
+"""The trainer child process: ``python -m sage_ft_worker.trainer_main --config ... --workdir ...``.
+
+It knows nothing of Redis, Celery or object storage. It trains with ``sage_ft`` from a config file, appends
+progress as JSON lines to ``events.jsonl``, stops (after a checkpoint) when ``STOP`` appears, and writes
+``result.json`` at the end. The worker task owns every side effect outside this directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from sage_ft.config import TrainingConfig
+from sage_ft.errors import ConfigError, DataError, ModelNotFoundError, SageFTError, TrainingOOMError
+from sage_ft.training.callbacks import ProgressEvent, TrainingCallback
+from sage_ft_worker.launcher import die_with_parent
+from sage_ft_worker.settings import TrainerProcessSettings
+
+EVENTS = "events.jsonl"
+STOP = "STOP"
+RESULT = "result.json"
+
+
+class FileProgress(TrainingCallback):
+    """Progress out through a file, stop requests in through another: no sockets, no secrets."""
+
+    def __init__(self, workdir: Path, writer: bool) -> None:
+        self.events = (workdir / EVENTS).open("a", encoding="utf-8") if writer else None
+        self.stop_file = workdir / STOP
+        self.last: ProgressEvent | None = None
+
+    def on_event(self, event: ProgressEvent) -> None:
+        self.last = event
+        if self.events is not None:
+            self.events.write(json.dumps(event.to_dict()) + "\n")
+            self.events.flush()
+
+    def should_stop(self) -> bool:
+        return self.stop_file.exists()
+
+
+def _error(code: str, err: BaseException) -> dict[str, Any]:
+    return {"status": "error", "error": {"code": code, "message": str(err) or type(err).__name__}}
+
+
+def run(workdir: Path) -> tuple[dict[str, Any], int]:
+    from sage_ft.training.trainer import LoRATrainer
+
+    writer = TrainerProcessSettings().rank == 0
+    progress = FileProgress(workdir, writer)
+    try:
+        config = TrainingConfig.load(workdir / "config.yaml")
+        result = LoRATrainer(config, callbacks=[progress]).train(resume_from_checkpoint=True)
+    except TrainingOOMError as err:
+        return _error("out_of_memory", err), 1
+    except DataError as err:
+        return _error("invalid_training_file", err), 1
+    except ModelNotFoundError as err:
+        return _error("model_not_found", err), 1
+    except ConfigError as err:
+        return _error("invalid_config", err), 1
+    except SageFTError as err:
+        return _error("training_error", err), 1
+    except Exception as err:  # reported to the job, and the traceback is in the log
+        logging.getLogger(__name__).exception("training failed")
+        return _error(
+            "training_error", RuntimeError(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+        ), 1
+    tokens = progress.last.tokens_seen if progress.last else 0
+    return {
+        "status": "stopped" if result.stopped_early else "completed",
+        "global_step": result.global_step,
+        "total_steps": result.total_steps,
+        "train_loss": result.metrics.get("train_loss"),
+        "trained_tokens": tokens,
+        "resumed_from": result.resumed_from,
+    }, 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workdir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    die_with_parent()
+    if os.getppid() == 1:  # the worker died before we could ask to die with it
+        return 1
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    body, code = run(args.workdir)
+    if TrainerProcessSettings().rank == 0:
+        tmp = args.workdir / (RESULT + ".tmp")
+        tmp.write_text(json.dumps(body), encoding="utf-8")
+        tmp.replace(args.workdir / RESULT)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""The job state machine: every transition a worker, the gateway or the maintenance loop makes, as a CAS rule.
+
+``validating_files -> queued -> running -> succeeded | failed | cancelled``, plus ``paused``. A worker holds a lease
+(owner + expiry, renewed by heartbeat) while it trains; only the lease holder can move a running job forward. The
+reaper returns a running job whose lease expired to the queue (the next claim counts an attempt) or fails it after
+``max_attempts``; the reconciler re-enqueues queued jobs that the broker no longer holds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sage_ft.jobs.model import TERMINAL, Job, JobError, JobStatus, now
+from sage_ft.jobs.store import JobConflictError, JobStore
+
+log = logging.getLogger(__name__)
+Enqueue = Callable[[Job], None]
+
+
+class Claim:
+    """Why a delivery did not get the job (``job`` None) or the claimed job."""
+
+    def __init__(self, job: Job | None, reason: str) -> None:
+        self.job = job
+        self.reason = reason
+
+
+def claim(store: JobStore, job_id: str, owner: str, lease_s: float) -> Claim:
+    """Take the job for ``owner``: attempt + 1, status running, lease until now + ``lease_s``.
+
+    A delivery that finds the job finished, paused, cancelled, or running under someone else's live lease gets no
+    job and must exit with no side effects.
+    """
+    reason = "claimed"
+
+    def rule(job: Job) -> Job | None:
+        nonlocal reason
+        t = now()
+        if job.terminal or job.status in (JobStatus.PAUSED, JobStatus.VALIDATING_FILES):
+            reason = f"job is {job.status.value}"
+            return None
+        if job.status == JobStatus.RUNNING and job.lease_live(t) and job.lease_owner != owner:
+            reason = "another worker holds a live lease"
+            return None
+        if job.cancel_requested:
+            reason = "cancelled before it started"
+            return _finish(job, JobStatus.CANCELLED)
+        if job.attempt >= job.max_attempts:
+            reason = "out of attempts"
+            return _finish(job, JobStatus.FAILED, JobError(code="worker_lost", message=(
+                f"the job's worker stopped {job.attempt} times without finishing; giving up after "
+                f"{job.max_attempts} attempts")))  # fmt: skip
+        job.status = JobStatus.RUNNING
+        job.attempt += 1
+        job.lease_owner = owner
+        job.lease_expires_at = t + lease_s
+        job.started_at = job.started_at or t
+        job.pause_requested = False
+        reason = "claimed"
+        return job
+
+    job = store.update(job_id, rule)
+    if reason != "claimed":
+        if job.terminal and reason in ("cancelled before it started", "out of attempts"):
+            store.add_event(job_id, f"Job {job.status.value}: {reason}", level="warn" if job.error else "info")
+        return Claim(None, reason)
+    return Claim(job, reason)
+
+
+def heartbeat(store: JobStore, job_id: str, owner: str, lease_s: float, **progress: Any) -> Job | None:
+    """Renew the lease (and record progress fields). None when the lease is no longer ours: stop at once."""
+    lost = False
+
+    def rule(job: Job) -> Job | None:
+        nonlocal lost
+        if job.status != JobStatus.RUNNING or job.lease_owner != owner:
+            lost = True
+            return None
+        job.lease_expires_at = now() + lease_s
+        for key, value in progress.items():
+            setattr(job, key, value)
+        return job
+
+    job = store.update(job_id, rule)
+    return None if lost else job
+
+
+def finish(store: JobStore, job_id: str, owner: str, status: JobStatus, error: JobError | None = None,
+           **fields: Any) -> Job | None:  # fmt: skip
+    """Move our running job to ``status`` (succeeded/failed/cancelled/paused/queued). None if it is not ours."""
+    ours = True
+
+    def rule(job: Job) -> Job | None:
+        nonlocal ours
+        if job.status != JobStatus.RUNNING or job.lease_owner != owner:
+            ours = False
+            return None
+        for key, value in fields.items():
+            setattr(job, key, value)
+        if status in TERMINAL:
+            return _finish(job, status, error)
+        job.status = status
+        job.lease_owner = None
+        job.lease_expires_at = 0.0
+        job.pause_requested = False
+        return job
+
+    job = store.update(job_id, rule)
+    return job if ours else None
+
+
+def _finish(job: Job, status: JobStatus, error: JobError | None = None) -> Job:
+    job.status = status
+    job.error = error
+    job.finished_at = now()
+    job.lease_owner = None
+    job.lease_expires_at = 0.0
+    job.estimated_finish = None
+    return job
+
+
+# -- requests from users (through the gateway) ----------------------------------------------------------------
+
+
+def request_cancel(store: JobStore, job_id: str) -> Job:
+    """Queued/paused jobs are cancelled at once; a running one gets the flag its trainer checks every step."""
+
+    def rule(job: Job) -> Job | None:
+        if job.terminal:
+            raise JobConflictError(f"job {job_id} is already {job.status.value}", job)
+        if job.status == JobStatus.RUNNING:
+            job.cancel_requested = True
+            return job
+        job.cancel_requested = True
+        return _finish(job, JobStatus.CANCELLED)
+
+    job = store.update(job_id, rule)
+    store.add_event(job_id, "Cancellation requested" if job.status == JobStatus.RUNNING else "Job cancelled")
+    return job
+
+
+def request_pause(store: JobStore, job_id: str) -> Job:
+    def rule(job: Job) -> Job | None:
+        if job.terminal:
+            raise JobConflictError(f"job {job_id} is already {job.status.value}", job)
+        if job.status == JobStatus.PAUSED:
+            return None
+        if job.status == JobStatus.RUNNING:
+            job.pause_requested = True
+            return job
+        job.status = JobStatus.PAUSED
+        return job
+
+    job = store.update(job_id, rule)
+    store.add_event(job_id, "Pause requested" if job.status == JobStatus.RUNNING else "Job paused")
+    return job
+
+
+def request_resume(store: JobStore, job_id: str, enqueue: Enqueue) -> Job:
+    changed = False
+
+    def rule(job: Job) -> Job | None:
+        nonlocal changed
+        if job.terminal:
+            raise JobConflictError(f"job {job_id} is already {job.status.value}", job)
+        if job.status != JobStatus.PAUSED:
+            job.pause_requested = False
+            changed = False
+            return job
+        job.status = JobStatus.QUEUED
+        job.enqueued_at = now()
+        changed = True
+        return job
+
+    job = store.update(job_id, rule)
+    if changed:
+        store.add_event(job_id, "Job resumed")
+        enqueue(job)
+    return job
+
+
+# -- maintenance ------------------------------------------------------------------------------------------------
+
+
+def reap(store: JobStore, enqueue: Enqueue) -> list[str]:
+    """Running jobs whose lease expired go back to the queue, or fail after ``max_attempts``."""
+    moved = []
+    for job_id in store.active_ids():
+        outcome = ""
+
+        def rule(job: Job) -> Job | None:
+            nonlocal outcome
+            outcome = ""
+            if job.status != JobStatus.RUNNING or job.lease_live():
+                return None
+            if job.cancel_requested:
+                outcome = "cancelled"
+                return _finish(job, JobStatus.CANCELLED)
+            if job.attempt >= job.max_attempts:
+                outcome = "failed"
+                return _finish(job, JobStatus.FAILED, JobError(code="worker_lost", message=(
+                    f"the worker training this job stopped responding {job.attempt} times; giving up")))  # fmt: skip
+            job.status = JobStatus.QUEUED
+            job.lease_owner = None
+            job.enqueued_at = now()
+            outcome = "requeued"
+            return job
+
+        try:
+            job = store.update(job_id, rule)
+        except KeyError:
+            continue
+        if outcome == "requeued":
+            store.add_event(job_id, f"Worker lost during attempt {job.attempt}; job re-queued", level="warn")
+            enqueue(job)
+            moved.append(job_id)
+        elif outcome:
+            store.add_event(job_id, job.error.message if job.error else f"Job {outcome}", level="error")
+    return moved
+
+
+def reconcile(store: JobStore, enqueue: Enqueue, in_broker: Callable[[str], bool], after_s: float) -> list[str]:
+    """Re-enqueue queued jobs enqueued more than ``after_s`` ago that the broker no longer holds."""
+    fixed = []
+    for job_id in store.active_ids():
+        job = store.get_job(job_id)
+        if job is None or job.status != JobStatus.QUEUED:
+            continue
+        if job.enqueued_at and job.enqueued_at > now() - after_s:
+            continue
+        if in_broker(job_id):
+            continue
+
+        def rule(current: Job) -> Job | None:
+            if current.status != JobStatus.QUEUED:
+                return None
+            current.enqueued_at = now()
+            return current
+
+        job = store.update(job_id, rule)
+        if job.status == JobStatus.QUEUED:
+            log.warning("re-enqueueing %s: the broker does not hold it", job_id)
+            enqueue(job)
+            fixed.append(job_id)
+    return fixed

@@ -1,0 +1,174 @@
+"""The job record, its states and the objects the OpenAI fine-tuning API returns.
+
+The record kept in Redis (``Job``) carries more than the API shows (tenant, lease, attempt, flags); the
+``to_openai`` methods are the one place that decides what a caller sees.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class JobStatus(StrEnum):
+    VALIDATING_FILES = "validating_files"
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+ACTIVE = frozenset({JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED})
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def now() -> float:
+    return time.time()
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+class Job(BaseModel):
+    """One fine-tuning job as the job store keeps it (the source of truth, not Celery's result backend)."""
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    id: str
+    tenant: str
+    status: JobStatus = JobStatus.QUEUED
+    created_at: float = Field(default_factory=now)
+    started_at: float | None = None
+    finished_at: float | None = None
+    model: str
+    training_file: str | None = None
+    validation_file: str | None = None
+    suffix: str | None = None
+    seed: int = 42
+    metadata: dict[str, str] | None = None
+    integrations: list[dict[str, Any]] = Field(default_factory=list)
+    spec: dict[str, Any] = Field(default_factory=dict, description="The validated request (sage_ft.jobs.spec).")
+    hyperparameters: dict[str, Any] = Field(default_factory=dict, description="Resolved n_epochs etc., for display.")
+    name: str | None = Field(default=None, description="Alias of the fine-tuned model (e.g. 'code').")
+    fine_tuned_model: str | None = None
+    error: JobError | None = None
+    trained_tokens: int | None = None
+    step: int = 0
+    total_steps: int = 0
+    estimated_finish: float | None = None
+    # delivery bookkeeping
+    attempt: int = 0
+    max_attempts: int = 3
+    lease_owner: str | None = None
+    lease_expires_at: float = 0.0
+    enqueued_at: float | None = None
+    cancel_requested: bool = False
+    pause_requested: bool = False
+    version: int = 0
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def lease_live(self, at: float | None = None) -> bool:
+        return self.lease_owner is not None and self.lease_expires_at > (at or now())
+
+    def to_openai(self) -> dict[str, Any]:
+        hyper = {k: self.hyperparameters.get(k, "auto") for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
+        status = self.status.value
+        return {
+            "object": "fine_tuning.job",
+            "id": self.id,
+            "created_at": int(self.created_at),
+            "finished_at": int(self.finished_at) if self.finished_at else None,
+            "error": self.error.model_dump() if self.error else None,
+            "fine_tuned_model": self.fine_tuned_model if self.status == JobStatus.SUCCEEDED else None,
+            "hyperparameters": hyper,
+            "method": {"type": "supervised", "supervised": {"hyperparameters": hyper}},
+            "model": self.model,
+            "organization_id": self.tenant,
+            "result_files": [],
+            "seed": self.seed,
+            "status": status,
+            "trained_tokens": self.trained_tokens,
+            "training_file": self.training_file,
+            "validation_file": self.validation_file,
+            "integrations": self.integrations,
+            "metadata": self.metadata,
+            "user_provided_suffix": self.suffix,
+            "estimated_finish": int(self.estimated_finish) if self.estimated_finish else None,
+            # extensions: progress and the alias, which OpenAI's schema does not have
+            "name": self.name,
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "attempt": self.attempt,
+        }
+
+
+class FileRecord(BaseModel):
+    """An uploaded dataset: metadata in Redis, bytes in the object store at ``files/<id>``."""
+
+    id: str
+    tenant: str
+    filename: str
+    bytes: int
+    purpose: str = "fine-tune"
+    created_at: float = Field(default_factory=now)
+    status: str = "processed"  # processed | error
+    status_details: str | None = None
+    report: dict[str, Any] = Field(default_factory=dict)
+
+    def to_openai(self) -> dict[str, Any]:
+        return {
+            "object": "file",
+            "id": self.id,
+            "bytes": self.bytes,
+            "created_at": int(self.created_at),
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": self.status,
+            "status_details": self.status_details,
+            "report": self.report,
+        }
+
+
+def event_object(job_id: str, seq: int, raw: dict[str, Any]) -> dict[str, Any]:
+    """An event as stored (``{created_at, level, message, type, data}``) shaped as ``fine_tuning.job.event``."""
+    return {
+        "object": "fine_tuning.job.event",
+        "id": f"ftevent-{job_id.split('-', 1)[-1]}-{seq}",
+        "created_at": int(raw.get("created_at", 0)),
+        "level": raw.get("level", "info"),
+        "message": raw.get("message", ""),
+        "type": raw.get("type", "message"),
+        "data": raw.get("data") or {},
+        "seq": seq,
+    }
+
+
+_EVENT_ID = re.compile(r"^ftevent-[0-9a-f]+-(\d+)$")
+
+
+def event_seq(event_id: str) -> int | None:
+    match = _EVENT_ID.match(event_id)
+    return int(match.group(1)) if match else None
+
+
+def fine_tuned_model_name(base_model: str, suffix: str | None, job_id: str) -> str:
+    """``ft:<base>:<suffix>:<job hex>``, valid as an object-store model name (no slashes)."""
+    base = re.sub(r"[^A-Za-z0-9._-]", "-", base_model.rsplit("/", 1)[-1])[:40] or "model"
+    return f"ft:{base}:{suffix or 'sage'}:{job_id.split('-', 1)[-1]}"

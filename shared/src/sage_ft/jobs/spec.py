@@ -1,0 +1,235 @@
+"""The fine-tuning job request (OpenAI body + sage-ft extensions) and its translation to a ``TrainingConfig``.
+
+The gateway validates a request with ``JobRequest`` and ``build_training_config`` (so a bad learning rate is a 400
+naming the parameter, not a failed job), and the worker builds the real config with the same function. Torch-free.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sage_ft.config import LoRAConfig, TrainingConfig
+from sage_ft.data.builtin import BUILTIN_TASKS
+from sage_ft.errors import ConfigError
+from sage_ft.presets import PresetConfigs
+
+Auto = Literal["auto"]
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+_LOCAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+DEFAULT_EPOCHS = 3
+
+
+class Hyperparameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    n_epochs: int | Auto = Field(default="auto", description="Passes over the training data (1-50).")
+    batch_size: int | Auto = Field(default="auto", description="Examples per step (1-256).")
+    learning_rate_multiplier: float | Auto = Field(default="auto", description="Scales the preset's learning rate.")
+
+    @field_validator("n_epochs")
+    @classmethod
+    def _epochs(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 1 <= v <= 50:
+            raise ValueError("must be between 1 and 50, or 'auto'")
+        return v
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 1 <= v <= 256:
+            raise ValueError("must be between 1 and 256, or 'auto'")
+        return v
+
+    @field_validator("learning_rate_multiplier")
+    @classmethod
+    def _lrm(cls, v: float | str) -> float | str:
+        if isinstance(v, float | int) and not 0 < v <= 10:
+            raise ValueError("must be greater than 0 and at most 10, or 'auto'")
+        return v
+
+
+class Supervised(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+
+
+class Method(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["supervised"] = "supervised"
+    supervised: Supervised = Field(default_factory=Supervised)
+
+
+class WandbIntegration(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    project: str
+    name: str | None = None
+    entity: str | None = None
+    tags: list[str] | None = None
+
+
+class Integration(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["wandb"]
+    wandb: WandbIntegration
+
+
+class JobRequest(BaseModel):
+    """``POST /v1/fine_tuning/jobs``. Unknown fields are rejected by name."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str
+    training_file: str | None = None
+    validation_file: str | None = None
+    suffix: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    metadata: dict[str, str] | None = None
+    method: Method | None = None
+    hyperparameters: Hyperparameters | None = None  # deprecated top-level form
+    integrations: list[Integration] | None = None
+    # sage-ft extensions (extra_body in the openai client)
+    preset: str | None = None
+    task: str | None = None
+    lora: LoRAConfig | None = None
+    quantization: Literal["none", "8bit", "4bit"] | None = None
+    max_length: int | None = Field(default=None, ge=16, le=131072)
+    packing: bool | None = None
+    train_on_prompt: bool | None = None
+    learning_rate: float | None = Field(default=None, gt=0, lt=1)
+    name: str | None = None
+    max_steps: int | None = Field(default=None, ge=1)
+    save_steps: int | None = Field(default=None, ge=1)
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        if not (_HUB_ID.match(v) or _LOCAL_NAME.match(v)) or ".." in v:
+            raise ValueError("must be a hub id such as 'Qwen/Qwen2.5-Coder-1.5B-Instruct' or a local model name")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and (not _ALIAS.match(v) or v.startswith("ft:")):
+            raise ValueError("must be letters, digits, '.', '_' or '-', up to 64 characters")
+        return v
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        if v is not None and (len(v) > 16 or any(len(k) > 64 or len(x) > 512 for k, x in v.items())):
+            raise ValueError("at most 16 pairs, keys up to 64 and values up to 512 characters")
+        return v
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, v: str | None) -> str | None:
+        if v is not None and v not in BUILTIN_TASKS:
+            raise ValueError(f"unknown task; choose one of {', '.join(BUILTIN_TASKS)}")
+        return v
+
+    @field_validator("preset")
+    @classmethod
+    def _preset(cls, v: str | None) -> str | None:
+        if v is not None and v.replace("-", "_").lower() not in (*PresetConfigs.NAMES, "auto"):
+            raise ValueError(f"unknown preset; choose one of {', '.join(PresetConfigs.NAMES)} or auto")
+        return v
+
+    def is_local_model(self) -> bool:
+        return "/" not in self.model
+
+    def effective_hyperparameters(self) -> Hyperparameters:
+        if self.method is not None:
+            return self.method.supervised.hyperparameters
+        return self.hyperparameters or Hyperparameters()
+
+
+def parse_request(body: dict[str, Any]) -> JobRequest:
+    """Validate a request body; the ConfigError names the parameter (``method.supervised.hyperparameters.n_epochs``)."""
+    try:
+        return JobRequest.model_validate(body)
+    except ValidationError as err:
+        first = err.errors()[0]
+        param = ".".join(str(p) for p in first["loc"])
+        msg = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            msg = "unknown parameter"
+        raise ConfigError(f"{param}: {msg}", param=param) from None
+
+
+def build_training_config(request: JobRequest, *, preset: str, data_path: str | None, output_dir: str,
+                          validation_path: str | None = None, model_path: str | None = None,
+                          wandb: bool = False) -> tuple[TrainingConfig, dict[str, Any]]:  # fmt: skip
+    """The run's ``TrainingConfig`` and the resolved hyperparameters shown on the job.
+
+    ``preset`` is the concrete preset (the worker resolves ``auto`` from its accelerator). The absolute
+    ``learning_rate`` extension overrides ``learning_rate_multiplier``.
+    """
+    hp = request.effective_hyperparameters()
+    base = PresetConfigs.get(preset)
+    values: dict[str, Any] = {
+        "model_name": model_path or request.model,
+        "data_path": data_path,
+        "validation_file": validation_path,
+        "output_dir": output_dir,
+        "num_train_epochs": hp.n_epochs if hp.n_epochs != "auto" else DEFAULT_EPOCHS,
+        "seed": request.seed if request.seed is not None else 42,
+        "logging_steps": 1,
+        "report_to": ["tensorboard", "wandb"] if wandb else ["tensorboard"],
+    }
+    if hp.batch_size != "auto":
+        values["per_device_train_batch_size"] = hp.batch_size
+        values["gradient_accumulation_steps"] = 1
+    multiplier = hp.learning_rate_multiplier if hp.learning_rate_multiplier != "auto" else 1.0
+    values["learning_rate"] = request.learning_rate or base.learning_rate * multiplier
+    if request.quantization is not None:
+        values["load_in_4bit"] = request.quantization == "4bit"
+        values["load_in_8bit"] = request.quantization == "8bit"
+    for field in ("max_length", "packing", "train_on_prompt", "max_steps", "save_steps"):
+        value = getattr(request, field)
+        if value is not None:
+            values[field] = value
+    if request.lora is not None:
+        values["lora"] = request.lora
+    try:
+        config = base.update(**values)
+    except ConfigError as err:
+        raise ConfigError(str(err), param=_request_param(str(err))) from None
+    shown = {
+        "n_epochs": config.num_train_epochs if hp.n_epochs == "auto" else hp.n_epochs,
+        "batch_size": config.per_device_train_batch_size * config.gradient_accumulation_steps,
+        "learning_rate_multiplier": multiplier,
+        "learning_rate": config.learning_rate,
+        "preset": preset,
+    }
+    return config, shown
+
+
+_CONFIG_TO_PARAM = {
+    "num_train_epochs": "method.supervised.hyperparameters.n_epochs",
+    "per_device_train_batch_size": "method.supervised.hyperparameters.batch_size",
+    "learning_rate": "learning_rate",
+}
+
+
+def _request_param(message: str) -> str | None:
+    for field, param in _CONFIG_TO_PARAM.items():
+        if field in message:
+            return param
+    for field in ("max_length", "packing", "lora", "load_in_4bit", "load_in_8bit", "max_steps", "save_steps"):
+        if field in message:
+            return "quantization" if field.startswith("load_in") else field
+    return None
+
+
+def local_model_dir(models_root: Path, name: str) -> Path | None:
+    """The directory of local model ``name`` under ``models_root`` if it exists (names cannot contain '/')."""
+    if not _LOCAL_NAME.match(name):
+        return None
+    path = models_root / name
+    return path if (path / "config.json").is_file() else None

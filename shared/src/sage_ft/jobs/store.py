@@ -1,0 +1,216 @@
+"""The Redis job store: jobs, their events and checkpoints, uploaded-file records, idempotency keys.
+
+Every change to a job goes through ``update``, a compare-and-set (WATCH/MULTI on the job key), so two workers,
+or a worker and the gateway, can never both move one job: the loser re-reads and its rule decides again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from sage_ft.jobs.model import ACTIVE, FileRecord, Job, event_object, now
+
+IDEMPOTENCY_TTL = 24 * 3600
+
+
+class JobConflictError(Exception):
+    """A transition's rule refused the job's current state (e.g. cancelling a finished job)."""
+
+    def __init__(self, message: str, job: Job | None = None) -> None:
+        super().__init__(message)
+        self.job = job
+
+
+class JobStore:
+    def __init__(self, client: redis.Redis, prefix: str = "sage") -> None:
+        self.r: Any = client  # decode_responses=True: strings in, strings out
+        self.p = prefix
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "sage") -> JobStore:
+        client = redis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
+        )
+        return cls(client, prefix)
+
+    def ping(self) -> bool:
+        return bool(self.r.ping())
+
+    # -- keys ----------------------------------------------------------------------------------------------------
+
+    def _job(self, job_id: str) -> str:
+        return f"{self.p}:job:{job_id}"
+
+    def _tenant(self, tenant: str, what: str) -> str:
+        return f"{self.p}:t:{tenant}:{what}"
+
+    # -- jobs ----------------------------------------------------------------------------------------------------
+
+    def create_job(self, job: Job, idempotency_key: str | None = None) -> tuple[Job, bool]:
+        """Record a new job; with an idempotency key seen before, return that job instead (``created`` False)."""
+        if idempotency_key:
+            digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
+            idem = self._tenant(job.tenant, f"idem:{digest}")
+            if not self.r.set(idem, job.id, nx=True, ex=IDEMPOTENCY_TTL):
+                existing_id = self.r.get(idem)
+                existing = self.get_job(existing_id) if existing_id else None
+                if existing is not None:
+                    return existing, False
+                self.r.set(idem, job.id, ex=IDEMPOTENCY_TTL)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.set(self._job(job.id), job.model_dump_json())
+        pipe.zadd(self._tenant(job.tenant, "jobs"), {job.id: job.created_at})
+        pipe.sadd(f"{self.p}:active", job.id)
+        pipe.sadd(self._tenant(job.tenant, "bases"), job.model)
+        pipe.execute()
+        return job, True
+
+    def get_job(self, job_id: str) -> Job | None:
+        raw = self.r.get(self._job(job_id))
+        return Job.model_validate_json(raw) if raw else None
+
+    def get_for(self, tenant: str, job_id: str) -> Job | None:
+        """The job if it belongs to ``tenant``; another tenant's job looks exactly like a missing one."""
+        job = self.get_job(job_id)
+        return job if job is not None and job.tenant == tenant else None
+
+    def update(self, job_id: str, rule: Callable[[Job], Job | None]) -> Job:
+        """Compare-and-set: ``rule`` gets the current job and returns the new one (None: leave it as is).
+
+        ``rule`` may raise ``JobConflictError``. It can run more than once if another writer got there first.
+        """
+        key = self._job(job_id)
+        while True:
+            with self.r.pipeline() as pipe:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        raise KeyError(job_id)
+                    current = Job.model_validate_json(raw)
+                    new = rule(current.model_copy(deep=True))
+                    if new is None:
+                        pipe.unwatch()
+                        return current
+                    new.version = current.version + 1
+                    pipe.multi()
+                    pipe.set(key, new.model_dump_json())
+                    if new.status in ACTIVE:
+                        pipe.sadd(f"{self.p}:active", job_id)
+                    else:
+                        pipe.srem(f"{self.p}:active", job_id)
+                        if current.status in ACTIVE:
+                            pipe.hincrby(f"{self.p}:stats:finished", new.status.value, 1)
+                    pipe.execute()
+                    return new
+                except redis.WatchError:
+                    continue
+
+    def list_jobs(self, tenant: str, *, after: str | None = None, limit: int = 20,
+                  metadata: dict[str, str] | None = None) -> tuple[list[Job], bool]:  # fmt: skip
+        """Newest first; ``after`` is the last id of the previous page."""
+        key = self._tenant(tenant, "jobs")
+        start = 0
+        if after:
+            rank = self.r.zrevrank(key, after)
+            if rank is None:
+                return [], False
+            start = rank + 1
+        out: list[Job] = []
+        batch = max(limit * 2, 50)
+        while len(out) <= limit:
+            ids = self.r.zrevrange(key, start, start + batch - 1)
+            if not ids:
+                break
+            start += len(ids)
+            for raw in self.r.mget([self._job(i) for i in ids]):
+                if raw is None:
+                    continue
+                job = Job.model_validate_json(raw)
+                if metadata and any((job.metadata or {}).get(k) != v for k, v in metadata.items()):
+                    continue
+                out.append(job)
+        return out[:limit], len(out) > limit
+
+    def active_ids(self) -> list[str]:
+        return sorted(m for m in self.r.smembers(f"{self.p}:active"))
+
+    def base_models(self, tenant: str) -> list[str]:
+        return sorted(m for m in self.r.smembers(self._tenant(tenant, "bases")))
+
+    # -- events and checkpoints -----------------------------------------------------------------------------------
+
+    def add_event(self, job_id: str, message: str, *, level: str = "info", type: str = "message",
+                  data: dict[str, Any] | None = None) -> int:  # fmt: skip
+        """Append an event; its sequence number (1-based position) is its stable id."""
+        raw = {"created_at": now(), "level": level, "message": message, "type": type, "data": data or {}}
+        return int(self.r.rpush(f"{self._job(job_id)}:events", json.dumps(raw)))
+
+    def events_after(self, job_id: str, seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        """Oldest first, those with sequence number > ``seq`` (for streaming)."""
+        raws = self.r.lrange(f"{self._job(job_id)}:events", seq, seq + limit - 1)
+        return [event_object(job_id, seq + i + 1, json.loads(r)) for i, r in enumerate(raws)]
+
+    def events_page(
+        self, job_id: str, *, before: int | None = None, limit: int = 20
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Newest first, as OpenAI lists them; ``before`` is the sequence number of the previous page's last event."""
+        total = int(self.r.llen(f"{self._job(job_id)}:events"))
+        end = min(total, before - 1) if before is not None else total  # exclusive upper seq bound + 1
+        if end <= 0:
+            return [], False
+        start = max(0, end - limit)
+        raws = self.r.lrange(f"{self._job(job_id)}:events", start, end - 1)
+        events = [event_object(job_id, start + i + 1, json.loads(r)) for i, r in enumerate(raws)]
+        return list(reversed(events)), start > 0
+
+    def add_checkpoint(self, job_id: str, checkpoint: dict[str, Any]) -> None:
+        self.r.rpush(f"{self._job(job_id)}:ckpts", json.dumps(checkpoint))
+
+    def checkpoints(self, job_id: str) -> list[dict[str, Any]]:
+        return [json.loads(r) for r in self.r.lrange(f"{self._job(job_id)}:ckpts", 0, -1)]
+
+    # -- files ---------------------------------------------------------------------------------------------------
+
+    def put_file(self, record: FileRecord) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.set(f"{self.p}:file:{record.id}", record.model_dump_json())
+        pipe.zadd(self._tenant(record.tenant, "files"), {record.id: record.created_at})
+        pipe.execute()
+
+    def get_file(self, tenant: str, file_id: str) -> FileRecord | None:
+        raw = self.r.get(f"{self.p}:file:{file_id}")
+        record = FileRecord.model_validate_json(raw) if raw else None
+        return record if record is not None and record.tenant == tenant else None
+
+    def list_files(self, tenant: str, limit: int = 10000) -> list[FileRecord]:
+        ids = self.r.zrevrange(self._tenant(tenant, "files"), 0, limit - 1)
+        raws = self.r.mget([f"{self.p}:file:{i}" for i in ids]) if ids else []
+        return [FileRecord.model_validate_json(r) for r in raws if r]
+
+    def delete_file(self, record: FileRecord) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(f"{self.p}:file:{record.id}")
+        pipe.zrem(self._tenant(record.tenant, "files"), record.id)
+        pipe.execute()
+
+    # -- coordination --------------------------------------------------------------------------------------------
+
+    def try_lock(self, name: str, owner: str, ttl_s: float) -> bool:
+        """A short-lived mutex (e.g. one maintenance pass across gateway replicas)."""
+        return bool(self.r.set(f"{self.p}:lock:{name}", owner, nx=True, px=int(ttl_s * 1000)))
+
+    def count_by_status(self) -> dict[str, int]:
+        """Active jobs counted live, finished ones from running totals."""
+        counts: dict[str, int] = {k: int(v) for k, v in self.r.hgetall(f"{self.p}:stats:finished").items()}
+        ids = self.active_ids()
+        for raw in self.r.mget([self._job(i) for i in ids]) if ids else []:
+            if raw:
+                status = Job.model_validate_json(raw).status.value
+                counts[status] = counts.get(status, 0) + 1
+        return counts

@@ -1,0 +1,126 @@
+"""Real processes for integration tests: a private redis-server, the gateway under uvicorn, Celery workers.
+
+Each process listens on 127.0.0.1 on a free port, logs to a file under the test's tmp dir, and is stopped by pid.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except Exception as err:  # not up yet
+            last = err
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not reached within {timeout:.0f} s (last: {last!r})")
+
+
+class Proc:
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self.log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)  # fmt: skip
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def check_alive(self) -> bool:
+        if not self.alive():
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
+        return True
+
+    def tail(self, lines: int = 40) -> str:
+        self.log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def kill9(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.alive():
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.log.close()
+
+
+def start_redis(log_dir: Path) -> tuple[Proc, str]:
+    port = free_port()
+    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+           "--dir", str(log_dir)]  # fmt: skip
+    proc = Proc("redis", cmd, dict(os.environ), log_dir)
+    import redis
+
+    wait_for(lambda: proc.check_alive() and redis.Redis(port=port).ping(), 20, "redis-server ping")
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+class Stack:
+    """Gateway + workers sharing one Redis and one object store, configured through environment variables."""
+
+    def __init__(self, base_dir: Path, env: dict[str, str]) -> None:
+        self.dir = base_dir
+        self.logs = base_dir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.redis, self.redis_url = start_redis(self.logs)
+        self.port = free_port()
+        self.env = {**os.environ, **env, "SAGE_REDIS_URL": self.redis_url, "SAGE_GATEWAY_PORT": str(self.port),
+                    "SAGE_TRAIN_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+        self.gateway: Proc | None = None
+        self.workers: list[Proc] = []
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start_gateway(self, **extra: str) -> Proc:
+        env = {**self.env, **extra}
+        self.gateway = Proc("gateway", [str(BIN / "sage-ft-gateway")], env, self.logs)
+        gw = self.gateway
+        wait_for(lambda: gw.check_alive() and httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200, 60,
+                 "gateway /healthz")  # fmt: skip
+        return self.gateway
+
+    def start_worker(self, name: str, **extra: str) -> Proc:
+        env = {**self.env, "SAGE_WORKER_NAME": name, "SAGE_WORKER_WORK_DIR": str(self.dir / f"work-{name}"), **extra}
+        proc = Proc(f"worker-{name}", [str(BIN / "sage-ft-worker")], env, self.logs)
+        wait_for(lambda: proc.check_alive() and "ready" in proc.log_path.read_text(errors="replace"), 90,
+                 f"worker {name} ready")  # fmt: skip
+        self.workers.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in [*self.workers, *([self.gateway] if self.gateway else []), self.redis]:
+            proc.stop()
