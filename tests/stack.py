@@ -18,6 +18,14 @@ from typing import Any
 import httpx
 
 BIN = Path(sys.executable).parent
+# Fast, reliable learning on the tiny model: high LR, no dropout, enough epochs to memorise 8 records.
+LEARN = {"learning_rate": 3e-3, "lora": {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0}, "max_length": 128}
+
+
+def qa_lines(records: list[dict[str, Any]]) -> bytes:
+    import json
+
+    return "".join(json.dumps(r) + "\n" for r in records).encode()
 
 
 def free_port() -> int:
@@ -124,3 +132,26 @@ class Stack:
     def stop(self) -> None:
         for proc in [*self.workers, *([self.gateway] if self.gateway else []), self.redis]:
             proc.stop()
+
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def wait_job(client: Any, job_id: str, statuses: tuple[str, ...] = TERMINAL, timeout: float = 240,
+             stack: Stack | None = None) -> Any:  # fmt: skip
+    """Poll ``jobs.retrieve`` until the job reaches one of ``statuses``; fail fast if a stack process died."""
+
+    def check() -> Any:
+        if stack is not None:
+            for proc in [*stack.workers, *([stack.gateway] if stack.gateway else [])]:
+                if proc.name.startswith("worker") and not proc.alive() and proc.proc.returncode not in (-9, 0):
+                    proc.check_alive()
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        return job if job.status in statuses else None
+
+    return wait_for(check, timeout, f"job {job_id} in {statuses}", interval=0.3)
+
+
+def all_events(client: Any, job_id: str) -> list[Any]:
+    """Every event of a job, oldest first, read through the paginated list API."""
+    return list(reversed(list(client.fine_tuning.jobs.list_events(job_id, limit=100))))

@@ -1,0 +1,31 @@
+"""Fixtures that run the real stack: redis-server, the gateway (uvicorn) and Celery workers as processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from stack import Stack
+
+
+@pytest.fixture(scope="module")
+def make_stack(tmp_path_factory: pytest.TempPathFactory, sage_home: Path,
+               tiny_model: Path) -> Iterator[Callable[..., Stack]]:  # fmt: skip
+    """Build stacks with given env; every one started here is stopped at module end."""
+    stacks: list[Stack] = []
+
+    def make(storage: dict[str, str] | None = None, **env: str) -> Stack:
+        base = tmp_path_factory.mktemp("stack")
+        storage = storage or {"SAGE_STORAGE_BACKEND": "local", "SAGE_STORAGE_LOCAL_ROOT": str(base / "store")}
+        defaults = {"SAGE_HOME": str(sage_home), "SAGE_WORKER_PRESET": "cpu", "SAGE_WORKER_POLL_SECONDS": "0.2",
+                    "SAGE_GATEWAY_MAINTENANCE_SECONDS": "1", "SAGE_HEARTBEAT_SECONDS": "1",
+                    "SAGE_LEASE_SECONDS": "8", "SAGE_RECONCILE_AFTER_SECONDS": "5"}  # fmt: skip
+        stack = Stack(base, {**defaults, **storage, **env})
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.stop()
+
