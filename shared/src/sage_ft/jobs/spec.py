@@ -22,6 +22,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-
 _LOCAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_EPOCHS = 3
+_UNION_TAG = re.compile(r"^(int|float|str|bool|.*\[.*\])$")  # pydantic's union-member markers in error locations
 
 
 class Hyperparameters(BaseModel):
@@ -155,7 +156,7 @@ def parse_request(body: dict[str, Any]) -> JobRequest:
         return JobRequest.model_validate(body)
     except ValidationError as err:
         first = err.errors()[0]
-        param = ".".join(str(p) for p in first["loc"])
+        param = ".".join(str(p) for p in first["loc"] if not _UNION_TAG.match(str(p)))
         msg = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             msg = "unknown parameter"

@@ -1,0 +1,184 @@
+"""Gateway behaviour a user notices: clear 4xx errors for bad input, idempotent creates, cancel, pause/resume."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from stack import LEARN, Stack, all_events, qa_lines, wait_for, wait_job
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stack(make_stack: Any) -> Stack:
+    # 51 KiB upload limit, so an oversize upload is cheap; a fast poll, as tiny-model steps take milliseconds
+    st: Stack = make_stack(SAGE_GATEWAY_MAX_UPLOAD_MB="0.05", SAGE_WORKER_POLL_SECONDS="0.05")
+    st.start_gateway()
+    st.start_worker("w1")
+    return st
+
+
+@pytest.fixture(scope="module")
+def client(stack: Stack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def good_file(client: openai.OpenAI, qa_records: list[dict]) -> str:
+    return client.files.create(file=("qa.jsonl", qa_lines(qa_records[:8])), purpose="fine-tune").id
+
+
+def _error(exc: pytest.ExceptionInfo[openai.APIStatusError]) -> dict[str, Any]:
+    body = exc.value.body
+    assert isinstance(body, dict)
+    return body
+
+
+def test_malformed_jsonl_line_3_is_a_400_naming_line_3(client: openai.OpenAI) -> None:
+    data = b'{"question": "a?", "answer": "b"}\n{"question": "c?", "answer": "d"}\n{"question": "e?", "answer": \n'
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.files.create(file=("bad.jsonl", data), purpose="fine-tune")
+    assert "line 3" in _error(exc)["message"] and "bad.jsonl" in _error(exc)["message"]
+    assert client.files.list().data == [] or all(f.filename != "bad.jsonl" for f in client.files.list().data)
+
+
+def test_record_level_errors_give_status_error_and_block_jobs(client: openai.OpenAI) -> None:
+    data = b'{"question": "a?", "answer": "b"}\n{"question": "c?"}\n'
+    record = client.files.create(file=("partial.jsonl", data), purpose="fine-tune")
+    assert record.status == "error"
+    assert "line 2" in record.status_details and "answer" in record.status_details
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.fine_tuning.jobs.create(model="sage-tiny", training_file=record.id)
+    assert _error(exc)["param"] == "training_file" and "line 2" in _error(exc)["message"]
+
+
+def test_oversize_upload_is_413_before_the_body_is_read(stack: Stack, client: openai.OpenAI) -> None:
+    big = b'{"text": "' + b"x" * 200_000 + b'"}\n'
+    with pytest.raises(openai.APIStatusError) as exc:
+        client.files.create(file=("big.jsonl", big), purpose="fine-tune")
+    assert exc.value.status_code == 413 and _error(exc)["param"] == "file"
+
+    def chunks() -> Any:  # no Content-Length: the limit must hold while streaming
+        boundary = b"--b0und"
+        yield boundary + b'\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+        yield boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n\r\n'
+        for _ in range(100):
+            yield b"y" * 10_000
+        yield b"\r\n" + boundary + b"--\r\n"
+
+    resp = httpx.post(f"{stack.url}/v1/files", content=chunks(), timeout=30,
+                      headers={"content-type": "multipart/form-data; boundary=b0und"})  # fmt: skip
+    assert resp.status_code == 413 and resp.json()["error"]["code"] == "file_too_large"
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "status"),
+    [
+        ({"model": "no-such-model"}, "model", 400),
+        ({"model": "https://evil.example/x"}, "model", 400),
+        ({"model": "../../etc"}, "model", 400),
+        ({"model": "/abs/path"}, "model", 400),
+        ({"training_file": "file-doesnotexist"}, "training_file", 404),
+        ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}}},
+         "method.supervised.hyperparameters.n_epochs", 400),
+        ({"hyperparameters": {"learning_rate_multiplier": -1}}, "hyperparameters.learning_rate_multiplier", 400),
+        ({"hyperparameters": {"batch_size": "big"}}, "hyperparameters.batch_size", 400),
+        ({"learning_rate": 5}, "learning_rate", 400),
+        ({"quantization": "3bit"}, "quantization", 400),
+        ({"lora": {"r": 0}}, "lora.r", 400),
+        ({"max_length": 8}, "max_length", 400),
+        ({"preset": "tpu_pod"}, "preset", 400),
+        ({"epochs": 3}, "epochs", 400),
+        ({"suffix": "has space"}, "suffix", 400),
+    ],
+)  # fmt: skip
+def test_invalid_job_requests_are_4xx_naming_the_param(client: openai.OpenAI, good_file: str, body: dict[str, Any],
+                                                       param: str, status: int) -> None:  # fmt: skip
+    full = {"model": "sage-tiny", "training_file": good_file, **body}
+    with pytest.raises(openai.APIStatusError) as exc:
+        client.post("/fine_tuning/jobs", body=full, cast_to=httpx.Response)
+    assert exc.value.status_code == status, _error(exc)
+    assert _error(exc)["param"] == param, _error(exc)
+    assert _error(exc)["type"] == "invalid_request_error"
+
+
+def test_unknown_ids_are_404_in_openai_shape(stack: Stack, client: openai.OpenAI) -> None:
+    jobs = client.fine_tuning.jobs
+    calls = (lambda: jobs.retrieve("ftjob-nope"), lambda: client.files.retrieve("file-nope"),
+             lambda: client.models.retrieve("ft:nope"), lambda: jobs.cancel("ftjob-nope"))  # fmt: skip
+    for call in calls:
+        with pytest.raises(openai.NotFoundError) as exc:
+            call()
+        assert set(_error(exc)) == {"message", "type", "param", "code"}
+    resp = httpx.post(f"{stack.url}/v1/fine_tuning/jobs", content=b"{not json", timeout=10,
+                      headers={"content-type": "application/json"})  # fmt: skip
+    assert resp.status_code == 400 and resp.json()["error"]["message"]
+    assert httpx.get(f"{stack.url}/healthz", timeout=5).status_code == 200  # still up
+    assert "Traceback" not in stack.gateway.tail(200) if stack.gateway else True
+
+
+def test_same_idempotency_key_creates_one_job(client: openai.OpenAI, good_file: str) -> None:
+    body = {"model": "sage-tiny", "training_file": good_file, "metadata": {"idem": "yes"},
+            "hyperparameters": {"n_epochs": 1}}  # fmt: skip
+    first = client.fine_tuning.jobs.create(**body, extra_headers={"Idempotency-Key": "retry-123"})  # type: ignore[arg-type]
+    second = client.fine_tuning.jobs.create(**body, extra_headers={"Idempotency-Key": "retry-123"})  # type: ignore[arg-type]
+    third = client.fine_tuning.jobs.create(**body, extra_headers={"Idempotency-Key": "other"})  # type: ignore[arg-type]
+    assert first.id == second.id != third.id
+    listed = client.fine_tuning.jobs.list(metadata={"idem": "yes"}).data
+    assert sorted(j.id for j in listed) == sorted({first.id, third.id})
+    for job_id in (first.id, third.id):
+        assert wait_job(client, job_id).status == "succeeded"
+
+
+def test_list_pagination_with_after_and_has_more(client: openai.OpenAI) -> None:
+    everything = [j.id for j in client.fine_tuning.jobs.list(limit=100).data]
+    assert len(everything) >= 2
+    page = client.fine_tuning.jobs.list(limit=1)
+    assert page.has_more and page.data[0].id == everything[0]
+    nxt = client.fine_tuning.jobs.list(limit=1, after=page.data[0].id)
+    assert nxt.data[0].id == everything[1]
+    assert [j.id for j in client.fine_tuning.jobs.list(limit=1)] == everything  # the client follows `after`
+
+
+def test_cancel_running_job_stops_within_a_few_steps_and_publishes_nothing(
+    stack: Stack, client: openai.OpenAI, good_file: str
+) -> None:
+    job = client.fine_tuning.jobs.create(model="sage-tiny", training_file=good_file, suffix="cancelme",
+                                         hyperparameters={"n_epochs": 50, "batch_size": 4},
+                                         extra_body={**LEARN, "save_steps": 1000})  # fmt: skip
+    step_at_request = wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id).model_extra["step"] >= 3, 120,
+                               "training to reach step 3")  # fmt: skip
+    assert step_at_request
+    requested = client.fine_tuning.jobs.cancel(job.id)
+    asked_at = max(e.data.get("step", 0) for e in all_events(client, job.id) if e.type == "metrics")
+    assert requested.status in ("running", "cancelled")
+    done = wait_job(client, job.id, timeout=60)
+    assert done.status == "cancelled" and done.fine_tuned_model is None
+    last_step = max(e.data.get("step", 0) for e in all_events(client, job.id) if e.type == "metrics")
+    assert last_step - asked_at <= 10 and last_step < 100
+    assert not any(m.id.startswith("ft:sage-tiny:cancelme:") for m in client.models.list().data)
+    with pytest.raises(openai.ConflictError) as exc:
+        client.fine_tuning.jobs.cancel(job.id)
+    assert "cancelled" in _error(exc)["message"]
+
+
+def test_pause_then_resume_continues_from_the_checkpoint(client: openai.OpenAI, good_file: str) -> None:
+    job = client.fine_tuning.jobs.create(model="sage-tiny", training_file=good_file,
+                                         hyperparameters={"n_epochs": 15, "batch_size": 4},
+                                         extra_body={**LEARN, "save_steps": 100})  # fmt: skip
+    wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id).model_extra["step"] >= 3, 120, "step 3")
+    client.post(f"/fine_tuning/jobs/{job.id}/pause", cast_to=httpx.Response)
+    paused = wait_job(client, job.id, ("paused",), timeout=60)
+    at = paused.model_extra["step"]
+    assert 3 <= at < 30
+    assert [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id).data] == [at]
+    client.post(f"/fine_tuning/jobs/{job.id}/resume", cast_to=httpx.Response)
+    done = wait_job(client, job.id)
+    assert done.status == "succeeded" and done.model_extra["step"] == 30
+    messages = [e.message for e in all_events(client, job.id)]
+    assert f"Resuming from checkpoint at step {at}" in messages
+    steps = [e.data["step"] for e in all_events(client, job.id) if e.type == "metrics"]
+    assert steps == list(range(1, 31))  # no step trained twice, none skipped

@@ -1,0 +1,103 @@
+"""Nothing is lost: a cancelled queued job never starts, and a job whose worker is SIGKILLed resumes elsewhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from stack import LEARN, Stack, all_events, qa_lines, wait_for, wait_job
+
+from sage_ft.settings import StorageSettings
+from sage_ft.storage import list_models, make_store
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def slow_model(sage_home: Path) -> str:
+    """A wider model than sage-tiny, so that steps take long enough to kill a worker mid-run."""
+    from sage_ft.training.tiny_model import build_tiny_model
+
+    build_tiny_model("sage-wide", hidden_size=384, num_layers=4, num_heads=6)
+    return "sage-wide"
+
+
+@pytest.fixture(scope="module")
+def stack(make_stack: Any) -> Stack:
+    st: Stack = make_stack(SAGE_LEASE_SECONDS="5", SAGE_VISIBILITY_TIMEOUT="600")
+    st.start_gateway()  # no worker yet
+    return st
+
+
+@pytest.fixture(scope="module")
+def client(stack: Stack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def good_file(client: openai.OpenAI, qa_records: list[dict]) -> str:
+    return client.files.create(file=("qa.jsonl", qa_lines(qa_records[:8])), purpose="fine-tune").id
+
+
+def trainer_processes(stack: Stack) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "sage_ft_worker.trainer_main" in cmd and str(stack.dir) in cmd:
+                pids.append(int(proc.name))
+    return pids
+
+
+def test_a_cancelled_queued_job_never_starts(stack: Stack, client: openai.OpenAI, good_file: str) -> None:
+    job = client.fine_tuning.jobs.create(model="sage-tiny", training_file=good_file, hyperparameters={"n_epochs": 1})
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "queued"  # no worker is running
+    assert client.fine_tuning.jobs.cancel(job.id).status == "cancelled"
+    worker = stack.start_worker("w1")  # receives the message, and must leave the job alone
+    wait_for(lambda: "skipped: job is cancelled" in worker.log_path.read_text(errors="replace"), 60,
+             "the worker to skip the cancelled job")  # fmt: skip
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
+    assert not any(e.message.startswith("Attempt") for e in all_events(client, job.id))
+
+
+def test_sigkilled_worker_job_resumes_from_its_checkpoint_and_publishes_once(
+    stack: Stack, client: openai.OpenAI, good_file: str, slow_model: str
+) -> None:
+    job = client.fine_tuning.jobs.create(model=slow_model, training_file=good_file, suffix="survivor",
+                                         hyperparameters={"n_epochs": 15, "batch_size": 4},
+                                         extra_body={**LEARN, "save_steps": 4})  # fmt: skip
+    first = wait_for(lambda: client.fine_tuning.jobs.checkpoints.list(job.id).data, 180, "the first checkpoint")
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "running"
+    worker = stack.workers[0]
+    assert trainer_processes(stack), "the trainer runs as a child process"
+    worker.kill9()
+    wait_for(lambda: not trainer_processes(stack), 15, "the orphaned trainer to die with its worker")
+    uploaded = max(c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id).data)
+    assert uploaded >= first[0].step_number
+
+    stack.start_worker("w2")
+    done = wait_job(client, job.id, timeout=240, stack=stack)
+    assert done.status == "succeeded", done.error
+    assert done.model_extra["attempt"] == 2
+    assert done.model_extra["step"] == done.model_extra["total_steps"] == 30
+    messages = [e.message for e in all_events(client, job.id)]
+    assert any(m.startswith("Worker lost during attempt 1") for m in messages), messages
+    resumed = [m for m in messages if m.startswith("Resuming from checkpoint at step ")]
+    assert len(resumed) == 1
+    resumed_at = int(resumed[0].rsplit(" ", 1)[1])
+    assert resumed_at == uploaded
+    steps = [e.data["step"] for e in all_events(client, job.id) if e.type == "metrics"]
+    after = steps[steps.index(resumed_at + 1, 0) :] if resumed_at + 1 in steps else []
+    assert steps[-(30 - resumed_at) :] == list(range(resumed_at + 1, 31)), steps  # the second attempt's steps
+    assert after
+
+    store = make_store(StorageSettings(backend="local", local_root=Path(stack.env["SAGE_STORAGE_LOCAL_ROOT"])))
+    manifests = list_models(store)
+    assert [m.job_id for m in manifests] == [job.id]  # exactly one manifest published
+    manifest_keys = [o.key for o in store.list_objects("models/") if o.key.endswith("manifest.json")]
+    assert manifest_keys == [f"models/{done.fine_tuned_model}/manifest.json"]

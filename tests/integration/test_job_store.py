@@ -1,0 +1,120 @@
+"""The job store and state machine against a private redis-server: CAS, leases, reaper, reconciler, idempotency."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from stack import start_redis
+
+from sage_ft.jobs import Job, JobConflictError, JobStatus, JobStore, lifecycle
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JobStore]:
+    proc, url = start_redis(tmp_path_factory.mktemp("redis"))
+    yield JobStore.from_url(url, prefix="test")
+    proc.stop()
+
+
+def new_job(store: JobStore, tenant: str = "t1", **kw: object) -> Job:
+    job, created = store.create_job(Job(id=f"ftjob-{time.time_ns():x}", tenant=tenant, model="m", **kw))  # type: ignore[arg-type]
+    assert created
+    return job
+
+
+def test_only_one_of_many_concurrent_claims_wins(store: JobStore) -> None:
+    job = new_job(store)
+    winners: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def contend(owner: str) -> None:
+        barrier.wait()
+        if lifecycle.claim(store, job.id, owner, lease_s=30).job is not None:
+            winners.append(owner)
+
+    threads = [threading.Thread(target=contend, args=(f"w{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1
+    current = store.get_job(job.id)
+    assert current is not None and current.lease_owner == winners[0] and current.attempt == 1
+
+
+def test_lease_expiry_reaper_requeues_then_fails_after_max_attempts(store: JobStore) -> None:
+    job = new_job(store, max_attempts=2)
+    enqueued: list[str] = []
+    assert lifecycle.claim(store, job.id, "a", lease_s=0.2).job is not None
+    assert lifecycle.claim(store, job.id, "b", lease_s=5).job is None  # a live lease belongs to "a"
+    assert lifecycle.reap(store, lambda j: enqueued.append(j.id)) == []  # not expired yet
+    time.sleep(0.3)
+    assert lifecycle.heartbeat(store, job.id, "a", 5) is not None  # a late heartbeat still renews: nobody took it
+    time.sleep(0.1)
+    store.update(job.id, lambda j: j.model_copy(update={"lease_expires_at": 0.0}))  # "a" died
+    assert lifecycle.reap(store, lambda j: enqueued.append(j.id)) == [job.id]
+    after = store.get_job(job.id)
+    assert after is not None and after.status == JobStatus.QUEUED and enqueued == [job.id]
+    assert lifecycle.heartbeat(store, job.id, "a", 5) is None  # the old owner has lost it
+    claimed = lifecycle.claim(store, job.id, "b", lease_s=0.1).job
+    assert claimed is not None and claimed.attempt == 2
+    time.sleep(0.2)
+    lifecycle.reap(store, lambda j: enqueued.append(j.id))
+    failed = store.get_job(job.id)
+    assert failed is not None and failed.status == JobStatus.FAILED
+    assert failed.error is not None and failed.error.code == "worker_lost"
+    assert lifecycle.finish(store, job.id, "b", JobStatus.SUCCEEDED) is None  # too late to succeed
+
+
+def test_cancel_rules(store: JobStore) -> None:
+    queued = new_job(store)
+    assert lifecycle.request_cancel(store, queued.id).status == JobStatus.CANCELLED
+    assert lifecycle.claim(store, queued.id, "w", 30).job is None
+    with pytest.raises(JobConflictError):
+        lifecycle.request_cancel(store, queued.id)
+    running = new_job(store)
+    lifecycle.claim(store, running.id, "w", 30)
+    flagged = lifecycle.request_cancel(store, running.id)
+    assert flagged.status == JobStatus.RUNNING and flagged.cancel_requested
+
+
+def test_reconciler_reenqueues_only_what_the_broker_lost(store: JobStore) -> None:
+    lost = new_job(store, enqueued_at=time.time() - 60)
+    held = new_job(store, enqueued_at=time.time() - 60)
+    fresh = new_job(store, enqueued_at=time.time())
+    enqueued: list[str] = []
+    fixed = lifecycle.reconcile(store, lambda j: enqueued.append(j.id), lambda jid: jid == held.id, after_s=30)
+    assert lost.id in fixed and held.id not in fixed and fresh.id not in fixed
+    assert lost.id in enqueued
+
+
+def test_idempotency_key_returns_the_first_job(store: JobStore) -> None:
+    a, created_a = store.create_job(Job(id="ftjob-idem-a", tenant="t9", model="m"), "key-1")
+    b, created_b = store.create_job(Job(id="ftjob-idem-b", tenant="t9", model="m"), "key-1")
+    c, created_c = store.create_job(Job(id="ftjob-idem-c", tenant="t8", model="m"), "key-1")  # other tenant
+    assert created_a and not created_b and created_c
+    assert b.id == a.id and c.id == "ftjob-idem-c"
+    assert [j.id for j in store.list_jobs("t9")[0]] == ["ftjob-idem-a"]
+
+
+def test_events_page_newest_first_with_cursor(store: JobStore) -> None:
+    job = new_job(store)
+    for i in range(5):
+        store.add_event(job.id, f"e{i}")
+    page, more = store.events_page(job.id, limit=2)
+    assert [e["message"] for e in page] == ["e4", "e3"] and more
+    nxt, more = store.events_page(job.id, before=page[-1]["seq"], limit=10)
+    assert [e["message"] for e in nxt] == ["e2", "e1", "e0"] and not more
+    assert [e["message"] for e in store.events_after(job.id, 3)] == ["e3", "e4"]
+
+
+def test_jobs_by_status_counts(store: JobStore, tmp_path: Path) -> None:
+    before = store.count_by_status()
+    job = new_job(store)
+    lifecycle.request_cancel(store, job.id)
+    after = store.count_by_status()
+    assert after.get("cancelled", 0) == before.get("cancelled", 0) + 1

@@ -1,0 +1,60 @@
+"""The job request: OpenAI's body plus extensions, validated with the offending parameter named."""
+
+from __future__ import annotations
+
+import pytest
+
+from sage_ft.errors import ConfigError
+from sage_ft.jobs.model import fine_tuned_model_name
+from sage_ft.jobs.spec import build_training_config, parse_request
+from sage_ft.storage.manifest import check_model_name
+
+
+def test_openai_body_maps_to_a_training_config() -> None:
+    req = parse_request({"model": "Qwen/Qwen2.5-Coder-1.5B-Instruct", "training_file": "file-1", "seed": 3,
+                         "method": {"type": "supervised", "supervised": {"hyperparameters": {
+                             "n_epochs": 4, "batch_size": 8, "learning_rate_multiplier": 0.5}}}})  # fmt: skip
+    config, shown = build_training_config(req, preset="cpu", data_path="d.jsonl", output_dir="/o")
+    assert (config.num_train_epochs, config.per_device_train_batch_size, config.seed) == (4, 8, 3)
+    assert config.learning_rate == pytest.approx(2e-4 * 0.5)
+    assert shown == {"n_epochs": 4, "batch_size": 8, "learning_rate_multiplier": 0.5,
+                     "learning_rate": config.learning_rate, "preset": "cpu"}  # fmt: skip
+
+
+def test_extensions_and_the_deprecated_hyperparameters_form() -> None:
+    req = parse_request({"model": "local-model", "hyperparameters": {"n_epochs": "auto", "learning_rate_multiplier": 2},
+                         "learning_rate": 1e-3, "quantization": "4bit", "packing": True, "max_length": 256,
+                         "lora": {"r": 32}, "name": "code", "task": "code"})  # fmt: skip
+    config, _ = build_training_config(req, preset="cpu", data_path=None, output_dir="/o")
+    assert config.learning_rate == 1e-3  # absolute learning_rate wins over the multiplier
+    assert config.load_in_4bit and not config.load_in_8bit and config.packing and config.max_length == 256
+    assert config.lora.r == 32 and config.num_train_epochs == 3
+    assert req.is_local_model() and req.name == "code"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": "http://x.y/z"}, "model"),
+        ({"model": "a/b/c"}, "model"),
+        ({"model": "../x"}, "model"),
+        ({"model": "m", "hyperparameters": {"n_epochs": 51}}, "hyperparameters.n_epochs"),
+        ({"model": "m", "method": {"type": "dpo"}}, "method.type"),
+        ({"model": "m", "metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
+        ({"model": "m", "name": "ft:abc"}, "name"),
+        ({"model": "m", "integrations": [{"type": "slack"}]}, "integrations.0.type"),
+        ({"model": "m", "unknown_thing": 1}, "unknown_thing"),
+        ({}, "model"),
+    ],
+)
+def test_bad_requests_name_the_parameter(body: dict, param: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_request(body)
+    assert exc.value.param == param
+    assert str(exc.value).startswith(param)
+
+
+def test_fine_tuned_names_are_valid_store_names() -> None:
+    name = fine_tuned_model_name("Qwen/Qwen2.5-Coder-1.5B-Instruct", "my-suffix", "ftjob-0123abcd")
+    assert name == "ft:Qwen2.5-Coder-1.5B-Instruct:my-suffix:0123abcd"
+    assert check_model_name(name) == name
