@@ -28,4 +28,3 @@ def make_stack(tmp_path_factory: pytest.TempPathFactory, sage_home: Path,
     yield make
     for stack in stacks:
         stack.stop()
-
