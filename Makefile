@@ -45,6 +45,7 @@ demo: $(STAMP) ## fine-tune the offline tiny model on the built-in code dataset,
 
 bench: $(STAMP) ## run benchmarks (results go in docs/benchmarks.md)
 	$(PY) benchmarks/train_overhead.py
+	$(PY) benchmarks/stack_bench.py
 
 clean: ## remove the virtualenv, caches and demo outputs
 	rm -rf $(VENV) .sage-demo .pytest_cache .mypy_cache .ruff_cache

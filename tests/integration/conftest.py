@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import openai
 import pytest
-from stack import Stack
+from stack import Stack, qa_lines
 
 
 @pytest.fixture(scope="module")
@@ -28,3 +29,14 @@ def make_stack(tmp_path_factory: pytest.TempPathFactory, sage_home: Path,
     yield make
     for stack in stacks:
         stack.stop()
+
+
+@pytest.fixture(scope="module")
+def client(stack: Stack) -> openai.OpenAI:
+    """The real openai client against the module's ``stack`` fixture."""
+    return openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def good_file(client: openai.OpenAI, qa_records: list[dict]) -> str:
+    return client.files.create(file=("qa.jsonl", qa_lines(qa_records[:8])), purpose="fine-tune").id

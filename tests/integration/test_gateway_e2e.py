@@ -141,3 +141,21 @@ def test_metrics_from_gateway_and_worker(stack: Stack) -> None:
     assert "sage_ft_checkpoint_upload_seconds_count 3.0" in worker
     ready = httpx.get(f"{stack.url}/readyz", timeout=10)
     assert ready.status_code == 200 and ready.json()["checks"] == {"redis": "ok", "object_store": "ok"}
+
+
+def test_merge_adds_merged_weights_to_the_manifest_then_delete_unpublishes(stack: Stack) -> None:
+    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
+    name = client.fine_tuning.jobs.list(limit=1).data[0].fine_tuned_model
+    assert name
+    resp = httpx.post(f"{stack.url}/v1/models/{name}/merge", timeout=10)
+    assert resp.status_code == 202 and resp.json()["status"] == "queued"
+    merged = wait_for(lambda: "merged" in client.models.retrieve(name).model_extra["parts"], 180, "merge")
+    assert merged
+    manifest = next(m for m in list_models(_object_store(stack)) if m.name == name)
+    assert any(k.startswith("merged/") and k.endswith(".safetensors") for k in manifest.files)
+    assert any(k.startswith("adapter/") for k in manifest.files)  # the adapter stays published
+    assert client.models.delete(name).deleted
+    assert name not in {m.id for m in client.models.list().data}
+    assert list_models(_object_store(stack)) == []
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("codewords")

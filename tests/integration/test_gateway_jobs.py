@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from stack import LEARN, Stack, all_events, qa_lines, wait_for, wait_job
+from stack import LEARN, Stack, all_events, wait_for, wait_job
 
 pytestmark = pytest.mark.slow
 
@@ -19,16 +19,6 @@ def stack(make_stack: Any) -> Stack:
     st.start_gateway()
     st.start_worker("w1")
     return st
-
-
-@pytest.fixture(scope="module")
-def client(stack: Stack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
-
-
-@pytest.fixture(scope="module")
-def good_file(client: openai.OpenAI, qa_records: list[dict]) -> str:
-    return client.files.create(file=("qa.jsonl", qa_lines(qa_records[:8])), purpose="fine-tune").id
 
 
 def _error(exc: pytest.ExceptionInfo[openai.APIStatusError]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import openai
 import pytest
-from stack import LEARN, Stack, all_events, qa_lines, wait_for, wait_job
+from stack import LEARN, Stack, all_events, wait_for, wait_job
 
 from sage_ft.settings import StorageSettings
 from sage_ft.storage import list_models, make_store
@@ -29,16 +29,6 @@ def stack(make_stack: Any) -> Stack:
     st: Stack = make_stack(SAGE_LEASE_SECONDS="5", SAGE_VISIBILITY_TIMEOUT="600")
     st.start_gateway()  # no worker yet
     return st
-
-
-@pytest.fixture(scope="module")
-def client(stack: Stack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
-
-
-@pytest.fixture(scope="module")
-def good_file(client: openai.OpenAI, qa_records: list[dict]) -> str:
-    return client.files.create(file=("qa.jsonl", qa_lines(qa_records[:8])), purpose="fine-tune").id
 
 
 def trainer_processes(stack: Stack) -> list[int]:

@@ -44,14 +44,10 @@ def claim(store: JobStore, job_id: str, owner: str, lease_s: float) -> Claim:
         if job.status == JobStatus.RUNNING and job.lease_live(t) and job.lease_owner != owner:
             reason = "another worker holds a live lease"
             return None
-        if job.cancel_requested:
-            reason = "cancelled before it started"
-            return _finish(job, JobStatus.CANCELLED)
-        if job.attempt >= job.max_attempts:
-            reason = "out of attempts"
-            return _finish(job, JobStatus.FAILED, JobError(code="worker_lost", message=(
-                f"the job's worker stopped {job.attempt} times without finishing; giving up after "
-                f"{job.max_attempts} attempts")))  # fmt: skip
+        ended = _end_if_cancelled_or_spent(job)
+        if ended is not None:
+            reason = "cancelled before it started" if ended.status == JobStatus.CANCELLED else "out of attempts"
+            return ended
         job.status = JobStatus.RUNNING
         job.attempt += 1
         job.lease_owner = owner
@@ -111,6 +107,17 @@ def finish(store: JobStore, job_id: str, owner: str, status: JobStatus, error: J
     return job if ours else None
 
 
+def _end_if_cancelled_or_spent(job: Job) -> Job | None:
+    """Before (re)starting a job: honour a pending cancel, or fail it once every attempt has been used."""
+    if job.cancel_requested:
+        return _finish(job, JobStatus.CANCELLED)
+    if job.attempt >= job.max_attempts:
+        return _finish(job, JobStatus.FAILED, JobError(code="worker_lost", message=(
+            f"the worker training this job stopped {job.attempt} times without finishing; giving up after "
+            f"{job.max_attempts} attempts")))  # fmt: skip
+    return None
+
+
 def _finish(job: Job, status: JobStatus, error: JobError | None = None) -> Job:
     job.status = status
     job.error = error
@@ -124,38 +131,43 @@ def _finish(job: Job, status: JobStatus, error: JobError | None = None) -> Job:
 # -- requests from users (through the gateway) ----------------------------------------------------------------
 
 
-def request_cancel(store: JobStore, job_id: str) -> Job:
-    """Queued/paused jobs are cancelled at once; a running one gets the flag its trainer checks every step."""
+def _request(store: JobStore, job_id: str, flag: str, now_or_never: Callable[[Job], Job | None], what: str) -> Job:
+    """A user's cancel or pause: a running job gets ``flag`` (its trainer checks it every step); any other
+    unfinished job is moved at once by ``now_or_never``; a finished one is a conflict."""
 
     def rule(job: Job) -> Job | None:
         if job.terminal:
             raise JobConflictError(f"job {job_id} is already {job.status.value}", job)
         if job.status == JobStatus.RUNNING:
-            job.cancel_requested = True
+            setattr(job, flag, True)
             return job
+        return now_or_never(job)
+
+    job = store.update(job_id, rule)
+    store.add_event(job_id, f"{what} requested" if job.status == JobStatus.RUNNING else f"Job {job.status.value}")
+    return job
+
+
+def request_cancel(store: JobStore, job_id: str) -> Job:
+    """Queued or paused jobs are cancelled at once; a running one stops within a step or two, publishing nothing."""
+
+    def cancel_now(job: Job) -> Job:
         job.cancel_requested = True
         return _finish(job, JobStatus.CANCELLED)
 
-    job = store.update(job_id, rule)
-    store.add_event(job_id, "Cancellation requested" if job.status == JobStatus.RUNNING else "Job cancelled")
-    return job
+    return _request(store, job_id, "cancel_requested", cancel_now, "Cancellation")
 
 
 def request_pause(store: JobStore, job_id: str) -> Job:
-    def rule(job: Job) -> Job | None:
-        if job.terminal:
-            raise JobConflictError(f"job {job_id} is already {job.status.value}", job)
+    """A running job checkpoints and stops; a queued one is parked. ``resume`` re-queues either."""
+
+    def pause_now(job: Job) -> Job | None:
         if job.status == JobStatus.PAUSED:
             return None
-        if job.status == JobStatus.RUNNING:
-            job.pause_requested = True
-            return job
         job.status = JobStatus.PAUSED
         return job
 
-    job = store.update(job_id, rule)
-    store.add_event(job_id, "Pause requested" if job.status == JobStatus.RUNNING else "Job paused")
-    return job
+    return _request(store, job_id, "pause_requested", pause_now, "Pause")
 
 
 def request_resume(store: JobStore, job_id: str, enqueue: Enqueue) -> Job:
@@ -195,13 +207,10 @@ def reap(store: JobStore, enqueue: Enqueue) -> list[str]:
             outcome = ""
             if job.status != JobStatus.RUNNING or job.lease_live():
                 return None
-            if job.cancel_requested:
-                outcome = "cancelled"
-                return _finish(job, JobStatus.CANCELLED)
-            if job.attempt >= job.max_attempts:
-                outcome = "failed"
-                return _finish(job, JobStatus.FAILED, JobError(code="worker_lost", message=(
-                    f"the worker training this job stopped responding {job.attempt} times; giving up")))  # fmt: skip
+            ended = _end_if_cancelled_or_spent(job)
+            if ended is not None:
+                outcome = ended.status.value
+                return ended
             job.status = JobStatus.QUEUED
             job.lease_owner = None
             job.enqueued_at = now()

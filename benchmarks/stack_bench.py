@@ -1,0 +1,163 @@
+"""The control plane measured side by side: the same fine-tune through gateway + worker vs bare, submit latency,
+and read throughput of the gateway.
+
+    .venv/bin/python benchmarks/stack_bench.py [--pairs 3] [--latency-jobs 10] [--wrk-seconds 15]
+
+1. Overhead: one job through the openai client -> gateway -> Celery worker -> trainer child -> published adapter,
+   timed from submit to ``succeeded``; against the same TrainingConfig run bare by ``python -c`` in a fresh process
+   (imports, model load, training, adapter save). Pairs alternate order; the median of per-pair ratios is reported.
+2. Latency: submit -> first training step event, on a warm worker, p50/p95 over sequential small jobs.
+3. Throughput: wrk, 64 connections on loopback, ``GET /v1/fine_tuning/jobs/{id}``: req/s and p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from stack import LEARN, Stack, qa_lines, wait_for, wait_job
+
+RECORDS = [{"question": f"What is the code word number {i}?", "answer": f"word {i} {i * 7 % 13}"} for i in range(16)]
+
+
+def bare_run(home: Path, data: Path, out: Path, epochs: int) -> float:
+    """Same config the worker builds (cpu preset + LEARN), trained by a fresh python process."""
+    code = f"""
+from sage_ft.jobs.spec import parse_request, build_training_config
+from sage_ft.training.trainer import LoRATrainer
+req = parse_request({json.dumps(job_body(epochs))})
+cfg, _ = build_training_config(req, preset="cpu", data_path={str(data)!r}, output_dir={str(out)!r})
+LoRATrainer(cfg).train()
+"""
+    env = {**os.environ, "SAGE_HOME": str(home), "SAGE_TRAIN_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def job_body(epochs: int) -> dict:
+    body = {"model": "sage-wide", "hyperparameters": {"n_epochs": epochs, "batch_size": 4}, **LEARN, "save_steps": 20}
+    body["training_file"] = "file-x"
+    return body
+
+
+def stack_run(client: object, file_id: str, epochs: int) -> float:
+    body = job_body(epochs)
+    body.pop("training_file")
+    t0 = time.perf_counter()
+    job = client.fine_tuning.jobs.create(  # type: ignore[attr-defined]
+        model=body.pop("model"), training_file=file_id, hyperparameters=body.pop("hyperparameters"), extra_body=body
+    )
+    done = wait_job(client, job.id, timeout=900)
+    assert done.status == "succeeded", done.error
+    return time.perf_counter() - t0
+
+
+def first_step_latency(client: object, file_id: str) -> float:
+    t0 = time.perf_counter()
+    job = client.fine_tuning.jobs.create(  # type: ignore[attr-defined]
+        model="sage-tiny", training_file=file_id, extra_body={"max_steps": 2}
+    )
+
+    def stepped() -> bool:
+        events = client.fine_tuning.jobs.list_events(job.id, limit=3).data  # type: ignore[attr-defined]
+        return any(e.type == "metrics" for e in events)
+
+    wait_for(stepped, 300, "first step", interval=0.02)
+    elapsed = time.perf_counter() - t0
+    wait_job(client, job.id)
+    return elapsed
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def wrk(url: str, seconds: int) -> dict[str, str]:
+    out = subprocess.run(["wrk", "-t2", "-c64", f"-d{seconds}s", "--latency", url], capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
+    result = {"raw": out}
+    for line in out.splitlines():
+        parts = line.split()
+        if line.strip().startswith("99%"):
+            result["p99"] = parts[1]
+        if line.startswith("Requests/sec:"):
+            result["rps"] = parts[1]
+        if "Non-2xx" in line:
+            result["non2xx"] = parts[-1]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--latency-jobs", type=int, default=10)
+    parser.add_argument("--wrk-seconds", type=int, default=15)
+    args = parser.parse_args()
+
+    import openai
+
+    from sage_ft.training.tiny_model import build_tiny_model
+
+    base = Path(tempfile.mkdtemp(prefix="sage-bench-"))
+    home = base / "home"
+    os.environ["SAGE_HOME"] = str(home)
+    build_tiny_model("sage-tiny")
+    build_tiny_model("sage-wide", hidden_size=384, num_layers=4, num_heads=6)
+    data = base / "qa.jsonl"
+    data.write_bytes(qa_lines(RECORDS))
+    env = {"SAGE_HOME": str(home), "SAGE_STORAGE_BACKEND": "local", "SAGE_STORAGE_LOCAL_ROOT": str(base / "store"),
+           "SAGE_WORKER_PRESET": "cpu"}  # fmt: skip
+    stack = Stack(base / "stack", env)
+    try:
+        stack.start_gateway()
+        stack.start_worker("bench")
+        client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
+        file_id = client.files.create(file=("qa.jsonl", data.read_bytes()), purpose="fine-tune").id
+
+        stack_run(client, file_id, 1)  # warm-up: page cache, first-import costs on both paths
+        bare_run(home, data, base / "bare-warm", 1)
+        ratios, stack_s, bare_s = [], [], []
+        for i in range(args.pairs):
+            if i % 2 == 0:
+                s = stack_run(client, file_id, args.epochs)
+                b = bare_run(home, data, base / f"bare-{i}", args.epochs)
+            else:
+                b = bare_run(home, data, base / f"bare-{i}", args.epochs)
+                s = stack_run(client, file_id, args.epochs)
+            stack_s.append(s)
+            bare_s.append(b)
+            ratios.append(s / b)
+            print(f"pair {i}: stack {s:.1f}s bare {b:.1f}s ratio {s / b:.3f}", flush=True)
+
+        latencies = [first_step_latency(client, file_id) for _ in range(args.latency_jobs)]
+        job_id = client.fine_tuning.jobs.list(limit=1).data[0].id
+        load = wrk(f"{stack.url}/v1/fine_tuning/jobs/{job_id}", args.wrk_seconds)
+
+        steps = args.epochs * len(RECORDS) // 4
+        print("\n## results")
+        print(f"overhead ({steps} steps, sage-wide): stack median {statistics.median(stack_s):.1f}s, bare median "
+              f"{statistics.median(bare_s):.1f}s, ratio median {statistics.median(ratios):.3f} "
+              f"(pairs: {', '.join(f'{r:.3f}' for r in ratios)})")  # fmt: skip
+        print(f"submit -> first step (warm worker, n={len(latencies)}): p50 {pct(latencies, 0.5):.2f}s "
+              f"p95 {pct(latencies, 0.95):.2f}s")  # fmt: skip
+        print(f"GET job, wrk 64 connections {args.wrk_seconds}s: {load.get('rps')} req/s, p99 {load.get('p99')}, "
+              f"non-2xx {load.get('non2xx', '0')}")  # fmt: skip
+        print(load["raw"])
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()
