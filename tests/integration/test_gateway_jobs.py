@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from stack import LEARN, Stack, all_events, wait_for, wait_job
+from stack import LEARN, Stack, all_events, qa_lines, wait_for, wait_job
 
 pytestmark = pytest.mark.slow
 
@@ -172,3 +172,16 @@ def test_pause_then_resume_continues_from_the_checkpoint(client: openai.OpenAI, 
     assert f"Resuming from checkpoint at step {at}" in messages
     steps = [e.data["step"] for e in all_events(client, job.id) if e.type == "metrics"]
     assert steps == list(range(1, 31))  # no step trained twice, none skipped
+
+
+def test_files_list_get_content_delete(client: openai.OpenAI, qa_records: list[dict]) -> None:
+    data = qa_lines(qa_records[:3])
+    created = client.files.create(file=("three.jsonl", data), purpose="fine-tune")
+    assert created.id in {f.id for f in client.files.list().data}
+    assert client.files.retrieve(created.id).filename == "three.jsonl"
+    assert client.files.content(created.id).content == data
+    assert client.files.delete(created.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(created.id)
+    with pytest.raises(openai.NotFoundError):
+        client.files.content(created.id)

@@ -91,3 +91,21 @@ def test_sigkilled_worker_job_resumes_from_its_checkpoint_and_publishes_once(
     assert [m.job_id for m in manifests] == [job.id]  # exactly one manifest published
     manifest_keys = [o.key for o in store.list_objects("models/") if o.key.endswith("manifest.json")]
     assert manifest_keys == [f"models/{done.fine_tuned_model}/manifest.json"]
+
+
+def test_a_job_recorded_but_never_enqueued_is_picked_up_by_the_reconciler(
+    stack: Stack, client: openai.OpenAI, good_file: str
+) -> None:
+    """As if the gateway died between writing the job and enqueueing it: the broker never saw it."""
+    import time
+
+    from sage_ft.jobs import Job, JobStore
+    from sage_ft.jobs.spec import parse_request
+
+    request = parse_request({"model": "sage-tiny", "training_file": good_file, "hyperparameters": {"n_epochs": 1}})
+    orphan = Job(id="ftjob-0000000000000000000000aa", tenant="local", model="sage-tiny", training_file=good_file,
+                 spec=request.model_dump(mode="json", exclude_none=True), enqueued_at=time.time() - 60)  # fmt: skip
+    JobStore.from_url(stack.redis_url).create_job(orphan)
+    done = wait_job(client, orphan.id, timeout=120, stack=stack)
+    assert done.status == "succeeded" and done.fine_tuned_model
+    assert "re-enqueueing ftjob-0000000000000000000000aa" in (stack.gateway.tail(400) if stack.gateway else "")
