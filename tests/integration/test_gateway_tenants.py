@@ -72,3 +72,15 @@ def test_missing_or_wrong_keys_are_401(stack: Stack) -> None:
     assert httpx.get(f"{stack.url}/healthz", timeout=5).status_code == 200  # probes need no key
     logs = (stack.gateway.tail(500) if stack.gateway else "") + "".join(w.tail(500) for w in stack.workers)
     assert not any(k in logs for k in KEYS.values())
+
+
+def test_with_redis_down_readyz_is_503_and_calls_get_a_503_not_a_500(stack: Stack) -> None:
+    """Runs last in this module: it stops the stack's Redis."""
+    stack.redis.stop()
+    ready = httpx.get(f"{stack.url}/readyz", timeout=30)
+    assert ready.status_code == 503 and ready.json()["checks"]["redis"].startswith("unreachable")
+    assert ready.json()["checks"]["object_store"] == "ok"
+    resp = httpx.get(f"{stack.url}/v1/fine_tuning/jobs", headers={"Authorization": f"Bearer {KEYS['acme']}"},
+                     timeout=30)  # fmt: skip
+    assert resp.status_code == 503 and resp.json()["error"]["code"] == "jobstore_unavailable"
+    assert httpx.get(f"{stack.url}/healthz", timeout=5).status_code == 200
