@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from sage_ft_worker.launcher import TRAINER_MODULE, child_env, trainer_command
+from sage_ft_worker.launcher import TRAINER_MODULE, trainer_command
+from sage_ft_worker.settings import trainer_environment
 
 
 def test_single_device_is_plain_python_and_several_use_torchrun() -> None:
@@ -21,6 +22,6 @@ def test_the_trainer_does_not_inherit_store_or_redis_credentials(monkeypatch: py
     monkeypatch.setenv("SAGE_REDIS_URL", "redis://:pw@host/0")
     monkeypatch.setenv("SAGE_GATEWAY_API_KEYS", "t:abc")
     monkeypatch.setenv("SAGE_HOME", "/tmp/h")
-    env = child_env()
+    env = trainer_environment()
     assert "s3cr3t" not in env.values() and "SAGE_REDIS_URL" not in env and "SAGE_GATEWAY_API_KEYS" not in env
     assert env["SAGE_HOME"] == "/tmp/h"

@@ -15,10 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sage_ft_worker.settings import trainer_environment
+
 _PR_SET_PDEATHSIG = 1
 TRAINER_MODULE = "sage_ft_worker.trainer_main"
-# Variables the trainer must not inherit: it needs neither the job store nor object-store credentials.
-_SECRET_PREFIXES = ("SAGE_STORAGE_", "SAGE_REDIS", "SAGE_BROKER", "SAGE_GATEWAY_", "AWS_", "MINIO_")
 
 
 def die_with_parent() -> None:
@@ -35,10 +35,6 @@ def trainer_command(nproc: int, args: list[str]) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "-m", TRAINER_MODULE, *args]
 
 
-def child_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(_SECRET_PREFIXES)}
-
-
 def launch(command: list[str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
     """Start the trainer with stdout/stderr in ``log_path`` (never an unread pipe)."""
     with log_path.open("ab") as log:
@@ -48,7 +44,7 @@ def launch(command: list[str], log_path: Path, cwd: Path) -> subprocess.Popen[by
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=child_env(),
+            env=trainer_environment(),
             preexec_fn=die_with_parent,
             start_new_session=True,
         )

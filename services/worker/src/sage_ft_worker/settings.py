@@ -43,6 +43,15 @@ class TrainerProcessSettings(BaseSettings):
     rank: int = Field(default=0, alias="RANK", description="Global rank under torchrun; 0 writes progress.")
 
 
+# Variables the trainer must not inherit: it needs neither the job store nor object-store credentials.
+_SECRET_PREFIXES = ("SAGE_STORAGE_", "SAGE_REDIS", "SAGE_BROKER", "SAGE_GATEWAY_", "AWS_", "MINIO_")
+
+
+def trainer_environment() -> dict[str, str]:
+    """The environment the trainer child starts with: the worker's, minus every credential it does not need."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(_SECRET_PREFIXES)}
+
+
 class Settings:
     """Every group the worker needs, read once at start-up."""
 
