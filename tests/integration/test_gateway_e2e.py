@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", params=["local", "s3"])
-def stack(request: pytest.FixtureRequest, make_stack: Any) -> Stack:
+def stack(request: pytest.FixtureRequest, make_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Stack:
     if request.param == "s3":
         ep = request.getfixturevalue("s3_endpoint")
         storage = {"SAGE_STORAGE_BACKEND": "s3", "SAGE_STORAGE_S3_ENDPOINT": ep["endpoint"],
@@ -30,7 +30,10 @@ def stack(request: pytest.FixtureRequest, make_stack: Any) -> Stack:
                    "SAGE_STORAGE_S3_BUCKET": f"e2e-{request.param}"}  # fmt: skip
     else:
         storage = None
-    st: Stack = make_stack(storage, SAGE_WORKER_METRICS_PORT=str(free_port()))
+    wandb_dir = tmp_path_factory.mktemp("wandb")
+    st: Stack = make_stack(storage, SAGE_WORKER_METRICS_PORT=str(free_port()), WANDB_MODE="offline",
+                           WANDB_DIR=str(wandb_dir), WANDB_SILENT="true")  # fmt: skip
+    st.wandb_dir = wandb_dir  # type: ignore[attr-defined]
     st.storage = storage  # type: ignore[attr-defined]
     st.start_gateway()
     st.start_worker("w1")
@@ -59,6 +62,7 @@ def test_openai_client_fine_tunes_and_lists_the_model(stack: Stack, qa_records: 
     job = client.fine_tuning.jobs.create(
         model="sage-tiny", training_file=uploaded.id, suffix="e2e", seed=7, metadata={"team": "qa"},
         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 25, "batch_size": 4}}},
+        integrations=[{"type": "wandb", "wandb": {"project": "sage-e2e-proj", "tags": ["e2e-tag"]}}],
         extra_body={**LEARN, "name": "codewords", "save_steps": 20},
     )  # fmt: skip
     assert job.status == "queued" and job.fine_tuned_model is None
@@ -84,6 +88,12 @@ def test_openai_client_fine_tunes_and_lists_the_model(stack: Stack, qa_records: 
     assert [e.data["step"] for e in events if e.type == "metrics"] == list(range(1, 51))
     assert events[-1].message == "The job has successfully completed"
     assert all(e.object == "fine_tuning.job.event" for e in events)
+
+    # the wandb integration reached W&B: one offline run named by the job id, with the project and tags asked for
+    runs = list((stack.wandb_dir / "wandb").glob(f"offline-run-*-{job.id}"))  # type: ignore[attr-defined]
+    assert len(runs) == 1, list((stack.wandb_dir / "wandb").iterdir())  # type: ignore[attr-defined]
+    record = next(runs[0].glob("*.wandb")).read_bytes()
+    assert b"sage-e2e-proj" in record and b"e2e-tag" in record and b"train/loss" in record
 
     checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
     assert [c.step_number for c in checkpoints] == [50, 40, 20]

@@ -32,6 +32,21 @@ def test_extensions_and_the_deprecated_hyperparameters_form() -> None:
     assert req.is_local_model() and req.name == "code"
 
 
+def test_wandb_integration_sets_project_entity_name_tags_and_a_stable_run_id() -> None:
+    body = {"model": "m", "integrations": [{"type": "wandb", "wandb": {"project": "p", "entity": "team",
+                                                                      "tags": ["a", "b"]}}]}  # fmt: skip
+    config, _ = build_training_config(parse_request(body), preset="cpu", data_path=None, output_dir="/o",
+                                      run_id="ftjob-1")  # fmt: skip
+    assert config.report_to == ["tensorboard", "wandb"]
+    assert (config.wandb_project, config.wandb_entity, config.wandb_tags) == ("p", "team", ["a", "b"])
+    assert config.run_name == "ftjob-1" and config.wandb_run_id == "ftjob-1"  # a retried attempt continues the run
+    body["integrations"][0]["wandb"]["name"] = "my-run"  # type: ignore[index]
+    config, _ = build_training_config(parse_request(body), preset="cpu", data_path=None, output_dir="/o")
+    assert config.run_name == "my-run"
+    plain, _ = build_training_config(parse_request({"model": "m"}), preset="cpu", data_path=None, output_dir="/o")
+    assert plain.report_to == ["tensorboard"] and plain.wandb_project is None
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [

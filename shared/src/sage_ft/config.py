@@ -71,6 +71,12 @@ class TrainingConfig(BaseModel):
     eval_steps: int | None = Field(default=None, ge=1)
     report_to: list[str] = Field(default_factory=lambda: ["tensorboard"], description="tensorboard, wandb, or none.")
     run_name: str | None = None
+    wandb_project: str | None = Field(default=None, description="W&B project when report_to has wandb.")
+    wandb_entity: str | None = Field(default=None, description="W&B entity (team or user); the account's default.")
+    wandb_tags: list[str] = Field(default_factory=list, description="Tags on the W&B run.")
+    wandb_run_id: str | None = Field(
+        default=None, description="Stable W&B run id: a resumed run continues the same W&B run instead of a new one."
+    )
     seed: int = 42
 
     packing: bool = Field(default=False, description="Pack several examples into one sequence (TRL BFD).")

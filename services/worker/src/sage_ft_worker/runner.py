@@ -7,9 +7,11 @@ committed one. The adapter is published with its manifest last, and only then is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,7 +108,7 @@ class TrainRunner:
             data_path=str(train_path),
             output_dir=str(workdir / "out"),
             validation_path=str(val_path) if val_path else None,
-            wandb=any(i.get("type") == "wandb" for i in job.integrations),
+            run_id=job.id,
         )
         config.save(workdir / "config.yaml")
         run.extra["config"] = config.model_dump(mode="json", exclude={"data_path", "output_dir", "validation_file"})
@@ -162,7 +164,8 @@ class TrainRunner:
                 if current is not None and (current.cancel_requested or current.pause_requested):
                     run.stop_reason = "cancel" if current.cancel_requested else "pause"
                     (run.workdir / STOP).touch()
-            time.sleep(poll)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=poll)  # returns the moment the trainer exits, not at the next tick
         return False
 
     def _drain(self, run: _Run) -> None:

@@ -165,11 +165,12 @@ def parse_request(body: dict[str, Any]) -> JobRequest:
 
 def build_training_config(request: JobRequest, *, preset: str, data_path: str | None, output_dir: str,
                           validation_path: str | None = None, model_path: str | None = None,
-                          wandb: bool = False) -> tuple[TrainingConfig, dict[str, Any]]:  # fmt: skip
+                          run_id: str | None = None) -> tuple[TrainingConfig, dict[str, Any]]:  # fmt: skip
     """The run's ``TrainingConfig`` and the resolved hyperparameters shown on the job.
 
     ``preset`` is the concrete preset (the worker resolves ``auto`` from its accelerator). The absolute
-    ``learning_rate`` extension overrides ``learning_rate_multiplier``.
+    ``learning_rate`` extension overrides ``learning_rate_multiplier``. A ``wandb`` integration turns on W&B
+    reporting with its project, entity, name and tags; ``run_id`` (the job id) keeps one W&B run across attempts.
     """
     hp = request.effective_hyperparameters()
     base = PresetConfigs.get(preset)
@@ -181,8 +182,12 @@ def build_training_config(request: JobRequest, *, preset: str, data_path: str | 
         "num_train_epochs": hp.n_epochs if hp.n_epochs != "auto" else DEFAULT_EPOCHS,
         "seed": request.seed if request.seed is not None else 42,
         "logging_steps": 1,
-        "report_to": ["tensorboard", "wandb"] if wandb else ["tensorboard"],
+        "report_to": ["tensorboard"],
     }
+    wandb = next((i.wandb for i in request.integrations or [] if i.type == "wandb"), None)
+    if wandb is not None:
+        values.update(report_to=["tensorboard", "wandb"], wandb_project=wandb.project, wandb_entity=wandb.entity,
+                      wandb_tags=wandb.tags or [], run_name=wandb.name or run_id, wandb_run_id=run_id)  # fmt: skip
     if hp.batch_size != "auto":
         values["per_device_train_batch_size"] = hp.batch_size
         values["gradient_accumulation_steps"] = 1

@@ -205,12 +205,16 @@ class LoRATrainer:
             resume = resume_from_checkpoint
         if resume:
             log.info("resuming from %s", resume)
+        wandb_run = _start_wandb(self.config) if "wandb" in self.config.report_to else None
         try:
             output = trainer.train(resume_from_checkpoint=resume)
         except Exception as err:
             if _is_oom(err):
                 raise TrainingOOMError(str(err).splitlines()[0] if str(err) else "") from None
             raise
+        finally:
+            if wandb_run is not None:
+                wandb_run.finish()
         state = trainer.state
         result = TrainResult(
             output_dir=self.output_dir,
@@ -250,6 +254,25 @@ def _tensorboard(log_dir: Path) -> Any:
 
     log_dir.mkdir(parents=True, exist_ok=True)
     return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(log_dir)))
+
+
+def _start_wandb(cfg: TrainingConfig) -> Any:
+    """Open the W&B run with the config's project, entity, name and tags before HF's WandbCallback looks for one.
+
+    HF's callback only reads ``WANDB_PROJECT`` from the environment and never sets tags; an open run is reused by it.
+    With ``wandb_run_id`` a resumed training continues the same run (``resume="allow"``).
+    """
+    import wandb
+
+    return wandb.init(
+        project=cfg.wandb_project or "sage-ft",
+        entity=cfg.wandb_entity,
+        name=cfg.run_name,
+        tags=cfg.wandb_tags or None,
+        id=cfg.wandb_run_id,
+        resume="allow" if cfg.wandb_run_id else None,
+        config=cfg.model_dump(mode="json"),
+    )
 
 
 def _is_oom(err: BaseException) -> bool:
