@@ -13,8 +13,8 @@ from sage_ft_worker.settings import trainer_environment
 def test_single_device_is_plain_python_and_several_use_torchrun() -> None:
     assert trainer_command(1, ["--workdir", "w"]) == [sys.executable, "-m", TRAINER_MODULE, "--workdir", "w"]
     multi = trainer_command(4, ["--workdir", "w"])
-    assert multi[:4] == [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=4"]
-    assert multi[4:] == ["-m", TRAINER_MODULE, "--workdir", "w"]
+    assert multi[:5] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4"]
+    assert multi[5:] == ["-m", TRAINER_MODULE, "--workdir", "w"]
 
 
 def test_the_trainer_does_not_inherit_store_or_redis_credentials(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,7 +32,9 @@ def die_with_parent() -> None:
 def trainer_command(nproc: int, args: list[str]) -> list[str]:
     if nproc <= 1:
         return [sys.executable, "-m", TRAINER_MODULE, *args]
-    return [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "-m", TRAINER_MODULE, *args]
+    # --standalone: a private rendezvous on a free port, so two multi-device jobs on one host never collide
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            "-m", TRAINER_MODULE, *args]  # fmt: skip
 
 
 def launch(command: list[str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:

@@ -3,6 +3,9 @@
 ``TrainingCallback`` is what users and services implement. ``_HFBridge`` translates the Hugging Face trainer's
 hooks into ``ProgressEvent`` objects carrying step, total, loss, learning rate, tokens/s and ETA, and asks every
 callback ``should_stop()`` once per step, which is how cancel and pause reach a running job.
+
+Under several processes (torchrun) rank 0 decides whether to stop and every rank follows its decision, so no rank
+is left waiting in a collective; a checkpoint event is sent only once every rank has written its part of it.
 """
 
 from __future__ import annotations
@@ -116,11 +119,22 @@ class _HFBridge(TrainerCallback):
         )
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        dist = _distributed()
+        if dist is not None:
+            dist.barrier()  # each rank saves its own RNG state: the checkpoint is whole only once all have
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         self._emit(self._event("checkpoint", state, checkpoint=str(path)))
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        if any(cb.should_stop() for cb in self.callbacks):
+        stop = any(cb.should_stop() for cb in self.callbacks)
+        dist = _distributed()
+        if dist is not None:
+            import torch
+
+            flag = torch.tensor([int(stop)])
+            dist.broadcast(flag, src=0)  # rank 0 decides for all: one rank stopping alone would hang the rest
+            stop = bool(flag.item())
+        if stop:
             self.stopped_early = True
             control.should_save = True
             control.should_training_stop = True
@@ -129,3 +143,10 @@ class _HFBridge(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         self._emit(self._event("end", state))
+
+
+def _distributed() -> Any:
+    """``torch.distributed`` when this process is one of several ranks, else None."""
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else None

@@ -144,6 +144,7 @@ class LoRATrainer:
             packing=cfg.packing,
             include_num_input_tokens_seen="non_padding",
             dataloader_num_workers=0,
+            ddp_find_unused_parameters=False,  # every LoRA parameter takes part in each step
             disable_tqdm=True,
             remove_unused_columns=True,
         )
@@ -226,7 +227,7 @@ class LoRATrainer:
             metrics=dict(output.metrics),
             log_history=list(state.log_history),
         )
-        if not bridge.stopped_early:
+        if not bridge.stopped_early and trainer.is_world_process_zero():  # one writer under torchrun
             result.adapter_dir = self.save_adapter(trainer.model, result)
         return result
 
