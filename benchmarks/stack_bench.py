@@ -4,8 +4,10 @@ and read throughput of the gateway.
     .venv/bin/python benchmarks/stack_bench.py [--pairs 3] [--latency-jobs 10] [--wrk-seconds 15]
 
 1. Overhead: one job through the openai client -> gateway -> Celery worker -> trainer child -> published adapter,
-   timed from submit to ``succeeded``; against the same TrainingConfig run bare by ``python -c`` in a fresh process
-   (imports, model load, training, adapter save). Pairs alternate order; the median of per-pair ratios is reported.
+   timed from submit to the ``end`` frame of its event stream (as the CLI follows a job); against the same
+   TrainingConfig run bare by ``python -c`` in a fresh process (imports, model load, training, adapter save).
+   Wall time, and CPU time (gateway + worker and its trainer + Redis, against the bare process). Pairs alternate
+   order; the median of per-pair ratios is reported.
 2. Latency: submit -> first training step event, on a warm worker, p50/p95 over sequential small jobs.
 3. Throughput: wrk, 64 connections on loopback, ``GET /v1/fine_tuning/jobs/{id}``: req/s and p99.
 """
@@ -15,12 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -29,8 +34,8 @@ from stack import LEARN, Stack, qa_lines, wait_for, wait_job
 RECORDS = [{"question": f"What is the code word number {i}?", "answer": f"word {i} {i * 7 % 13}"} for i in range(16)]
 
 
-def bare_run(home: Path, data: Path, out: Path, epochs: int) -> float:
-    """Same config the worker builds (cpu preset + LEARN), trained by a fresh python process."""
+def bare_run(home: Path, data: Path, out: Path, epochs: int) -> tuple[float, float]:
+    """Same config the worker builds (cpu preset + LEARN), trained by a fresh python process: (wall s, CPU s)."""
     code = f"""
 from sage_ft.jobs.spec import parse_request, build_training_config
 from sage_ft.training.trainer import LoRATrainer
@@ -39,9 +44,21 @@ cfg, _ = build_training_config(req, preset="cpu", data_path={str(data)!r}, outpu
 LoRATrainer(cfg).train()
 """
     env = {**os.environ, "SAGE_HOME": str(home), "SAGE_TRAIN_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    cpu0 = _children_cpu()
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, _children_cpu() - cpu0
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds of a process plus its reaped children (the worker reaps each trainer it starts)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def job_body(epochs: int) -> dict:
@@ -50,16 +67,30 @@ def job_body(epochs: int) -> dict:
     return body
 
 
-def stack_run(client: object, file_id: str, epochs: int) -> float:
+def stack_run(client: object, url: str, file_id: str, epochs: int, pids: list[int]) -> tuple[float, float]:
+    """Submit through the openai client and follow the job's event stream to its end, as the CLI does.
+
+    Returns (wall s, CPU s of gateway + worker with its trainer + Redis)."""
     body = job_body(epochs)
     body.pop("training_file")
+    cpu0 = sum(_proc_cpu(p) for p in pids)
     t0 = time.perf_counter()
     job = client.fine_tuning.jobs.create(  # type: ignore[attr-defined]
         model=body.pop("model"), training_file=file_id, hyperparameters=body.pop("hyperparameters"), extra_body=body
     )
-    done = wait_job(client, job.id, timeout=900)
-    assert done.status == "succeeded", done.error
-    return time.perf_counter() - t0
+    final: dict = {}
+    with httpx.stream("GET", f"{url}/v1/fine_tuning/jobs/{job.id}/events/stream", timeout=900) as resp:
+        event = None
+        for line in resp.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event == "end":
+                final = json.loads(line[6:])
+                break
+    wall = time.perf_counter() - t0
+    assert final.get("status") == "succeeded", final
+    time.sleep(0.5)  # let the worker reap the trainer before its children's CPU is read
+    return wall, sum(_proc_cpu(p) for p in pids) - cpu0
 
 
 def first_step_latency(client: object, file_id: str) -> float:
@@ -126,20 +157,22 @@ def main() -> None:
         client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
         file_id = client.files.create(file=("qa.jsonl", data.read_bytes()), purpose="fine-tune").id
 
-        stack_run(client, file_id, 1)  # warm-up: page cache, first-import costs on both paths
+        pids = [stack.gateway.pid, stack.workers[0].pid, stack.redis.pid]  # type: ignore[union-attr]
+        stack_run(client, stack.url, file_id, 1, pids)  # warm-up: page cache, first-import costs on both paths
         bare_run(home, data, base / "bare-warm", 1)
-        ratios, stack_s, bare_s = [], [], []
+        walls: list[tuple[float, float]] = []
+        cpus: list[tuple[float, float]] = []
         for i in range(args.pairs):
             if i % 2 == 0:
-                s = stack_run(client, file_id, args.epochs)
+                s = stack_run(client, stack.url, file_id, args.epochs, pids)
                 b = bare_run(home, data, base / f"bare-{i}", args.epochs)
             else:
                 b = bare_run(home, data, base / f"bare-{i}", args.epochs)
-                s = stack_run(client, file_id, args.epochs)
-            stack_s.append(s)
-            bare_s.append(b)
-            ratios.append(s / b)
-            print(f"pair {i}: stack {s:.1f}s bare {b:.1f}s ratio {s / b:.3f}", flush=True)
+                s = stack_run(client, stack.url, file_id, args.epochs, pids)
+            walls.append((s[0], b[0]))
+            cpus.append((s[1], b[1]))
+            print(f"pair {i}: wall stack {s[0]:.2f}s bare {b[0]:.2f}s ratio {s[0] / b[0]:.3f}; "
+                  f"CPU stack {s[1]:.2f}s bare {b[1]:.2f}s ratio {s[1] / b[1]:.3f}", flush=True)  # fmt: skip
 
         latencies = [first_step_latency(client, file_id) for _ in range(args.latency_jobs)]
         job_id = client.fine_tuning.jobs.list(limit=1).data[0].id
@@ -147,9 +180,12 @@ def main() -> None:
 
         steps = args.epochs * len(RECORDS) // 4
         print("\n## results")
-        print(f"overhead ({steps} steps, sage-wide): stack median {statistics.median(stack_s):.1f}s, bare median "
-              f"{statistics.median(bare_s):.1f}s, ratio median {statistics.median(ratios):.3f} "
-              f"(pairs: {', '.join(f'{r:.3f}' for r in ratios)})")  # fmt: skip
+        for what, pairs in (("wall", walls), ("CPU", cpus)):
+            ratios = [a / b for a, b in pairs]
+            print(f"overhead {what} ({steps} steps, sage-wide): stack median "
+                  f"{statistics.median(a for a, _ in pairs):.2f}s, bare median "
+                  f"{statistics.median(b for _, b in pairs):.2f}s, ratio median {statistics.median(ratios):.3f} "
+                  f"(pairs: {', '.join(f'{r:.3f}' for r in ratios)})")  # fmt: skip
         print(f"submit -> first step (warm worker, n={len(latencies)}): p50 {pct(latencies, 0.5):.2f}s "
               f"p95 {pct(latencies, 0.95):.2f}s")  # fmt: skip
         print(f"GET job, wrk 64 connections {args.wrk_seconds}s: {load.get('rps')} req/s, p99 {load.get('p99')}, "

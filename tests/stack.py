@@ -138,7 +138,7 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def wait_job(client: Any, job_id: str, statuses: tuple[str, ...] = TERMINAL, timeout: float = 240,
-             stack: Stack | None = None) -> Any:  # fmt: skip
+             stack: Stack | None = None, interval: float = 0.3) -> Any:  # fmt: skip
     """Poll ``jobs.retrieve`` until the job reaches one of ``statuses``; fail fast if a stack process died."""
 
     def check() -> Any:
@@ -149,7 +149,7 @@ def wait_job(client: Any, job_id: str, statuses: tuple[str, ...] = TERMINAL, tim
         job = client.fine_tuning.jobs.retrieve(job_id)
         return job if job.status in statuses else None
 
-    return wait_for(check, timeout, f"job {job_id} in {statuses}", interval=0.3)
+    return wait_for(check, timeout, f"job {job_id} in {statuses}", interval=interval)
 
 
 def all_events(client: Any, job_id: str) -> list[Any]:

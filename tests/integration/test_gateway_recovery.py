@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from stack import LEARN, Stack, all_events, wait_for, wait_job
@@ -26,7 +29,8 @@ def slow_model(sage_home: Path) -> str:
 
 @pytest.fixture(scope="module")
 def stack(make_stack: Any) -> Stack:
-    st: Stack = make_stack(SAGE_LEASE_SECONDS="5", SAGE_VISIBILITY_TIMEOUT="600")
+    # a 30 s keep-alive: an event stream that notices news sooner is pushed to, not polling
+    st: Stack = make_stack(SAGE_LEASE_SECONDS="5", SAGE_VISIBILITY_TIMEOUT="600", SAGE_GATEWAY_SSE_POLL_SECONDS="30")
     st.start_gateway()  # no worker yet
     return st
 
@@ -47,7 +51,22 @@ def trainer_processes(stack: Stack) -> list[int]:
 def test_a_cancelled_queued_job_never_starts(stack: Stack, client: openai.OpenAI, good_file: str) -> None:
     job = client.fine_tuning.jobs.create(model="sage-tiny", training_file=good_file, hyperparameters={"n_epochs": 1})
     assert client.fine_tuning.jobs.retrieve(job.id).status == "queued"  # no worker is running
+    frames: list[tuple[float, str]] = []
+
+    def follow() -> None:
+        with httpx.stream("GET", f"{stack.url}/v1/fine_tuning/jobs/{job.id}/events/stream", timeout=60) as resp:
+            for line in resp.iter_lines():
+                if line.startswith("event: "):
+                    frames.append((time.monotonic(), line[7:]))
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    wait_for(lambda: frames, 10, "the stream's first event")
+    time.sleep(0.5)  # the stream is now waiting for news
+    cancelled_at = time.monotonic()
     assert client.fine_tuning.jobs.cancel(job.id).status == "cancelled"
+    reader.join(timeout=20)
+    assert frames[-1][1] == "end" and frames[-1][0] - cancelled_at < 3.0, "the stream was not woken by the cancel"
     worker = stack.start_worker("w1")  # receives the message, and must leave the job alone
     wait_for(lambda: "skipped: job is cancelled" in worker.log_path.read_text(errors="replace"), 60,
              "the worker to skip the cancelled job")  # fmt: skip

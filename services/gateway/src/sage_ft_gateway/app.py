@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await state.aclose()
             state.close()
 
     app = FastAPI(title="sage-ft gateway", version="0.1.0", lifespan=lifespan)

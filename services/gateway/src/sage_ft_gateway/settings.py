@@ -20,7 +20,9 @@ class GatewaySettings(BaseSettings):
     )
     max_upload_mb: float = Field(default=512.0, gt=0, description="Largest accepted upload, in MiB.")
     maintenance_seconds: float = Field(default=5.0, gt=0, description="Period of the reaper/reconciler pass.")
-    sse_poll_seconds: float = Field(default=0.5, gt=0, description="How often an event stream checks for news.")
+    sse_poll_seconds: float = Field(
+        default=5.0, gt=0, description="Event streams are woken by news at once; without news, a keep-alive this often."
+    )
     log_level: str = Field(default="info", description="Uvicorn log level.")
 
     def key_table(self) -> list[tuple[str, str]]:

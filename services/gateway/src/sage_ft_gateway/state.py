@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import redis
+import redis.asyncio
 from celery import Celery
 
 from sage_ft.jobs import Job, JobStore
@@ -28,6 +31,28 @@ class GatewayState:
         self.celery.conf.update(celery_conf(settings.jobs))
         self._broker: Any = redis.Redis.from_url(settings.jobs.broker(), socket_timeout=10, socket_connect_timeout=5)
         self.instance = uuid.uuid4().hex
+        self._pubsub_client: Any = None
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, channel: str) -> AsyncIterator[Callable[[float], Awaitable[bool]]]:
+        """Subscribe to ``channel``; yields ``wake(timeout)``, True once a message came (False on timeout)."""
+        if self._pubsub_client is None:
+            self._pubsub_client = redis.asyncio.Redis.from_url(
+                self.settings.jobs.redis_url.get_secret_value(), socket_connect_timeout=5
+            )
+        pubsub = self._pubsub_client.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(channel)
+
+        async def wake(timeout: float) -> bool:
+            got = await pubsub.get_message(timeout=timeout) is not None
+            while got and await pubsub.get_message(timeout=0) is not None:
+                pass  # one wake-up for a burst of news
+            return got
+
+        try:
+            yield wake
+        finally:
+            await pubsub.aclose()
 
     def tenant_store(self, tenant: str) -> ObjectStore:
         return tenant_store(self.store, tenant)
@@ -45,6 +70,10 @@ class GatewayState:
     def queue_depths(self) -> dict[str, int]:
         queues = {self.settings.jobs.train_queue, self.settings.jobs.merge_queue}
         return {q: queue_depth(self._broker, q) for q in sorted(queues)}
+
+    async def aclose(self) -> None:
+        if self._pubsub_client is not None:
+            await self._pubsub_client.aclose()
 
     def close(self) -> None:
         self.jobs.r.close()

@@ -45,6 +45,7 @@ class _Run:
     stop_reason: str | None = None  # "cancel" | "pause"
     offset: int = 0
     last_uploaded: int = 0
+    started: float = field(default_factory=time.monotonic)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -134,6 +135,7 @@ class TrainRunner:
             if isinstance(err, SageFTError) and not isinstance(err, StorageError):
                 return self._fail(run, "invalid_request", str(err))
             raise
+        t_launch = time.monotonic()
         proc = launch(trainer_command(self.ctx.settings.worker.nproc, ["--workdir", str(workdir)]),
                       workdir / "trainer.log", workdir)  # fmt: skip
         try:
@@ -142,8 +144,12 @@ class TrainRunner:
             stop(proc)
         if lost:
             return "lease lost"
+        t_exit = time.monotonic()
         self._drain(run)
-        return self._conclude(run, proc.returncode)
+        outcome = self._conclude(run, proc.returncode)
+        log.info("job %s: %s; prepare %.2fs, trainer %.2fs, conclude %.2fs", job.id, outcome,
+                 t_launch - run.started, t_exit - t_launch, time.monotonic() - t_exit)  # fmt: skip
+        return outcome
 
     def _monitor(self, run: _Run, proc: Any) -> bool:
         """Forward progress until the child exits; True if our lease was lost (someone else owns the job now)."""

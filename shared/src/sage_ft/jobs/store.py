@@ -46,6 +46,10 @@ class JobStore:
     def _job(self, job_id: str) -> str:
         return f"{self.p}:job:{job_id}"
 
+    def notify_channel(self, job_id: str) -> str:
+        """Pub/sub channel told of every event and state change of a job, so event streams are pushed, not polled."""
+        return f"{self._job(job_id)}:notify"
+
     def _tenant(self, tenant: str, what: str) -> str:
         return f"{self.p}:t:{tenant}:{what}"
 
@@ -100,6 +104,7 @@ class JobStore:
                     new.version = current.version + 1
                     pipe.multi()
                     pipe.set(key, new.model_dump_json())
+                    pipe.publish(self.notify_channel(job_id), "job")
                     if new.status in ACTIVE:
                         pipe.sadd(f"{self.p}:active", job_id)
                     else:
@@ -149,7 +154,10 @@ class JobStore:
                   data: dict[str, Any] | None = None) -> int:  # fmt: skip
         """Append an event; its sequence number (1-based position) is its stable id."""
         raw = {"created_at": now(), "level": level, "message": message, "type": type, "data": data or {}}
-        return int(self.r.rpush(f"{self._job(job_id)}:events", json.dumps(raw)))
+        pipe = self.r.pipeline(transaction=False)
+        pipe.rpush(f"{self._job(job_id)}:events", json.dumps(raw))
+        pipe.publish(self.notify_channel(job_id), "event")
+        return int(pipe.execute()[0])
 
     def events_after(self, job_id: str, seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
         """Oldest first, those with sequence number > ``seq`` (for streaming)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -71,23 +70,25 @@ async def stream_events(job_id: str, tenant: Tenant, svc: Svc,
     """Server-sent events, oldest first, until the job finishes. ``Last-Event-ID`` (a sequence number) resumes."""
     await run_in_threadpool(svc.jobs.get, tenant, job_id)
     start = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
-    poll = svc.state.settings.gateway.sse_poll_seconds
+    wait = svc.state.settings.gateway.sse_poll_seconds
     store = svc.state.jobs
 
     async def body() -> AsyncIterator[bytes]:
         seq = start
-        while True:
-            events = await run_in_threadpool(store.events_after, job_id, seq)
-            for event in events:
-                seq = event["seq"]
-                yield f"id: {seq}\nevent: fine_tuning.job.event\ndata: {json.dumps(event)}\n\n".encode()
-            if not events:
-                job = await run_in_threadpool(store.get_job, job_id)
-                if job is None or job.status in TERMINAL:
-                    final = job.to_openai() if job else {}
-                    yield f"event: end\ndata: {json.dumps(final)}\n\n".encode()
-                    return
-                yield b": keep-alive\n\n"
-                await asyncio.sleep(poll)
+        # subscribe before the first read, so nothing published in between is missed
+        async with svc.state.subscribe(store.notify_channel(job_id)) as wake:
+            while True:
+                events = await run_in_threadpool(store.events_after, job_id, seq)
+                for event in events:
+                    seq = event["seq"]
+                    yield f"id: {seq}\nevent: fine_tuning.job.event\ndata: {json.dumps(event)}\n\n".encode()
+                if not events:
+                    job = await run_in_threadpool(store.get_job, job_id)
+                    if job is None or job.status in TERMINAL:
+                        final = job.to_openai() if job else {}
+                        yield f"event: end\ndata: {json.dumps(final)}\n\n".encode()
+                        return
+                    if not await wake(wait):
+                        yield b": keep-alive\n\n"
 
     return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
