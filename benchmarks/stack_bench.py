@@ -43,7 +43,9 @@ req = parse_request({json.dumps(job_body(epochs))})
 cfg, _ = build_training_config(req, preset="cpu", data_path={str(data)!r}, output_dir={str(out)!r})
 LoRATrainer(cfg).train()
 """
-    env = {**os.environ, "SAGE_HOME": str(home), "SAGE_TRAIN_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    # the trainer child's environment (tests/stack.py sets these for the stack): the same on both sides
+    env = {**os.environ, "SAGE_HOME": str(home), "SAGE_TRAIN_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
     cpu0 = _children_cpu()
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)

@@ -109,9 +109,16 @@ class Stack:
         self.port = free_port()
         self.env = {**os.environ, **env, "SAGE_REDIS_URL": self.redis_url, "SAGE_GATEWAY_PORT": str(self.port),
                     "SAGE_TRAIN_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+        self.serving_port = free_port()
+        self.env["SAGE_SERVING_PORT"] = str(self.serving_port)
+        self.env["SAGE_GATEWAY_SERVING_URL"] = f"http://127.0.0.1:{self.serving_port}"
+        self.env.setdefault("SAGE_SERVING_CACHE_DIR", str(base_dir / "serving-cache"))
+        self.env.setdefault("SAGE_SERVING_LOG_DIR", str(self.logs / "servers"))
         self.gateway: Proc | None = None
+        self.serving: Proc | None = None
         self.workers: list[Proc] = []
         self.url = f"http://127.0.0.1:{self.port}"
+        self.serving_url = f"http://127.0.0.1:{self.serving_port}"
 
     def start_gateway(self, **extra: str) -> Proc:
         env = {**self.env, **extra}
@@ -120,6 +127,14 @@ class Stack:
         wait_for(lambda: gw.check_alive() and httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200, 60,
                  "gateway /healthz")  # fmt: skip
         return self.gateway
+
+    def start_serving(self, **extra: str) -> Proc:
+        env = {**self.env, **extra}
+        self.serving = Proc("serving", [str(BIN / "sage-ft-serving")], env, self.logs)
+        sv, url = self.serving, f"http://127.0.0.1:{env['SAGE_SERVING_PORT']}"
+        wait_for(lambda: sv.check_alive() and httpx.get(f"{url}/healthz", timeout=2).status_code == 200, 60,
+                 "serving /healthz")  # fmt: skip
+        return sv
 
     def start_worker(self, name: str, **extra: str) -> Proc:
         env = {**self.env, "SAGE_WORKER_NAME": name, "SAGE_WORKER_WORK_DIR": str(self.dir / f"work-{name}"), **extra}
@@ -130,7 +145,8 @@ class Stack:
         return proc
 
     def stop(self) -> None:
-        for proc in [*self.workers, *([self.gateway] if self.gateway else []), self.redis]:
+        others = [p for p in (self.serving, self.gateway) if p is not None]
+        for proc in [*self.workers, *others, self.redis]:
             proc.stop()
 
 

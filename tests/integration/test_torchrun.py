@@ -15,7 +15,8 @@ import pytest
 from stack import LEARN
 
 from sage_ft.config import TrainingConfig
-from sage_ft_worker.launcher import launch, stop, trainer_command
+from sage_ft.proc import stop
+from sage_ft_worker.launcher import launch, trainer_command
 from sage_ft_worker.trainer_main import EVENTS, RESULT, STOP
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from sage_ft_gateway import errors
 from sage_ft_gateway.deps import Services
 from sage_ft_gateway.metrics import MetricsMiddleware, StateCollector
-from sage_ft_gateway.routes import files, jobs, models, ops
+from sage_ft_gateway.routes import files, jobs, models, ops, serving
 from sage_ft_gateway.services import maintenance
 from sage_ft_gateway.settings import Settings
 from sage_ft_gateway.state import GatewayState
@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="sage-ft gateway", version="0.1.0", lifespan=lifespan)
     app.state.services = Services(state)
     errors.install(app)
-    for module in (files, jobs, models, ops):
+    for module in (files, jobs, models, ops, serving):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     return app

@@ -1,87 +1,25 @@
-"""Errors in OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``), and the handlers that make
-sure bad input is a 4xx naming the field, and that no traceback ever reaches a caller."""
+"""The gateway's error handlers: the shared OpenAI-shaped ones (``sage_ft.api_errors``) plus its own exceptions."""
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sage_ft.errors import ConfigError, DataError
+from sage_ft import api_errors
+from sage_ft.api_errors import ApiError, error_body, error_response, not_found
+from sage_ft.errors import DataError
 from sage_ft.jobs import JobConflictError
-from sage_ft.storage import StorageError
 
-log = logging.getLogger(__name__)
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-          404: "invalid_request_error", 409: "conflict_error", 413: "invalid_request_error",
-          422: "invalid_request_error", 429: "rate_limit_error", 503: "server_error"}  # fmt: skip
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.param = param
-        self.code = code
-
-
-def not_found(what: str, ident: str, param: str | None = None) -> ApiError:
-    return ApiError(404, f"No {what} found with id '{ident}'.", param=param, code=f"{what.replace(' ', '_')}_not_found")
-
-
-def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": _TYPES.get(status, "server_error"), "param": param, "code": code}}
-
-
-def _response(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
-    return JSONResponse(error_body(status, message, param, code), status_code=status)
+__all__ = ["ApiError", "error_body", "install", "not_found"]
 
 
 def install(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api(_: Request, err: ApiError) -> JSONResponse:
-        return _response(err.status, err.message, err.param, err.code)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, err: RequestValidationError) -> JSONResponse:
-        first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
-        param = ".".join(loc) or None
-        return _response(400, f"{param}: {first.get('msg')}" if param else str(first.get("msg")), param,
-                         "invalid_request")  # fmt: skip
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:
-        return _response(err.status_code, str(err.detail), None, None)
-
-    @app.exception_handler(ConfigError)
-    async def _config(_: Request, err: ConfigError) -> JSONResponse:
-        return _response(400, str(err), err.param, "invalid_request")
+    api_errors.install(app)
 
     @app.exception_handler(DataError)
     async def _data(_: Request, err: DataError) -> JSONResponse:
-        return _response(400, str(err), err.field or "file", "invalid_file")
+        return error_response(400, str(err), err.field or "file", "invalid_file")
 
     @app.exception_handler(JobConflictError)
     async def _conflict(_: Request, err: JobConflictError) -> JSONResponse:
-        return _response(409, str(err), None, "job_state_conflict")
-
-    @app.exception_handler(StorageError)
-    async def _storage(_: Request, err: StorageError) -> JSONResponse:
-        log.error("object store error: %s", err)
-        return _response(503, "The object store is unavailable; try again shortly.", None, "storage_unavailable")
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, err: Exception) -> JSONResponse:
-        import redis
-
-        if isinstance(err, redis.RedisError):
-            log.error("job store error: %s", err)
-            return _response(503, "The job store is unavailable; try again shortly.", None, "jobstore_unavailable")
-        log.exception("unhandled error")
-        return _response(500, "Internal error; it has been logged.", None, "internal_error")
+        return error_response(409, str(err), None, "job_state_conflict")

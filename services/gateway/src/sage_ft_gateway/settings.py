@@ -23,6 +23,9 @@ class GatewaySettings(BaseSettings):
     sse_poll_seconds: float = Field(
         default=5.0, gt=0, description="Event streams are woken by news at once; without news, a keep-alive this often."
     )
+    serving_url: str = Field(
+        default="http://127.0.0.1:8090", description="Internal URL of the serving service (chat and deployments)."
+    )
     log_level: str = Field(default="info", description="Uvicorn log level.")
 
     def key_table(self) -> list[tuple[str, str]]:

@@ -17,6 +17,7 @@ from sage_ft.storage import ObjectStore, make_store
 from sage_ft.storage.scoped import tenant_store
 from sage_ft_gateway.auth import Authenticator
 from sage_ft_gateway.metrics import GatewayMetrics
+from sage_ft_gateway.services.serving import ServingClient
 from sage_ft_gateway.settings import Settings
 
 
@@ -31,6 +32,7 @@ class GatewayState:
         self.celery.conf.update(celery_conf(settings.jobs))
         self._broker: Any = redis.Redis.from_url(settings.jobs.broker(), socket_timeout=10, socket_connect_timeout=5)
         self.instance = uuid.uuid4().hex
+        self.serving = ServingClient(settings.gateway.serving_url)
         self._pubsub_client: Any = None
 
     @contextlib.asynccontextmanager
@@ -72,6 +74,7 @@ class GatewayState:
         return {q: queue_depth(self._broker, q) for q in sorted(queues)}
 
     async def aclose(self) -> None:
+        await self.serving.aclose()
         if self._pubsub_client is not None:
             await self._pubsub_client.aclose()
 

@@ -7,11 +7,9 @@ committed one. The adapter is published with its manifest last, and only then is
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +19,14 @@ from sage_ft.data.builtin import builtin_dataset_path
 from sage_ft.jobs import lifecycle
 from sage_ft.jobs.model import Job, JobError, JobStatus, fine_tuned_model_name
 from sage_ft.jobs.spec import JobRequest, build_training_config
+from sage_ft.jobs.store import event_record
 from sage_ft.presets import PresetConfigs
+from sage_ft.proc import stop, tail, wait_exit
 from sage_ft.storage import ObjectStore, publish_model
 from sage_ft.storage.checkpoints import committed_steps, delete_checkpoints, fetch_checkpoint, upload_checkpoint
 from sage_ft_worker import metrics
 from sage_ft_worker.context import WorkerContext
-from sage_ft_worker.launcher import launch, stop, trainer_command
+from sage_ft_worker.launcher import launch, trainer_command
 from sage_ft_worker.trainer_main import EVENTS, RESULT, STOP
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,8 @@ class _Run:
     stop_reason: str | None = None  # "cancel" | "pause"
     offset: int = 0
     last_uploaded: int = 0
+    pending: list[dict[str, Any]] = field(default_factory=list)  # events not yet sent to the job store
+    eta: float | None = None  # newest ETA in seconds, not yet written to the job
     started: float = field(default_factory=time.monotonic)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -170,11 +172,11 @@ class TrainRunner:
                 if current is not None and (current.cancel_requested or current.pause_requested):
                     run.stop_reason = "cancel" if current.cancel_requested else "pause"
                     (run.workdir / STOP).touch()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=poll)  # returns the moment the trainer exits, not at the next tick
+            wait_exit(proc, poll)  # returns the moment the trainer exits, not at the next tick
         return False
 
     def _drain(self, run: _Run) -> None:
+        """Forward what the trainer wrote since the last call: one Redis round trip per batch, not per step."""
         path = run.workdir / EVENTS
         if not path.exists():
             return
@@ -187,14 +189,22 @@ class TrainRunner:
         run.offset += end + 1
         for line in chunk[: end + 1].splitlines():
             self._on_event(run, json.loads(line))
+        self._flush(run)
+
+    def _flush(self, run: _Run) -> None:
+        self.ctx.jobs.add_events(run.job.id, run.pending)
+        run.pending = []
+        if run.eta is not None:
+            step, eta = run.step, time.time() + run.eta
+            self.ctx.jobs.update(run.job.id, lambda j: _set(j, step=step, estimated_finish=eta))
+            run.eta = None
 
     def _on_event(self, run: _Run, ev: dict[str, Any]) -> None:
-        jobs, job_id = self.ctx.jobs, run.job.id
         run.total_steps = int(ev.get("total_steps") or run.total_steps)
         run.tokens = int(ev.get("tokens_seen") or run.tokens)
         kind, step = ev["kind"], int(ev["step"])
         if kind == "start":
-            jobs.add_event(job_id, f"Training started at step {step} of {run.total_steps}")
+            run.pending.append(event_record(f"Training started at step {step} of {run.total_steps}"))
         elif kind == "log" and ev.get("loss") is not None:
             if step > run.step:
                 metrics.STEPS.inc(step - run.step)
@@ -205,12 +215,12 @@ class TrainRunner:
             data = {"step": step, "total_steps": run.total_steps, "train_loss": run.loss,
                     "learning_rate": ev.get("learning_rate"), "tokens_per_second": ev.get("tokens_per_second"),
                     "eta_seconds": ev.get("eta_seconds"), "epoch": ev.get("epoch")}  # fmt: skip
-            jobs.add_event(job_id, f"Step {step}/{run.total_steps}: training loss={run.loss:.4f}", type="metrics",
-                           data=data)  # fmt: skip
+            run.pending.append(event_record(f"Step {step}/{run.total_steps}: training loss={run.loss:.4f}",
+                                            type="metrics", data=data))  # fmt: skip
             if ev.get("eta_seconds") is not None:
-                eta = time.time() + float(ev["eta_seconds"])
-                jobs.update(job_id, lambda j: _set(j, step=step, estimated_finish=eta))
+                run.eta = float(ev["eta_seconds"])
         elif kind == "checkpoint" and ev.get("checkpoint") and run.stop_reason != "cancel":
+            self._flush(run)  # the steps up to the checkpoint come before its event
             self._upload_checkpoint(run, step, Path(ev["checkpoint"]))
 
     def _upload_checkpoint(self, run: _Run, step: int, local: Path) -> None:
@@ -243,12 +253,12 @@ class TrainRunner:
         result_path = run.workdir / RESULT
         result = json.loads(result_path.read_text()) if result_path.exists() else None
         if result is None:
-            tail = _tail(run.workdir / "trainer.log")
+            log_tail = tail(run.workdir / "trainer.log")
             if job.attempt < job.max_attempts:
                 lifecycle.finish(jobs, job.id, self.owner, JobStatus.QUEUED, enqueued_at=0.0)
                 jobs.add_event(job.id, f"Trainer exited with {returncode} and no result; re-queued", level="warn")
                 return "requeued"
-            return self._fail(run, "trainer_crashed", f"the trainer exited with {returncode}: {tail}")
+            return self._fail(run, "trainer_crashed", f"the trainer exited with {returncode}: {log_tail}")
         if result["status"] == "error":
             return self._fail(run, result["error"]["code"], result["error"]["message"])
         current = jobs.get_job(job.id)
@@ -289,9 +299,3 @@ def _set(job: Job, **fields: Any) -> Job:
     for key, value in fields.items():
         setattr(job, key, value)
     return job
-
-
-def _tail(path: Path, lines: int = 5) -> str:
-    if not path.exists():
-        return "(no trainer log)"
-    return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])

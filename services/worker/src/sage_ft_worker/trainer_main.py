@@ -17,8 +17,8 @@ from typing import Any
 
 from sage_ft.config import TrainingConfig
 from sage_ft.errors import ConfigError, DataError, ModelNotFoundError, SageFTError, TrainingOOMError
+from sage_ft.proc import die_with_parent
 from sage_ft.training.callbacks import ProgressEvent, TrainingCallback
-from sage_ft_worker.launcher import die_with_parent
 from sage_ft_worker.settings import TrainerProcessSettings
 
 EVENTS = "events.jsonl"

@@ -18,6 +18,12 @@ from sage_ft.jobs.model import ACTIVE, FileRecord, Job, event_object, now
 IDEMPOTENCY_TTL = 24 * 3600
 
 
+def event_record(message: str, *, level: str = "info", type: str = "message",
+                 data: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """One stored event (the job id and sequence number are added when it is read)."""
+    return {"created_at": now(), "level": level, "message": message, "type": type, "data": data or {}}
+
+
 class JobConflictError(Exception):
     """A transition's rule refused the job's current state (e.g. cancelling a finished job)."""
 
@@ -153,9 +159,14 @@ class JobStore:
     def add_event(self, job_id: str, message: str, *, level: str = "info", type: str = "message",
                   data: dict[str, Any] | None = None) -> int:  # fmt: skip
         """Append an event; its sequence number (1-based position) is its stable id."""
-        raw = {"created_at": now(), "level": level, "message": message, "type": type, "data": data or {}}
+        return self.add_events(job_id, [event_record(message, level=level, type=type, data=data)])
+
+    def add_events(self, job_id: str, records: list[dict[str, Any]]) -> int:
+        """Append events (from ``event_record``) in one round trip with one notification; returns the last seq."""
+        if not records:
+            return int(self.r.llen(f"{self._job(job_id)}:events"))
         pipe = self.r.pipeline(transaction=False)
-        pipe.rpush(f"{self._job(job_id)}:events", json.dumps(raw))
+        pipe.rpush(f"{self._job(job_id)}:events", *(json.dumps(r) for r in records))
         pipe.publish(self.notify_channel(job_id), "event")
         return int(pipe.execute()[0])
 

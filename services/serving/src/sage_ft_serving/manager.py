@@ -1,0 +1,351 @@
+"""Deployments and the model servers behind them.
+
+A deployment is one published model made servable for one tenant: its part fetched and verified, a server for it
+running and healthy, and (vLLM) its adapter hot-loaded there. Servers are keyed by the engine: vLLM runs one server
+per base model and every fine-tune of that base is an adapter on it; transformers runs one server per merged model.
+A server idle longer than the timeout is stopped (scale to zero); its deployments become ``stopped`` and the next
+request brings them back. Closing the manager stops every server it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from starlette.concurrency import run_in_threadpool
+
+from sage_ft.api_errors import ApiError
+from sage_ft.jobs.spec import local_model_dir
+from sage_ft.storage import IntegrityError, ObjectStore
+from sage_ft.storage.manifest import Manifest
+from sage_ft.storage.scoped import tenant_store
+from sage_ft_serving import artifacts
+from sage_ft_serving.artifacts import ArtifactError
+from sage_ft_serving.engines import ENGINES, Engine, choose_engine, make_engine
+from sage_ft_serving.launchers import Launcher, ServerHandle
+from sage_ft_serving.metrics import ServingMetrics
+from sage_ft_serving.settings import Settings
+
+log = logging.getLogger(__name__)
+STATES = ("deploying", "ready", "failed", "stopped")
+
+
+class EngineStartError(RuntimeError):
+    pass
+
+
+@dataclass
+class Server:
+    key: str
+    engine: str
+    handle: ServerHandle
+    state: str = "starting"  # starting | ready | stopped
+    started_at: float = field(default_factory=time.time)
+    ready_at: float | None = None
+    last_used: float = field(default_factory=time.monotonic)
+    models: dict[tuple[str, str], str] = field(default_factory=dict)  # (tenant, model) -> engine model id
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    metrics_text: str = ""
+
+    def to_api(self) -> dict[str, Any]:
+        return {"name": self.handle.name, "engine": self.engine, "state": self.state, "endpoint": self.handle.url,
+                "pid": self.handle.pid, "models": len(self.models), "started_at": int(self.started_at),
+                "log": str(self.handle.log_path) if self.handle.log_path else None}  # fmt: skip
+
+
+@dataclass
+class Deployment:
+    tenant: str
+    model: str  # the fine-tuned model's canonical name
+    engine: str
+    alias: str | None = None
+    state: str = "deploying"
+    digest: str | None = None
+    server_key: str | None = None
+    engine_model: str | None = None
+    error: str | None = None
+    error_code: str | None = None
+    created_at: float = field(default_factory=time.time)
+    ready_at: float | None = None
+    cold_start_seconds: float | None = None
+    task: asyncio.Task[None] | None = None
+
+    def fail(self, code: str, message: str) -> None:
+        self.state, self.error_code, self.error = "failed", code, message
+
+    def to_api(self, server: Server | None) -> dict[str, Any]:
+        healthy = server is not None and server.state == "ready" and self.state == "ready"
+        return {"object": "deployment", "id": self.model, "model": self.model, "alias": self.alias,
+                "state": self.state, "engine": self.engine, "endpoint": server.handle.url if server else None,
+                "health": "healthy" if healthy else ("unhealthy" if self.state == "failed" else "unknown"),
+                "server": server.to_api() if server else None, "created_at": int(self.created_at),
+                "ready_at": int(self.ready_at) if self.ready_at else None,
+                "cold_start_seconds": self.cold_start_seconds,
+                "error": {"code": self.error_code, "message": self.error} if self.error else None}  # fmt: skip
+
+
+class DeploymentManager:
+    def __init__(self, settings: Settings, store: ObjectStore, launcher: Launcher, metrics: ServingMetrics,
+                 enqueue_merge: Callable[[str, str], None]) -> None:  # fmt: skip
+        self.settings = settings
+        self.store = store
+        self.launcher = launcher
+        self.metrics = metrics
+        self.enqueue_merge = enqueue_merge
+        self.deployments: dict[tuple[str, str], Deployment] = {}
+        self.servers: dict[str, Server] = {}
+        self._server_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=600.0))
+
+    # -- lookups ---------------------------------------------------------------------------------------------
+
+    async def resolve(self, tenant: str, name: str) -> Manifest:
+        manifest = await run_in_threadpool(artifacts.resolve, tenant_store(self.store, tenant), name)
+        if manifest is None:
+            raise ApiError(404, f"The model '{name}' does not exist or is not published.", param="model",
+                           code="model_not_found")  # fmt: skip
+        return manifest
+
+    def find(self, tenant: str, name: str) -> Deployment | None:
+        """A deployment by model name or alias (newest first for aliases)."""
+        if (tenant, name) in self.deployments:
+            return self.deployments[(tenant, name)]
+        aliased = [d for (t, _), d in self.deployments.items() if t == tenant and d.alias == name]
+        return max(aliased, key=lambda d: d.created_at) if aliased else None
+
+    def listing(self, tenant: str) -> list[dict[str, Any]]:
+        deps = sorted((d for (t, _), d in self.deployments.items() if t == tenant), key=lambda d: d.created_at)
+        return [d.to_api(self.servers.get(d.server_key or "")) for d in deps]
+
+    def describe(self, dep: Deployment) -> dict[str, Any]:
+        return dep.to_api(self.servers.get(dep.server_key or ""))
+
+    # -- deploy ----------------------------------------------------------------------------------------------
+
+    async def deploy(self, tenant: str, name: str, engine: str | None = None) -> Deployment:
+        """Start (or keep) a deployment of ``name``; returns at once, with the work going on in a task."""
+        if engine is not None and engine not in (*ENGINES, "auto"):
+            raise ApiError(400, f"engine: unknown engine '{engine}'; choose one of {', '.join(ENGINES)} or auto",
+                           param="engine", code="invalid_engine")  # fmt: skip
+        engine_name = choose_engine(self.settings, engine)
+        manifest = await self.resolve(tenant, name)
+        key = (tenant, manifest.name)
+        current = self.deployments.get(key)
+        part = make_engine(engine_name, self.settings).part
+        fresh = part not in manifest.parts or (current is not None and current.digest == artifacts.part_digest(
+            manifest, part))  # fmt: skip
+        if current is not None and current.engine == engine_name and current.state in ("deploying", "ready") and fresh:
+            return current
+        if current is not None:
+            await self._detach(current)
+        dep = Deployment(tenant=tenant, model=manifest.name, engine=engine_name, alias=manifest.alias)
+        self.deployments[key] = dep
+        dep.task = asyncio.create_task(self._bring_up(dep, manifest), name=f"deploy {manifest.name}")
+        self._count()
+        return dep
+
+    async def wait(self, dep: Deployment, timeout: float) -> Deployment:
+        if dep.state == "deploying" and dep.task is not None and timeout > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(dep.task), timeout)
+        return dep
+
+    async def _bring_up(self, dep: Deployment, manifest: Manifest) -> None:
+        started = time.monotonic()
+        try:
+            engine = make_engine(dep.engine, self.settings)
+            if engine.part == "merged" and "merged" not in manifest.parts:
+                manifest = await self._merge(dep.tenant, manifest)
+            store = tenant_store(self.store, dep.tenant)
+            artifact = await run_in_threadpool(artifacts.fetch, store, manifest, engine.part, self.settings.cache_dir)
+            dep.digest = artifact.digest
+            server = await self._server(engine, artifact, self._base_ref(manifest))
+            async with server.lock:
+                dep.engine_model = await engine.attach(self.client, server.handle, artifact,
+                                                       self.launcher.path_for_server(artifact.path))  # fmt: skip
+                server.models[(dep.tenant, dep.model)] = dep.engine_model
+            if engine.hot_loads:
+                self.metrics.adapter_loads.inc()
+            server.last_used = time.monotonic()
+            dep.server_key, dep.state, dep.ready_at = server.key, "ready", time.time()
+            dep.cold_start_seconds = round(time.monotonic() - started, 3)
+            self.metrics.cold_start.labels(engine=dep.engine).observe(dep.cold_start_seconds)
+            log.info("deployed %s on %s in %.1fs", dep.model, server.handle.name, dep.cold_start_seconds)
+        except IntegrityError as err:
+            dep.fail("checksum_mismatch", f"refused to serve {dep.model}: {err}")
+        except ArtifactError as err:
+            dep.fail("unsafe_artifact", f"refused to serve {dep.model}: {err}")
+        except (EngineStartError, TimeoutError) as err:
+            dep.fail("engine_start_failed", str(err))
+        except Exception as err:
+            log.exception("deployment of %s failed", dep.model)
+            dep.fail("deploy_failed", f"{type(err).__name__}: {err}")
+        finally:
+            self._count()
+
+    def _base_ref(self, manifest: Manifest) -> str:
+        """The base model as an engine loads it: a directory under the models root, or a hub id."""
+        local = local_model_dir(self.settings.paths.resolved_models_root(), manifest.base_model)
+        return str(local) if local is not None else manifest.base_model
+
+    async def _merge(self, tenant: str, manifest: Manifest) -> Manifest:
+        """An engine that needs merged weights: have a worker merge the adapter, then wait for the manifest."""
+        log.info("merging %s for an engine that cannot load adapters", manifest.name)
+        await run_in_threadpool(self.enqueue_merge, tenant, manifest.name)
+        deadline = time.monotonic() + self.settings.serving.merge_timeout_seconds
+        while time.monotonic() < deadline:
+            await asyncio.sleep(1.0)
+            current = await self.resolve(tenant, manifest.name)
+            if "merged" in current.parts:
+                return current
+        raise TimeoutError(f"merging {manifest.name} did not finish within "
+                           f"{self.settings.serving.merge_timeout_seconds:.0f} s; is a worker running?")  # fmt: skip
+
+    async def _server(self, engine: Engine, artifact: artifacts.Artifact, base_ref: str) -> Server:
+        key = engine.server_key(artifact, base_ref)
+        async with self._server_locks[key]:
+            server = self.servers.get(key)
+            if server is not None and server.state == "ready" and self.launcher.alive(server.handle):
+                return server
+            if server is not None:
+                await self._stop_server(server, "replaced")
+            spec = engine.spec(artifact, base_ref, self.launcher.path_for_server)
+            handle = await run_in_threadpool(self.launcher.start, spec)
+            server = Server(key=key, engine=engine.name, handle=handle)
+            self.servers[key] = server
+            try:
+                await self._wait_healthy(server, spec.health_path)
+            except BaseException:
+                await self._stop_server(server, "failed to start")
+                raise
+            server.state, server.ready_at = "ready", time.time()
+            self.metrics.servers.labels(engine=engine.name).inc()
+            return server
+
+    async def _wait_healthy(self, server: Server, path: str) -> None:
+        timeout = self.settings.serving.start_timeout_seconds
+        deadline = time.monotonic() + timeout
+        while True:
+            if not await run_in_threadpool(self.launcher.alive, server.handle):
+                raise EngineStartError(f"{server.handle.name} died while starting: "
+                                       f"{self.launcher.describe_failure(server.handle)}")  # fmt: skip
+            with contextlib.suppress(httpx.HTTPError):
+                if (await self.client.get(server.handle.url + path, timeout=5)).status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise EngineStartError(f"{server.handle.name} was not healthy within {timeout:.0f} s: "
+                                       f"{self.launcher.describe_failure(server.handle)}")  # fmt: skip
+            await asyncio.sleep(0.5)
+
+    # -- requests --------------------------------------------------------------------------------------------
+
+    async def for_request(self, tenant: str, name: str, wait: bool) -> tuple[Deployment, Server]:
+        """The ready deployment serving ``name``, deploying it first when allowed (and waiting when asked to)."""
+        dep = self.find(tenant, name)
+        if dep is None or dep.state in ("stopped", "failed"):
+            if not self.settings.serving.auto_deploy:
+                raise ApiError(409, f"The model '{name}' is not deployed; POST /v1/deployments first.", param="model",
+                               code="model_not_deployed")  # fmt: skip
+            dep = await self.deploy(tenant, name)
+        if dep.state == "deploying" and wait:
+            await self.wait(dep, self.settings.serving.request_wait_seconds)
+        if dep.state == "failed":
+            raise ApiError(502, dep.error or "deployment failed", param="model", code=dep.error_code)
+        server = self.servers.get(dep.server_key or "")
+        if dep.state != "ready" or server is None:
+            raise ApiError(503, f"The model '{name}' is starting (deployment {dep.state}); retry shortly.",
+                           param="model", code="model_loading", headers={"Retry-After": "5"})  # fmt: skip
+        server.last_used = time.monotonic()
+        return dep, server
+
+    def touch(self, dep: Deployment) -> None:
+        server = self.servers.get(dep.server_key or "")
+        if server is not None:
+            server.last_used = time.monotonic()
+
+    # -- teardown --------------------------------------------------------------------------------------------
+
+    async def undeploy(self, tenant: str, name: str) -> Deployment:
+        dep = self.find(tenant, name)
+        if dep is None:
+            raise ApiError(404, f"No deployment of '{name}'.", param="model", code="deployment_not_found")
+        await self._detach(dep)
+        self.deployments.pop((tenant, dep.model), None)
+        dep.state = "stopped"
+        self._count()
+        return dep
+
+    async def _detach(self, dep: Deployment) -> None:
+        if dep.task is not None and not dep.task.done():
+            dep.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await dep.task
+        server = self.servers.get(dep.server_key or "")
+        if server is None:
+            return
+        engine = make_engine(server.engine, self.settings)
+        async with server.lock:
+            engine_model = server.models.pop((dep.tenant, dep.model), None)
+            if engine_model and engine.hot_loads and server.models and server.state == "ready":
+                try:
+                    await engine.detach(self.client, server.handle, engine_model)
+                    self.metrics.adapter_unloads.inc()
+                except Exception as err:  # the adapter stays loaded but unreachable; nothing routes to it
+                    log.warning("unloading %s from %s failed: %s", engine_model, server.handle.name, err)
+        if not server.models:
+            await self._stop_server(server, "no models left")
+
+    async def _stop_server(self, server: Server, why: str) -> None:
+        if self.servers.get(server.key) is server:
+            del self.servers[server.key]
+        if server.state == "ready":
+            self.metrics.servers.labels(engine=server.engine).dec()
+        server.state = "stopped"
+        log.info("stopping %s (%s)", server.handle.name, why)
+        await run_in_threadpool(self.launcher.stop, server.handle)
+        for dep in self.deployments.values():
+            if dep.server_key == server.key and dep.state == "ready":
+                dep.state = "stopped"
+        self._count()
+
+    async def reap(self) -> None:
+        """Stop servers idle past the timeout, and forget servers that died (their models restart on demand)."""
+        idle = self.settings.serving.idle_timeout_seconds
+        for server in list(self.servers.values()):
+            if server.state != "ready":
+                continue
+            if time.monotonic() - server.last_used > idle:
+                await self._stop_server(server, f"idle for more than {idle:.0f} s")
+            elif not await run_in_threadpool(self.launcher.alive, server.handle):
+                await self._stop_server(server, "it exited")
+
+    async def scrape(self) -> dict[str, str]:
+        """Each ready server's own /metrics text (vLLM's ``vllm:*``), refreshed on every call."""
+        for server in list(self.servers.values()):
+            if server.state == "ready" and server.engine == "vllm":
+                with contextlib.suppress(httpx.HTTPError):
+                    resp = await self.client.get(server.handle.url + "/metrics", timeout=5)
+                    if resp.status_code == 200:
+                        server.metrics_text = resp.text
+        return {s.handle.name: s.metrics_text for s in self.servers.values() if s.metrics_text}
+
+    def _count(self) -> None:
+        self.metrics.deployments.clear()
+        for dep in self.deployments.values():
+            self.metrics.deployments.labels(state=dep.state, engine=dep.engine).inc()
+
+    async def close(self) -> None:
+        for dep in self.deployments.values():
+            if dep.task is not None and not dep.task.done():
+                dep.task.cancel()
+        for server in list(self.servers.values()):
+            await self._stop_server(server, "serving is shutting down")
+        await run_in_threadpool(self.launcher.close)
+        await self.client.aclose()

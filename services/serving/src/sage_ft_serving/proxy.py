@@ -1,0 +1,120 @@
+"""OpenAI requests forwarded to the model server serving the named model, streams passed through as they come.
+
+The request's ``model`` is rewritten to the engine's own id (an adapter name in vLLM, the pinned path in
+transformers serve), and every response, streamed chunks included, names the model the client asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from sage_ft.api_errors import ApiError, error_body
+from sage_ft_serving.manager import Deployment, DeploymentManager
+
+
+async def read_body(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ApiError(400, "The request body must be a JSON object.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise ApiError(400, "model: a model name is required", param="model", code="invalid_request")
+    return body
+
+
+async def forward(manager: DeploymentManager, request: Request, route: str, tenant: str, wait: bool) -> Response:
+    body = await read_body(request)
+    requested = body["model"]
+    dep, server = await manager.for_request(tenant, requested, wait)
+    body["model"] = dep.engine_model
+    url = server.handle.url + route
+    started = time.monotonic()
+    if body.get("stream"):
+        return await _stream(manager, dep, url, body, requested, route, started)
+    try:
+        resp = await manager.client.post(url, json=body)
+    except httpx.HTTPError as err:
+        manager.metrics.proxy_latency.labels(route=route, status="502").observe(time.monotonic() - started)
+        raise ApiError(502, f"The model server for '{requested}' did not answer: {err}", code="engine_error") from err
+    manager.touch(dep)
+    payload = _json(resp)
+    if resp.status_code == 200 and isinstance(payload, dict):
+        payload["model"] = requested
+        _count_usage(manager, dep, payload.get("usage"))
+    elif not (isinstance(payload, dict) and "error" in payload):
+        payload = error_body(resp.status_code, f"model server: {str(payload)[:500]}", code="engine_error")
+    manager.metrics.proxy_latency.labels(route=route, status=str(resp.status_code)).observe(time.monotonic() - started)
+    return JSONResponse(payload, status_code=resp.status_code)
+
+
+async def _stream(manager: DeploymentManager, dep: Deployment, url: str, body: dict[str, Any], requested: str,
+                  route: str, started: float) -> Response:  # fmt: skip
+    request = manager.client.build_request("POST", url, json=body)
+    try:
+        resp = await manager.client.send(request, stream=True)
+    except httpx.HTTPError as err:
+        raise ApiError(502, f"The model server for '{requested}' did not answer: {err}", code="engine_error") from err
+    if resp.status_code != 200:
+        raw = await resp.aread()
+        await resp.aclose()
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            payload = None
+        if not (isinstance(payload, dict) and "error" in payload):
+            payload = error_body(resp.status_code, f"model server: {raw[:500].decode(errors='replace')}",
+                                 code="engine_error")  # fmt: skip
+        return JSONResponse(payload, status_code=resp.status_code)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        pieces, usage = 0, None
+        try:
+            async for line in resp.aiter_lines():
+                if line.startswith("data: ") and line != "data: [DONE]":
+                    try:
+                        chunk = json.loads(line[6:])
+                    except ValueError:
+                        yield (line + "\n").encode()
+                        continue
+                    if isinstance(chunk, dict):
+                        chunk["model"] = requested
+                        usage = chunk.get("usage") or usage
+                        pieces += sum(1 for c in chunk.get("choices") or [] if _has_text(c))
+                    yield f"data: {json.dumps(chunk)}\n".encode()
+                else:
+                    yield (line + "\n").encode()
+                manager.touch(dep)
+        finally:
+            await resp.aclose()
+            _count_usage(manager, dep, usage or {"completion_tokens": pieces})
+            manager.metrics.proxy_latency.labels(route=route, status="200").observe(time.monotonic() - started)
+
+    return StreamingResponse(chunks(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def _json(resp: httpx.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        return resp.text
+
+
+def _has_text(choice: dict[str, Any]) -> bool:
+    delta = choice.get("delta") or {}
+    return bool(delta.get("content") or choice.get("text"))
+
+
+def _count_usage(manager: DeploymentManager, dep: Deployment, usage: dict[str, Any] | None) -> None:
+    if not usage:
+        return
+    manager.metrics.tokens.labels(engine=dep.engine).inc(int(usage.get("completion_tokens") or 0))
+    manager.metrics.prompt_tokens.labels(engine=dep.engine).inc(int(usage.get("prompt_tokens") or 0))

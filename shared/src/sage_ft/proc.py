@@ -1,0 +1,89 @@
+"""Child processes that never outlive their parent: shared by the worker (trainers) and serving (model servers).
+
+A child is tied to its parent with ``PR_SET_PDEATHSIG``: if the parent dies, even by SIGKILL, the kernel kills the
+child, so no orphan keeps holding a GPU or a port. It runs in its own process group, so stopping it stops everything
+it started (torchrun's ranks, vLLM's engine core).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent exits (Linux; a no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def spawn(command: list[str], log_path: Path, *, cwd: Path | None = None,
+          env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:  # fmt: skip
+    """Start ``command`` with stdout and stderr appended to ``log_path`` (never an unread pipe)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            command,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=die_with_parent,
+            start_new_session=True,
+        )
+
+
+def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Block until ``proc`` exits or ``timeout`` passes; True if it exited.
+
+    A pidfd makes this a real sleep. ``Popen.wait(timeout)`` would wake every 50 ms to poll, and on a small
+    machine each wake-up steals a core from the child's threads.
+    """
+    if proc.poll() is not None:
+        return True
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3: sleep one tick
+        time.sleep(timeout)
+        return proc.poll() is not None
+    try:
+        select.select([fd], [], [], timeout)
+    finally:
+        os.close(fd)
+    return proc.poll() is not None
+
+
+def stop(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
+    """Terminate the child's whole process group, then kill it if it does not exit within ``grace_s``."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        if wait_exit(proc, grace_s):
+            _kill_group(proc.pid)  # leftovers of the group (children that ignored SIGTERM)
+            return
+    _kill_group(proc.pid)
+    proc.wait()
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def tail(path: Path, lines: int = 5) -> str:
+    """The last lines of a log file, joined for an error message."""
+    if not path.exists():
+        return f"(no log at {path})"
+    return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
