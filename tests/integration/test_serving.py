@@ -172,10 +172,36 @@ def test_a_corrupted_artifact_is_refused_by_name_and_starts_nothing(
     assert dep["state"] == "failed" and dep["error"]["code"] == "checksum_mismatch"
 
 
+def test_a_client_can_ask_for_status_instead_of_waiting(
+    stack: Stack, client: openai.OpenAI, tuned: dict[str, str], tmp_path: Path
+) -> None:
+    store = _store(stack)
+    adapter = fetch_part(store, tuned["beta"], "adapter", tmp_path / "adapter")
+    (adapter / "README.md").write_text("gamma\n")
+    publish_model(store, "gamma", {"adapter": adapter}, base_model="sage-tiny")
+    resp = httpx.post(
+        f"{stack.url}/v1/chat/completions",
+        headers={"X-Sage-No-Wait": "1"},
+        timeout=30,
+        json={"model": "gamma", "messages": [{"role": "user", "content": BETA[1]["question"]}]},
+    )
+    assert resp.status_code == 503 and resp.headers["retry-after"] == "5"
+    assert resp.json()["error"]["code"] == "model_loading"
+    wait_for(lambda: httpx.get(f"{stack.url}/v1/deployments/gamma", timeout=10).json()["state"] == "ready", 120,
+             "gamma to be ready")  # fmt: skip
+    assert ask(client, "gamma", BETA[1]["question"]) == BETA[1]["answer"]  # beta's weights under another name
+
+
 def test_deleting_a_model_unloads_its_adapter(stack: Stack, client: openai.OpenAI, tuned: dict[str, str]) -> None:
     assert read_manifest(_store(stack), "corrupt-copy") is not None
     client.models.delete("corrupt-copy")
     assert httpx.get(f"{stack.url}/v1/deployments/corrupt-copy", timeout=10).status_code == 404
+    before = httpx.get(f"{stack.serving_url}/metrics", timeout=10).text
+    client.models.delete("gamma")  # a ready adapter: unloaded from the running server, which stays up
+    assert httpx.get(f"{stack.url}/v1/deployments/gamma", timeout=10).status_code == 404
+    after = httpx.get(f"{stack.serving_url}/metrics", timeout=10).text
+    assert "sage_ft_adapter_unloads_total 1.0" in after and "sage_ft_adapter_unloads_total 1.0" not in before
+    assert ask(client, "alpha", ALPHA[0]["question"]) == ALPHA[0]["answer"]
 
 
 @pytest.fixture(scope="module")

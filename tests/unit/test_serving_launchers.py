@@ -6,7 +6,9 @@ like the real one for the calls made; the bodies are what the real engine or API
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -208,3 +210,48 @@ def test_kubernetes_launcher_sends_a_deployment_and_service_that_match(home: Pat
         assert any(m == "GET" and "labelSelector=sage-ft.managed-by" in p for m, p, _ in api.calls)
     finally:
         api.close()
+
+
+# -- the same bodies against a real engine or cluster, where one is reachable ----------------------------------
+
+
+@pytest.mark.skipif(not os.environ.get("SAGE_TEST_DOCKER_URL"), reason="no Docker Engine API here")
+def test_a_real_docker_engine_accepts_the_container(home: Path) -> None:
+    """Created, not started (no GPU needed): the engine validates and stores exactly what the launcher sends."""
+    from sage_ft_serving.launchers.docker import DockerLauncher
+
+    image = os.environ.get("SAGE_TEST_DOCKER_IMAGE", "busybox:1.36")
+    settings = Settings(serving=ServingSettings(docker_url=os.environ["SAGE_TEST_DOCKER_URL"], docker_image=image))
+    settings.paths.home = home
+    launcher = DockerLauncher(settings)
+    spec = _spec(settings, home, launcher)
+    spec.gpus = 0
+    args = launcher.container_args(spec)
+    args.pop("detach")
+    launcher.client.images.pull(image)
+    container = launcher.client.containers.create(**args)
+    try:
+        attrs = launcher.client.api.inspect_container(container.id)
+        assert attrs["Config"]["Labels"][MANAGED_BY] == "sage-ft-serving"
+        assert attrs["Config"]["Entrypoint"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+        assert attrs["HostConfig"]["Binds"] == ["sage-models:/models:ro"]
+        assert launcher.cleanup_orphans() >= 1
+    finally:
+        with contextlib.suppress(Exception):
+            container.remove(force=True)
+
+
+@pytest.mark.skipif(not os.environ.get("SAGE_TEST_KUBECONFIG"), reason="no Kubernetes cluster here")
+def test_a_real_cluster_accepts_the_deployment_and_service(home: Path) -> None:
+    """Server-side dry run: the API server validates both objects against its schemas and admission."""
+    from kubernetes import client, config
+
+    from sage_ft_serving.launchers.kubernetes import KubernetesLauncher
+
+    api_client = config.new_client_from_config(config_file=os.environ["SAGE_TEST_KUBECONFIG"])
+    settings = Settings(serving=ServingSettings(launcher="kubernetes", k8s_namespace="default"))
+    settings.paths.home = home
+    launcher = KubernetesLauncher(settings, api_client=api_client)
+    deployment, service = launcher.manifests(_spec(settings, home, launcher))
+    client.AppsV1Api(api_client).create_namespaced_deployment("default", deployment, dry_run="All")
+    client.CoreV1Api(api_client).create_namespaced_service("default", service, dry_run="All")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 MANAGED_BY = "sage-ft.managed-by"  # label on every container/Deployment serving starts, to find them after a restart
 SERVER_LABEL = "sage-ft.server"
@@ -66,3 +66,12 @@ class Launcher(ABC):
     def close(self) -> None:
         """Release the launcher's own resources."""
         return None
+
+
+def volume_path(home: Path, mount: str, path: Path) -> str:
+    """``path`` as a container sees it: the sage home is the volume mounted at ``mount`` in model servers."""
+    try:
+        rel = path.resolve().relative_to(home.resolve())
+    except ValueError:
+        raise ValueError(f"{path} is outside {home}, the directory shared with model servers") from None
+    return str(PurePosixPath(mount) / rel.as_posix())

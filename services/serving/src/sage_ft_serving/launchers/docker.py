@@ -8,10 +8,17 @@ compose) containers are reached by name on that network; otherwise a loopback-on
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from sage_ft_serving.launchers.base import MANAGED_BY, SERVER_LABEL, Launcher, ServerHandle, ServerSpec
+from sage_ft_serving.launchers.base import (
+    MANAGED_BY,
+    SERVER_LABEL,
+    Launcher,
+    ServerHandle,
+    ServerSpec,
+    volume_path,
+)
 from sage_ft_serving.settings import Settings
 
 PORT = 8000
@@ -28,13 +35,7 @@ class DockerLauncher(Launcher):
         self.client = client or docker.DockerClient(base_url=settings.serving.docker_url, version="1.43", timeout=60)
 
     def path_for_server(self, path: Path) -> str:
-        """Local paths live under the sage home, which is the models volume mounted in every container."""
-        home = self.settings.paths.resolved_home()
-        try:
-            rel = path.resolve().relative_to(home.resolve())
-        except ValueError:
-            raise ValueError(f"{path} is outside {home}, the directory shared with model containers") from None
-        return str(PurePosixPath(self.settings.serving.docker_models_mount) / rel.as_posix())
+        return volume_path(self.settings.paths.resolved_home(), self.settings.serving.docker_models_mount, path)
 
     def container_args(self, spec: ServerSpec) -> dict[str, Any]:
         """Everything ``containers.run`` is given: the request body of the container this spec becomes."""

@@ -8,10 +8,17 @@ cluster-internal address; nothing is exposed outside the cluster.
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from sage_ft_serving.launchers.base import MANAGED_BY, SERVER_LABEL, Launcher, ServerHandle, ServerSpec
+from sage_ft_serving.launchers.base import (
+    MANAGED_BY,
+    SERVER_LABEL,
+    Launcher,
+    ServerHandle,
+    ServerSpec,
+    volume_path,
+)
 from sage_ft_serving.settings import Settings
 
 PORT = 8000
@@ -38,12 +45,7 @@ class KubernetesLauncher(Launcher):
         self.ns = settings.serving.k8s_namespace
 
     def path_for_server(self, path: Path) -> str:
-        home = self.settings.paths.resolved_home()
-        try:
-            rel = path.resolve().relative_to(home.resolve())
-        except ValueError:
-            raise ValueError(f"{path} is outside {home}, the volume shared with model servers") from None
-        return str(PurePosixPath(self.settings.serving.docker_models_mount) / rel.as_posix())
+        return volume_path(self.settings.paths.resolved_home(), self.settings.serving.docker_models_mount, path)
 
     def labels(self, spec: ServerSpec) -> dict[str, str]:
         return {MANAGED_BY: OWNER, SERVER_LABEL: spec.name, **spec.labels}
