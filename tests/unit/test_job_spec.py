@@ -47,6 +47,21 @@ def test_wandb_integration_sets_project_entity_name_tags_and_a_stable_run_id() -
     assert plain.report_to == ["tensorboard"] and plain.wandb_project is None
 
 
+def test_any_training_config_field_through_config_and_presets_keep_their_epochs() -> None:
+    req = parse_request({"model": "m", "config": {"warmup_ratio": 0.1, "gradient_checkpointing": True,
+                                                  "lora": {"r": 4}}})  # fmt: skip
+    config, _ = build_training_config(req, preset="tiny", data_path=None, output_dir="/o")
+    assert config.warmup_ratio == 0.1 and config.gradient_checkpointing and config.lora.r == 4
+    assert config.num_train_epochs == 100 and config.learning_rate == 3e-3  # n_epochs auto: the preset's own
+    with pytest.raises(ConfigError) as exc:
+        parse_request({"model": "m", "config": {"data_path": "/etc/passwd"}})
+    assert exc.value.param == "config" and "data_path" in str(exc.value)
+    with pytest.raises(ConfigError) as exc:
+        build_training_config(parse_request({"model": "m", "config": {"warmup_ratio": 2}}), preset="cpu",
+                              data_path=None, output_dir="/o")  # fmt: skip
+    assert exc.value.param == "config.warmup_ratio"
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [
@@ -59,6 +74,7 @@ def test_wandb_integration_sets_project_entity_name_tags_and_a_stable_run_id() -
         ({"model": "m", "name": "ft:abc"}, "name"),
         ({"model": "m", "integrations": [{"type": "slack"}]}, "integrations.0.type"),
         ({"model": "m", "unknown_thing": 1}, "unknown_thing"),
+        ({"model": "m", "config": {"no_such_field": 1}}, "config"),
         ({}, "model"),
     ],
 )

@@ -56,7 +56,7 @@ def _cuda_bf16() -> bool:
 class PresetConfigs:
     """Named starting points. Each returns a fresh ``TrainingConfig`` the caller may edit."""
 
-    NAMES = ("rtx_3060", "rtx_4090", "a100", "minimal", "cpu")
+    NAMES = ("rtx_3060", "rtx_4090", "a100", "minimal", "cpu", "tiny")
 
     @staticmethod
     def rtx_3060(**overrides: Any) -> TrainingConfig:
@@ -135,6 +135,24 @@ class PresetConfigs:
             gradient_accumulation_steps=1,
             gradient_checkpointing=False,
             optim="adamw_torch",
+        )
+
+    @staticmethod
+    def tiny(**overrides: Any) -> TrainingConfig:
+        """For the offline tiny model (demos, smoke tests): a high learning rate and many epochs, so a model with
+        random weights memorises a built-in dataset on a CPU in a minute or two. Not for real models."""
+        return _make(
+            "tiny",
+            overrides,
+            max_length=256,
+            num_train_epochs=100,
+            learning_rate=3e-3,
+            per_device_train_batch_size=8,
+            gradient_accumulation_steps=1,
+            warmup_ratio=0.0,
+            save_steps=200,
+            optim="adamw_torch",
+            lora=LoRAConfig(r=16, lora_alpha=32, lora_dropout=0.0),
         )
 
     @classmethod

@@ -21,7 +21,6 @@ Auto = Literal["auto"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 _LOCAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-DEFAULT_EPOCHS = 3
 _UNION_TAG = re.compile(r"^(int|float|str|bool|.*\[.*\])$")  # pydantic's union-member markers in error locations
 
 
@@ -52,6 +51,10 @@ class Hyperparameters(BaseModel):
         if isinstance(v, float | int) and not 0 < v <= 10:
             raise ValueError("must be greater than 0 and at most 10, or 'auto'")
         return v
+
+
+# set by the job itself (model, files, outputs), or by an operator (remote code), never by a caller's config
+_NOT_CONFIGURABLE = frozenset({"model_name", "data_path", "output_dir", "validation_file", "trust_remote_code"})
 
 
 class Supervised(BaseModel):
@@ -105,6 +108,20 @@ class JobRequest(BaseModel):
     name: str | None = None
     max_steps: int | None = Field(default=None, ge=1)
     save_steps: int | None = Field(default=None, ge=1)
+    config: dict[str, Any] | None = None  # any other TrainingConfig field (what a --config file sets)
+
+    @field_validator("config")
+    @classmethod
+    def _config(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is None:
+            return v
+        fixed = sorted(set(v) & _NOT_CONFIGURABLE)
+        if fixed:
+            raise ValueError(f"{', '.join(fixed)} cannot be set here (the job's model, files and outputs are)")
+        unknown = sorted(set(v) - set(TrainingConfig.model_fields))
+        if unknown:
+            raise ValueError(f"unknown TrainingConfig field(s): {', '.join(unknown)}")
+        return v
 
     @field_validator("model")
     @classmethod
@@ -179,7 +196,7 @@ def build_training_config(request: JobRequest, *, preset: str, data_path: str | 
         "data_path": data_path,
         "validation_file": validation_path,
         "output_dir": output_dir,
-        "num_train_epochs": hp.n_epochs if hp.n_epochs != "auto" else DEFAULT_EPOCHS,
+        "num_train_epochs": hp.n_epochs if hp.n_epochs != "auto" else base.num_train_epochs,  # auto: the preset's
         "seed": request.seed if request.seed is not None else 42,
         "logging_steps": 1,
         "report_to": ["tensorboard"],
@@ -204,8 +221,13 @@ def build_training_config(request: JobRequest, *, preset: str, data_path: str | 
         values["lora"] = request.lora
     try:
         config = base.update(**values)
+        if request.config:
+            config = config.update(**request.config)
     except ConfigError as err:
-        raise ConfigError(str(err), param=_request_param(str(err))) from None
+        param = _request_param(str(err))
+        if request.config and param is None:
+            param = next((f"config.{k}" for k in request.config if k in str(err)), "config")
+        raise ConfigError(str(err), param=param) from None
     shown = {
         "n_epochs": config.num_train_epochs if hp.n_epochs == "auto" else hp.n_epochs,
         "batch_size": config.per_device_train_batch_size * config.gradient_accumulation_steps,

@@ -1,0 +1,3 @@
+from sage_ft_cli.main import main
+
+main()

@@ -1,0 +1,99 @@
+"""The gateway over HTTP. Every failure becomes a ``CLIError``: one line, a non-zero exit, no traceback."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+class CLIError(Exception):
+    """A failure to report in one line; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class GatewayUnreachableError(CLIError):
+    pass
+
+
+class Gateway:
+    def __init__(self, url: str, api_key: str | None = None, timeout: float = 60.0) -> None:
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=httpx.Timeout(timeout, read=None))
+
+    def close(self) -> None:
+        self.http.close()
+
+    def alive(self) -> bool:
+        try:
+            return self.http.get("/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            resp = self.http.request(method, path, **kwargs)
+        except httpx.ConnectError:
+            raise GatewayUnreachableError(
+                f"no gateway answers at {self.url}; start the local stack with `sage-ft up` or set --gateway"
+            ) from None
+        except httpx.HTTPError as err:
+            raise CLIError(f"request to {self.url}{path} failed: {err}") from None
+        return self._result(resp)
+
+    @staticmethod
+    def _result(resp: httpx.Response) -> Any:
+        if resp.status_code < 400:
+            return resp.json() if resp.content else None
+        try:
+            error = resp.json().get("error") or {}
+            message = error.get("message") or resp.text
+            param = error.get("param")
+        except (ValueError, AttributeError):
+            message, param = resp.text[:300], None
+        where = f" ({param})" if param and param not in message else ""
+        raise CLIError(f"{resp.status_code}: {message}{where}")
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
+
+    def post(self, path: str, body: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        return self.request("POST", path, json=body, **kwargs)
+
+    def delete(self, path: str) -> Any:
+        return self.request("DELETE", path)
+
+    def upload(self, path: Path) -> dict[str, Any]:
+        if not path.is_file():
+            raise CLIError(f"{path}: no such file")
+        with path.open("rb") as fh:
+            result: dict[str, Any] = self.request("POST", "/v1/files", data={"purpose": "fine-tune"},
+                                                  files={"file": (path.name, fh, "application/jsonl")})  # fmt: skip
+        return result
+
+    def events(self, job_id: str, after: int = 0) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The job's events as they happen (server-sent events), ending with ``("end", final job)``."""
+        headers = {"Last-Event-ID": str(after)} if after else {}
+        try:
+            with self.http.stream("GET", f"/v1/fine_tuning/jobs/{job_id}/events/stream", headers=headers) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    self._result(resp)
+                event = "message"
+                for line in resp.iter_lines():
+                    if line.startswith("event: "):
+                        event = line[7:]
+                    elif line.startswith("data: "):
+                        yield event, json.loads(line[6:])
+                        event = "message"
+        except httpx.ConnectError:
+            raise GatewayUnreachableError(f"no gateway answers at {self.url}") from None
+        except httpx.HTTPError as err:
+            raise CLIError(f"the event stream of {job_id} broke off: {err}") from None

@@ -1,0 +1,167 @@
+"""``quickstart``, ``start`` and ``data validate``: from a dataset to a running (and followed) fine-tuning job."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from sage_ft.config import DEFAULT_MODEL, TrainingConfig
+from sage_ft.data.builtin import BUILTIN_TASKS, builtin_dataset_path
+from sage_ft.errors import DataError
+from sage_ft_cli.app import App, pass_app
+from sage_ft_cli.client import CLIError
+from sage_ft_cli.follow import follow
+
+TASKS = (*BUILTIN_TASKS, "custom")
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """TrainingConfig fields from YAML or JSON, checked here so a typo names the file and the field."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.suffix != ".json" else json.loads(
+            path.read_text(encoding="utf-8"))  # fmt: skip
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        raise CLIError(f"{path}: cannot read it as YAML or JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise CLIError(f"{path}: expected a mapping of TrainingConfig fields")
+    unknown = sorted(set(data) - set(TrainingConfig.model_fields))
+    if unknown:
+        raise CLIError(f"{path}: unknown TrainingConfig field(s): {', '.join(unknown)}")
+    return data
+
+
+def submit(app: App, *, data: Path, model: str, name: str, preset: str | None, epochs: float | None,
+           config: dict[str, Any] | None, task: str | None) -> dict[str, Any]:  # fmt: skip
+    gateway = app.gateway()
+    uploaded = gateway.upload(data)
+    if uploaded.get("status") == "error":
+        raise CLIError(f"{data}: {uploaded.get('status_details')}")
+    body: dict[str, Any] = {"model": model, "training_file": uploaded["id"], "suffix": name, "name": name}
+    if epochs is not None:
+        body["method"] = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": epochs}}}
+    if preset:
+        body["preset"] = preset
+    if config:
+        body["config"] = config
+    if task and task != "custom":
+        body["task"] = task
+    job: dict[str, Any] = gateway.post("/v1/fine_tuning/jobs", body)
+    return job
+
+
+def finish(app: App, job: dict[str, Any], name: str) -> None:
+    """Follow ``job`` with a progress bar; Ctrl-C detaches (the job goes on); a failed job exits non-zero."""
+    app.err.print(f"Job {job['id']}: fine-tuning {job['model']} as '{name}' (Ctrl-C detaches; the job goes on)")
+    try:
+        final = follow(app.gateway(), job["id"], app.err, quiet=app.json)
+    except KeyboardInterrupt:
+        app.err.print(f"\nDetached. The job keeps training: `sage-ft jobs logs {job['id']} -f` follows it again.")
+        raise SystemExit(0) from None
+    if app.json:
+        app.emit(final)
+    if final.get("status") != "succeeded":
+        error = (final.get("error") or {}).get("message") or final.get("status")
+        raise CLIError(f"job {job['id']} {final.get('status')}: {error}")
+    if not app.json:
+        app.console.print(f"[green]Fine-tuned model[/green] {final['fine_tuned_model']} (alias '{name}')")
+        app.console.print(f"Chat with it:  sage-ft chat {name}")
+
+
+@click.command()
+@click.argument("task", type=click.Choice(TASKS))
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Hub id or local model name.")
+@click.option("--preset", help="rtx_3060 | rtx_4090 | a100 | minimal | cpu | tiny | auto (default: the worker's).")
+@click.option("--epochs", type=float, help="Training epochs.")
+@click.option("--data", type=click.Path(path_type=Path), help="Dataset (required for custom).")
+@click.option("--config", "config_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="YAML/JSON of TrainingConfig fields.")  # fmt: skip
+@pass_app
+def quickstart(app: App, task: str, model: str, preset: str | None, epochs: float | None, data: Path | None,
+               config_file: Path | None) -> None:  # fmt: skip
+    """Fine-tune on the built-in dataset for TASK and follow it; the model answers to TASK's name."""
+    if task == "custom" and data is None:
+        raise click.UsageError("custom needs --data FILE")
+    dataset = data or builtin_dataset_path(task)
+    config = load_config_file(config_file) if config_file else None
+    job = submit(app, data=dataset, model=model, name=task, preset=preset, epochs=epochs, config=config, task=task)
+    finish(app, job, task)
+
+
+@click.command()
+@click.option("--task", type=click.Choice(TASKS), default="custom", show_default=True)
+@click.option("--data", type=click.Path(path_type=Path), help="Dataset (default: the task's built-in one).")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True)
+@click.option("--preset", help="A preset name.")
+@click.option("--auto", "auto_preset", is_flag=True, help="Pick the preset from the worker's accelerator.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="YAML/JSON of TrainingConfig fields (epochs, learning_rate, lora, max_length, ...).",
+)
+@click.option("--name", help="Alias the fine-tuned model answers to (default: the task).")
+@click.option("--follow", "follow_job", is_flag=True, help="Show progress; exit non-zero if the job fails.")
+@pass_app
+def start(app: App, task: str, data: Path | None, model: str, preset: str | None, auto_preset: bool,
+          config_file: Path | None, name: str | None, follow_job: bool) -> None:  # fmt: skip
+    """Upload data and start a fine-tuning job."""
+    if preset and auto_preset:
+        raise click.UsageError("--preset and --auto exclude each other")
+    if data is None and task == "custom":
+        raise click.UsageError("--data FILE is required unless --task names a built-in dataset")
+    config = load_config_file(config_file) if config_file else None
+    alias = name or task
+    job = submit(app, data=data or builtin_dataset_path(task), model=model, name=alias,
+                 preset="auto" if auto_preset else preset, epochs=None, config=config, task=task)  # fmt: skip
+    if follow_job:
+        finish(app, job, alias)
+    elif app.json:
+        app.emit(job)
+    else:
+        app.console.print(
+            f"Started job {job['id']} ({job['status']}); follow it with `sage-ft jobs logs {job['id']} -f`"
+        )
+
+
+@click.group()
+def data() -> None:
+    """Datasets."""
+
+
+@data.command("validate")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--max-length", type=int, default=1024, show_default=True, help="Tokens before truncation.")
+@pass_app
+def validate(app: App, file: Path, max_length: int) -> None:
+    """Formats per record, counts, token lengths and the truncated share. Nothing is uploaded."""
+    from sage_ft.data.validate import validate_file
+
+    try:
+        report = validate_file(file, max_length=max_length)
+    except DataError as err:
+        raise CLIError(str(err)) from None
+    summary = report.to_dict()
+    if app.json:
+        app.emit(summary)
+    else:
+        tokens = summary["tokens"]
+        app.console.print(f"{file}: {summary['valid_records']}/{summary['records']} records valid; formats "
+                          f"{summary['formats']}")  # fmt: skip
+        if tokens.get("total"):
+            app.console.print(f"tokens (estimated): min {tokens['min']} p50 {tokens['p50']} p95 {tokens['p95']} "
+                              f"max {tokens['max']}; {summary['truncated']} over {max_length} "
+                              f"({summary['truncated_share']:.1%})")  # fmt: skip
+        for error in summary["errors"]:
+            app.err.print(f"[red]line {error['line']}[/red] {error['field'] or ''}: {error['message']}")
+    if not report.ok:
+        raise CLIError(f"{file}: {len(report.errors)} invalid record(s)" if report.errors else f"{file}: no records")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(quickstart)
+    cli.add_command(start)
+    cli.add_command(data)

@@ -1,0 +1,188 @@
+"""The `sage-ft` CLI against a real local stack it starts itself (`sage-ft up`): gateway, Celery worker, serving
+with vLLM's CPU build, and a private redis-server. The user story first, then every command, then `down`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from stack import free_port
+
+pytestmark = pytest.mark.slow
+SAGE = Path(sys.executable).parent / "sage-ft"
+QA_QUESTION = "What does LoRA stand for?"
+QA_ANSWER = "Low-Rank Adaptation. It freezes the base model and trains two small low-rank matrices per adapted layer."
+
+
+class CLI:
+    def __init__(self, home: Path, port: int) -> None:
+        self.home = home
+        self.port = port
+        drop = ("REDIS_URL", "SAGE_REDIS_URL", "SAGE_CHAT_", "SAGE_FT_", "SAGE_STORAGE_", "SAGE_GATEWAY_",
+                "SAGE_SERVING_", "SAGE_WORKER_", "OPENAI_")  # fmt: skip
+        base = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+        self.env = {**base, "SAGE_HOME": str(home), "SAGE_FT_GATEWAY_URL": f"http://127.0.0.1:{port}",
+                    "SAGE_TRAIN_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                    "SAGE_SERVING_MAX_MODEL_LEN": "512", "COLUMNS": "200"}  # fmt: skip
+
+    def run(self, *args: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(SAGE), *args], env={**self.env, **env}, capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)  # fmt: skip
+
+    def ok(self, *args: str, **env: str) -> str:
+        out = self.run(*args, **env)
+        assert out.returncode == 0, f"sage-ft {' '.join(args)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}"
+        return out.stdout
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.ok("--json", *args))
+
+
+def stack_pids(home: Path) -> list[int]:
+    path = home / "run" / "stack.json"
+    return [c["pid"] for c in json.loads(path.read_text())] if path.exists() else []
+
+
+def descendants(pids: list[int]) -> list[int]:
+    found, frontier = [], set(pids)
+    while frontier:
+        nxt = set()
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError):
+                    continue
+                if ppid in frontier:
+                    nxt.add(int(proc.name))
+        found += sorted(nxt)
+        frontier = nxt
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from sage_ft.training.tiny_model import build_tiny_model
+
+    home = tmp_path_factory.mktemp("cli-home")
+    build_tiny_model("sage-tiny", models_root=home / "models")
+    runner = CLI(home, free_port())
+    yield runner
+    runner.run("down", timeout=120)
+
+
+def test_up_quickstart_chat_is_the_whole_user_story(cli: CLI) -> None:
+    up = cli.ok("up")
+    assert "gateway" in up and "worker" in up and "serving" in up
+    assert "redis" in up  # no REDIS_URL: a private redis-server was started
+    out = cli.run("quickstart", "qa", "--model", "sage-tiny", "--preset", "tiny")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "sage-ft chat qa" in out.stdout and "300/300" in out.stderr and "tok/s" in out.stderr  # the progress bar
+    answer = cli.ok("chat", "qa", "--ask", QA_QUESTION).strip()
+    assert answer == QA_ANSWER
+
+
+def test_listing_commands_and_json_output(cli: CLI) -> None:
+    jobs = cli.json("jobs", "list")["data"]
+    assert len(jobs) == 1 and jobs[0]["status"] == "succeeded" and jobs[0]["name"] == "qa"
+    job_id = jobs[0]["id"]
+    assert cli.json("jobs", "show", job_id)["fine_tuned_model"].startswith("ft:sage-tiny:qa:")
+    assert "The job has successfully completed" in cli.ok("jobs", "logs", job_id)
+    assert "succeeded" in cli.ok("jobs", "logs", job_id, "-f")  # a finished job's stream ends at once
+    models = {m["id"]: m for m in cli.json("models", "list")["data"]}
+    tuned = next(m for m in models.values() if "qa" in m["aliases"])
+    assert "sage-tiny" in models
+    files = cli.json("files", "list")["data"]
+    assert files[0]["filename"] == "qa.jsonl" and files[0]["status"] == "processed"
+    deps = cli.json("deployments")["data"]
+    assert deps[0]["model"] == tuned["id"] and deps[0]["state"] == "ready" and deps[0]["engine"] == "vllm"
+    status = cli.json("status")
+    assert status["reachable"] and {c["component"]: c["state"] for c in status["components"]} == {
+        "redis": "healthy", "gateway": "healthy", "worker": "healthy", "serving": "healthy"}  # fmt: skip
+    shown = {row["name"]: row for row in cli.json("config", "show")}
+    assert shown["SAGE_FT_GATEWAY_URL"]["source"] == "env"
+    assert shown["SAGE_FT_GATEWAY_URL"]["value"] == f"http://127.0.0.1:{cli.port}"
+    assert shown["SAGE_CHAT_BACKEND"]["source"] == "default"
+
+
+def test_data_files_and_errors(cli: CLI, tmp_path: Path) -> None:
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"question": "a?", "answer": "b"}\n{"instruction": "c", "output": "d"}\n')
+    report = cli.json("data", "validate", str(good))
+    assert report["ok"] and report["formats"] == {"qa": 1, "alpaca": 1} and report["records"] == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "a?", "answer": "b"}\n{"question": "c?"}\n')
+    out = cli.run("data", "validate", str(bad))
+    assert out.returncode == 1 and "line 2" in out.stderr and "answer" in out.stderr
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"question": "a?", "answer": "b"}\n{"question": \n')
+    out = cli.run("files", "upload", str(broken))
+    assert out.returncode == 1 and "line 2" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1  # one line, no traceback
+    out = cli.run("jobs", "show", "ftjob-doesnotexist")
+    assert out.returncode == 1 and out.stderr.startswith("error: 404") and "Traceback" not in out.stderr
+    out = cli.run("chat", "no-such-model", "--ask", "hi")
+    assert out.returncode == 1 and "no-such-model" in out.stderr and "Traceback" not in out.stderr
+    dead = cli.run("--gateway", f"http://127.0.0.1:{free_port()}", "jobs", "list", SAGE_FT_AUTO_START="false")
+    assert dead.returncode == 1 and "no gateway answers" in dead.stderr
+
+
+def test_merge_deploy_undeploy_and_rm(cli: CLI) -> None:
+    merged = cli.json("merge", "qa")
+    assert "merged" in merged["parts"]
+    assert cli.json("undeploy", "qa")["deleted"]
+    assert cli.json("deployments")["data"] == []
+    dep = cli.json("deploy", "qa")
+    assert dep["state"] == "ready" and dep["engine"] == "vllm"
+    assert cli.ok("chat", "qa", "--ask", QA_QUESTION, "--no-stream").strip() == QA_ANSWER
+
+
+def test_chat_environment_variables_set_the_defaults(cli: CLI) -> None:
+    env = {"SAGE_CHAT_FINETUNE_MODEL": "qa", "SAGE_CHAT_FINETUNE_PORT": str(cli.port)}
+    assert cli.ok("chat", "--ask", QA_QUESTION, **env).strip() == QA_ANSWER  # backend finetune, model from env
+    wrong = cli.run("chat", "--ask", QA_QUESTION, SAGE_CHAT_FINETUNE_MODEL="qa",
+                    SAGE_CHAT_FINETUNE_PORT=str(free_port()))  # fmt: skip
+    assert wrong.returncode == 1 and "not reachable" in wrong.stderr  # the port really is the one used
+    mocked = cli.ok("chat", "--ask", "anything", SAGE_CHAT_BACKEND="mock")
+    assert mocked.startswith("(mock)")  # no model needed
+
+
+def test_index_and_mock_chat_with_sources(cli: CLI, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "lora.md").write_text("# LoRA\n\nLoRA freezes the base weights and learns low-rank updates.\n")
+    (docs / "cooking.txt").write_text("Boil the pasta for nine minutes in salted water.\n")
+    built = cli.json("index", "build", "docs-public", str(docs))
+    assert built["files"] == 2 and built["passages"] >= 2
+    assert [i["name"] for i in cli.json("index", "list")] == ["docs-public"]
+    out = cli.run("chat", "--backend", "mock", "--index", "docs-public", "--ask", "how long to boil pasta?")
+    assert out.returncode == 0, out.stderr
+    assert "nine minutes" in out.stdout and "cooking.txt" in out.stderr  # the passage, and where it came from
+    answer = cli.json("chat", "--backend", "mock", "--index", "docs-public", "--ask", "what does LoRA freeze?")
+    assert "base weights" in answer["answer"] and answer["sources"][0].split(":")[0].endswith("lora.md")
+
+
+def test_down_leaves_no_process_behind(cli: CLI) -> None:
+    pids = stack_pids(cli.home)
+    everything = pids + descendants(pids)
+    assert len(everything) > len(pids)  # the worker's and serving's children (vLLM) were running
+    assert "stopped" in cli.ok("down")
+    for pid in everything:
+        assert not alive(pid), f"process {pid} survived `sage-ft down`"
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{cli.port}/healthz", timeout=2)
