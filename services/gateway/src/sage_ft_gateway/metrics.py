@@ -15,7 +15,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sage_ft.jobs.model import JobStatus
+from sage_ft.jobs.model import JobStatus, now
 
 
 class GatewayMetrics:
@@ -34,7 +34,8 @@ class GatewayMetrics:
 
 
 class StateCollector(Collector):
-    """``sage_ft_jobs`` (by status) and ``sage_ft_queue_depth_messages`` (by queue), read at scrape time."""
+    """Job-store state read at scrape time: jobs by status, queue depth, the oldest queued job's age, and running
+    jobs whose lease expired (the reaper should hand them back within seconds; if they stay, something is stuck)."""
 
     def __init__(self, state: Any) -> None:
         self.state = state
@@ -43,16 +44,22 @@ class StateCollector(Collector):
         jobs = GaugeMetricFamily("sage_ft_jobs", "Jobs by status (active ones counted live, finished ones in total).",
                                  labels=["status"])  # fmt: skip
         depth = GaugeMetricFamily("sage_ft_queue_depth_messages", "Messages waiting in a queue.", labels=["queue"])
+        oldest = GaugeMetricFamily("sage_ft_queue_oldest_job_age_seconds", "Age of the oldest queued job (0: none).")
+        expired = GaugeMetricFamily("sage_ft_jobs_lease_expired", "Running jobs whose worker lease has expired.")
         try:
-            counts = self.state.jobs.count_by_status()
+            active = self.state.jobs.active_jobs()
+            counts = self.state.jobs.count_by_status(active)
             for status in JobStatus:
                 jobs.add_metric([status.value], counts.get(status.value, 0))
             for queue, n in self.state.queue_depths().items():
                 depth.add_metric([queue], n)
         except Exception:  # a scrape must not fail because Redis blinked; the gauges are just absent this time
             return
-        yield jobs
-        yield depth
+        at = now()
+        queued = [at - (j.enqueued_at or j.created_at) for j in active if j.status == JobStatus.QUEUED]
+        oldest.add_metric([], max(queued, default=0.0))
+        expired.add_metric([], sum(1 for j in active if j.status == JobStatus.RUNNING and j.lease_expires_at < at))
+        yield from (jobs, depth, oldest, expired)
 
 
 class MetricsMiddleware:

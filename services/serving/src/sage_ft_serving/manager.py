@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from sage_ft.api_errors import ApiError
 from sage_ft.jobs.spec import local_model_dir
 from sage_ft.storage import IntegrityError, ObjectStore
-from sage_ft.storage.manifest import Manifest
+from sage_ft.storage.manifest import Manifest, not_found_message
 from sage_ft.storage.scoped import tenant_store
 from sage_ft_serving import artifacts
 from sage_ft_serving.artifacts import ArtifactError
@@ -107,10 +107,11 @@ class DeploymentManager:
     # -- lookups ---------------------------------------------------------------------------------------------
 
     async def resolve(self, tenant: str, name: str) -> Manifest:
-        manifest = await run_in_threadpool(artifacts.resolve, tenant_store(self.store, tenant), name)
+        store = tenant_store(self.store, tenant)
+        manifest = await run_in_threadpool(artifacts.resolve, store, name)
         if manifest is None:
-            raise ApiError(404, f"The model '{name}' does not exist or is not published.", param="model",
-                           code="model_not_found")  # fmt: skip
+            message = await run_in_threadpool(not_found_message, store, name)
+            raise ApiError(404, message, param="model", code="model_not_found")
         return manifest
 
     def find(self, tenant: str, name: str) -> Deployment | None:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 STEPS = Counter("sage_ft_train_steps_total", "Optimizer steps completed by this worker's trainers.")
-LOSS = Gauge("sage_ft_train_loss", "Latest training loss reported by this worker's running job.")
-TOKENS_PER_SECOND = Gauge("sage_ft_train_tokens_per_second", "Latest training throughput in tokens per second.")
+# Per job: a worker trains one job at a time and drops the series when it ends, so this stays one series a worker.
+LOSS = Gauge("sage_ft_train_loss", "Latest training loss of the job this worker is running.", ["job"])
+TOKENS_PER_SECOND = Gauge("sage_ft_train_tokens_per_second", "Latest training throughput of the running job.", ["job"])
+GPU_MEMORY = Gauge("sage_ft_train_gpu_memory_bytes", "Peak GPU memory of the running job's trainer (GPU only).",
+                   ["job"])  # fmt: skip
+JOB_METRICS = (LOSS, TOKENS_PER_SECOND, GPU_MEMORY)
 JOB_DURATION = Histogram(
     "sage_ft_job_duration_seconds",
     "Wall time of a train task attempt, by outcome.",
@@ -21,6 +27,13 @@ CHECKPOINT_UPLOAD = Histogram(
 DUPLICATE_DELIVERIES = Counter(
     "sage_ft_duplicate_deliveries_total", "Task deliveries that found the job already taken or finished."
 )
+
+
+def forget_job(job_id: str) -> None:
+    """Drop a finished job's series."""
+    for gauge in JOB_METRICS:
+        with contextlib.suppress(KeyError):
+            gauge.remove(job_id)
 
 
 def serve(host: str, port: int) -> None:

@@ -79,6 +79,7 @@ class TrainRunner:
             return "requeued"
         finally:
             metrics.JOB_DURATION.labels(outcome=outcome).observe(time.monotonic() - started)
+            metrics.forget_job(job.id)
 
     def _requeue_or_fail(self, job: Job, reason: str) -> None:
         """A fault outside training (storage down, worker bug): hand the job back; the reconciler re-enqueues it."""
@@ -209,9 +210,11 @@ class TrainRunner:
             if step > run.step:
                 metrics.STEPS.inc(step - run.step)
             run.step, run.loss = step, float(ev["loss"])
-            metrics.LOSS.set(run.loss)
+            metrics.LOSS.labels(job=run.job.id).set(run.loss)
             if ev.get("tokens_per_second"):
-                metrics.TOKENS_PER_SECOND.set(float(ev["tokens_per_second"]))
+                metrics.TOKENS_PER_SECOND.labels(job=run.job.id).set(float(ev["tokens_per_second"]))
+            if ev.get("metrics", {}).get("gpu_memory_bytes"):
+                metrics.GPU_MEMORY.labels(job=run.job.id).set(float(ev["metrics"]["gpu_memory_bytes"]))
             data = {"step": step, "total_steps": run.total_steps, "train_loss": run.loss,
                     "learning_rate": ev.get("learning_rate"), "tokens_per_second": ev.get("tokens_per_second"),
                     "eta_seconds": ev.get("eta_seconds"), "epoch": ev.get("epoch")}  # fmt: skip

