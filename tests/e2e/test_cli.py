@@ -183,11 +183,22 @@ def test_start_with_a_config_file_follow_cancel_and_rm(cli: CLI, tmp_path: Path)
     long.write_text("num_train_epochs: 500\n")
     started = cli.json("start", "--task", "qa", "--model", "sage-tiny", "--auto", "--config", str(long),
                        "--name", "long")  # fmt: skip
-    cli.ok("jobs", "cancel", started["id"])
-    deadline = time.monotonic() + 120
-    while cli.json("jobs", "show", started["id"])["status"] != "cancelled":
-        assert time.monotonic() < deadline, "the cancelled job did not stop"
-        time.sleep(1)
+    job_id = started["id"]
+
+    def reach(status: str) -> None:
+        deadline = time.monotonic() + 180
+        while cli.json("jobs", "show", job_id)["status"] != status:
+            assert time.monotonic() < deadline, f"the job did not become {status}"
+            time.sleep(0.5)
+
+    reach("running")
+    cli.ok("jobs", "pause", job_id)  # stops after the next checkpoint
+    reach("paused")
+    cli.ok("jobs", "resume", job_id)
+    reach("running")
+    cli.ok("jobs", "cancel", job_id)
+    reach("cancelled")
+    assert "Job resumed" in cli.ok("jobs", "logs", job_id)
     assert "deleted" in cli.ok("models", "rm", "mini")
     assert not any("mini" in m["aliases"] for m in cli.json("models", "list")["data"])
 
