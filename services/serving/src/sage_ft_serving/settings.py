@@ -32,7 +32,8 @@ class ServingSettings(BaseSettings):
         default_factory=_default_vllm_python, description="Interpreter of the virtualenv holding vLLM (process)."
     )
     transformers_python: Path = Field(
-        default=Path(sys.executable), description="Interpreter with transformers[serving] for the fallback engine."
+        default_factory=lambda: Path(sys.executable),
+        description="Interpreter with transformers[serving] for the fallback engine.",
     )
     cache_dir: Path | None = Field(default=None, description="Verified artifact cache; default <home>/serving/cache.")
     log_dir: Path | None = Field(default=None, description="Model-server log files; defaults to <home>/serving/logs.")
