@@ -97,6 +97,10 @@ def test_up_quickstart_chat_is_the_whole_user_story(cli: CLI) -> None:
     assert "sage-ft chat qa" in out.stdout and "300/300" in out.stderr and "tok/s" in out.stderr  # the progress bar
     answer = cli.ok("chat", "qa", "--ask", QA_QUESTION).strip()
     assert answer == QA_ANSWER
+    results = cli.home / "finetune_output" / "qa"  # the documented place: adapter and TensorBoard logs
+    assert (results / "adapter" / "adapter_model.safetensors").is_file()
+    assert list((results / "logs").rglob("events.out.tfevents.*"))
+    assert f"tensorboard --logdir {results}/logs" in out.stdout
 
 
 def test_listing_commands_and_json_output(cli: CLI) -> None:

@@ -280,8 +280,12 @@ class TrainRunner:
     def _publish(self, run: _Run, result: dict[str, Any]) -> str:
         job, jobs = run.job, self.ctx.jobs
         name = fine_tuned_model_name(job.model, job.suffix, job.id)
+        parts = {"adapter": run.workdir / "out" / "adapter"}
+        logs = run.workdir / "out" / "logs"
+        if logs.is_dir() and any(p.is_file() for p in logs.rglob("*")):
+            parts["logs"] = logs  # TensorBoard event files, published with the model
         publish_model(
-            run.store, name, {"adapter": run.workdir / "out" / "adapter"}, base_model=job.model, job_id=job.id,
+            run.store, name, parts, base_model=job.model, job_id=job.id,
             alias=run.spec.name, training=run.extra.get("config", {}),
             metrics={"train_loss": result.get("train_loss"), "global_step": result["global_step"],
                      "trained_tokens": result.get("trained_tokens")},

@@ -66,9 +66,28 @@ def finish(app: App, job: dict[str, Any], name: str) -> None:
     if final.get("status") != "succeeded":
         error = (final.get("error") or {}).get("message") or final.get("status")
         raise CLIError(f"job {job['id']} {final.get('status')}: {error}")
+    linked = link_results(app, final["fine_tuned_model"], name)
     if not app.json:
         app.console.print(f"[green]Fine-tuned model[/green] {final['fine_tuned_model']} (alias '{name}')")
+        if linked is not None:
+            app.console.print(f"Results: {linked}  (tensorboard --logdir {linked / 'logs'})")
         app.console.print(f"Chat with it:  sage-ft chat {name}")
+
+
+def link_results(app: App, model: str, name: str) -> Path | None:
+    """On the embedded stack, ``~/.sage/finetune_output/<name>`` points at the published model (adapter, logs)."""
+    if not app.local_gateway():
+        return None
+    root = app.settings.paths.resolved_output_root()
+    target = root / "models" / model
+    link = root / name
+    if not target.is_dir() or (link.exists() and not link.is_symlink()):
+        return None  # another store, or a directory of the user's own by that name: leave it alone
+    tmp = root / f".{name}.link"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(Path("models") / model)
+    tmp.replace(link)
+    return link
 
 
 @click.command()
