@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 import httpx
 
 from sage_ft_cli.client import CLIError
-from sage_ft_cli.settings import Settings
+from sage_ft_cli.settings import Settings, child_environment
 
 ORDER = ("redis", "gateway", "worker", "serving")  # start order; stop runs in reverse
 
@@ -124,12 +124,17 @@ class LocalStack:
             redis_url = self._redis(comps, logs)
             serving_port = _free_port()
             home = self.settings.paths.resolved_home()
-            env = {**os.environ, "SAGE_REDIS_URL": redis_url, "SAGE_GATEWAY_PORT": str(gateway.port or 8080),
-                   "SAGE_GATEWAY_HOST": "127.0.0.1", "SAGE_SERVING_PORT": str(serving_port),
-                   "SAGE_GATEWAY_SERVING_URL": f"http://127.0.0.1:{serving_port}", "SAGE_HOME": str(home),
-                   "SAGE_STORAGE_BACKEND": "local",
-                   "SAGE_STORAGE_LOCAL_ROOT": str(self.settings.paths.resolved_output_root()),
-                   "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+            env = child_environment(
+                SAGE_REDIS_URL=redis_url,
+                SAGE_GATEWAY_PORT=str(gateway.port or 8080),
+                SAGE_GATEWAY_HOST="127.0.0.1",
+                SAGE_SERVING_PORT=str(serving_port),
+                SAGE_GATEWAY_SERVING_URL=f"http://127.0.0.1:{serving_port}",
+                SAGE_HOME=str(home),
+                SAGE_STORAGE_BACKEND="local",
+                SAGE_STORAGE_LOCAL_ROOT=str(self.settings.paths.resolved_output_root()),
+                TOKENIZERS_PARALLELISM="false",
+            )
             url = f"http://127.0.0.1:{gateway.port or 8080}"
             comps.append(self._start("gateway", "sage-ft-gateway", env, logs, f"{url}/healthz"))
             comps.append(self._start("worker", "sage-ft-worker", {**env, "SAGE_WORKER_NAME": "local-worker"}, logs,
@@ -157,7 +162,7 @@ class LocalStack:
         data.mkdir(parents=True, exist_ok=True)
         cmd = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data), "--appendonly", "yes",
                "--save", ""]  # fmt: skip
-        comps.append(self._spawn("redis", cmd, dict(os.environ), logs, None))
+        comps.append(self._spawn("redis", cmd, child_environment(), logs, None))
         url = f"redis://127.0.0.1:{port}/0"
         deadline = time.monotonic() + 15
         while not _redis_answers(url):

@@ -74,6 +74,11 @@ class Settings:
         return rows
 
 
+def child_environment(**overrides: str) -> dict[str, str]:
+    """The environment the local stack's processes start with: this one, plus ``overrides``."""
+    return {**os.environ, **overrides}
+
+
 def _row(env: str, value: Any, from_env: bool, description: str | None) -> dict[str, Any]:
     if isinstance(value, SecretStr):
         value = "********" if value.get_secret_value() else ""

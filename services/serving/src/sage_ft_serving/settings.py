@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Literal
@@ -67,6 +68,11 @@ class ServingSettings(BaseSettings):
     k8s_cpu: str = Field(default="4", description="CPU request of a model server pod.")
     k8s_memory: str = Field(default="16Gi", description="Memory request of a model server pod.")
     log_level: str = Field(default="info", description="Log level.")
+
+
+def server_environment(extra: dict[str, str]) -> dict[str, str]:
+    """The environment a process-launched model server starts with: serving's own, plus the engine's ``extra``."""
+    return {**os.environ, **extra}
 
 
 class Settings:

@@ -6,13 +6,12 @@ engine-core subprocess too. The port is chosen free just before start.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 
 from sage_ft.proc import spawn, stop, tail
 from sage_ft_serving.launchers.base import Launcher, ServerHandle, ServerSpec
-from sage_ft_serving.settings import Settings
+from sage_ft_serving.settings import Settings, server_environment
 
 
 def free_port(host: str) -> int:
@@ -33,8 +32,8 @@ class ProcessLauncher(Launcher):
         port = free_port(self.host)
         log_path = self.settings.log_dir / f"{spec.name}.log"
         python = str(spec.python) if spec.python else "python3"
-        env = {**os.environ, **spec.env}
-        proc = spawn([python, "-m", spec.module, *spec.argv(self.host, port)], log_path, env=env)
+        proc = spawn([python, "-m", spec.module, *spec.argv(self.host, port)], log_path,
+                     env=server_environment(spec.env))  # fmt: skip
         self.procs[spec.name] = proc
         return ServerHandle(spec.name, f"http://{self.host}:{port}", pid=proc.pid, log_path=log_path, ref=proc)
 
