@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 from urllib.parse import urlparse
 
@@ -76,7 +75,3 @@ def _cell(value: Any) -> str:
 
 
 pass_app = click.make_pass_decorator(App)
-
-
-def stdin_is_tty() -> bool:
-    return sys.stdin.isatty()
