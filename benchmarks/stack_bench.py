@@ -1,13 +1,15 @@
 """The control plane measured side by side: the same fine-tune through gateway + worker vs bare, submit latency,
 and read throughput of the gateway.
 
-    .venv/bin/python benchmarks/stack_bench.py [--pairs 3] [--latency-jobs 10] [--wrk-seconds 15]
+    .venv/bin/python benchmarks/stack_bench.py [--pairs 3] [--control-pairs 0] [--latency-jobs 10] [--wrk-seconds 15]
 
 1. Overhead: one job through the openai client -> gateway -> Celery worker -> trainer child -> published adapter,
    timed from submit to the ``end`` frame of its event stream (as the CLI follows a job); against the same
    TrainingConfig run bare by ``python -c`` in a fresh process (imports, model load, training, adapter save).
    Wall time, and CPU time (gateway + worker and its trainer + Redis, against the bare process). Pairs alternate
-   order; the median of per-pair ratios is reported.
+   order; the median of per-pair ratios is reported. Each stack job is also split as the worker logged it (prepare,
+   trainer child, conclude), so a gap shows whether it is fixed cost or a slower trainer. ``--control-pairs N``
+   runs bare against bare N times: the spread of that ratio is the noise floor of the machine.
 2. Latency: submit -> first training step event, on a warm worker, p50/p95 over sequential small jobs.
 3. Throughput: wrk, 64 connections on loopback, ``GET /v1/fine_tuning/jobs/{id}``: req/s and p99.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -69,10 +72,10 @@ def job_body(epochs: int) -> dict:
     return body
 
 
-def stack_run(client: object, url: str, file_id: str, epochs: int, pids: list[int]) -> tuple[float, float]:
+def stack_run(client: object, url: str, file_id: str, epochs: int, pids: list[int]) -> tuple[float, float, str]:
     """Submit through the openai client and follow the job's event stream to its end, as the CLI does.
 
-    Returns (wall s, CPU s of gateway + worker with its trainer + Redis)."""
+    Returns (wall s, CPU s of gateway + worker with its trainer + Redis, job id)."""
     body = job_body(epochs)
     body.pop("training_file")
     cpu0 = sum(_proc_cpu(p) for p in pids)
@@ -92,7 +95,19 @@ def stack_run(client: object, url: str, file_id: str, epochs: int, pids: list[in
     wall = time.perf_counter() - t0
     assert final.get("status") == "succeeded", final
     time.sleep(0.5)  # let the worker reap the trainer before its children's CPU is read
-    return wall, sum(_proc_cpu(p) for p in pids) - cpu0
+    return wall, sum(_proc_cpu(p) for p in pids) - cpu0, job.id
+
+
+PHASES = re.compile(r"job (\S+): succeeded; prepare ([\d.]+)s, trainer ([\d.]+)s, conclude ([\d.]+)s")
+
+
+def worker_phases(log: Path, job_id: str) -> tuple[float, float, float]:
+    """(prepare, trainer child lifetime, conclude) seconds, as the worker logged them for this job."""
+    for line in reversed(log.read_text(errors="replace").splitlines()):
+        m = PHASES.search(line)
+        if m and m.group(1) == job_id:
+            return float(m.group(2)), float(m.group(3)), float(m.group(4))
+    raise LookupError(f"no phase line for {job_id} in {log}")
 
 
 def first_step_latency(client: object, file_id: str) -> float:
@@ -135,6 +150,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--control-pairs", type=int, default=0, help="also run bare against bare this many times")
     parser.add_argument("--latency-jobs", type=int, default=10)
     parser.add_argument("--wrk-seconds", type=int, default=15)
     args = parser.parse_args()
@@ -164,6 +180,7 @@ def main() -> None:
         bare_run(home, data, base / "bare-warm", 1)
         walls: list[tuple[float, float]] = []
         cpus: list[tuple[float, float]] = []
+        children: list[tuple[float, float]] = []
         for i in range(args.pairs):
             if i % 2 == 0:
                 s = stack_run(client, stack.url, file_id, args.epochs, pids)
@@ -173,26 +190,40 @@ def main() -> None:
                 s = stack_run(client, stack.url, file_id, args.epochs, pids)
             walls.append((s[0], b[0]))
             cpus.append((s[1], b[1]))
+            prep, child, conclude = worker_phases(stack.workers[0].log_path, s[2])
+            children.append((child, b[0]))
             print(f"pair {i}: wall stack {s[0]:.2f}s bare {b[0]:.2f}s ratio {s[0] / b[0]:.3f}; "
-                  f"CPU stack {s[1]:.2f}s bare {b[1]:.2f}s ratio {s[1] / b[1]:.3f}", flush=True)  # fmt: skip
+                  f"CPU stack {s[1]:.2f}s bare {b[1]:.2f}s ratio {s[1] / b[1]:.3f}; worker: prepare {prep:.2f}s, "
+                  f"trainer child {child:.2f}s ({child / b[0]:.3f} of bare), conclude {conclude:.2f}s, "
+                  f"outside the worker {s[0] - prep - child - conclude:.2f}s", flush=True)  # fmt: skip
+
+        controls = []  # bare against bare: the noise floor of a paired ratio on this machine
+        for i in range(args.control_pairs):
+            controls.append((bare_run(home, data, base / f"ctl-a{i}", args.epochs)[0],
+                             bare_run(home, data, base / f"ctl-b{i}", args.epochs)[0]))  # fmt: skip
+        for a, b in controls:
+            print(f"control: bare {a:.2f}s bare {b:.2f}s ratio {a / b:.3f}", flush=True)
 
         latencies = [first_step_latency(client, file_id) for _ in range(args.latency_jobs)]
         job_id = client.fine_tuning.jobs.list(limit=1).data[0].id
-        load = wrk(f"{stack.url}/v1/fine_tuning/jobs/{job_id}", args.wrk_seconds)
+        load = wrk(f"{stack.url}/v1/fine_tuning/jobs/{job_id}", args.wrk_seconds) if args.wrk_seconds else {}
 
         steps = args.epochs * len(RECORDS) // 4
         print("\n## results")
-        for what, pairs in (("wall", walls), ("CPU", cpus)):
+        measures = [("wall", walls), ("CPU", cpus), ("trainer child vs bare, wall", children)]
+        for what, pairs in measures + ([("control: bare vs bare, wall", controls)] if controls else []):
             ratios = [a / b for a, b in pairs]
             print(f"overhead {what} ({steps} steps, sage-wide): stack median "
                   f"{statistics.median(a for a, _ in pairs):.2f}s, bare median "
                   f"{statistics.median(b for _, b in pairs):.2f}s, ratio median {statistics.median(ratios):.3f} "
                   f"(pairs: {', '.join(f'{r:.3f}' for r in ratios)})")  # fmt: skip
-        print(f"submit -> first step (warm worker, n={len(latencies)}): p50 {pct(latencies, 0.5):.2f}s "
-              f"p95 {pct(latencies, 0.95):.2f}s")  # fmt: skip
-        print(f"GET job, wrk 64 connections {args.wrk_seconds}s: {load.get('rps')} req/s, p99 {load.get('p99')}, "
-              f"non-2xx {load.get('non2xx', '0')}")  # fmt: skip
-        print(load["raw"])
+        if latencies:
+            print(f"submit -> first step (warm worker, n={len(latencies)}): p50 {pct(latencies, 0.5):.2f}s "
+                  f"p95 {pct(latencies, 0.95):.2f}s")  # fmt: skip
+        if load:
+            print(f"GET job, wrk 64 connections {args.wrk_seconds}s: {load.get('rps')} req/s, p99 {load.get('p99')}, "
+                  f"non-2xx {load.get('non2xx', '0')}")  # fmt: skip
+            print(load["raw"])
     finally:
         stack.stop()
 

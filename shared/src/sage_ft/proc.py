@@ -14,8 +14,13 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 _PR_SET_PDEATHSIG = 1
 
@@ -80,6 +85,34 @@ def stop(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
 def _kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+def call_at_lower_priority(fn: Callable[[], T], nice: int) -> T:
+    """Run ``fn()`` in a helper thread ``nice`` steps below the caller's CPU priority and return its result.
+
+    On Linux niceness is per thread, so only the helper yields: the caller keeps its priority, and processes it
+    starts later (the next trainer) start at the usual one. Lowering needs no privilege; raising it back would,
+    which is why the work moves to a thread rather than the caller renicing itself. Elsewhere, or with
+    ``nice <= 0``, ``fn`` runs in the caller.
+    """
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return fn()
+    box: dict[str, Any] = {}
+
+    def body() -> None:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        try:
+            box["value"] = fn()
+        except BaseException as err:  # re-raised in the caller
+            box["error"] = err
+
+    helper = threading.Thread(target=body, name="sage-lower-priority", daemon=True)
+    helper.start()
+    helper.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def tail(path: Path, lines: int = 5) -> str:

@@ -21,7 +21,7 @@ from sage_ft.jobs.model import Job, JobError, JobStatus, fine_tuned_model_name
 from sage_ft.jobs.spec import JobRequest, build_training_config
 from sage_ft.jobs.store import event_record
 from sage_ft.presets import PresetConfigs
-from sage_ft.proc import stop, tail, wait_exit
+from sage_ft.proc import call_at_lower_priority, stop, tail, wait_exit
 from sage_ft.storage import ObjectStore, publish_model
 from sage_ft.storage.checkpoints import committed_steps, delete_checkpoints, fetch_checkpoint, upload_checkpoint
 from sage_ft_worker import metrics
@@ -141,8 +141,8 @@ class TrainRunner:
         t_launch = time.monotonic()
         proc = launch(trainer_command(self.ctx.settings.worker.nproc, ["--workdir", str(workdir)]),
                       workdir / "trainer.log", workdir)  # fmt: skip
-        try:
-            lost = self._monitor(run, proc)
+        try:  # the trainer got the worker's priority; watching it runs below that, so it never slows training
+            lost = call_at_lower_priority(lambda: self._monitor(run, proc), self.ctx.settings.worker.monitor_nice)
         finally:
             stop(proc)
         if lost:

@@ -27,6 +27,11 @@ class WorkerSettings(BaseSettings):
     nproc: int = Field(default=1, ge=1, le=64, description="Devices per job; above 1 the trainer runs under torchrun.")
     preset: str = Field(default="auto", description="Preset when a job asks for 'auto' (auto: detect the device).")
     poll_seconds: float = Field(default=0.5, gt=0, description="How often the task reads trainer progress and flags.")
+    monitor_nice: int = Field(
+        default=10, ge=0, le=19,
+        description="CPU niceness of the work done while a trainer runs (progress, heartbeats, checkpoint uploads), "
+        "so it yields to training on a busy host; 0: the trainer's priority.",
+    )  # fmt: skip
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port of this worker (0: off).")
     metrics_host: str = Field(default="127.0.0.1", description="Address the metrics endpoint binds to.")
     log_level: str = Field(default="INFO", description="Worker log level.")
