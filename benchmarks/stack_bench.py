@@ -210,10 +210,10 @@ def main() -> None:
 
         steps = args.epochs * len(RECORDS) // 4
         print("\n## results")
-        measures = [("wall", walls), ("CPU", cpus), ("trainer child vs bare, wall", children)]
-        for what, pairs in measures + ([("control: bare vs bare, wall", controls)] if controls else []):
+        measures = [("wall", "stack", walls), ("CPU", "stack", cpus), ("trainer child vs bare", "child", children)]
+        for what, first, pairs in measures + ([("control: bare vs bare, wall", "bare", controls)] if controls else []):
             ratios = [a / b for a, b in pairs]
-            print(f"overhead {what} ({steps} steps, sage-wide): stack median "
+            print(f"overhead {what} ({steps} steps, sage-wide): {first} median "
                   f"{statistics.median(a for a, _ in pairs):.2f}s, bare median "
                   f"{statistics.median(b for _, b in pairs):.2f}s, ratio median {statistics.median(ratios):.3f} "
                   f"(pairs: {', '.join(f'{r:.3f}' for r in ratios)})")  # fmt: skip
