@@ -93,7 +93,8 @@ def call_at_lower_priority(fn: Callable[[], T], nice: int) -> T:
     On Linux niceness is per thread, so only the helper yields: the caller keeps its priority, and processes it
     starts later (the next trainer) start at the usual one. Lowering needs no privilege; raising it back would,
     which is why the work moves to a thread rather than the caller renicing itself. Elsewhere, or with
-    ``nice <= 0``, ``fn`` runs in the caller.
+    ``nice <= 0``, ``fn`` runs in the caller. Start children from the caller, never from ``fn``: the kernel sends
+    ``PR_SET_PDEATHSIG`` when the *thread* that started a child exits, and the helper exits when ``fn`` returns.
     """
     if nice <= 0 or not sys.platform.startswith("linux"):
         return fn()
