@@ -11,17 +11,14 @@ order, and reports each stack's trainer-child wall time against bare (median of 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stack import Stack, qa_lines
-from stack_bench import RECORDS, bare_run, stack_run, worker_phases
+from stack_bench import BenchStack, bare_run, bench_dirs
 
 
 def main() -> None:
@@ -30,38 +27,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     args = parser.parse_args()
 
-    import openai
-
-    from sage_ft.training.tiny_model import build_tiny_model
-
-    base = Path(tempfile.mkdtemp(prefix="sage-nice-bench-"))
-    home = base / "home"
-    os.environ["SAGE_HOME"] = str(home)
-    build_tiny_model("sage-wide", hidden_size=384, num_layers=4, num_heads=6)
-    data = base / "qa.jsonl"
-    data.write_bytes(qa_lines(RECORDS))
-    stacks: dict[str, tuple[Stack, object, str]] = {}
+    base, home, data = bench_dirs("sage-nice-bench-")
+    stacks: dict[str, BenchStack] = {}
     try:
         for nice in ("0", "10"):
-            env = {"SAGE_HOME": str(home), "SAGE_STORAGE_BACKEND": "local", "SAGE_WORKER_PRESET": "cpu",
-                   "SAGE_STORAGE_LOCAL_ROOT": str(base / f"store-{nice}"),
-                   "SAGE_WORKER_MONITOR_NICE": nice}  # fmt: skip
-            stack = Stack(base / f"stack-{nice}", env)
-            stacks[f"nice {nice}"] = (stack, None, "")
-            stack.start_gateway()
-            stack.start_worker("bench")
-            client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
-            file_id = client.files.create(file=("qa.jsonl", data.read_bytes()), purpose="fine-tune").id
-            stacks[f"nice {nice}"] = (stack, client, file_id)
-            stack_run(client, stack.url, file_id, 1, _pids(stack))  # warm-up
+            stacks[f"nice {nice}"] = BenchStack.start(base, home, data, f"stack-{nice}", SAGE_WORKER_MONITOR_NICE=nice)
         bare_run(home, data, base / "bare-warm", 1)
 
         def run(kind: str, i: int) -> float:
             if kind == "bare":
                 return bare_run(home, data, base / f"bare-{i}", args.epochs)[0]
-            stack, client, file_id = stacks[kind]
-            job_id = stack_run(client, stack.url, file_id, args.epochs, _pids(stack))[2]
-            return worker_phases(stack.workers[0].log_path, job_id)[1]
+            bench = stacks[kind]
+            return bench.trainer_seconds(bench.run(args.epochs)[2])
 
         kinds = ["bare", *stacks]
         ratios: dict[str, list[float]] = {k: [] for k in stacks}
@@ -76,12 +53,8 @@ def main() -> None:
             print(f"monitor {kind}: median {statistics.median(values):.3f} "
                   f"(rounds: {', '.join(f'{r:.3f}' for r in values)})")  # fmt: skip
     finally:
-        for stack, _, _ in stacks.values():
-            stack.stop()
-
-
-def _pids(stack: Stack) -> list[int]:
-    return [stack.gateway.pid, stack.workers[0].pid, stack.redis.pid]  # type: ignore[union-attr]
+        for bench in stacks.values():
+            bench.stack.stop()
 
 
 if __name__ == "__main__":

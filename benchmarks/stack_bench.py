@@ -26,7 +26,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -64,6 +66,55 @@ def _proc_cpu(pid: int) -> float:
     """CPU seconds of a process plus its reaped children (the worker reaps each trainer it starts)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_dirs(prefix: str) -> tuple[Path, Path, Path]:
+    """(base dir, SAGE_HOME, training file): the offline sage-wide model built, the QA records written."""
+    from sage_ft.training.tiny_model import build_tiny_model
+
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    home = base / "home"
+    os.environ["SAGE_HOME"] = str(home)
+    build_tiny_model("sage-wide", hidden_size=384, num_layers=4, num_heads=6)
+    data = base / "qa.jsonl"
+    data.write_bytes(qa_lines(RECORDS))
+    return base, home, data
+
+
+@dataclass
+class BenchStack:
+    """Redis + gateway + one CPU worker on a local store, the training file uploaded, one warm-up job run."""
+
+    stack: Stack
+    client: Any
+    file_id: str
+    pids: list[int]  # gateway, worker, Redis: whose CPU a stack job is charged
+
+    @classmethod
+    def start(cls, base: Path, home: Path, data: Path, name: str, **extra: str) -> BenchStack:
+        import openai
+
+        env = {"SAGE_HOME": str(home), "SAGE_STORAGE_BACKEND": "local", "SAGE_WORKER_PRESET": "cpu",
+               "SAGE_STORAGE_LOCAL_ROOT": str(base / f"store-{name}"), **extra}  # fmt: skip
+        stack = Stack(base / name, env)
+        try:
+            stack.start_gateway()
+            stack.start_worker("bench")
+            client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
+            file_id = client.files.create(file=("qa.jsonl", data.read_bytes()), purpose="fine-tune").id
+        except BaseException:
+            stack.stop()
+            raise
+        pids = [stack.gateway.pid, stack.workers[0].pid, stack.redis.pid]  # type: ignore[union-attr]
+        bench = cls(stack, client, file_id, pids)
+        bench.run(1)  # warm-up: page cache, first-import costs
+        return bench
+
+    def run(self, epochs: int) -> tuple[float, float, str]:
+        return stack_run(self.client, self.stack.url, self.file_id, epochs, self.pids)
+
+    def trainer_seconds(self, job_id: str) -> float:
+        return worker_phases(self.stack.workers[0].log_path, job_id)[1]
 
 
 def job_body(epochs: int) -> dict:
@@ -155,39 +206,24 @@ def main() -> None:
     parser.add_argument("--wrk-seconds", type=int, default=15)
     args = parser.parse_args()
 
-    import openai
-
     from sage_ft.training.tiny_model import build_tiny_model
 
-    base = Path(tempfile.mkdtemp(prefix="sage-bench-"))
-    home = base / "home"
-    os.environ["SAGE_HOME"] = str(home)
+    base, home, data = bench_dirs("sage-bench-")
     build_tiny_model("sage-tiny")
-    build_tiny_model("sage-wide", hidden_size=384, num_layers=4, num_heads=6)
-    data = base / "qa.jsonl"
-    data.write_bytes(qa_lines(RECORDS))
-    env = {"SAGE_HOME": str(home), "SAGE_STORAGE_BACKEND": "local", "SAGE_STORAGE_LOCAL_ROOT": str(base / "store"),
-           "SAGE_WORKER_PRESET": "cpu"}  # fmt: skip
-    stack = Stack(base / "stack", env)
+    bench = BenchStack.start(base, home, data, "stack")
+    stack, client, file_id = bench.stack, bench.client, bench.file_id
     try:
-        stack.start_gateway()
-        stack.start_worker("bench")
-        client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
-        file_id = client.files.create(file=("qa.jsonl", data.read_bytes()), purpose="fine-tune").id
-
-        pids = [stack.gateway.pid, stack.workers[0].pid, stack.redis.pid]  # type: ignore[union-attr]
-        stack_run(client, stack.url, file_id, 1, pids)  # warm-up: page cache, first-import costs on both paths
         bare_run(home, data, base / "bare-warm", 1)
         walls: list[tuple[float, float]] = []
         cpus: list[tuple[float, float]] = []
         children: list[tuple[float, float]] = []
         for i in range(args.pairs):
             if i % 2 == 0:
-                s = stack_run(client, stack.url, file_id, args.epochs, pids)
+                s = bench.run(args.epochs)
                 b = bare_run(home, data, base / f"bare-{i}", args.epochs)
             else:
                 b = bare_run(home, data, base / f"bare-{i}", args.epochs)
-                s = stack_run(client, stack.url, file_id, args.epochs, pids)
+                s = bench.run(args.epochs)
             walls.append((s[0], b[0]))
             cpus.append((s[1], b[1]))
             prep, child, conclude = worker_phases(stack.workers[0].log_path, s[2])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -142,6 +144,7 @@ def test_cancel_running_job_stops_within_a_few_steps_and_publishes_nothing(
     step_at_request = wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id).model_extra["step"] >= 3, 120,
                                "training to reach step 3")  # fmt: skip
     assert step_at_request
+    _assert_watching_runs_below_the_trainer(stack.workers[0].pid)
     requested = client.fine_tuning.jobs.cancel(job.id)
     asked_at = max(e.data.get("step", 0) for e in all_events(client, job.id) if e.type == "metrics")
     assert requested.status in ("running", "cancelled")
@@ -153,6 +156,22 @@ def test_cancel_running_job_stops_within_a_few_steps_and_publishes_nothing(
     with pytest.raises(openai.ConflictError) as exc:
         client.fine_tuning.jobs.cancel(job.id)
     assert "cancelled" in _error(exc)["message"]
+
+
+def _nice(pid: int, tid: int) -> int:
+    return int(Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def _assert_watching_runs_below_the_trainer(worker_pid: int) -> None:
+    """While a trainer runs, the worker watches it from a thread niced 10 (the default); the trainer, started by
+    the task's own thread, keeps the worker's priority."""
+    tids = [int(t) for t in os.listdir(f"/proc/{worker_pid}/task")]
+    nices = {tid: _nice(worker_pid, tid) for tid in tids}
+    assert nices[worker_pid] == 0 and 10 in nices.values(), nices
+    trainers = Path(f"/proc/{worker_pid}/task/{worker_pid}/children").read_text().split()
+    assert len(trainers) == 1, "the trainer is a child of the task's own thread"
+    trainer = int(trainers[0])
+    assert {_nice(trainer, int(t)) for t in os.listdir(f"/proc/{trainer}/task")} == {0}
 
 
 def test_pause_then_resume_continues_from_the_checkpoint(client: openai.OpenAI, good_file: str) -> None:
