@@ -99,10 +99,11 @@ def call_at_lower_priority(fn: Callable[[], T], nice: int) -> T:
     if nice <= 0 or not sys.platform.startswith("linux"):
         return fn()
     box: dict[str, Any] = {}
+    target = min(19, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + nice)  # relative to the caller
 
     def body() -> None:
         with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), target)
         try:
             box["value"] = fn()
         except BaseException as err:  # re-raised in the caller
