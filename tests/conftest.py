@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,3 +97,30 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         proc.terminate()
         proc.wait(timeout=10)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Docker engine (the one that answers, or dockerd started for the session and stopped after it)."""
+    from docker_engine import engine
+
+    with engine(tmp_path_factory.mktemp("dockerd")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def built_images(docker_engine: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Every image, built with the classic builder; seconds and bytes per image (docs/deploy.md)."""
+    import subprocess
+    import sys
+
+    from docker_engine import ROOT
+
+    out = tmp_path_factory.mktemp("images")
+    report = out / "images.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "deploy" / "images" / "build.py"), "--json", str(report),
+                           "--log", str(out / "build.log")], capture_output=True, text=True, timeout=2400)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    print(proc.stdout)
+    times: dict[str, Any] = json.loads(report.read_text())
+    return times

@@ -1,7 +1,8 @@
 """The docker and kubernetes launchers, checked on the request bodies they send.
 
-No Docker engine or cluster runs here, so each is pointed at a small recording API server on loopback that answers
-like the real one for the calls made; the bodies are what the real engine or API server would receive.
+Each is pointed at a small recording API server on loopback that answers like the real one for the calls made; the
+bodies are what the real engine or API server would receive. The docker body is also sent to the real engine (the
+one the compose test uses); no cluster runs here, so the Kubernetes one goes to a cluster only when one is given.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def home(tmp_path: Path) -> Path:
 
 
 def docker_api(method: str, path: str, body: Any) -> tuple[int, Any]:
-    path = path.split("?")[0].removeprefix("/v1.43")
+    path = path.split("?")[0].removeprefix("/v1.41")
     running = {"Id": "cid1", "Name": "/x", "State": {"Status": "running"}, "Config": {"Labels": {}},
                "NetworkSettings": {"Ports": {"8000/tcp": [{"HostIp": "127.0.0.1", "HostPort": "41234"}]}}}  # fmt: skip
     if method == "POST" and path == "/containers/create":
@@ -105,7 +106,7 @@ def test_docker_launcher_sends_a_pinned_gpu_container_with_volume_health_and_lab
         handle = launcher.start(spec)
         assert handle.url == "http://127.0.0.1:41234"  # a loopback-only published port
         assert launcher.alive(handle)
-        create = next(b for m, p, b in api.calls if p.startswith("/v1.43/containers/create"))
+        create = next(b for m, p, b in api.calls if p.startswith("/v1.41/containers/create"))
         assert create["Image"] == settings.serving.docker_image and not create["Image"].endswith(":latest")
         assert create["Entrypoint"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
         cmd = create["Cmd"]
@@ -120,13 +121,13 @@ def test_docker_launcher_sends_a_pinned_gpu_container_with_volume_health_and_lab
         assert host["PortBindings"] == {"8000/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}
         assert create["Healthcheck"]["Test"][0] == "CMD-SHELL" and "/health" in create["Healthcheck"]["Test"][1]
         launcher.stop(handle)
-        assert ("POST", "/v1.43/containers/cid1/stop?t=15", None) in api.calls
-        assert any(m == "DELETE" and p.startswith("/v1.43/containers/cid1") for m, p, _ in api.calls)
+        assert ("POST", "/v1.41/containers/cid1/stop?t=15", None) in api.calls
+        assert any(m == "DELETE" and p.startswith("/v1.41/containers/cid1") for m, p, _ in api.calls)
         # after a restart, serving removes whatever carries its label
         assert launcher.cleanup_orphans() == 1
-        listed = next(p for m, p, _ in api.calls if p.startswith("/v1.43/containers/json"))
+        listed = next(p for m, p, _ in api.calls if p.startswith("/v1.41/containers/json"))
         assert "sage-ft.managed-by%3Dsage-ft-serving" in listed or "sage-ft.managed-by=sage-ft-serving" in listed
-        assert any(m == "DELETE" and p.startswith("/v1.43/containers/old1") for m, p, _ in api.calls)
+        assert any(m == "DELETE" and p.startswith("/v1.41/containers/old1") for m, p, _ in api.calls)
     finally:
         api.close()
 
@@ -215,30 +216,39 @@ def test_kubernetes_launcher_sends_a_deployment_and_service_that_match(home: Pat
 # -- the same bodies against a real engine or cluster, where one is reachable ----------------------------------
 
 
-@pytest.mark.skipif(not os.environ.get("SAGE_TEST_DOCKER_URL"), reason="no Docker Engine API here")
-def test_a_real_docker_engine_accepts_the_container(home: Path) -> None:
-    """Created, not started (no GPU needed): the engine validates and stores exactly what the launcher sends."""
+@pytest.mark.slow
+def test_a_real_docker_engine_accepts_the_container(home: Path, docker_engine: str, built_images: Any) -> None:
+    """The same body against the real engine the compose test uses (started by the session when none answers),
+    with the model-server image it runs: created, not started (no GPU, no model), then removed as an orphan."""
     from sage_ft_serving.launchers.docker import DockerLauncher
 
-    image = os.environ.get("SAGE_TEST_DOCKER_IMAGE", "busybox:1.36")
-    settings = Settings(serving=ServingSettings(docker_url=os.environ["SAGE_TEST_DOCKER_URL"], docker_image=image))
+    image = "sage-ft-standin/vllm:test"  # built by deploy/images/build.py (the built_images fixture)
+    volume = "sage-test-launcher-models"
+    settings = Settings(serving=ServingSettings(docker_url=docker_engine, docker_image=image,
+                                                docker_models_volume=volume))  # fmt: skip
     settings.paths.home = home
     launcher = DockerLauncher(settings)
     spec = _spec(settings, home, launcher)
     spec.gpus = 0
     args = launcher.container_args(spec)
     args.pop("detach")
-    launcher.client.images.pull(image)
     container = launcher.client.containers.create(**args)
     try:
         attrs = launcher.client.api.inspect_container(container.id)
         assert attrs["Config"]["Labels"][MANAGED_BY] == "sage-ft-serving"
         assert attrs["Config"]["Entrypoint"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
-        assert attrs["HostConfig"]["Binds"] == ["sage-models:/models:ro"]
+        assert attrs["Config"]["Image"] == image
+        assert attrs["HostConfig"]["Binds"] == [f"{volume}:/models:ro"]
+        assert attrs["HostConfig"]["PortBindings"]["8000/tcp"][0]["HostIp"] == "127.0.0.1"  # loopback only
+        assert not attrs["HostConfig"].get("DeviceRequests")  # gpus=0: no GPU asked for
         assert launcher.cleanup_orphans() >= 1
+        assert not launcher.client.containers.list(all=True, filters={"id": container.id})
     finally:
         with contextlib.suppress(Exception):
             container.remove(force=True)
+        with contextlib.suppress(Exception):
+            launcher.client.volumes.get(volume).remove(force=True)
+        launcher.close()
 
 
 @pytest.mark.skipif(not os.environ.get("SAGE_TEST_KUBECONFIG"), reason="no Kubernetes cluster here")

@@ -25,18 +25,26 @@ T = TypeVar("T")
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this process when its parent exits (Linux; a no-op elsewhere)."""
+def die_with_parent(parent: int | None = None) -> None:
+    """Ask the kernel to SIGKILL this process when its parent exits (Linux; a no-op elsewhere).
+
+    With ``parent`` (the pid that started us), also exit at once if it is already gone: a parent that died before
+    the request was made would never trigger it. The pid is compared, not "is my parent init": in a container the
+    worker itself is pid 1, and a healthy trainer's parent is then 1.
+    """
     if not sys.platform.startswith("linux"):
         return
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
 
 
 def spawn(command: list[str], log_path: Path, *, cwd: Path | None = None,
           env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:  # fmt: skip
     """Start ``command`` with stdout and stderr appended to ``log_path`` (never an unread pipe)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    parent = os.getpid()
     with log_path.open("ab") as log:
         return subprocess.Popen(
             command,
@@ -45,7 +53,7 @@ def spawn(command: list[str], log_path: Path, *, cwd: Path | None = None,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
-            preexec_fn=die_with_parent,
+            preexec_fn=lambda: die_with_parent(parent),  # in the child, before exec: no window for an orphan
             start_new_session=True,
         )
 

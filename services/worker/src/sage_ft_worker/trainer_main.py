@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -86,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workdir", type=Path, required=True)
     args = parser.parse_args(argv)
+    # Started by the worker, the request was made before exec (sage_ft.proc.spawn). Started by torchrun, a rank asks
+    # here to die with torchrun, which itself dies with the worker.
     die_with_parent()
-    if os.getppid() == 1:  # the worker died before we could ask to die with it
-        return 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     body, code = run(args.workdir)
     if TrainerProcessSettings().rank == 0:

@@ -28,12 +28,21 @@ def choose_engine(settings: Settings, requested: str | None = None) -> str:
     return "vllm" if settings.serving.vllm_python.exists() else "transformers"
 
 
+def servers_get_gpus(settings: Settings) -> bool:
+    """Whether model servers run on GPUs. A process runs on this machine, so it is this machine's GPU; a container or
+    pod gets the GPUs it requests (``gpus_per_server``), whatever the serving container itself has: serving runs
+    without a GPU even on a GPU host, so looking at its own devices would start every vLLM container on CPU."""
+    if settings.serving.launcher == "process":
+        return gpu_present()
+    return settings.serving.gpus_per_server > 0
+
+
 def make_engine(name: str, settings: Settings) -> Engine:
     if name == "vllm":
-        return VLLMEngine(settings, gpu=gpu_present())
+        return VLLMEngine(settings, gpu=servers_get_gpus(settings))
     if name == "transformers":
-        return TransformersEngine(settings, gpu=gpu_present())
+        return TransformersEngine(settings, gpu=servers_get_gpus(settings))
     raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
 
 
-__all__ = ["ENGINES", "Engine", "choose_engine", "gpu_present", "make_engine"]
+__all__ = ["ENGINES", "Engine", "choose_engine", "gpu_present", "make_engine", "servers_get_gpus"]

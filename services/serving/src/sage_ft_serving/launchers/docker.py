@@ -23,6 +23,9 @@ from sage_ft_serving.settings import Settings
 
 PORT = 8000
 OWNER = "sage-ft-serving"
+# The oldest Engine API with everything used here (device requests came in 1.40). Engines answer every version up to
+# their own, so this works from Docker 20.10 (1.41) on; pinning a newer one refused 20.10 outright.
+API_VERSION = "1.41"
 
 
 class DockerLauncher(Launcher):
@@ -32,7 +35,8 @@ class DockerLauncher(Launcher):
         import docker
 
         self.settings = settings
-        self.client = client or docker.DockerClient(base_url=settings.serving.docker_url, version="1.43", timeout=60)
+        url = settings.serving.docker_url
+        self.client = client or docker.DockerClient(base_url=url, version=API_VERSION, timeout=60)
 
     def path_for_server(self, path: Path) -> str:
         return volume_path(self.settings.paths.resolved_home(), self.settings.serving.docker_models_mount, path)
