@@ -91,7 +91,7 @@ test: $(STAMP) $(VLLM_STAMP) $(TOOLS_STAMP) lint ## install, lint and run every 
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## unit tests only
-	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit -m "not slow" $(PYTEST_ARGS)
 
 demo: $(STAMP) $(VLLM_STAMP) ## the whole path on the offline tiny model: up, quickstart code, chat code --ask, down
 	@export SAGE_HOME=$(DEMO_HOME) SAGE_TRAIN_OFFLINE=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false; \

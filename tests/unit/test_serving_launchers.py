@@ -217,6 +217,7 @@ def test_kubernetes_launcher_sends_a_deployment_and_service_that_match(home: Pat
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # may be the test that builds the images
 def test_a_real_docker_engine_accepts_the_container(home: Path, docker_engine: str, built_images: Any) -> None:
     """The same body against the real engine the compose test uses (started by the session when none answers),
     with the model-server image it runs: created, not started (no GPU, no model), then removed as an orphan."""

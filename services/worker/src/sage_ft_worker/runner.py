@@ -227,10 +227,15 @@ class TrainRunner:
             self._upload_checkpoint(run, step, Path(ev["checkpoint"]))
 
     def _upload_checkpoint(self, run: _Run, step: int, local: Path) -> None:
+        """Upload the trainer's staged copy of a checkpoint (see trainer_main.FileProgress), then drop the copy."""
         if step <= run.last_uploaded or not local.is_dir():
+            shutil.rmtree(local, ignore_errors=True)
             return
         t0 = time.monotonic()
-        size = upload_checkpoint(run.store, run.job.id, step, local)
+        try:
+            size = upload_checkpoint(run.store, run.job.id, step, local)
+        finally:
+            shutil.rmtree(local, ignore_errors=True)
         metrics.CHECKPOINT_UPLOAD.observe(time.monotonic() - t0)
         run.last_uploaded = step
         job = run.job

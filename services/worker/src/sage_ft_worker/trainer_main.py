@@ -8,7 +8,10 @@ progress as JSON lines to ``events.jsonl``, stops (after a checkpoint) when ``ST
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
+import shutil
 import logging
 import sys
 from pathlib import Path
@@ -23,24 +26,50 @@ from sage_ft_worker.settings import TrainerProcessSettings
 EVENTS = "events.jsonl"
 STOP = "STOP"
 RESULT = "result.json"
+STAGED = "staged"
 
 
 class FileProgress(TrainingCallback):
-    """Progress out through a file, stop requests in through another: no sockets, no secrets."""
+    """Progress out through a file, stop requests in through another: no sockets, no secrets.
+
+    A checkpoint is handed over as a hard-linked copy under ``staged/`` (the event names the copy), because the
+    trainer's own rotation (``save_total_limit``) may delete its directory while the worker still uploads it. The
+    worker owns the copy and removes it once uploaded.
+    """
 
     def __init__(self, workdir: Path, writer: bool) -> None:
         self.events = (workdir / EVENTS).open("a", encoding="utf-8") if writer else None
         self.stop_file = workdir / STOP
+        self.staged = workdir / STAGED
         self.last: ProgressEvent | None = None
 
     def on_event(self, event: ProgressEvent) -> None:
         self.last = event
-        if self.events is not None:
-            self.events.write(json.dumps(event.to_dict()) + "\n")
-            self.events.flush()
+        if self.events is None:
+            return
+        if event.kind == "checkpoint" and event.checkpoint:
+            event = dataclasses.replace(event, checkpoint=str(stage(Path(event.checkpoint), self.staged)))
+        self.events.write(json.dumps(event.to_dict()) + "\n")
+        self.events.flush()
 
     def should_stop(self) -> bool:
         return self.stop_file.exists()
+
+
+def stage(checkpoint: Path, staged: Path) -> Path:
+    """Hard-link every file of ``checkpoint`` into ``staged/<its name>`` (a copy where links are refused): the data
+    stays until the worker removes the copy, whatever the trainer deletes meanwhile, at no cost in space or time."""
+    target = staged / checkpoint.name
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(checkpoint, target, copy_function=_link_or_copy)
+    return target
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def _error(code: str, err: BaseException) -> dict[str, Any]:
