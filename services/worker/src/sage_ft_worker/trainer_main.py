@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import shutil
-import logging
 import sys
 from pathlib import Path
 from typing import Any
