@@ -266,3 +266,18 @@ def test_a_real_cluster_accepts_the_deployment_and_service(home: Path) -> None:
     deployment, service = launcher.manifests(_spec(settings, home, launcher))
     client.AppsV1Api(api_client).create_namespaced_deployment("default", deployment, dry_run="All")
     client.CoreV1Api(api_client).create_namespaced_service("default", service, dry_run="All")
+
+
+GPU_CASES = [("docker", 1, True), ("docker", 0, False), ("kubernetes", 2, True), ("kubernetes", 0, False)]
+
+
+@pytest.mark.parametrize(("launcher", "gpus", "expected"), GPU_CASES)
+def test_container_model_servers_get_the_gpus_they_request_not_the_serving_containers(
+    launcher: str, gpus: int, expected: bool
+) -> None:
+    """Serving runs without a GPU even on a GPU host: looking at its own devices started every vLLM container on CPU."""
+    from sage_ft_serving.engines import make_engine
+
+    settings = Settings(serving=ServingSettings(launcher=launcher, gpus_per_server=gpus))  # type: ignore[arg-type]
+    engine = make_engine("vllm", settings)
+    assert engine.gpu is expected  # type: ignore[attr-defined]
