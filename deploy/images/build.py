@@ -120,11 +120,25 @@ def image_size(tag: str) -> int:
     return int(out.stdout.strip() or 0)
 
 
-def build(image: Image, *, base: str, find_links: str | None, buildkit: bool, log: Path) -> float:
+def buildkit_cli() -> str:
+    """A docker CLI that builds with BuildKit: any with the buildx plugin, or a 20.10 one (Debian's docker.io), whose
+    built-in BuildKit client talks to the engine's embedded BuildKit. Newer CLIs without buildx refuse."""
+    if subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode == 0:
+        return "docker"
+    legacy = Path("/usr/bin/docker")
+    if legacy.exists():
+        out = subprocess.run([str(legacy), "version", "-f", "{{.Client.Version}}"], capture_output=True, text=True)
+        if out.stdout.startswith("20."):
+            return str(legacy)
+    raise SystemExit("BuildKit needs the buildx plugin (or Debian's docker.io 20.10 CLI)")
+
+
+def build(image: Image, *, base: str, find_links: str | None, buildkit: bool, log: Path, suffix: str = "") -> float:
     args = {"PYTHON_IMAGE": base, "BASE_IMAGE": base, **image.args}
     if image.wants_torch and find_links:
         args["TORCH_FIND_LINKS"] = find_links
-    cmd = ["docker", "build", "--network", "host", "-f", str(image.dockerfile), "-t", image.tag]
+    cli = buildkit_cli() if buildkit else "docker"
+    cmd = [cli, "build", "--network", "host", "-f", str(image.dockerfile), "-t", image.tag + suffix]
     for key, value in args.items():
         cmd += ["--build-arg", f"{key}={value}"]
     env = {**os.environ, "DOCKER_BUILDKIT": "1" if buildkit else "0"}
@@ -145,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", default=BASE, help="base image; built with debootstrap when it is missing")
     parser.add_argument("--wheels", type=Path, default=None, help="directory holding the torch wheel")
     parser.add_argument("--buildkit", action="store_true", help="build with BuildKit instead of the classic builder")
+    parser.add_argument("--suffix", default="", help="appended to every tag (keeps a second build's images apart)")
     parser.add_argument("--json", type=Path, default=None, help="write seconds and bytes per image here")
     parser.add_argument("--log", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "sage-ft-build.log")
     opts = parser.parse_args(argv)
@@ -162,9 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         find_links = stack.enter_context(serve_directory(wheels)) if wheels else None
         for image in todo:
-            seconds = build(image, base=opts.base, find_links=find_links, buildkit=opts.buildkit, log=opts.log)
-            report[image.name] = {"seconds": round(seconds, 1), "bytes": image_size(image.tag)}
-            print(f"{image.tag:<40} {seconds:7.1f} s {report[image.name]['bytes'] / 1e6:8.0f} MB", flush=True)
+            seconds = build(image, base=opts.base, find_links=find_links, buildkit=opts.buildkit, log=opts.log,
+                            suffix=opts.suffix)  # fmt: skip
+            tag = image.tag + opts.suffix
+            report[image.name] = {"seconds": round(seconds, 1), "bytes": image_size(tag)}
+            print(f"{tag:<40} {seconds:7.1f} s {report[image.name]['bytes'] / 1e6:8.0f} MB", flush=True)
     print(f"all images in {time.monotonic() - start:.0f} s")
     if opts.json:
         opts.json.write_text(json.dumps(report, indent=2))
