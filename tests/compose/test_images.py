@@ -5,6 +5,7 @@ layer, and every Dockerfile builds with BuildKit as well as with the classic bui
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -79,7 +80,8 @@ def test_a_source_change_reuses_every_dependency_layer(built_images: Any, tmp_pa
     tag = "sage-ft-test/rebuild:test"
     cmd = ["docker", "build", "--network", "host", "--build-arg", "PYTHON_IMAGE=sage-ft/base:bookworm-py311",
            "-f", str(context / "services" / "gateway" / "Dockerfile"), "-t", tag, str(context)]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, env={"DOCKER_BUILDKIT": "0", "PATH": "/usr/bin:/bin"})
+    # the CLI build.py used: two CLI versions tar a context differently, and the classic cache is keyed on that tar
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "DOCKER_BUILDKIT": "0"})
     try:
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
         lines = out.stdout.splitlines()
