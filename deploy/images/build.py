@@ -25,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--buildkit", action="store_true", help="build with BuildKit instead of the classic builder")
     parser.add_argument("--suffix", default="", help="appended to every tag (keeps a second build's images apart)")
     parser.add_argument("--json", type=Path, default=None, help="write seconds and bytes per image here")
-    parser.add_argument("--log", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "sage-ft-build.log")
+    parser.add_argument("--log", type=Path, default=Path(tempfile.gettempdir()) / "sage-ft-build.log")
     opts = parser.parse_args(argv)
 
     wanted = {n for n in opts.only.split(",") if n}
