@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 BASE = "sage-ft/base:bookworm-py311"
-VERSION = os.environ.get("SAGE_VERSION", "0.1.0")
+VERSION = "0.1.0"  # compose's default SAGE_VERSION; --version tags another
 REGISTRY = "ghcr.io/sage-ft"  # the names compose and the Helm chart run (tests/deploy checks they agree)
 STANDIN_TAG = "test"
 WHEELS_PORT = 17781
@@ -82,13 +82,10 @@ def images(version: str = VERSION) -> list[Image]:
 
 def default_wheels() -> Path | None:
     """The directory pip's find-links setting names on this machine (the local CPU torch wheel lives there)."""
-    value = (
-        os.environ.get("PIP_FIND_LINKS")
-        or subprocess.run(
-            [sys.executable, "-m", "pip", "config", "get", "global.find-links"], capture_output=True, text=True
-        ).stdout.strip()
-    )
-    for candidate in value.split():
+    listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
+    # pip's own view of the setting: its environment variable (":env:.find-links") and its config files alike
+    values = [line.split("=", 1)[1].strip("'\"") for line in listed.splitlines() if ".find-links=" in line]
+    for candidate in " ".join(values).split():
         if Path(candidate).is_dir() and any(Path(candidate).glob("torch-*.whl")):
             return Path(candidate)
     return None
@@ -156,6 +153,7 @@ def build(image: Image, *, base: str, find_links: str | None, buildkit: bool, lo
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", default=VERSION, help="tag of the sage-ft images (compose's SAGE_VERSION)")
     parser.add_argument("--only", default="", help="comma-separated names (gateway, worker, standin-vllm, ...)")
     parser.add_argument("--base", default=BASE, help="base image; built with debootstrap when it is missing")
     parser.add_argument("--wheels", type=Path, default=None, help="directory holding the torch wheel")
@@ -166,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = parser.parse_args(argv)
 
     wanted = {n for n in opts.only.split(",") if n}
-    todo = [i for i in images() if not wanted or i.name in wanted]
-    if unknown := wanted - {i.name for i in images()}:
+    todo = [i for i in images(opts.version) if not wanted or i.name in wanted]
+    if unknown := wanted - {i.name for i in images(opts.version)}:
         parser.error(f"unknown image(s): {', '.join(sorted(unknown))}")
     report: dict[str, dict[str, float]] = {}
     start = time.monotonic()
