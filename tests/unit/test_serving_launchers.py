@@ -22,6 +22,7 @@ from sage_ft.storage.manifest import Manifest
 from sage_ft_serving.artifacts import Artifact
 from sage_ft_serving.engines.vllm import VLLMEngine
 from sage_ft_serving.launchers.base import MANAGED_BY
+from sage_ft_serving.plan import Plan
 from sage_ft_serving.settings import ServingSettings, Settings
 
 Route = Callable[[str, str, Any], tuple[int, Any]]
@@ -65,7 +66,9 @@ def _spec(settings: Settings, home: Path, launcher: Any) -> Any:
     manifest = Manifest(name="ft:sage-tiny:code:abc", base_model="sage-tiny", files={})
     adapter = home / "serving" / "cache" / "d1" / "adapter"
     artifact = Artifact(manifest=manifest, digest="d1" * 32, part="adapter", path=adapter)
-    return VLLMEngine(settings, gpu=True).spec(artifact, str(home / "models" / "sage-tiny"), launcher.path_for_server)
+    plan = Plan(mode="adapter", max_model_len=1024, lora_rank=16, adapter_rank=16)
+    return VLLMEngine(settings, gpu=True).spec(artifact, str(home / "models" / "sage-tiny"), launcher.path_for_server,
+                                               plan)  # fmt: skip
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import select
 import signal
 import subprocess
@@ -125,8 +126,29 @@ def call_at_lower_priority(fn: Callable[[], T], nice: int) -> T:
     return box["value"]
 
 
+_EXCEPTION_LINE = re.compile(r"\b((?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Exit)): (.+)$")
+
+
+def last_error_line(text: str) -> str | None:
+    """The last exception message in a log (``ValueError: max_model_len ... is greater than ...``), with any log
+    prefix stripped; None when the log holds none. Engines print a long traceback then shut down noisily, so the last
+    line of a log is rarely the reason."""
+    for line in reversed(text.strip().splitlines()):
+        match = _EXCEPTION_LINE.search(line.strip())
+        if match and not match.group(2).startswith("Traceback"):
+            return f"{match.group(1).rsplit('.', 1)[-1]}: {match.group(2).strip()}"
+    return None
+
+
 def tail(path: Path, lines: int = 5) -> str:
     """The last lines of a log file, joined for an error message."""
     if not path.exists():
         return f"(no log at {path})"
     return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+
+
+def failure_reason(path: Path, lines: int = 3) -> str:
+    """Why a process died, from its log: the last exception message, else the last lines."""
+    if not path.exists():
+        return f"(no log at {path})"
+    return last_error_line(path.read_text(errors="replace")) or tail(path, lines)

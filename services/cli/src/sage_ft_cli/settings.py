@@ -15,6 +15,7 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sage_ft.settings import PathSettings
+from sage_ft.settings import child_environment as shared_child_environment
 
 
 class CLISettings(BaseSettings):
@@ -75,8 +76,8 @@ class Settings:
 
 
 def child_environment(**overrides: str) -> dict[str, str]:
-    """The environment the local stack's processes start with: this one, plus ``overrides``."""
-    return {**os.environ, **overrides}
+    """The environment the local stack's processes start with: this one without secrets, plus ``overrides``."""
+    return shared_child_environment(overrides)
 
 
 def _row(env: str, value: Any, from_env: bool, description: str | None) -> dict[str, Any]:

@@ -9,10 +9,9 @@ from typing import Any
 
 import redis
 import redis.asyncio
-from celery import Celery
 
 from sage_ft.jobs import Job, JobStore
-from sage_ft.jobs.broker import MERGE_TASK, TRAIN_TASK, broker_holds, celery_conf, queue_depth
+from sage_ft.jobs.broker import TaskSender, broker_holds, queue_depth
 from sage_ft.storage import ObjectStore, make_store
 from sage_ft.storage.scoped import tenant_store
 from sage_ft_gateway.auth import Authenticator
@@ -28,8 +27,7 @@ class GatewayState:
         self.store: ObjectStore = make_store(settings.storage)
         self.auth = Authenticator(settings.gateway.auth_enabled, settings.gateway.key_table())
         self.metrics = GatewayMetrics()
-        self.celery = Celery("sage_ft_gateway")
-        self.celery.conf.update(celery_conf(settings.jobs))
+        self.tasks = TaskSender(settings.jobs, "sage_ft_gateway")
         self._broker: Any = redis.Redis.from_url(settings.jobs.broker(), socket_timeout=10, socket_connect_timeout=5)
         self.instance = uuid.uuid4().hex
         self.serving = ServingClient(settings.gateway.serving_url)
@@ -60,11 +58,10 @@ class GatewayState:
         return tenant_store(self.store, tenant)
 
     def enqueue_train(self, job: Job) -> None:
-        self.celery.send_task(TRAIN_TASK, args=[job.id], queue=self.settings.jobs.train_queue,
-                              task_id=f"{job.id}.{uuid.uuid4().hex[:8]}")  # fmt: skip
+        self.tasks.train(job.id, task_id=f"{job.id}.{uuid.uuid4().hex[:8]}")
 
     def enqueue_merge(self, tenant: str, model: str) -> None:
-        self.celery.send_task(MERGE_TASK, args=[tenant, model], queue=self.settings.jobs.merge_queue)
+        self.tasks.merge(tenant, model)
 
     def in_broker(self, job_id: str) -> bool:
         return broker_holds(self._broker, [self.settings.jobs.train_queue], job_id)

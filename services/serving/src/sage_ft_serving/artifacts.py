@@ -13,10 +13,12 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sage_ft.errors import SageFTError
-from sage_ft.storage import ObjectStore, fetch_part
-from sage_ft.storage.manifest import Manifest, resolve_model_name
+from sage_ft.storage import IntegrityError, ObjectStore, fetch_part
+from sage_ft.storage.manifest import Manifest, model_prefix, resolve_model_name
+from sage_ft_serving.plan import Inputs, read_json
 
 
 class ArtifactError(SageFTError):
@@ -95,3 +97,33 @@ def check_safe(path: Path, part: str) -> None:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
         if "auto_map" in config:
             raise ArtifactError("merged/config.json asks for custom model code (auto_map); refused")
+
+
+def small_json(store: ObjectStore, manifest: Manifest, rel: str) -> dict[str, Any] | None:
+    """One small JSON file of a published model (``adapter/adapter_config.json``), checked against the manifest."""
+    entry = manifest.files.get(rel)
+    if entry is None:
+        return None
+    raw = store.get_bytes(model_prefix(manifest.name) + rel)
+    if hashlib.sha256(raw).hexdigest() != entry.sha256:
+        raise IntegrityError(f"{rel}: sha256 differs from the manifest")
+    try:
+        data = json.loads(raw)
+    except ValueError as err:
+        raise ArtifactError(f"{rel} is not valid JSON: {err}") from None
+    return data if isinstance(data, dict) else None
+
+
+def plan_inputs(store: ObjectStore, manifest: Manifest, base_dir: Path | None) -> Inputs:
+    """What the pre-deploy check reads: the base model's configs on local disk, and the adapter's small files."""
+    weights = sum(f.stat().st_size for f in base_dir.glob("*.safetensors")) if base_dir else 0
+    adapter_config = small_json(store, manifest, "adapter/adapter_config.json")
+    training = manifest.training.get("max_length") if isinstance(manifest.training, dict) else None
+    return Inputs(
+        base_config=read_json(base_dir / "config.json") if base_dir else None,
+        tokenizer_config=read_json(base_dir / "tokenizer_config.json") if base_dir else None,
+        weights_bytes=weights,
+        adapter_config=adapter_config,
+        adapter_tokenizer=small_json(store, manifest, "adapter/tokenizer.json") if adapter_config else None,
+        training_max_length=training if isinstance(training, int) else None,
+    )

@@ -15,7 +15,6 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -25,70 +24,23 @@ from sage_ft.api_errors import ApiError
 from sage_ft.jobs.spec import local_model_dir
 from sage_ft.storage import IntegrityError, ObjectStore
 from sage_ft.storage.manifest import Manifest, not_found_message
+from sage_ft.storage.merges import clear_merge_failure, merge_failure
 from sage_ft.storage.scoped import tenant_store
 from sage_ft_serving import artifacts
 from sage_ft_serving.artifacts import ArtifactError
-from sage_ft_serving.engines import ENGINES, Engine, choose_engine, make_engine
-from sage_ft_serving.launchers import Launcher, ServerHandle
+from sage_ft_serving.engines import ENGINES, Engine, choose_engine, make_engine, servers_get_gpus
+from sage_ft_serving.launchers import Launcher
+from sage_ft_serving.launchers.owner import LauncherThread
 from sage_ft_serving.metrics import ServingMetrics
+from sage_ft_serving.plan import Limits, NotServableError, Plan, make_plan
+from sage_ft_serving.records import Deployment, Key, Server
 from sage_ft_serving.settings import Settings
 
 log = logging.getLogger(__name__)
-STATES = ("deploying", "ready", "failed", "stopped")
 
 
 class EngineStartError(RuntimeError):
     pass
-
-
-@dataclass
-class Server:
-    key: str
-    engine: str
-    handle: ServerHandle
-    state: str = "starting"  # starting | ready | stopped
-    started_at: float = field(default_factory=time.time)
-    ready_at: float | None = None
-    last_used: float = field(default_factory=time.monotonic)
-    models: dict[tuple[str, str], str] = field(default_factory=dict)  # (tenant, model) -> engine model id
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    metrics_text: str = ""
-
-    def to_api(self) -> dict[str, Any]:
-        return {"name": self.handle.name, "engine": self.engine, "state": self.state, "endpoint": self.handle.url,
-                "pid": self.handle.pid, "models": len(self.models), "started_at": int(self.started_at),
-                "log": str(self.handle.log_path) if self.handle.log_path else None}  # fmt: skip
-
-
-@dataclass
-class Deployment:
-    tenant: str
-    model: str  # the fine-tuned model's canonical name
-    engine: str
-    alias: str | None = None
-    state: str = "deploying"
-    digest: str | None = None
-    server_key: str | None = None
-    engine_model: str | None = None
-    error: str | None = None
-    error_code: str | None = None
-    created_at: float = field(default_factory=time.time)
-    ready_at: float | None = None
-    cold_start_seconds: float | None = None
-    task: asyncio.Task[None] | None = None
-
-    def fail(self, code: str, message: str) -> None:
-        self.state, self.error_code, self.error = "failed", code, message
-
-    def to_api(self, server: Server | None) -> dict[str, Any]:
-        healthy = server is not None and server.state == "ready" and self.state == "ready"
-        return {"object": "deployment", "id": self.model, "model": self.model, "alias": self.alias,
-                "state": self.state, "engine": self.engine, "endpoint": server.handle.url if server else None,
-                "health": "healthy" if healthy else ("unhealthy" if self.state == "failed" else "unknown"),
-                "server": server.to_api() if server else None, "created_at": int(self.created_at),
-                "ready_at": int(self.ready_at) if self.ready_at else None,
-                "cold_start_seconds": self.cold_start_seconds,
-                "error": {"code": self.error_code, "message": self.error} if self.error else None}  # fmt: skip
 
 
 class DeploymentManager:
@@ -97,9 +49,10 @@ class DeploymentManager:
         self.settings = settings
         self.store = store
         self.launcher = launcher
+        self.owner = LauncherThread()  # every launcher call runs here: the servers' one long-lived parent thread
         self.metrics = metrics
         self.enqueue_merge = enqueue_merge
-        self.deployments: dict[tuple[str, str], Deployment] = {}
+        self.deployments: dict[Key, Deployment] = {}
         self.servers: dict[str, Server] = {}
         self._server_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=600.0))
@@ -128,6 +81,31 @@ class DeploymentManager:
     def describe(self, dep: Deployment) -> dict[str, Any]:
         return dep.to_api(self.servers.get(dep.server_key or ""))
 
+    # -- planning --------------------------------------------------------------------------------------------
+
+    def limits(self) -> Limits:
+        cfg = self.settings.serving
+        return Limits(max_model_len=cfg.max_model_len, max_lora_rank=cfg.max_lora_rank,
+                      gpu=servers_get_gpus(self.settings), kv_cache_gb=cfg.vllm_cpu_kv_cache_gb,
+                      gpu_memory_gb=cfg.gpu_memory_gb, gpu_memory_utilization=cfg.gpu_memory_utilization)  # fmt: skip
+
+    async def plan(self, tenant: str, manifest: Manifest, engine: Engine) -> Plan:
+        """The pre-deploy check: engine arguments from the artifact, or a 422 saying why it cannot be served."""
+        base_dir = local_model_dir(self.settings.paths.resolved_models_root(), manifest.base_model)
+        store = tenant_store(self.store, tenant)
+        try:
+            inputs = await run_in_threadpool(artifacts.plan_inputs, store, manifest, base_dir)
+            return make_plan(engine.hot_loads, inputs, self.limits())
+        except NotServableError as err:
+            raise ApiError(422, f"'{manifest.name}' cannot be served by {engine.name}: {err}", param="model",
+                           code=err.code) from None  # fmt: skip
+        except IntegrityError as err:
+            raise ApiError(502, f"refused to serve {manifest.name}: {err}", param="model",
+                           code="checksum_mismatch") from None  # fmt: skip
+        except ArtifactError as err:
+            raise ApiError(422, f"refused to serve {manifest.name}: {err}", param="model",
+                           code="unsafe_artifact") from None  # fmt: skip
+
     # -- deploy ----------------------------------------------------------------------------------------------
 
     async def deploy(self, tenant: str, name: str, engine: str | None = None) -> Deployment:
@@ -139,16 +117,17 @@ class DeploymentManager:
         manifest = await self.resolve(tenant, name)
         key = (tenant, manifest.name)
         current = self.deployments.get(key)
-        part = make_engine(engine_name, self.settings).part
-        fresh = part not in manifest.parts or (current is not None and current.digest == artifacts.part_digest(
-            manifest, part))  # fmt: skip
+        eng = make_engine(engine_name, self.settings)
+        plan = await self.plan(tenant, manifest, eng)
+        fresh = plan.part not in manifest.parts or (current is not None and current.digest == artifacts.part_digest(
+            manifest, plan.part))  # fmt: skip
         if current is not None and current.engine == engine_name and current.state in ("deploying", "ready") and fresh:
             return current
         if current is not None:
             await self._detach(current)
-        dep = Deployment(tenant=tenant, model=manifest.name, engine=engine_name, alias=manifest.alias)
+        dep = Deployment(tenant=tenant, model=manifest.name, engine=engine_name, plan=plan, alias=manifest.alias)
         self.deployments[key] = dep
-        dep.task = asyncio.create_task(self._bring_up(dep, manifest), name=f"deploy {manifest.name}")
+        dep.task = asyncio.create_task(self._bring_up(dep, manifest, eng), name=f"deploy {manifest.name}")
         self._count()
         return dep
 
@@ -158,31 +137,35 @@ class DeploymentManager:
                 await asyncio.wait_for(asyncio.shield(dep.task), timeout)
         return dep
 
-    async def _bring_up(self, dep: Deployment, manifest: Manifest) -> None:
+    async def _bring_up(self, dep: Deployment, manifest: Manifest, engine: Engine) -> None:
         started = time.monotonic()
+        plan = dep.plan
         try:
-            engine = make_engine(dep.engine, self.settings)
-            if engine.part == "merged" and "merged" not in manifest.parts:
-                manifest = await self._merge(dep.tenant, manifest)
+            if plan.part == "merged" and "merged" not in manifest.parts:
+                manifest = await self._merge(dep.tenant, manifest, plan.reason)
             store = tenant_store(self.store, dep.tenant)
-            artifact = await run_in_threadpool(artifacts.fetch, store, manifest, engine.part, self.settings.cache_dir)
+            artifact = await run_in_threadpool(artifacts.fetch, store, manifest, plan.part, self.settings.cache_dir)
             dep.digest = artifact.digest
-            server = await self._server(engine, artifact, self._base_ref(manifest))
+            server = await self._server(engine, artifact, self._base_ref(manifest), plan)
             async with server.lock:
                 dep.engine_model = await engine.attach(self.client, server.handle, artifact,
-                                                       self.launcher.path_for_server(artifact.path))  # fmt: skip
+                                                       self.launcher.path_for_server(artifact.path), plan)  # fmt: skip
                 server.models[(dep.tenant, dep.model)] = dep.engine_model
-            if engine.hot_loads:
+                server.attached[(dep.tenant, dep.model)] = artifact
+            if server.hot_loads:
                 self.metrics.adapter_loads.inc()
             server.last_used = time.monotonic()
             dep.server_key, dep.state, dep.ready_at = server.key, "ready", time.time()
             dep.cold_start_seconds = round(time.monotonic() - started, 3)
             self.metrics.cold_start.labels(engine=dep.engine).observe(dep.cold_start_seconds)
-            log.info("deployed %s on %s in %.1fs", dep.model, server.handle.name, dep.cold_start_seconds)
+            log.info("deployed %s on %s in %.1fs (%s)", dep.model, server.handle.name, dep.cold_start_seconds,
+                     plan.mode)  # fmt: skip
         except IntegrityError as err:
             dep.fail("checksum_mismatch", f"refused to serve {dep.model}: {err}")
         except ArtifactError as err:
             dep.fail("unsafe_artifact", f"refused to serve {dep.model}: {err}")
+        except MergeFailedError as err:
+            dep.fail("merge_failed", str(err))
         except (EngineStartError, TimeoutError) as err:
             dep.fail("engine_start_failed", str(err))
         except Exception as err:
@@ -196,9 +179,11 @@ class DeploymentManager:
         local = local_model_dir(self.settings.paths.resolved_models_root(), manifest.base_model)
         return str(local) if local is not None else manifest.base_model
 
-    async def _merge(self, tenant: str, manifest: Manifest) -> Manifest:
-        """An engine that needs merged weights: have a worker merge the adapter, then wait for the manifest."""
-        log.info("merging %s for an engine that cannot load adapters", manifest.name)
+    async def _merge(self, tenant: str, manifest: Manifest, why: str | None) -> Manifest:
+        """Merged weights are needed: have a worker merge the adapter, then wait for the manifest (or its failure)."""
+        log.info("merging %s: %s", manifest.name, why or "the engine cannot load adapters")
+        store = tenant_store(self.store, tenant)
+        await run_in_threadpool(clear_merge_failure, store, manifest.name)
         await run_in_threadpool(self.enqueue_merge, tenant, manifest.name)
         deadline = time.monotonic() + self.settings.serving.merge_timeout_seconds
         while time.monotonic() < deadline:
@@ -206,43 +191,85 @@ class DeploymentManager:
             current = await self.resolve(tenant, manifest.name)
             if "merged" in current.parts:
                 return current
+            failure = await run_in_threadpool(merge_failure, store, manifest.name)
+            if failure:
+                raise MergeFailedError(f"merging {manifest.name} failed on worker {failure.get('worker', '?')}: "
+                                  f"{failure.get('error', 'unknown error')}")  # fmt: skip
         raise TimeoutError(f"merging {manifest.name} did not finish within "
                            f"{self.settings.serving.merge_timeout_seconds:.0f} s; is a worker running?")  # fmt: skip
 
-    async def _server(self, engine: Engine, artifact: artifacts.Artifact, base_ref: str) -> Server:
-        key = engine.server_key(artifact, base_ref)
+    # -- servers ---------------------------------------------------------------------------------------------
+
+    async def _server(self, engine: Engine, artifact: artifacts.Artifact, base_ref: str, plan: Plan) -> Server:
+        key = engine.server_key(artifact, base_ref, plan)
         async with self._server_locks[key]:
             server = self.servers.get(key)
-            if server is not None and server.state == "ready" and self.launcher.alive(server.handle):
+            if server is not None and server.state == "ready" and await self.owner.call(self.launcher.alive,
+                                                                                       server.handle):  # fmt: skip
+                if plan.lora_rank is not None and plan.lora_rank > (server.plan.lora_rank or 0):
+                    return await self._restart_for_rank(server, engine, artifact, base_ref, plan)
                 return server
             if server is not None:
                 await self._stop_server(server, "replaced")
-            spec = engine.spec(artifact, base_ref, self.launcher.path_for_server)
-            handle = await run_in_threadpool(self.launcher.start, spec)
-            server = Server(key=key, engine=engine.name, handle=handle)
-            self.servers[key] = server
-            try:
-                await self._wait_healthy(server, spec.health_path)
-            except BaseException:
-                await self._stop_server(server, "failed to start")
-                raise
-            server.state, server.ready_at = "ready", time.time()
-            self.metrics.servers.labels(engine=engine.name).inc()
-            return server
+            return await self._start_server(engine, artifact, base_ref, plan, key)
+
+    async def _start_server(self, engine: Engine, artifact: artifacts.Artifact, base_ref: str, plan: Plan,
+                            key: str) -> Server:  # fmt: skip
+        spec = engine.spec(artifact, base_ref, self.launcher.path_for_server, plan)
+        handle = await self.owner.call(self.launcher.start, spec)
+        server = Server(key=key, engine=engine.name, handle=handle, plan=plan,
+                        hot_loads=engine.hot_loads and plan.mode == "adapter")  # fmt: skip
+        self.servers[key] = server
+        try:
+            await self._wait_healthy(server, spec.health_path)
+        except BaseException:
+            await self._stop_server(server, "failed to start")
+            raise
+        server.state, server.ready_at = "ready", time.time()
+        self.metrics.servers.labels(engine=engine.name).inc()
+        return server
+
+    async def _restart_for_rank(self, old: Server, engine: Engine, artifact: artifacts.Artifact, base_ref: str,
+                                plan: Plan) -> Server:  # fmt: skip
+        """A hot-loaded adapter of a larger rank than the base server's slot: restart that server with the larger
+        slot (one server per base model stays the rule) and load every adapter it held again."""
+        rank = max(plan.lora_rank or 0, old.plan.lora_rank or 0)
+        log.info("restarting %s: an adapter of rank %s needs --max-lora-rank %d (was %s)", old.handle.name,
+                 plan.adapter_rank, rank, old.plan.lora_rank)  # fmt: skip
+        held = dict(old.attached)
+        moving = [d for d in self.deployments.values() if d.server_key == old.key and d.state == "ready"]
+        for dep in moving:
+            dep.state = "deploying"
+        await self._stop_server(old, f"restarting for LoRA rank {rank}")
+        try:
+            server = await self._start_server(engine, artifact, base_ref, plan.with_rank(rank), old.key)
+            async with server.lock:
+                for key, held_artifact in held.items():
+                    path = self.launcher.path_for_server(held_artifact.path)
+                    server.models[key] = await engine.attach(self.client, server.handle, held_artifact, path, plan)
+                    server.attached[key] = held_artifact
+        except BaseException:
+            for dep in moving:
+                dep.state = "stopped"  # the next request deploys them again
+            raise
+        for dep in moving:
+            if dep.state == "deploying":
+                dep.state = "ready"
+        return server
 
     async def _wait_healthy(self, server: Server, path: str) -> None:
         timeout = self.settings.serving.start_timeout_seconds
         deadline = time.monotonic() + timeout
         while True:
-            if not await run_in_threadpool(self.launcher.alive, server.handle):
-                raise EngineStartError(f"{server.handle.name} died while starting: "
-                                       f"{self.launcher.describe_failure(server.handle)}")  # fmt: skip
+            if not await self.owner.call(self.launcher.alive, server.handle):
+                why = await self.owner.call(self.launcher.describe_failure, server.handle)
+                raise EngineStartError(f"{server.handle.name} died while starting: {why}")
             with contextlib.suppress(httpx.HTTPError):
                 if (await self.client.get(server.handle.url + path, timeout=5)).status_code == 200:
                     return
             if time.monotonic() > deadline:
-                raise EngineStartError(f"{server.handle.name} was not healthy within {timeout:.0f} s: "
-                                       f"{self.launcher.describe_failure(server.handle)}")  # fmt: skip
+                why = await self.owner.call(self.launcher.describe_failure, server.handle)
+                raise EngineStartError(f"{server.handle.name} was not healthy within {timeout:.0f} s: {why}")
             await asyncio.sleep(0.5)
 
     # -- requests --------------------------------------------------------------------------------------------
@@ -294,7 +321,8 @@ class DeploymentManager:
         engine = make_engine(server.engine, self.settings)
         async with server.lock:
             engine_model = server.models.pop((dep.tenant, dep.model), None)
-            if engine_model and engine.hot_loads and server.models and server.state == "ready":
+            server.attached.pop((dep.tenant, dep.model), None)
+            if engine_model and server.hot_loads and server.models and server.state == "ready":
                 try:
                     await engine.detach(self.client, server.handle, engine_model)
                     self.metrics.adapter_unloads.inc()
@@ -310,7 +338,7 @@ class DeploymentManager:
             self.metrics.servers.labels(engine=server.engine).dec()
         server.state = "stopped"
         log.info("stopping %s (%s)", server.handle.name, why)
-        await run_in_threadpool(self.launcher.stop, server.handle)
+        await self.owner.call(self.launcher.stop, server.handle)
         for dep in self.deployments.values():
             if dep.server_key == server.key and dep.state == "ready":
                 dep.state = "stopped"
@@ -324,7 +352,7 @@ class DeploymentManager:
                 continue
             if time.monotonic() - server.last_used > idle:
                 await self._stop_server(server, f"idle for more than {idle:.0f} s")
-            elif not await run_in_threadpool(self.launcher.alive, server.handle):
+            elif not await self.owner.call(self.launcher.alive, server.handle):
                 await self._stop_server(server, "it exited")
 
     async def scrape(self) -> dict[str, str]:
@@ -342,11 +370,19 @@ class DeploymentManager:
         for dep in self.deployments.values():
             self.metrics.deployments.labels(state=dep.state, engine=dep.engine).inc()
 
+    async def cleanup_orphans(self) -> int:
+        return await self.owner.call(self.launcher.cleanup_orphans)
+
     async def close(self) -> None:
         for dep in self.deployments.values():
             if dep.task is not None and not dep.task.done():
                 dep.task.cancel()
         for server in list(self.servers.values()):
             await self._stop_server(server, "serving is shutting down")
-        await run_in_threadpool(self.launcher.close)
+        await self.owner.call(self.launcher.close)
+        self.owner.close()
         await self.client.aclose()
+
+
+class MergeFailedError(RuntimeError):
+    """The worker's merge of an adapter failed; its reason reaches the deployment at once."""

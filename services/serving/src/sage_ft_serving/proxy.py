@@ -16,7 +16,8 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from sage_ft.api_errors import ApiError, error_body
-from sage_ft_serving.manager import Deployment, DeploymentManager
+from sage_ft_serving.manager import DeploymentManager
+from sage_ft_serving.records import Deployment
 
 
 async def read_body(request: Request) -> dict[str, Any]:

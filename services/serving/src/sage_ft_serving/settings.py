@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Literal
@@ -10,7 +9,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sage_ft.settings import JobSettings, PathSettings, StorageSettings
+from sage_ft.settings import JobSettings, PathSettings, StorageSettings, child_environment
 
 
 def _default_vllm_python() -> Path:
@@ -48,8 +47,22 @@ class ServingSettings(BaseSettings):
     )
     merge_timeout_seconds: float = Field(default=900.0, gt=0, description="Longest wait for an automatic merge.")
     max_loras: int = Field(default=4, ge=1, le=256, description="vLLM --max-loras: adapters active per batch.")
-    max_lora_rank: int = Field(default=64, ge=1, le=512, description="vLLM --max-lora-rank: largest adapter rank.")
-    max_model_len: int = Field(default=2048, ge=64, description="Context length model servers are started with.")
+    max_lora_rank: int = Field(
+        default=512,
+        ge=1,
+        le=512,
+        description="Largest adapter rank hot-loaded; a server's --max-lora-rank is the smallest vLLM size that holds "
+        "its adapters, and an adapter above this is served merged.",
+    )
+    max_model_len: int = Field(
+        default=32768,
+        ge=64,
+        description="Ceiling on a server's context length; each server gets min(this, what the model allows, what "
+        "fits the KV cache).",
+    )
+    gpu_memory_gb: float = Field(default=0.0, ge=0, description="GPU memory per model server in GiB, for the "
+                                 "pre-deploy fit check (0: not checked).")  # fmt: skip
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1, description="vLLM --gpu-memory-utilization.")
     vllm_cpu_kv_cache_gb: int = Field(default=1, ge=1, description="KV cache size for vLLM's CPU build, in GiB.")
     vllm_extra_args: str = Field(default="", description="Extra command-line arguments for vLLM (space-separated).")
     gpus_per_server: int = Field(default=1, ge=0, description="GPUs requested per model server (docker, kubernetes).")
@@ -71,8 +84,9 @@ class ServingSettings(BaseSettings):
 
 
 def server_environment(extra: dict[str, str]) -> dict[str, str]:
-    """The environment a process-launched model server starts with: serving's own, plus the engine's ``extra``."""
-    return {**os.environ, **extra}
+    """The environment a process-launched model server starts with: serving's own without any secret (model servers
+    run third-party model code), plus the engine's ``extra``; ``HF_TOKEN`` stays, to fetch a gated base model."""
+    return child_environment(extra, keep=("HF_TOKEN",))
 
 
 class Settings:

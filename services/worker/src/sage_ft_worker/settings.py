@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sage_ft.settings import JobSettings, PathSettings, StorageSettings
+from sage_ft.settings import JobSettings, PathSettings, StorageSettings, child_environment
 
 
 class WorkerSettings(BaseSettings):
@@ -48,13 +48,10 @@ class TrainerProcessSettings(BaseSettings):
     rank: int = Field(default=0, alias="RANK", description="Global rank under torchrun; 0 writes progress.")
 
 
-# Variables the trainer must not inherit: it needs neither the job store nor object-store credentials.
-_SECRET_PREFIXES = ("SAGE_STORAGE_", "SAGE_REDIS", "SAGE_BROKER", "SAGE_GATEWAY_", "AWS_", "MINIO_")
-
-
 def trainer_environment() -> dict[str, str]:
-    """The environment the trainer child starts with: the worker's, minus every credential it does not need."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(_SECRET_PREFIXES)}
+    """The environment the trainer child starts with: the worker's, minus every secret (it needs no store or queue
+    credential), keeping ``HF_TOKEN`` to download a gated base model."""
+    return child_environment(keep=("HF_TOKEN",))
 
 
 class Settings:

@@ -40,6 +40,23 @@ def celery_conf(settings: JobSettings) -> dict[str, Any]:
     }
 
 
+class TaskSender:
+    """Sends the workers' tasks by name (no service imports the worker). Gateway and serving both use this one."""
+
+    def __init__(self, settings: JobSettings, app_name: str) -> None:
+        from celery import Celery
+
+        self.settings = settings
+        self.celery = Celery(app_name)
+        self.celery.conf.update(celery_conf(settings))
+
+    def train(self, job_id: str, task_id: str) -> None:
+        self.celery.send_task(TRAIN_TASK, args=[job_id], queue=self.settings.train_queue, task_id=task_id)
+
+    def merge(self, tenant: str, model: str) -> None:
+        self.celery.send_task(MERGE_TASK, args=[tenant, model], queue=self.settings.merge_queue)
+
+
 def _queue_keys(queue: str) -> list[str]:
     return [queue, *(f"{queue}{_PRIORITY_SEP}{p}" for p in _PRIORITY_STEPS)]
 

@@ -6,6 +6,8 @@ groups; nothing else in the package calls ``os.getenv``.
 
 from __future__ import annotations
 
+import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -104,6 +106,34 @@ class JobSettings(BaseSettings):
         return (self.broker_url or self.redis_url).get_secret_value()
 
 
+# The one deny-list of secret settings. No child process inherits these: not the trainer, not a model server (which
+# runs third-party model code), not a process of the CLI's local stack. A child that needs a credential gets it
+# passed explicitly (``extra``), never inherited. Names are matched exactly, then by pattern, so a credential added
+# later under a usual name (``*_SECRET_KEY``, ``*_TOKEN``, ``*_PASSWORD``) is denied without editing this list.
+SECRET_ENV = frozenset({
+    "SAGE_STORAGE_S3_ACCESS_KEY", "SAGE_STORAGE_S3_SECRET_KEY", "SAGE_REDIS_URL", "SAGE_BROKER_URL",
+    "SAGE_GATEWAY_API_KEYS", "SAGE_API_KEY", "REDIS_URL", "OPENAI_API_KEY", "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "MINIO_ACCESS_KEY",
+    "MINIO_SECRET_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "POSTGRES_PASSWORD",
+})  # fmt: skip
+_SECRET_NAME = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|API_KEY|ACCESS_KEY|CREDENTIAL|PRIVATE_KEY)", re.I)
+_NOT_SECRET = frozenset({"TOKENIZERS_PARALLELISM"})
+
+
+def is_secret_env(name: str) -> bool:
+    return name in SECRET_ENV or (name not in _NOT_SECRET and _SECRET_NAME.search(name) is not None)
+
+
+def child_environment(extra: dict[str, str] | None = None, *, keep: tuple[str, ...] = ()) -> dict[str, str]:
+    """The environment for a child process: this one without any secret setting, plus ``extra``.
+
+    ``keep`` names secrets a child genuinely needs from this environment (the trainer and model servers keep
+    ``HF_TOKEN``, to download a gated base model from the hub); everything else it needs comes in ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k in keep or not is_secret_env(k)}
+    env.update(extra or {})
+    return env
+
+
 @lru_cache(maxsize=1)
 def path_settings() -> PathSettings:
     return PathSettings()
@@ -122,10 +152,13 @@ def job_settings() -> JobSettings:
 
 
 __all__ = [
+    "SECRET_ENV",
     "JobSettings",
     "PathSettings",
     "StorageSettings",
     "TrainingEnvSettings",
+    "child_environment",
+    "is_secret_env",
     "job_settings",
     "path_settings",
     "storage_settings",

@@ -12,24 +12,25 @@ import httpx
 
 from sage_ft_serving.artifacts import Artifact
 from sage_ft_serving.launchers.base import ServerHandle, ServerSpec
+from sage_ft_serving.plan import Plan
 
 
 class Engine(ABC):
     name: str
     part: str  # the published part it serves: "adapter" (hot-loaded) or "merged"
-    hot_loads: bool  # several models share one server
+    hot_loads: bool  # can load adapters onto a running server (several models share one server)
 
     @abstractmethod
-    def server_key(self, artifact: Artifact, base_ref: str) -> str:
+    def server_key(self, artifact: Artifact, base_ref: str, plan: Plan) -> str:
         """Models with the same key share one server (vLLM: one per base model)."""
 
     @abstractmethod
-    def spec(self, artifact: Artifact, base_ref: str, path_for_server: Callable[[Path], str]) -> ServerSpec:
+    def spec(self, artifact: Artifact, base_ref: str, path_for_server: Callable[[Path], str], plan: Plan) -> ServerSpec:
         """How to start a server for ``artifact``; ``path_for_server`` maps local paths to the server's view."""
 
     @abstractmethod
     async def attach(self, client: httpx.AsyncClient, server: ServerHandle, artifact: Artifact,
-                     server_path: str) -> str:  # fmt: skip
+                     server_path: str, plan: Plan) -> str:  # fmt: skip
         """Make ``artifact`` servable on ``server``; returns the model id to put in requests."""
 
     async def detach(self, client: httpx.AsyncClient, server: ServerHandle, engine_model: str) -> None:

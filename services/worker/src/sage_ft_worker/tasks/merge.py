@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sage_ft.jobs.broker import MERGE_TASK
 from sage_ft.storage import fetch_part, publish_model, read_manifest
+from sage_ft.storage.merges import clear_merge_failure, record_merge_failure
 from sage_ft_worker.celery_app import app
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,11 @@ def merge(tenant: str, model: str) -> str:
         adapter = fetch_part(store, model, "adapter", scratch / "adapter")
         merged = merge_adapter(adapter, scratch / "merged", base_model=resolve_model(manifest.base_model))
         publish_model(store, model, {"merged": Path(merged)}, base_model=manifest.base_model)
+        clear_merge_failure(store, model)
+    except Exception as err:  # serving is waiting for merged/: tell it why it will not come, then fail the task
+        log.exception("merge of %s failed", model)
+        record_merge_failure(store, model, f"{type(err).__name__}: {err}", ctx.settings.worker.name)
+        raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return "merged"

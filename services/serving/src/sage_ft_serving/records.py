@@ -1,0 +1,74 @@
+"""The two records serving keeps: a model ``Server`` (one engine process/container/pod) and a ``Deployment`` (one
+published model made servable for one tenant, on a server). Both render themselves for the API."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sage_ft_serving.artifacts import Artifact
+from sage_ft_serving.launchers import ServerHandle
+from sage_ft_serving.plan import Plan
+
+STATES = ("deploying", "ready", "failed", "stopped")
+Key = tuple[str, str]  # (tenant, model)
+
+
+@dataclass
+class Server:
+    key: str
+    engine: str
+    handle: ServerHandle
+    plan: Plan  # the arguments it was started with (its context length and LoRA rank slot)
+    hot_loads: bool = False  # adapters are loaded onto it at runtime (vLLM with --enable-lora)
+    state: str = "starting"  # starting | ready | restarting | stopped
+    started_at: float = field(default_factory=time.time)
+    ready_at: float | None = None
+    last_used: float = field(default_factory=time.monotonic)
+    models: dict[Key, str] = field(default_factory=dict)  # (tenant, model) -> engine model id
+    attached: dict[Key, Artifact] = field(default_factory=dict)  # what to load again after a restart
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    metrics_text: str = ""
+
+    def to_api(self) -> dict[str, Any]:
+        return {"name": self.handle.name, "engine": self.engine, "state": self.state, "endpoint": self.handle.url,
+                "pid": self.handle.pid, "models": len(self.models), "started_at": int(self.started_at),
+                "max_model_len": self.plan.max_model_len, "max_lora_rank": self.plan.lora_rank,
+                "log": str(self.handle.log_path) if self.handle.log_path else None}  # fmt: skip
+
+
+@dataclass
+class Deployment:
+    tenant: str
+    model: str  # the fine-tuned model's canonical name
+    engine: str
+    plan: Plan
+    alias: str | None = None
+    state: str = "deploying"
+    digest: str | None = None
+    server_key: str | None = None
+    engine_model: str | None = None
+    error: str | None = None
+    error_code: str | None = None
+    created_at: float = field(default_factory=time.time)
+    ready_at: float | None = None
+    cold_start_seconds: float | None = None
+    task: asyncio.Task[None] | None = None
+
+    def fail(self, code: str, message: str) -> None:
+        self.state, self.error_code, self.error = "failed", code, message
+
+    def to_api(self, server: Server | None) -> dict[str, Any]:
+        healthy = server is not None and server.state == "ready" and self.state == "ready"
+        serving = self.plan.to_api()
+        if server is not None:  # the server's own figures: a later, larger adapter may have raised its rank
+            serving.update(max_model_len=server.plan.max_model_len, max_lora_rank=server.plan.lora_rank)
+        return {"object": "deployment", "id": self.model, "model": self.model, "alias": self.alias,
+                "state": self.state, "engine": self.engine, "endpoint": server.handle.url if server else None,
+                "health": "healthy" if healthy else ("unhealthy" if self.state == "failed" else "unknown"),
+                "serving": serving, "server": server.to_api() if server else None,
+                "created_at": int(self.created_at), "ready_at": int(self.ready_at) if self.ready_at else None,
+                "cold_start_seconds": self.cold_start_seconds,
+                "error": {"code": self.error_code, "message": self.error} if self.error else None}  # fmt: skip

@@ -1,0 +1,33 @@
+"""Health, readiness and Prometheus metrics (serving's own, plus each vLLM server's, labelled by server)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import generate_latest
+from starlette.concurrency import run_in_threadpool
+
+from sage_ft_serving.deps import State
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(state: State) -> Response:
+    try:
+        await run_in_threadpool(state.manager.store.exists, "healthz-probe")
+    except Exception as err:
+        return PlainTextResponse(f"object store: {type(err).__name__}", status_code=503)
+    return PlainTextResponse("ok")
+
+
+@router.get("/metrics")
+async def prometheus(state: State) -> Response:
+    state.scrapes.clear()
+    state.scrapes.update(await state.manager.scrape())
+    return Response(generate_latest(state.metrics.registry), media_type="text/plain; version=0.0.4")
