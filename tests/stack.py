@@ -171,3 +171,31 @@ def wait_job(client: Any, job_id: str, statuses: tuple[str, ...] = TERMINAL, tim
 def all_events(client: Any, job_id: str) -> list[Any]:
     """Every event of a job, oldest first, read through the paginated list API."""
     return list(reversed(list(client.fine_tuning.jobs.list_events(job_id, limit=100))))
+
+
+VLLM_PYTHON = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
+
+
+def children(pid: int) -> list[tuple[int, str]]:
+    """Every live descendant of ``pid`` with its command line."""
+    out, frontier = [], {pid}
+    while frontier:
+        found = set()
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if int(stat[1]) in frontier and stat[0] != "Z":
+                found.add(int(proc.name))
+                out.append((int(proc.name), cmd))
+        frontier = found
+    return out
+
+
+def model_servers(serving_pid: int, engine: str) -> list[int]:
+    marker = "vllm.entrypoints.openai.api_server" if engine == "vllm" else "transformers.cli.transformers serve"
+    return [pid for pid, cmd in children(serving_pid) if marker in cmd]

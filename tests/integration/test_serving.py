@@ -17,42 +17,16 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from stack import LEARN, Stack, qa_lines, wait_for, wait_job
+from stack import LEARN, VLLM_PYTHON, Stack, children, model_servers, qa_lines, wait_for, wait_job
 
 from sage_ft.settings import StorageSettings
 from sage_ft.storage import fetch_part, make_store, publish_model, read_manifest
 
 pytestmark = pytest.mark.slow
-VLLM_PYTHON = Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python"
 ALPHA = [{"question": f"What is the alpha code {i}?", "answer": a} for i, a in
          enumerate(["red fox", "blue owl", "green frog", "gold bee", "grey wolf", "pink crab"])]  # fmt: skip
 BETA = [{"question": f"Name the beta city {i}.", "answer": a} for i, a in
         enumerate(["paris", "lima", "oslo", "cairo", "delhi", "quito"])]  # fmt: skip
-
-
-def children(pid: int) -> list[tuple[int, str]]:
-    """Every live descendant of ``pid`` with its command line."""
-    out, frontier = [], {pid}
-    while frontier:
-        found = set()
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if int(stat[1]) in frontier and stat[0] != "Z":
-                found.add(int(proc.name))
-                out.append((int(proc.name), cmd))
-        frontier = found
-    return out
-
-
-def model_servers(serving_pid: int, engine: str) -> list[int]:
-    marker = "vllm.entrypoints.openai.api_server" if engine == "vllm" else "transformers.cli.transformers serve"
-    return [pid for pid, cmd in children(serving_pid) if marker in cmd]
 
 
 @pytest.fixture(scope="module")

@@ -61,6 +61,12 @@ def test_the_reason_a_server_died_is_its_last_exception_message_not_its_last_lin
     log = tmp_path / "server.log"
     log.write_text(VLLM_LOG)
     assert failure_reason(log).startswith("ValueError: User-specified max_model_len (2048)")
+    pydantic = "Traceback\n  File x\npydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig\n"
+    pydantic += "  Value error, max_model_len (4096) is too long [type=value_error, input_value=1]\n"
+    pydantic += "    For further information visit https://errors.pydantic.dev\nINFO shutting down\n"
+    assert last_error_line(pydantic) == (
+        "ValidationError: 1 validation error for ModelConfig - Value error, max_model_len (4096) is too long"
+    )
     log.write_text("starting\nKilled\n")  # no exception at all: the last lines
     assert failure_reason(log) == "starting | Killed"
 

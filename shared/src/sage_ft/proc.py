@@ -126,17 +126,28 @@ def call_at_lower_priority(fn: Callable[[], T], nice: int) -> T:
     return box["value"]
 
 
+_PREFIX = re.compile(r"^\(\w+ pid=\d+\) ")  # vLLM's per-process prefix
+_PYDANTIC_TAIL = re.compile(r"\s*\[type=.*$")
 _EXCEPTION_LINE = re.compile(r"\b((?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Exit)): (.+)$")
 
 
-def last_error_line(text: str) -> str | None:
+def last_error_line(text: str, limit: int = 600) -> str | None:
     """The last exception message in a log (``ValueError: max_model_len ... is greater than ...``), with any log
-    prefix stripped; None when the log holds none. Engines print a long traceback then shut down noisily, so the last
-    line of a log is rarely the reason."""
-    for line in reversed(text.strip().splitlines()):
-        match = _EXCEPTION_LINE.search(line.strip())
-        if match and not match.group(2).startswith("Traceback"):
-            return f"{match.group(1).rsplit('.', 1)[-1]}: {match.group(2).strip()}"
+    prefix stripped and a multi-line message (pydantic's ``1 validation error for X`` + detail) joined; None when the
+    log holds none. Engines print a traceback, then shut down noisily, so the last line is rarely the reason."""
+    lines = text.strip().splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        match = _EXCEPTION_LINE.search(lines[i].strip())
+        if not match or match.group(2).startswith("Traceback"):
+            continue
+        message = [match.group(2).strip()]
+        for extra in lines[i + 1 : i + 4]:  # the indented detail lines that belong to it
+            detail = _PREFIX.sub("", extra)
+            if not detail[:1].isspace() or detail.strip().startswith(("For further information", "File ")):
+                break
+            message.append(_PYDANTIC_TAIL.sub("", detail.strip()))
+        joined = f"{match.group(1).rsplit('.', 1)[-1]}: {' - '.join(message)}"
+        return joined if len(joined) <= limit else joined[: limit - 3] + "..."
     return None
 
 

@@ -85,13 +85,20 @@ def build_tiny_model(
     overwrite: bool = False,
     init_std: float = 0.1,
     extra_texts: list[str] | None = None,
+    architecture: str = "qwen2",
+    max_positions: int = 2048,
+    tie_embeddings: bool = True,
 ) -> Path:
-    """Write tokenizer + random-weight Qwen2 (safetensors) to ``<models_root>/<name>`` and return the path.
+    """Write tokenizer + random-weight Qwen2 or Llama (safetensors) to ``<models_root>/<name>`` and return the path.
 
-    Reuses an existing build unless ``overwrite``. The directory appears atomically (built aside, then renamed).
+    The shape knobs (``architecture``, ``max_positions``, ``tie_embeddings``, sizes) give tests models that differ
+    the way users' models do. Reuses an existing build unless ``overwrite``. The directory appears atomically.
     """
     import torch
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    if architecture not in ("qwen2", "llama"):
+        raise ValueError(f"architecture must be qwen2 or llama, got {architecture!r}")
 
     root = (models_root or path_settings().resolved_models_root()).expanduser()
     target = root / name
@@ -102,7 +109,11 @@ def build_tiny_model(
     head_dim = hidden_size // num_heads
     if head_dim < 64:
         raise ValueError("head_dim must be >= 64 (vLLM CPU kernels require it)")
-    config = Qwen2Config(
+    config_class, model_class = (
+        (Qwen2Config, Qwen2ForCausalLM) if architecture == "qwen2" else (LlamaConfig, LlamaForCausalLM)
+    )
+    tokenizer.model_max_length = max_positions
+    config = config_class(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=hidden_size * 3,
@@ -110,8 +121,8 @@ def build_tiny_model(
         num_attention_heads=num_heads,
         num_key_value_heads=num_heads,
         head_dim=head_dim,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=tie_embeddings,
         bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -121,7 +132,7 @@ def build_tiny_model(
         initializer_range=init_std,
     )
     torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(config).to(torch.float32)
+    model = model_class(config).to(torch.float32)
     model.generation_config = GenerationConfig(
         eos_token_id=[tokenizer.eos_token_id, tokenizer.pad_token_id],
         pad_token_id=tokenizer.pad_token_id,
