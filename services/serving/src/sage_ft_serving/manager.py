@@ -29,7 +29,7 @@ from sage_ft.storage.scoped import tenant_store
 from sage_ft_serving import artifacts
 from sage_ft_serving.artifacts import ArtifactError
 from sage_ft_serving.engines import ENGINES, Engine, choose_engine, make_engine, servers_get_gpus
-from sage_ft_serving.launchers import Launcher
+from sage_ft_serving.launchers import Launcher, ServerHandle, ServerSpec
 from sage_ft_serving.launchers.owner import LauncherThread
 from sage_ft_serving.metrics import ServingMetrics
 from sage_ft_serving.plan import Limits, NotServableError, Plan, make_plan
@@ -216,7 +216,7 @@ class DeploymentManager:
     async def _start_server(self, engine: Engine, artifact: artifacts.Artifact, base_ref: str, plan: Plan,
                             key: str) -> Server:  # fmt: skip
         spec = engine.spec(artifact, base_ref, self.launcher.path_for_server, plan)
-        handle = await self.owner.call(self.launcher.start, spec)
+        handle = await self.launch(spec)
         server = Server(key=key, engine=engine.name, handle=handle, plan=plan,
                         hot_loads=engine.hot_loads and plan.mode == "adapter")  # fmt: skip
         self.servers[key] = server
@@ -228,6 +228,10 @@ class DeploymentManager:
         server.state, server.ready_at = "ready", time.time()
         self.metrics.servers.labels(engine=engine.name).inc()
         return server
+
+    async def launch(self, spec: ServerSpec) -> ServerHandle:
+        """Start a model server from the owner thread, whichever thread or event loop asks."""
+        return await self.owner.call(self.launcher.start, spec)
 
     async def _restart_for_rank(self, old: Server, engine: Engine, artifact: artifacts.Artifact, base_ref: str,
                                 plan: Plan) -> Server:  # fmt: skip
