@@ -153,6 +153,23 @@ def test_metrics_from_gateway_and_worker(stack: Stack) -> None:
     assert ready.status_code == 200 and ready.json()["checks"] == {"redis": "ok", "object_store": "ok"}
 
 
+def test_one_damaged_manifest_hides_that_model_and_never_the_others(stack: Stack) -> None:
+    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
+    good = client.fine_tuning.jobs.list(limit=1).data[0].fine_tuned_model
+    store = _object_store(stack)
+    store.put_bytes("models/damaged/manifest.json", b'{"name": "damaged", "files": {')  # invalid JSON
+    listed = {m.id for m in client.models.list().data}
+    assert good in listed and "damaged" not in listed
+    assert client.models.retrieve(good).id == good
+    with pytest.raises(openai.ConflictError) as err:
+        client.models.retrieve("damaged")
+    body = err.value.body
+    assert isinstance(body, dict) and body["code"] == "model_corrupt" and "manifest.json is damaged" in body["message"]
+    assert client.models.delete("damaged").deleted  # and it can still be removed
+    assert not store.exists("models/damaged/manifest.json")
+    assert client.models.retrieve(good).id == good
+
+
 def test_merge_adds_merged_weights_to_the_manifest_then_delete_unpublishes(stack: Stack) -> None:
     client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
     name = client.fine_tuning.jobs.list(limit=1).data[0].fine_tuned_model

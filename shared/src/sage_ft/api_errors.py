@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sage_ft.errors import ConfigError
 from sage_ft.storage import StorageError
+from sage_ft.storage.manifest import CorruptManifestError
 
 log = logging.getLogger(__name__)
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -69,6 +70,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ConfigError)
     async def _config(_: Request, err: ConfigError) -> JSONResponse:
         return error_response(400, str(err), err.param, "invalid_request")
+
+    @app.exception_handler(CorruptManifestError)
+    async def _corrupt(_: Request, err: CorruptManifestError) -> JSONResponse:
+        log.error("%s", err)
+        return error_response(409, str(err), "model", "model_corrupt")
 
     @app.exception_handler(StorageError)
     async def _storage(_: Request, err: StorageError) -> JSONResponse:

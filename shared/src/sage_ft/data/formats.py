@@ -59,6 +59,17 @@ def detect_format(record: Any, *, path: str | None = None, line: int | None = No
     return next(iter(found))
 
 
+def _checked(value: str, field: str, path: str | None, line: int | None) -> str:
+    """Text a tokenizer can take: JSON can spell a lone UTF-16 surrogate (``"\\ud800"``), which is no character."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        bad = value[err.start]
+        raise DataError(f"holds a lone UTF-16 surrogate (\\u{ord(bad):04x} at character {err.start}), which is not "
+                        "text; encode the character properly", path=path, line=line, field=field) from None  # fmt: skip
+    return value
+
+
 def _text(
     record: dict[str, Any], key: str, *, required: bool, path: str | None, line: int | None, allow_empty: bool = True
 ) -> str:
@@ -71,7 +82,7 @@ def _text(
         raise DataError(f"must be a string, got {type(value).__name__}", path=path, line=line, field=key)
     if not allow_empty and not value.strip():
         raise DataError("is empty (an empty answer teaches the model to say nothing)", path=path, line=line, field=key)
-    return value
+    return _checked(value, key, path, line)
 
 
 def _system(record: dict[str, Any], path: str | None, line: int | None) -> list[dict[str, Any]]:
@@ -82,11 +93,11 @@ def _system(record: dict[str, Any], path: str | None, line: int | None) -> list[
 def _content(value: Any, field: str, path: str | None, line: int | None) -> str:
     """Message content: a string, or OpenAI-style list of text parts."""
     if isinstance(value, str):
-        return value
+        return _checked(value, field, path, line)
     if isinstance(value, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in value):
         parts = [p.get("text") for p in value]
         if all(isinstance(p, str) for p in parts):
-            return "".join(str(p) for p in parts)
+            return _checked("".join(str(p) for p in parts), field, path, line)
     if value is None:
         raise DataError("missing message content", path=path, line=line, field=field)
     raise DataError("content must be a string or a list of text parts", path=path, line=line, field=field)

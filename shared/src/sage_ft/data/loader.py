@@ -114,7 +114,9 @@ def parse_bytes(raw: bytes, path: str = "<data>") -> RawData:
 
 def _parse_jsonl(text: str, path: str) -> RawData:
     data = RawData(path=path, container="jsonl")
-    for number, line in enumerate(text.splitlines(), start=1):
+    # JSON Lines separates records by "\n" only; str.splitlines would also split inside strings at U+0085, U+2028 ...
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         try:

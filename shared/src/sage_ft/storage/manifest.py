@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from typing import Any
 from sage_ft.fsutil import atomic_directory
 from sage_ft.storage.base import CHUNK, IntegrityError, ObjectStore, StorageError, sha256_file
 
+log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
@@ -104,11 +106,24 @@ def fetch_verified(store: ObjectStore, prefix: str, entries: dict[str, FileEntry
     return dest
 
 
+class CorruptManifestError(StorageError):
+    """A model's manifest.json is unreadable: that model is hidden from listings and refused by name; no other
+    model is affected."""
+
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(f"The model '{name}' cannot be read: its manifest.json is damaged ({why}). "
+                         "Publish it again, or delete it.")  # fmt: skip
+        self.name = name
+
+
 def read_manifest(store: ObjectStore, name: str) -> Manifest | None:
     key = model_prefix(name) + MANIFEST
     if not store.exists(key):
         return None
-    return Manifest.from_json(store.get_bytes(key))
+    try:
+        return Manifest.from_json(store.get_bytes(key))
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise CorruptManifestError(name, f"{type(err).__name__}: {err}"[:200]) from None
 
 
 def publish_model(store: ObjectStore, name: str, parts: dict[str, Path], *, base_model: str,
@@ -142,7 +157,11 @@ def list_models(store: ObjectStore) -> list[Manifest]:
     for obj in store.list_objects("models/"):
         parts = obj.key.split("/")
         if len(parts) == 3 and parts[2] == MANIFEST:
-            manifest = read_manifest(store, parts[1])
+            try:
+                manifest = read_manifest(store, parts[1])
+            except CorruptManifestError as err:
+                log.warning("%s", err)  # one damaged model never takes the listing down
+                continue
             if manifest is not None:
                 out.append(manifest)
     return out
@@ -166,6 +185,8 @@ def resolve_model_name(store: ObjectStore, name_or_alias: str) -> Manifest | Non
     """A published model by name, or else the newest one carrying ``name_or_alias`` as its alias."""
     try:
         direct = read_manifest(store, name_or_alias)
+    except CorruptManifestError:
+        raise  # asked for by name: say what is wrong with it
     except StorageError:
         direct = None
     if direct is not None:
@@ -184,7 +205,7 @@ def closest_names(store: ObjectStore, name: str, limit: int = 3) -> list[str]:
 
 def not_found_message(store: ObjectStore, name: str) -> str:
     close = closest_names(store, name)
-    hint = f" Did you mean: {', '.join(close)}?" if close else " `sage-ft models list` shows what exists."
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
     return f"The model '{name}' does not exist or is not published.{hint}"
 
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sage_ft.storage import Manifest, delete_model, list_models
-from sage_ft.storage.manifest import not_found_message, resolve_model_name
+from sage_ft.storage.manifest import CorruptManifestError, not_found_message, resolve_model_name
 from sage_ft_gateway.errors import ApiError
 from sage_ft_gateway.state import GatewayState
 
@@ -49,10 +49,13 @@ class ModelService:
         return model_object(self.resolve(tenant, model))
 
     def delete(self, tenant: str, model: str) -> dict[str, Any]:
-        manifest = self.resolve(tenant, model)
-        delete_model(self.state.tenant_store(tenant), manifest.name)
-        self.state.serving.undeploy(tenant, manifest.name)
-        return {"id": manifest.name, "object": "model", "deleted": True}
+        try:
+            name = self.resolve(tenant, model).name
+        except CorruptManifestError as err:
+            name = err.name  # a damaged model can still be deleted by its name
+        delete_model(self.state.tenant_store(tenant), name)
+        self.state.serving.undeploy(tenant, name)
+        return {"id": name, "object": "model", "deleted": True}
 
     def merge(self, tenant: str, model: str) -> dict[str, Any]:
         manifest = self.resolve(tenant, model)
