@@ -37,6 +37,16 @@ def test_malformed_jsonl_line_3_is_a_400_naming_line_3(client: openai.OpenAI) ->
     assert client.files.list().data == [] or all(f.filename != "bad.jsonl" for f in client.files.list().data)
 
 
+@pytest.mark.parametrize(("data", "why"), [(b"", "empty"), (b"\xff\xfe{}", "UTF-8"), (b"  \n\n", "empty")])
+def test_file_level_errors_name_the_users_file_and_no_server_path(client: openai.OpenAI, data: bytes, why: str
+                                                                   ) -> None:  # fmt: skip
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.files.create(file=("my data.jsonl", data), purpose="fine-tune")
+    message = _error(exc)["message"]
+    assert message.startswith("my data.jsonl") and why in message, message
+    assert "upload-" not in message and "/tmp" not in message and "/" not in message, message
+
+
 def test_record_level_errors_give_status_error_and_block_jobs(client: openai.OpenAI) -> None:
     data = b'{"question": "a?", "answer": "b"}\n{"question": "c?"}\n'
     record = client.files.create(file=("partial.jsonl", data), purpose="fine-tune")
@@ -192,6 +202,25 @@ def test_pause_then_resume_continues_from_the_checkpoint(client: openai.OpenAI, 
     assert f"Resuming from checkpoint at step {at}" in messages
     steps = [e.data["step"] for e in all_events(client, job.id) if e.type == "metrics"]
     assert steps == list(range(1, 31))  # no step trained twice, none skipped
+
+
+def test_a_resume_accepted_while_the_trainer_is_pausing_wins(client: openai.OpenAI, good_file: str) -> None:
+    """Pause, then resume while the trainer is still writing its checkpoint: both calls answer 200, so the job must
+    continue (here: be re-queued from that checkpoint) and never be parked as paused."""
+    job = client.fine_tuning.jobs.create(model="sage-tiny", training_file=good_file,
+                                         hyperparameters={"n_epochs": 15, "batch_size": 4},
+                                         extra_body={**LEARN, "save_steps": 100})  # fmt: skip
+    wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id).model_extra["step"] >= 3, 120, "step 3")
+    client.post(f"/fine_tuning/jobs/{job.id}/pause", cast_to=httpx.Response)
+    wait_for(lambda: any(e.message.startswith("Pausing at step") for e in all_events(client, job.id)), 30,
+             "the worker to start pausing", interval=0.02)  # fmt: skip
+    resumed = client.post(f"/fine_tuning/jobs/{job.id}/resume", cast_to=httpx.Response)
+    assert resumed.status_code == 200 and resumed.json()["status"] == "running"  # caught while pausing
+    done = wait_job(client, job.id, ("succeeded", "failed", "cancelled", "paused"), timeout=180)
+    assert done.status == "succeeded" and done.model_extra["step"] == 30
+    messages = [e.message for e in all_events(client, job.id)]
+    assert any(m.startswith("Resumed while pausing at step") for m in messages), messages
+    assert not any(m.startswith("Job paused") for m in messages)
 
 
 def test_files_list_get_content_delete(client: openai.OpenAI, qa_records: list[dict]) -> None:

@@ -173,6 +173,8 @@ class TrainRunner:
                 if current is not None and (current.cancel_requested or current.pause_requested):
                     run.stop_reason = "cancel" if current.cancel_requested else "pause"
                     (run.workdir / STOP).touch()
+                    if run.stop_reason == "pause":
+                        self.ctx.jobs.add_event(run.job.id, f"Pausing at step {run.step}: saving a checkpoint")
             wait_exit(proc, poll)  # returns the moment the trainer exits, not at the next tick
         return False
 
@@ -277,7 +279,11 @@ class TrainRunner:
             jobs.add_event(job.id, f"Job cancelled at step {result['global_step']}; nothing was published")
             return "cancelled"
         if result["status"] == "stopped":
-            lifecycle.finish(jobs, job.id, self.owner, JobStatus.PAUSED, step=result["global_step"])
+            status = lifecycle.finish_pause(jobs, job.id, self.owner, result["global_step"])
+            if status == JobStatus.QUEUED:
+                jobs.add_event(job.id, f"Resumed while pausing at step {result['global_step']}; re-queued to "
+                                       "continue from that checkpoint")  # fmt: skip
+                return "requeued"
             jobs.add_event(job.id, f"Job paused at step {result['global_step']}; resume continues from there")
             return "paused"
         return self._publish(run, result)

@@ -169,12 +169,15 @@ def _parse_array(text: str, path: str) -> RawData:
         )
 
 
-def read_file(path: str | Path) -> RawData:
+def read_file(path: str | Path, name: str | None = None) -> RawData:
+    """Parse a dataset file. Errors name it ``name`` when given (an upload's own filename, never the server's
+    temporary path), else its path."""
     p = Path(path)
+    label = name or str(p)
     if not p.exists():
-        raise DataError("file not found", path=str(p))
+        raise DataError("file not found", path=label)
     if p.is_dir():
-        raise DataError("is a directory, expected a JSON or JSONL file", path=str(p))
+        raise DataError("is a directory, expected a JSON or JSONL file", path=label)
     if p.stat().st_size > MAX_FILE_BYTES:
-        raise DataError(f"file is larger than {MAX_FILE_BYTES // 1024**2} MiB", path=str(p))
-    return parse_bytes(p.read_bytes(), str(p))
+        raise DataError(f"file is larger than {MAX_FILE_BYTES // 1024**2} MiB", path=label)
+    return parse_bytes(p.read_bytes(), label)

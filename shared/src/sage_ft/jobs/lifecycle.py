@@ -107,6 +107,27 @@ def finish(store: JobStore, job_id: str, owner: str, status: JobStatus, error: J
     return job if ours else None
 
 
+def finish_pause(store: JobStore, job_id: str, owner: str, step: int) -> JobStatus | None:
+    """Our trainer stopped for a pause: the job becomes ``paused``, unless a resume arrived while it was stopping
+    (the resume cleared ``pause_requested``). An accepted resume wins: the job goes back to the queue, to continue
+    from the checkpoint just written. Returns the status set, None if the job is not ours."""
+    result: JobStatus | None = None
+
+    def rule(job: Job) -> Job | None:
+        nonlocal result
+        if job.status != JobStatus.RUNNING or job.lease_owner != owner:
+            return None
+        result = JobStatus.PAUSED if job.pause_requested else JobStatus.QUEUED
+        job.status, job.step = result, step
+        job.lease_owner, job.lease_expires_at, job.pause_requested = None, 0.0, False
+        if result == JobStatus.QUEUED:
+            job.enqueued_at = 0.0  # the reconciler re-enqueues it at once: not in the broker
+        return job
+
+    store.update(job_id, rule)
+    return result
+
+
 def _end_if_cancelled_or_spent(job: Job) -> Job | None:
     """Before (re)starting a job: honour a pending cancel, or fail it once every attempt has been used."""
     if job.cancel_requested:

@@ -28,7 +28,7 @@ class FileService:
     def create(self, tenant: str, path: Path, filename: str, purpose: str | None) -> FileRecord:
         if purpose not in PURPOSES:
             raise ApiError(400, f"purpose must be one of {', '.join(PURPOSES)}", param="purpose")
-        raw = read_file(path)  # file-level problems raise DataError -> 400 naming the line
+        raw = read_file(path, name=filename)  # file-level problems raise DataError -> 400 naming file and line
         if raw.errors:
             first = raw.errors[0]
             more = f" (and {len(raw.errors) - 1} more)" if len(raw.errors) > 1 else ""
@@ -42,7 +42,7 @@ class FileService:
                 report.raise_for_errors()
             except DataError as err:
                 record.status_details = f"{filename}: line {err.line}: field '{err.field}': {err.reason}" if (
-                    err.line and err.field) else str(err).replace(raw.path, filename)  # fmt: skip
+                    err.line and err.field) else str(err)  # fmt: skip
         summary = report.to_dict()
         summary.pop("record_formats", None)
         summary["path"] = filename
