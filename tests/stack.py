@@ -87,6 +87,14 @@ class Proc:
         self.log.close()
 
 
+def worker_ready(port: int) -> bool:
+    """The worker's own readiness signal: ``/readyz`` on its metrics port answers 200 once it consumes tasks."""
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def start_redis(log_dir: Path) -> tuple[Proc, str]:
     port = free_port()
     cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
@@ -137,10 +145,13 @@ class Stack:
         return sv
 
     def start_worker(self, name: str, **extra: str) -> Proc:
-        env = {**self.env, "SAGE_WORKER_NAME": name, "SAGE_WORKER_WORK_DIR": str(self.dir / f"work-{name}"), **extra}
+        # each worker serves metrics and /readyz on its own port (the stack's own for the first, if it set one)
+        port = extra.get("SAGE_WORKER_METRICS_PORT") or (
+            self.env.get("SAGE_WORKER_METRICS_PORT") if not self.workers else None) or str(free_port())  # fmt: skip
+        env = {**self.env, "SAGE_WORKER_NAME": name, "SAGE_WORKER_WORK_DIR": str(self.dir / f"work-{name}"), **extra,
+               "SAGE_WORKER_METRICS_PORT": port}  # fmt: skip
         proc = Proc(f"worker-{name}", [str(BIN / "sage-ft-worker")], env, self.logs)
-        wait_for(lambda: proc.check_alive() and "ready" in proc.log_path.read_text(errors="replace"), 90,
-                 f"worker {name} ready")  # fmt: skip
+        wait_for(lambda: proc.check_alive() and worker_ready(int(port)), 90, f"worker {name} /readyz")
         self.workers.append(proc)
         return proc
 

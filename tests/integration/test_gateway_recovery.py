@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import signal
 import threading
 import time
 from pathlib import Path
@@ -46,6 +48,48 @@ def trainer_processes(stack: Stack) -> list[int]:
             if "sage_ft_worker.trainer_main" in cmd and str(stack.dir) in cmd:
                 pids.append(int(proc.name))
     return pids
+
+
+def test_sigterm_ends_open_event_streams_at_once_and_they_resume_on_the_next_gateway(
+    stack: Stack, client: openai.OpenAI, good_file: str
+) -> None:
+    """Compose and Kubernetes send SIGTERM, then SIGKILL: with a stream open the gateway must still exit promptly,
+    ending the stream with a frame whose id the client resumes from (Last-Event-ID) on the next gateway."""
+    from httpx_sse import connect_sse
+
+    job = client.fine_tuning.jobs.create(model="sage-tiny", training_file=good_file, hyperparameters={"n_epochs": 1})
+    seen: list[Any] = []
+    url = f"{stack.url}/v1/fine_tuning/jobs/{job.id}/events/stream"
+
+    def follow() -> None:
+        with httpx.Client(timeout=60) as http, connect_sse(http, "GET", url) as source:
+            seen.extend(source.iter_sse())
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    wait_for(lambda: seen, 10, "the stream's first event")
+    time.sleep(1.0)  # now idle, waiting for news
+    gateway = stack.gateway
+    assert gateway is not None
+    stopped_at = time.monotonic()
+    gateway.proc.send_signal(signal.SIGTERM)
+    gateway.proc.wait(timeout=20)
+    assert time.monotonic() - stopped_at < 5.0, "the gateway did not exit promptly with a stream open"
+    reader.join(timeout=5)
+    assert not reader.is_alive()
+    farewell = seen[-1]
+    assert farewell.event == "shutdown" and farewell.retry == 1000
+    before = [e for e in seen if e.event == "fine_tuning.job.event"]
+    assert farewell.id == before[-1].id and json.loads(farewell.data)["last_event_id"] == int(before[-1].id)
+    stack.start_gateway()
+    client.fine_tuning.jobs.cancel(job.id)
+    with httpx.Client(timeout=60) as http, connect_sse(http, "GET", url,
+                                                      headers={"Last-Event-ID": farewell.id}) as source:  # fmt: skip
+        rest = list(source.iter_sse())
+    after = [json.loads(e.data)["message"] for e in rest if e.event == "fine_tuning.job.event"]
+    assert rest[-1].event == "end" and after and "Job cancelled" in after[-1]
+    everything = [e.message for e in all_events(client, job.id)]
+    assert [json.loads(e.data)["message"] for e in before] + after == everything  # nothing lost, nothing twice
 
 
 def test_a_cancelled_queued_job_never_starts(stack: Stack, client: openai.OpenAI, good_file: str) -> None:

@@ -89,3 +89,21 @@ def test_fine_tuned_names_are_valid_store_names() -> None:
     name = fine_tuned_model_name("Qwen/Qwen2.5-Coder-1.5B-Instruct", "my-suffix", "ftjob-0123abcd")
     assert name == "ft:Qwen2.5-Coder-1.5B-Instruct:my-suffix:0123abcd"
     assert check_model_name(name) == name
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"config": {"num_train_epochs": -1}}, "config.num_train_epochs"),
+        ({"config": {"lora": {"r": 0}}}, "config.lora.r"),
+        ({"config": {"lora": {"lora_dropout": 1.5}}}, "config.lora.lora_dropout"),
+        ({"lora": {"r": 0}}, "lora.r"),
+        ({"config": {"learning_rate": -1.0}}, "config.learning_rate"),
+        ({"config": {"save_steps": 0}}, "config.save_steps"),
+    ],
+)
+def test_a_config_the_request_parses_but_training_refuses_names_its_exact_field(body: dict, param: str) -> None:
+    """The parameter comes from pydantic's error location, not from searching the message text."""
+    with pytest.raises(ConfigError) as exc:
+        build_training_config(parse_request({"model": "m", **body}), preset="cpu", data_path=None, output_dir="/o")
+    assert exc.value.param == param, str(exc.value)

@@ -122,7 +122,8 @@ class TrainingConfig(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as err:
-            raise ConfigError(format_validation_error(err)) from None
+            first = err.errors()[0]["loc"] if err.errors() else ()
+            raise ConfigError(format_validation_error(err), loc=tuple(str(p) for p in first)) from None
 
     def update(self, **changes: Any) -> TrainingConfig:
         """A validated copy with ``changes`` applied (nested ``lora`` dicts are merged)."""

@@ -8,11 +8,13 @@ class SageFTError(Exception):
 
 
 class ConfigError(SageFTError, ValueError):
-    """An invalid or contradictory training configuration; ``param`` names the offending request field if known."""
+    """An invalid or contradictory training configuration; ``param`` names the offending request field if known,
+    ``loc`` is the failing config field's path as pydantic reports it (``("lora", "r")``)."""
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    def __init__(self, message: str, *, param: str | None = None, loc: tuple[str, ...] | None = None) -> None:
         super().__init__(message)
         self.param = param
+        self.loc = loc
 
 
 class DataError(SageFTError, ValueError):

@@ -1,4 +1,5 @@
-"""Chat backends. All but ``mock`` speak the OpenAI chat API, so one client serves them with different endpoints.
+"""Chat backends. All but ``mock`` speak the OpenAI chat API, so the ``openai`` SDK serves them with different
+endpoints.
 
 - ``finetune``: your fine-tuned models through the sage-ft gateway (serving deploys them on the first request);
 - ``openai``: the OpenAI API (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``);
@@ -9,11 +10,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
+import openai
 
 from sage_ft_cli.client import CLIError
 
@@ -21,59 +21,50 @@ BACKENDS = ("finetune", "openai", "vllm", "ollama", "mock")
 
 
 class ChatBackend:
+    """One OpenAI-compatible endpoint, spoken to through the ``openai`` SDK (streaming, errors, retries)."""
+
     def __init__(self, name: str, base_url: str | None, model: str | None, api_key: str | None = None) -> None:
         self.name = name
         self.base_url = (base_url or "").rstrip("/")
         self.model = model
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.Client(headers=headers, timeout=httpx.Timeout(30.0, read=None))
+        self.client: openai.OpenAI | None = None
+        if name != "mock":
+            # local servers need no key, but the SDK wants one; it is sent only to the endpoint the user chose
+            self.client = openai.OpenAI(base_url=self.base_url, api_key=api_key or "unused", max_retries=2,
+                                        timeout=openai.Timeout(None, connect=30.0))  # fmt: skip
 
     def close(self) -> None:
-        self.http.close()
+        if self.client is not None:
+            self.client.close()
 
     def reply(self, messages: list[dict[str, str]], stream: bool, passages: list[str] | None = None,
               max_tokens: int = 512) -> Iterator[str]:  # fmt: skip
         """The answer, in pieces as they arrive when ``stream``."""
-        if self.name == "mock":
+        if self.client is None:
             yield mock_answer(messages[-1]["content"], passages or [])
             return
-        body: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
-                                "temperature": 0, "stream": stream}  # fmt: skip
-        url = f"{self.base_url}/chat/completions"
+        chat: Any = messages
         try:
             if not stream:
-                resp = self.http.post(url, json=body)
-                data = _checked(resp, self)
-                yield data["choices"][0]["message"]["content"] or ""
+                resp = self.client.chat.completions.create(model=str(self.model), messages=chat,
+                                                           max_tokens=max_tokens, temperature=0)  # fmt: skip
+                yield resp.choices[0].message.content or ""
                 return
-            with self.http.stream("POST", url, json=body) as resp:
-                if resp.status_code >= 400:
-                    resp.read()
-                    _checked(resp, self)
-                for line in resp.iter_lines():
-                    if not line.startswith("data: ") or line == "data: [DONE]":
-                        continue
-                    chunk = json.loads(line[6:])
-                    for choice in chunk.get("choices") or []:
-                        piece = (choice.get("delta") or {}).get("content")
-                        if piece:
-                            yield piece
-        except httpx.ConnectError:
+            for chunk in self.client.chat.completions.create(model=str(self.model), messages=chat, stream=True,
+                                                             max_tokens=max_tokens, temperature=0):  # fmt: skip
+                for choice in chunk.choices:
+                    if choice.delta and choice.delta.content:
+                        yield choice.delta.content
+        except openai.APIConnectionError:
             raise CLIError(f"the {self.name} backend at {self.base_url} is not reachable") from None
-        except httpx.HTTPError as err:
+        except openai.APIStatusError as err:
+            body = err.body if isinstance(err.body, dict) else {}
+            error = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
+            message = error.get("message") or err.message
+            raise CLIError(f"{self.name} backend ({self.base_url}), model {self.model!r}: {err.status_code} "
+                           f"{message}") from None  # fmt: skip
+        except openai.OpenAIError as err:
             raise CLIError(f"the {self.name} backend at {self.base_url} failed: {err}") from None
-
-
-def _checked(resp: httpx.Response, backend: ChatBackend) -> Any:
-    if resp.status_code < 400:
-        return resp.json()
-    try:
-        error = resp.json().get("error") or {}
-        message = error.get("message") if isinstance(error, dict) else str(error)
-    except (ValueError, AttributeError):
-        message = resp.text[:300]
-    raise CLIError(f"{backend.name} backend ({backend.base_url}), model {backend.model!r}: {resp.status_code} "
-                   f"{message}")  # fmt: skip
 
 
 def mock_answer(question: str, passages: list[str]) -> str:

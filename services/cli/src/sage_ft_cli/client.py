@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+RECONNECTS = 30  # about 30 s for a restarted gateway to come back
 
 
 class CLIError(Exception):
@@ -79,21 +82,36 @@ class Gateway:
         return result
 
     def events(self, job_id: str, after: int = 0) -> Iterator[tuple[str, dict[str, Any]]]:
-        """The job's events as they happen (server-sent events), ending with ``("end", final job)``."""
-        headers = {"Last-Event-ID": str(after)} if after else {}
-        try:
-            with self.http.stream("GET", f"/v1/fine_tuning/jobs/{job_id}/events/stream", headers=headers) as resp:
-                if resp.status_code >= 400:
-                    resp.read()
-                    self._result(resp)
-                event = "message"
-                for line in resp.iter_lines():
-                    if line.startswith("event: "):
-                        event = line[7:]
-                    elif line.startswith("data: "):
-                        yield event, json.loads(line[6:])
-                        event = "message"
-        except httpx.ConnectError:
-            raise GatewayUnreachableError(f"no gateway answers at {self.url}") from None
-        except httpx.HTTPError as err:
-            raise CLIError(f"the event stream of {job_id} broke off: {err}") from None
+        """The job's events as they happen (server-sent events), ending with ``("end", final job)``.
+
+        A gateway that shuts down (a rollout) ends the stream with a ``shutdown`` event; the stream is then opened
+        again with ``Last-Event-ID``, so a follower sees every event once."""
+        from httpx_sse import SSEError, connect_sse
+
+        last, reconnects = after, 0
+        while True:
+            headers = {"Last-Event-ID": str(last)} if last else {}
+            try:
+                with connect_sse(self.http, "GET", f"/v1/fine_tuning/jobs/{job_id}/events/stream",
+                                 headers=headers) as source:  # fmt: skip
+                    if source.response.status_code >= 400:
+                        source.response.read()
+                        self._result(source.response)
+                    for sse in source.iter_sse():
+                        if sse.event == "shutdown":
+                            break
+                        if sse.id and sse.id.isdigit():
+                            last = int(sse.id)
+                        yield sse.event, json.loads(sse.data) if sse.data else {}
+                        if sse.event == "end":
+                            return
+                        reconnects = 0
+            except httpx.ConnectError:
+                if reconnects == 0 and last == after:
+                    raise GatewayUnreachableError(f"no gateway answers at {self.url}") from None
+            except (httpx.HTTPError, SSEError) as err:
+                raise CLIError(f"the event stream of {job_id} broke off: {err}") from None
+            reconnects += 1
+            if reconnects > RECONNECTS:
+                raise CLIError(f"the event stream of {job_id} ended and the gateway did not come back")
+            time.sleep(1.0)

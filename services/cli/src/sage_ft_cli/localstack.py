@@ -8,8 +8,8 @@ command line still is the one ``up`` started. Artifacts go to the local-director
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import shutil
 import signal
 import socket
@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import httpx
+import psutil
 
 from sage_ft_cli.client import CLIError
 from sage_ft_cli.settings import Settings, child_environment
@@ -54,10 +55,19 @@ def _redis_answers(url: str) -> bool:
 
 
 def _cmdline(pid: int) -> str:
+    """The process's command line, through psutil (Linux, macOS, Windows); empty if it is gone or not ours."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return ""
+        return " ".join(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return ""
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+        psutil.Process(pid).send_signal(sig)
 
 
 class LocalStack:
@@ -137,8 +147,10 @@ class LocalStack:
             )
             url = f"http://127.0.0.1:{gateway.port or 8080}"
             comps.append(self._start("gateway", "sage-ft-gateway", env, logs, f"{url}/healthz"))
-            comps.append(self._start("worker", "sage-ft-worker", {**env, "SAGE_WORKER_NAME": "local-worker"}, logs,
-                                     None))  # fmt: skip
+            worker_port = _free_port()  # its /readyz is the readiness signal
+            worker_env = {**env, "SAGE_WORKER_NAME": "local-worker", "SAGE_WORKER_METRICS_PORT": str(worker_port)}
+            comps.append(self._start("worker", "sage-ft-worker", worker_env, logs,
+                                     f"http://127.0.0.1:{worker_port}/readyz"))  # fmt: skip
             comps.append(self._start("serving", "sage-ft-serving", env, logs,
                                      f"http://127.0.0.1:{serving_port}/healthz"))  # fmt: skip
             self._save(comps)
@@ -193,10 +205,7 @@ class LocalStack:
                 if not self.running(comp):
                     tail = " | ".join(comp.log.read_text(errors="replace").strip().splitlines()[-3:])
                     raise CLIError(f"{comp.name} exited while starting: {tail} (log: {comp.log})")
-                if comp.health is None and comp.name == "worker":
-                    if "ready" in comp.log.read_text(errors="replace"):
-                        break
-                elif comp.health is None:
+                if comp.health is None:
                     break
                 else:
                     try:
@@ -224,11 +233,11 @@ class LocalStack:
             if not self.running(comp):
                 continue
             # the worker stops cold: its job is re-delivered and resumes from its last checkpoint after `up`
-            os.kill(comp.pid, signal.SIGQUIT if comp.name == "worker" else signal.SIGTERM)
+            _signal(comp.pid, signal.SIGQUIT if comp.name == "worker" else signal.SIGTERM)
             deadline = time.monotonic() + 30
             while self.running(comp) and time.monotonic() < deadline:
                 time.sleep(0.1)
             if self.running(comp):
-                os.kill(comp.pid, signal.SIGKILL)
+                _signal(comp.pid, signal.SIGKILL)
             stopped.append(comp.name)
         return stopped

@@ -20,6 +20,12 @@ class GatewaySettings(BaseSettings):
     )
     max_upload_mb: float = Field(default=512.0, gt=0, description="Largest accepted upload, in MiB.")
     maintenance_seconds: float = Field(default=5.0, gt=0, description="Period of the reaper/reconciler pass.")
+    shutdown_grace_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="On SIGTERM, how long open requests get before they are cut (streams end at "
+        "once with a frame to resume from).",
+    )
     sse_poll_seconds: float = Field(
         default=5.0, gt=0, description="Event streams are woken by news at once; without news, a keep-alive this often."
     )

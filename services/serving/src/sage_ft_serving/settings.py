@@ -80,6 +80,11 @@ class ServingSettings(BaseSettings):
     k8s_models_pvc: str = Field(default="sage-models", description="PVC with base models and the cache.")
     k8s_cpu: str = Field(default="4", description="CPU request of a model server pod.")
     k8s_memory: str = Field(default="16Gi", description="Memory request of a model server pod.")
+    shutdown_grace_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="On SIGTERM, how long proxied chat streams may run on before they are cut.",
+    )
     log_level: str = Field(default="info", description="Log level.")
 
 

@@ -39,10 +39,25 @@ def create_app() -> SageCelery:
 app = create_app()
 
 
+@signals.worker_init.connect
+def _on_init(**_: Any) -> None:
+    from sage_ft_worker import metrics
+
+    settings = app.context.settings.worker
+    metrics.serve(settings.metrics_host, settings.metrics_port)  # /readyz answers 503 until the consumer is up
+
+
 @signals.worker_ready.connect
 def _on_ready(**_: Any) -> None:
     from sage_ft_worker import metrics
 
+    metrics.set_ready(True)
     settings = app.context.settings.worker
-    metrics.serve(settings.metrics_host, settings.metrics_port)
     log.info("worker %s ready on queues %s", settings.name, settings.queues)
+
+
+@signals.worker_shutting_down.connect
+def _on_shutdown(**_: Any) -> None:
+    from sage_ft_worker import metrics
+
+    metrics.set_ready(False)

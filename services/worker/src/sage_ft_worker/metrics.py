@@ -1,10 +1,13 @@
-"""Worker metrics. The solo pool runs tasks in the worker process, so a per-worker HTTP port serves them."""
+"""Worker metrics and health. The solo pool runs tasks in the worker process, so a per-worker HTTP port serves
+them, with ``/readyz`` turning 200 when the consumer is connected (the real readiness signal: no log grepping)."""
 
 from __future__ import annotations
 
 import contextlib
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
 STEPS = Counter("sage_ft_train_steps_total", "Optimizer steps completed by this worker's trainers.")
 # Per job: a worker trains one job at a time and drops the series when it ends, so this stays one series a worker.
@@ -36,6 +39,41 @@ def forget_job(job_id: str) -> None:
             gauge.remove(job_id)
 
 
-def serve(host: str, port: int) -> None:
-    if port:
-        start_http_server(port, addr=host)
+class _Status:
+    ready = False  # the consumer is connected to the broker and takes tasks
+
+
+def set_ready(ready: bool) -> None:
+    _Status.ready = ready
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """``/metrics`` (Prometheus), ``/healthz`` (the process answers), ``/readyz`` (200 once it consumes tasks)."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            status, body, kind = 200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        elif path == "/healthz":
+            status, body, kind = 200, b"ok", "text/plain"
+        elif path == "/readyz":
+            status, body, kind = (200, b"ready", "text/plain") if _Status.ready else (503, b"starting", "text/plain")
+        else:
+            status, body, kind = 404, b"not found", "text/plain"
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def serve(host: str, port: int) -> ThreadingHTTPServer | None:
+    """Serve metrics and health on ``host:port`` from a daemon thread (port 0: not at all)."""
+    if not port:
+        return None
+    server = ThreadingHTTPServer((host, port), _Handler)
+    threading.Thread(target=server.serve_forever, name="sage-worker-http", daemon=True).start()
+    return server

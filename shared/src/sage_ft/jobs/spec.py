@@ -221,13 +221,13 @@ def build_training_config(request: JobRequest, *, preset: str, data_path: str | 
         values["lora"] = request.lora
     try:
         config = base.update(**values)
-        if request.config:
+    except ConfigError as err:  # a request field: named by where pydantic says the config failed
+        raise ConfigError(str(err), param=_request_param(err.loc)) from None
+    if request.config:
+        try:
             config = config.update(**request.config)
-    except ConfigError as err:
-        param = _request_param(str(err))
-        if request.config and param is None:
-            param = next((f"config.{k}" for k in request.config if k in str(err)), "config")
-        raise ConfigError(str(err), param=param) from None
+        except ConfigError as err:  # the raw ``config`` extension: its own path inside it
+            raise ConfigError(str(err), param=".".join(("config", *(err.loc or ())))) from None
     shown = {
         "n_epochs": config.num_train_epochs if hp.n_epochs == "auto" else hp.n_epochs,
         "batch_size": config.per_device_train_batch_size * config.gradient_accumulation_steps,
@@ -238,21 +238,21 @@ def build_training_config(request: JobRequest, *, preset: str, data_path: str | 
     return config, shown
 
 
+# Config fields set from request fields of another name.
 _CONFIG_TO_PARAM = {
     "num_train_epochs": "method.supervised.hyperparameters.n_epochs",
     "per_device_train_batch_size": "method.supervised.hyperparameters.batch_size",
-    "learning_rate": "learning_rate",
+    "gradient_accumulation_steps": "method.supervised.hyperparameters.batch_size",
+    "load_in_4bit": "quantization",
+    "load_in_8bit": "quantization",
 }
 
 
-def _request_param(message: str) -> str | None:
-    for field, param in _CONFIG_TO_PARAM.items():
-        if field in message:
-            return param
-    for field in ("max_length", "packing", "lora", "load_in_4bit", "load_in_8bit", "max_steps", "save_steps"):
-        if field in message:
-            return "quantization" if field.startswith("load_in") else field
-    return None
+def _request_param(loc: tuple[str, ...] | None) -> str | None:
+    """The request parameter behind a failing config location (``("lora", "r")`` -> ``lora.r``)."""
+    if not loc:
+        return None
+    return _CONFIG_TO_PARAM.get(loc[0]) or ".".join(loc)
 
 
 def local_model_dir(models_root: Path, name: str) -> Path | None:

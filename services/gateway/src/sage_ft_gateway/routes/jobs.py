@@ -6,13 +6,15 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Body, Header, Query, Request
-from fastapi.responses import StreamingResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from sage_ft.jobs.model import TERMINAL
 from sage_ft_gateway.deps import Svc, Tenant
 
+_SHUTDOWN_CHECK_S = 0.5  # how often an idle stream looks for a shutdown
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 Limit = Annotated[int, Query(ge=1, le=100)]
 
@@ -66,29 +68,38 @@ def list_checkpoints(job_id: str, tenant: Tenant, svc: Svc, after: str | None = 
 
 @router.get("/{job_id}/events/stream")
 async def stream_events(job_id: str, tenant: Tenant, svc: Svc,
-                        last_event_id: Annotated[str | None, Header()] = None) -> StreamingResponse:  # fmt: skip
-    """Server-sent events, oldest first, until the job finishes. ``Last-Event-ID`` (a sequence number) resumes."""
+                        last_event_id: Annotated[str | None, Header()] = None) -> EventSourceResponse:  # fmt: skip
+    """Server-sent events, oldest first, until the job finishes. ``Last-Event-ID`` (a sequence number) resumes.
+
+    On shutdown (SIGTERM in a rollout) the stream ends at once with a ``shutdown`` event carrying the last id sent,
+    so an SSE client reconnects to another replica and resumes where it stopped; nothing is sent twice or lost."""
     await run_in_threadpool(svc.jobs.get, tenant, job_id)
     start = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
     wait = svc.state.settings.gateway.sse_poll_seconds
     store = svc.state.jobs
+    shutdown = anyio.Event()
 
-    async def body() -> AsyncIterator[bytes]:
-        seq = start
+    async def body() -> AsyncIterator[ServerSentEvent]:
+        seq, idle = start, 0.0
         # subscribe before the first read, so nothing published in between is missed
         async with svc.state.subscribe(store.notify_channel(job_id)) as wake:
-            while True:
+            while not shutdown.is_set():
                 events = await run_in_threadpool(store.events_after, job_id, seq)
                 for event in events:
                     seq = event["seq"]
-                    yield f"id: {seq}\nevent: fine_tuning.job.event\ndata: {json.dumps(event)}\n\n".encode()
-                if not events:
-                    job = await run_in_threadpool(store.get_job, job_id)
-                    if job is None or job.status in TERMINAL:
-                        final = job.to_openai() if job else {}
-                        yield f"event: end\ndata: {json.dumps(final)}\n\n".encode()
-                        return
-                    if not await wake(wait):
-                        yield b": keep-alive\n\n"
+                    yield ServerSentEvent(data=json.dumps(event), event="fine_tuning.job.event", id=str(seq))
+                if events:
+                    continue
+                job = await run_in_threadpool(store.get_job, job_id)
+                if job is None or job.status in TERMINAL:
+                    yield ServerSentEvent(data=json.dumps(job.to_openai() if job else {}), event="end")
+                    return
+                idle = 0.0 if await wake(min(wait, _SHUTDOWN_CHECK_S)) else idle + min(wait, _SHUTDOWN_CHECK_S)
+                if idle >= wait:
+                    idle = 0.0
+                    yield ServerSentEvent(comment="keep-alive")
+        yield ServerSentEvent(data=json.dumps({"reason": "server shutting down", "last_event_id": seq}),
+                              event="shutdown", id=str(seq), retry=1000)  # fmt: skip
 
-    return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return EventSourceResponse(body(), ping=0, sep="\n", shutdown_event=shutdown, shutdown_grace_period=2.0,
+                               headers={"Cache-Control": "no-cache"})  # fmt: skip
