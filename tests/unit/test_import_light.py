@@ -28,3 +28,17 @@ def test_the_cli_never_imports_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "quickstart" in out.stdout and "chat" in out.stdout and "up" in out.stdout
+
+
+def test_the_library_needs_no_web_stack_outside_its_http_extra() -> None:
+    """``sage_ft`` (storage, jobs, data, settings) loads with FastAPI blocked; only ``sage_ft.api_errors``, shipped
+    for the services under the ``http`` extra, needs it."""
+    code = (
+        "import sys; sys.modules['fastapi'] = None; sys.modules['starlette'] = None\n"
+        "import sage_ft, sage_ft.storage, sage_ft.jobs, sage_ft.jobs.lifecycle, sage_ft.data, sage_ft.settings\n"
+        "import sage_ft.storage.merges, sage_ft.jobs.broker\n"
+        "try:\n    import sage_ft.api_errors\nexcept ImportError:\n    print('api_errors needs fastapi')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "api_errors needs fastapi"

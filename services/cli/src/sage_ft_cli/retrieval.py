@@ -1,16 +1,14 @@
-"""A local retrieval index over text and markdown files (BM25, built offline, pure Python: no torch, no network).
+"""A local retrieval index over text and markdown files (BM25 via ``rank-bm25``: built offline, no torch, no network).
 
 ``sage-ft index build NAME PATH...`` splits each file into passages of a few lines, remembers where each came from
 (file and line range), and stores the index as JSON under ``~/.sage/indexes/NAME.json``. ``search`` scores
-passages with Okapi BM25.
+passages with Okapi BM25 (the ``rank-bm25`` package).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
-from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -57,29 +55,23 @@ def split(path: Path, max_lines: int = 12) -> list[Passage]:
 
 
 class Index:
+    """Okapi BM25 over the passages, through ``rank-bm25`` (scores are the package's, not hand-computed here)."""
+
     def __init__(self, name: str, passages: list[Passage]) -> None:
+        from rank_bm25 import BM25Okapi
+
         self.name = name
         self.passages = passages
-        self.docs = [Counter(tokens(p.text)) for p in passages]
-        self.lengths = [sum(d.values()) for d in self.docs]
-        self.avg = sum(self.lengths) / len(self.lengths) if self.lengths else 0.0
-        df: Counter[str] = Counter()
-        for doc in self.docs:
-            df.update(doc.keys())
-        n = len(self.docs)
-        self.idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
+        self.bm25 = BM25Okapi([tokens(p.text) for p in passages], k1=K1, b=B) if passages else None
 
     def search(self, query: str, k: int = 3) -> list[tuple[float, Passage]]:
         terms = tokens(query)
-        scored = []
-        for doc, length, passage in zip(self.docs, self.lengths, self.passages, strict=True):
-            score = 0.0
-            for term in terms:
-                tf = doc.get(term, 0)
-                if tf:
-                    score += self.idf[term] * tf * (K1 + 1) / (tf + K1 * (1 - B + B * length / (self.avg or 1)))
-            if score > 0:
-                scored.append((score, passage))
+        if self.bm25 is None or not terms:
+            return []
+        scores = self.bm25.get_scores(terms)
+        matched = [(float(score), passage, set(terms) & set(tokens(passage.text)))
+                   for score, passage in zip(scores, self.passages, strict=True)]  # fmt: skip
+        scored = [(score, passage) for score, passage, shared in matched if shared]  # a passage sharing no term
         return sorted(scored, key=lambda s: -s[0])[:k]
 
 
