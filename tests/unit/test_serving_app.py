@@ -58,6 +58,16 @@ class EngineStub(BaseHTTPRequestHandler):
         if self.path == "/v1/unload_lora_adapter":
             server.loaded.remove(body["lora_name"])
             return self._send(200, {})
+        if body.get("stream"):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            for piece in ("served ", "by ", body["model"]):
+                chunk = {"object": "chat.completion.chunk", "model": body["model"],
+                         "choices": [{"index": 0, "delta": {"content": piece}}]}  # fmt: skip
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            self.wfile.write(b"data: [DONE]\n\n")
+            return None
         self._send(200, {"id": "x", "object": "chat.completion", "model": body["model"], "choices": [
             {"index": 0, "message": {"role": "assistant", "content": f"served by {body['model']}"},
              "finish_reason": "stop"}], "usage": {"prompt_tokens": 1, "completion_tokens": 3}})  # fmt: skip
@@ -159,6 +169,13 @@ def test_a_deployment_goes_ready_with_engine_arguments_from_its_model(world: dic
     chat = client.post("/v1/chat/completions", json={"model": "small", "messages": [{"role": "user", "content": "x"}]})
     assert chat.status_code == 200 and chat.json()["model"] == "small"  # the client's name, not the engine's
     assert chat.json()["choices"][0]["message"]["content"].startswith("served by small-")
+    body = {"model": "small", "messages": [{"role": "user", "content": "x"}], "stream": True}
+    with client.stream("POST", "/v1/chat/completions", json=body) as resp:
+        frames = [line for line in resp.iter_lines() if line.startswith("data: ")]
+    assert frames[-1] == "data: [DONE]" and len(frames) == 4
+    chunks = [json.loads(f[6:]) for f in frames[:-1]]
+    assert {c["model"] for c in chunks} == {"small"}  # every chunk names what the client asked for
+    assert "".join(c["choices"][0]["delta"]["content"] for c in chunks).startswith("served by small-")
     assert client.delete("/v1/deployments/small").json()["deleted"] is True
     assert client.get("/v1/deployments/small").status_code == 404
     assert not stub.servers  # its last model gone, the server stopped

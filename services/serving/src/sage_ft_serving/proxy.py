@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from httpx_sse import EventSource
 
 from sage_ft.api_errors import ApiError, error_body
 from sage_ft_serving.manager import DeploymentManager
@@ -79,20 +80,21 @@ async def _stream(manager: DeploymentManager, dep: Deployment, url: str, body: d
     async def chunks() -> AsyncIterator[bytes]:
         pieces, usage = 0, None
         try:
-            async for line in resp.aiter_lines():
-                if line.startswith("data: ") and line != "data: [DONE]":
-                    try:
-                        chunk = json.loads(line[6:])
-                    except ValueError:
-                        yield (line + "\n").encode()
-                        continue
-                    if isinstance(chunk, dict):
-                        chunk["model"] = requested
-                        usage = chunk.get("usage") or usage
-                        pieces += sum(1 for c in chunk.get("choices") or [] if _has_text(c))
-                    yield f"data: {json.dumps(chunk)}\n".encode()
+            async for sse in EventSource(resp).aiter_sse():
+                if sse.data == "[DONE]":
+                    yield b"data: [DONE]\n\n"
+                    continue
+                try:
+                    chunk = json.loads(sse.data)
+                except ValueError:
+                    chunk = None
+                if isinstance(chunk, dict):
+                    chunk["model"] = requested  # the name the client asked for, not the engine's
+                    usage = chunk.get("usage") or usage
+                    pieces += sum(1 for c in chunk.get("choices") or [] if _has_text(c))
+                    yield f"data: {json.dumps(chunk)}\n\n".encode()
                 else:
-                    yield (line + "\n").encode()
+                    yield f"data: {sse.data}\n\n".encode()
                 manager.touch(dep)
         finally:
             await resp.aclose()
