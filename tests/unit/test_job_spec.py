@@ -74,7 +74,8 @@ def test_any_training_config_field_through_config_and_presets_keep_their_epochs(
         ({"model": "m", "name": "ft:abc"}, "name"),
         ({"model": "m", "integrations": [{"type": "slack"}]}, "integrations.0.type"),
         ({"model": "m", "unknown_thing": 1}, "unknown_thing"),
-        ({"model": "m", "config": {"no_such_field": 1}}, "config"),
+        ({"model": "m", "config": {"no_such_field": 1}}, "config.no_such_field"),
+        ({"model": "m", "config": {"report_to": ["slack"]}}, "config.report_to.0"),
         ({}, "model"),
     ],
 )

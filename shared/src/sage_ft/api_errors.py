@@ -13,17 +13,45 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sage_ft.errors import ConfigError
+from sage_ft.errors import UNION_TAG, ConfigError
 from sage_ft.storage import StorageError
 from sage_ft.storage.manifest import CorruptManifestError
 
 log = logging.getLogger(__name__)
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-          404: "invalid_request_error", 409: "conflict_error", 413: "invalid_request_error",
+          404: "invalid_request_error", 405: "invalid_request_error", 409: "conflict_error",
+          413: "invalid_request_error", 415: "invalid_request_error",
           422: "invalid_request_error", 429: "rate_limit_error", 502: "server_error", 503: "server_error",
           504: "server_error"}  # fmt: skip
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error, in OpenAI's shape."""
+
+    error: ErrorDetail
+
+
+_DESCRIPTIONS = {400: "Bad request: the message names the parameter, file line or field", 401: "No valid API key",
+                 404: "Not found", 405: "Method not allowed (the Allow header lists the methods)",
+                 409: "Conflict with the resource's state", 413: "Upload too large",
+                 415: "Unsupported content type", 422: "Valid, but cannot be done (the message says why)",
+                 502: "A backend (model server, worker) failed", 503: "A dependency is unavailable; retry",
+                 504: "A backend timed out"}  # fmt: skip
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` declaring these error statuses with the error body."""
+    return {status: {"model": ErrorResponse, "description": _DESCRIPTIONS.get(status, "Error")} for status in statuses}
 
 
 class ApiError(Exception):
@@ -50,6 +78,18 @@ def error_response(status: int, message: str, param: str | None = None, code: st
     return JSONResponse(error_body(status, message, param, code), status_code=status, headers=headers)
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the routes matching this path accept (RFC 9110's Allow), HEAD with GET as Starlette serves it."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "\x00"})  # any path match is at least PARTIAL
+        if match != Match.NONE and getattr(route, "methods", None):
+            methods |= set(route.methods)
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(_: Request, err: ApiError) -> JSONResponse:
@@ -58,14 +98,21 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, err: RequestValidationError) -> JSONResponse:
         first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        loc = [str(p) for p in first.get("loc", ())[1:] if not UNION_TAG.match(str(p))]
+        if first.get("loc", ("",))[0] == "header":
+            loc = [part.replace("_", "-").title() for part in loc]  # the header's own name: Idempotency-Key
         param = ".".join(loc) or None
-        return error_response(400, f"{param}: {first.get('msg')}" if param else str(first.get("msg")), param,
-                              "invalid_request")  # fmt: skip
+        msg = str(first.get("msg")).removeprefix("Value error, ")
+        if first.get("type") == "extra_forbidden":
+            msg = "unknown parameter"
+        return error_response(400, f"{param}: {msg}" if param else msg, param, "invalid_request")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:
-        return error_response(err.status_code, str(err.detail), None, None)
+    async def _http(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        headers = dict(err.headers or {})
+        if err.status_code == 405:  # Allow lists every method of the path, across all the routes that serve it
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return error_response(err.status_code, str(err.detail), None, None, headers or None)
 
     @app.exception_handler(ConfigError)
     async def _config(_: Request, err: ConfigError) -> JSONResponse:

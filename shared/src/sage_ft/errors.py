@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 
 class SageFTError(Exception):
     """Base class: ``str(err)`` is a complete, user-facing explanation."""
+
+
+# pydantic's union-member markers in an error's ``loc`` (``n_epochs.constrained-int``): not part of a field's path
+UNION_TAG = re.compile(r"^(int|float|str|bool|constrained-\w+|function-.*|.*\[.*\])$")
 
 
 class ConfigError(SageFTError, ValueError):

@@ -8,53 +8,56 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic.fields import FieldInfo
 
 from sage_ft.config import LoRAConfig, TrainingConfig
 from sage_ft.data.builtin import BUILTIN_TASKS
-from sage_ft.errors import ConfigError
+from sage_ft.errors import UNION_TAG, ConfigError
 from sage_ft.presets import PresetConfigs
 
 Auto = Literal["auto"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 _LOCAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_UNION_TAG = re.compile(r"^(int|float|str|bool|.*\[.*\])$")  # pydantic's union-member markers in error locations
+
+
+Epochs = Annotated[int, Field(ge=1, le=50)]
+BatchSize = Annotated[int, Field(ge=1, le=256)]
+Multiplier = Annotated[float, Field(gt=0, le=10)]
 
 
 class Hyperparameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    n_epochs: int | Auto = Field(default="auto", description="Passes over the training data (1-50).")
-    batch_size: int | Auto = Field(default="auto", description="Examples per step (1-256).")
-    learning_rate_multiplier: float | Auto = Field(default="auto", description="Scales the preset's learning rate.")
-
-    @field_validator("n_epochs")
-    @classmethod
-    def _epochs(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and not 1 <= v <= 50:
-            raise ValueError("must be between 1 and 50, or 'auto'")
-        return v
-
-    @field_validator("batch_size")
-    @classmethod
-    def _batch(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and not 1 <= v <= 256:
-            raise ValueError("must be between 1 and 256, or 'auto'")
-        return v
-
-    @field_validator("learning_rate_multiplier")
-    @classmethod
-    def _lrm(cls, v: float | str) -> float | str:
-        if isinstance(v, float | int) and not 0 < v <= 10:
-            raise ValueError("must be greater than 0 and at most 10, or 'auto'")
-        return v
+    n_epochs: Epochs | Auto = Field(default="auto", description="Passes over the training data (1-50).")
+    batch_size: BatchSize | Auto = Field(default="auto", description="Examples per step (1-256).")
+    learning_rate_multiplier: Multiplier | Auto = Field(default="auto", description="Scales the preset's learning "
+                                                        "rate.")  # fmt: skip
 
 
 # set by the job itself (model, files, outputs), or by an operator (remote code), never by a caller's config
 _NOT_CONFIGURABLE = frozenset({"model_name", "data_path", "output_dir", "validation_file", "trust_remote_code"})
+
+
+def _config_overrides() -> type[BaseModel]:
+    """``config``: any ``TrainingConfig`` field a caller may set, each optional, with the field's own constraints, so
+    its JSON schema says exactly what is accepted (the cross-field rules, such as 4-bit xor 8-bit, stay checks)."""
+    fields: dict[str, Any] = {}
+    for name, info in TrainingConfig.model_fields.items():
+        if name in _NOT_CONFIGURABLE:
+            continue
+        annotation: Any = info.annotation
+        if name == "report_to":
+            annotation = list[Literal["tensorboard", "wandb", "none"]]
+        fields[name] = (annotation | None, FieldInfo.merge_field_infos(info, default=None, default_factory=None))
+    model: type[BaseModel] = create_model("ConfigOverrides", __config__=ConfigDict(extra="forbid"), **fields)
+    return model
+
+
+ConfigOverrides = _config_overrides()
 
 
 class Supervised(BaseModel):
@@ -82,46 +85,54 @@ class Integration(BaseModel):
     wandb: WandbIntegration
 
 
+_MODEL_PATTERN = (r"^(?!.*\.\.)([A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
+                  r"|[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})$")  # fmt: skip
+_METADATA_SCHEMA: dict[str, Any] = {"maxProperties": 16, "propertyNames": {"maxLength": 64},
+                    "additionalProperties": {"type": "string", "maxLength": 512}}  # fmt: skip
+
+
 class JobRequest(BaseModel):
-    """``POST /v1/fine_tuning/jobs``. Unknown fields are rejected by name."""
+    """``POST /v1/fine_tuning/jobs``. Unknown fields are rejected by name. The JSON schema carries every rule the
+    validators apply (patterns, ranges, enums), so a request the schema allows is one the API accepts."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), json_schema_extra={
+        "anyOf": [{"required": ["training_file"]}, {"required": ["task"]}]})  # fmt: skip
 
-    model: str
+    model: str = Field(description="A hub id (owner/name) or a local model name.",
+                       json_schema_extra={"pattern": _MODEL_PATTERN})  # fmt: skip
     training_file: str | None = None
     validation_file: str | None = None
     suffix: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
-    metadata: dict[str, str] | None = None
+    metadata: dict[str, str] | None = Field(default=None, json_schema_extra=_METADATA_SCHEMA)
     method: Method | None = None
     hyperparameters: Hyperparameters | None = None  # deprecated top-level form
     integrations: list[Integration] | None = None
     # sage-ft extensions (extra_body in the openai client)
-    preset: str | None = None
-    task: str | None = None
+    preset: str | None = Field(default=None, json_schema_extra={"enum": [*PresetConfigs.NAMES, "auto", None]})
+    task: str | None = Field(default=None, json_schema_extra={"enum": [*BUILTIN_TASKS, None]})
     lora: LoRAConfig | None = None
     quantization: Literal["none", "8bit", "4bit"] | None = None
     max_length: int | None = Field(default=None, ge=16, le=131072)
     packing: bool | None = None
     train_on_prompt: bool | None = None
     learning_rate: float | None = Field(default=None, gt=0, lt=1)
-    name: str | None = None
+    name: str | None = Field(default=None, json_schema_extra={"pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"})
     max_steps: int | None = Field(default=None, ge=1)
     save_steps: int | None = Field(default=None, ge=1)
-    config: dict[str, Any] | None = None  # any other TrainingConfig field (what a --config file sets)
+    config: ConfigOverrides | None = None  # type: ignore[valid-type]  # any other TrainingConfig field
 
-    @field_validator("config")
+    @field_validator("config", mode="before")
     @classmethod
-    def _config(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        if v is None:
-            return v
-        fixed = sorted(set(v) & _NOT_CONFIGURABLE)
+    def _fixed_fields(cls, v: Any) -> Any:
+        fixed = sorted(set(v) & _NOT_CONFIGURABLE) if isinstance(v, dict) else []
         if fixed:
             raise ValueError(f"{', '.join(fixed)} cannot be set here (the job's model, files and outputs are)")
-        unknown = sorted(set(v) - set(TrainingConfig.model_fields))
-        if unknown:
-            raise ValueError(f"unknown TrainingConfig field(s): {', '.join(unknown)}")
         return v
+
+    def config_changes(self) -> dict[str, Any]:
+        """The ``config`` fields the caller set (what a --config file sets), as plain data."""
+        return self.config.model_dump(exclude_unset=True) if self.config is not None else {}
 
     @field_validator("model")
     @classmethod
@@ -173,7 +184,7 @@ def parse_request(body: dict[str, Any]) -> JobRequest:
         return JobRequest.model_validate(body)
     except ValidationError as err:
         first = err.errors()[0]
-        param = ".".join(str(p) for p in first["loc"] if not _UNION_TAG.match(str(p)))
+        param = ".".join(str(p) for p in first["loc"] if not UNION_TAG.match(str(p)))
         msg = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             msg = "unknown parameter"
@@ -223,9 +234,9 @@ def build_training_config(request: JobRequest, *, preset: str, data_path: str | 
         config = base.update(**values)
     except ConfigError as err:  # a request field: named by where pydantic says the config failed
         raise ConfigError(str(err), param=_request_param(err.loc)) from None
-    if request.config:
+    if request.config_changes():
         try:
-            config = config.update(**request.config)
+            config = config.update(**request.config_changes())
         except ConfigError as err:  # the raw ``config`` extension: its own path inside it
             raise ConfigError(str(err), param=".".join(("config", *(err.loc or ())))) from None
     shown = {

@@ -8,13 +8,16 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from sage_ft.api_errors import error_responses
 from sage_ft_gateway.deps import Svc, Tenant
+from sage_ft_gateway.protocol.common import Deleted
+from sage_ft_gateway.protocol.files import UPLOAD_BODY, FileList, FileObject
 from sage_ft_gateway.uploads import receive_upload
 
-router = APIRouter(prefix="/v1/files", tags=["files"])
+router = APIRouter(prefix="/v1/files", tags=["files"], responses=error_responses(400, 401, 404, 503))
 
 
-@router.post("")
+@router.post("", response_model=FileObject, openapi_extra=UPLOAD_BODY, responses=error_responses(413, 415))
 async def create_file(request: Request, tenant: Tenant, svc: Svc) -> dict[str, Any]:
     limit = int(svc.state.settings.gateway.max_upload_mb * 1024 * 1024)
     upload = await receive_upload(request, limit)
@@ -27,21 +30,23 @@ async def create_file(request: Request, tenant: Tenant, svc: Svc) -> dict[str, A
     return record.to_openai()
 
 
-@router.get("")
+@router.get("", response_model=FileList)
 def list_files(tenant: Tenant, svc: Svc, purpose: str | None = None) -> dict[str, Any]:
     return {"object": "list", "data": [f.to_openai() for f in svc.files.list(tenant, purpose)], "has_more": False}
 
 
-@router.get("/{file_id}")
+@router.get("/{file_id}", response_model=FileObject)
 def get_file(file_id: str, tenant: Tenant, svc: Svc) -> dict[str, Any]:
     return svc.files.get(tenant, file_id).to_openai()
 
 
-@router.get("/{file_id}/content")
+@router.get("/{file_id}/content", response_class=StreamingResponse,
+            responses={200: {"description": "The file's bytes", "content": {"application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"}}}}})  # fmt: skip
 def file_content(file_id: str, tenant: Tenant, svc: Svc) -> StreamingResponse:
     return StreamingResponse(svc.files.content(tenant, file_id), media_type="application/octet-stream")
 
 
-@router.delete("/{file_id}")
+@router.delete("/{file_id}", response_model=Deleted)
 def delete_file(file_id: str, tenant: Tenant, svc: Svc) -> dict[str, Any]:
     return svc.files.delete(tenant, file_id)

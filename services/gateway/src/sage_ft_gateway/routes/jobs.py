@@ -7,66 +7,75 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Body, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
+from sage_ft.api_errors import error_responses
 from sage_ft.jobs.model import TERMINAL
+from sage_ft.jobs.spec import JobRequest
 from sage_ft_gateway.deps import Svc, Tenant
+from sage_ft_gateway.protocol.common import sse_response
+from sage_ft_gateway.protocol.jobs import CheckpointList, EventList, FineTuningJob, JobList
 
 _SHUTDOWN_CHECK_S = 0.5  # how often an idle stream looks for a shutdown
-router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
+router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"], responses=error_responses(400, 401, 404, 503))
 Limit = Annotated[int, Query(ge=1, le=100)]
+JobCursor = Annotated[str | None, Query(pattern=r"^ftjob-[0-9a-f]{1,64}$", description="A job id: list after it.")]
+EventCursor = Annotated[str | None, Query(pattern=r"^ftevent-[0-9a-f]{1,64}-[0-9]{1,12}$")]
+CheckpointCursor = Annotated[str | None, Query(pattern=r"^ftckpt-[0-9a-f]{1,64}-[0-9]{1,12}$")]
 
 
-@router.post("")
-def create_job(body: Annotated[dict[str, Any], Body()], tenant: Tenant, svc: Svc,
-               idempotency_key: Annotated[str | None, Header()] = None) -> dict[str, Any]:  # fmt: skip
+@router.post("", response_model=FineTuningJob)
+def create_job(body: JobRequest, tenant: Tenant, svc: Svc,
+               idempotency_key: Annotated[str | None, Header(max_length=256)] = None) -> dict[str, Any]:  # fmt: skip
     job, _ = svc.jobs.create(tenant, body, idempotency_key)
     return job.to_openai()
 
 
-@router.get("")
-def list_jobs(
-    request: Request, tenant: Tenant, svc: Svc, after: str | None = None, limit: Limit = 20
-) -> dict[str, Any]:
+@router.get("", response_model=JobList)
+def list_jobs(request: Request, tenant: Tenant, svc: Svc, after: JobCursor = None, limit: Limit = 20) -> dict[str, Any]:
     metadata = {k[len("metadata[") : -1]: v for k, v in request.query_params.items()
                 if k.startswith("metadata[") and k.endswith("]")}  # fmt: skip
     return svc.jobs.list(tenant, after, limit, metadata)
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", response_model=FineTuningJob)
 def get_job(job_id: str, tenant: Tenant, svc: Svc) -> dict[str, Any]:
     return svc.jobs.get(tenant, job_id).to_openai()
 
 
-@router.post("/{job_id}/cancel")
+@router.post("/{job_id}/cancel", response_model=FineTuningJob, responses=error_responses(409))
 def cancel_job(job_id: str, tenant: Tenant, svc: Svc) -> dict[str, Any]:
     return svc.jobs.cancel(tenant, job_id).to_openai()
 
 
-@router.post("/{job_id}/pause")
+@router.post("/{job_id}/pause", response_model=FineTuningJob, responses=error_responses(409))
 def pause_job(job_id: str, tenant: Tenant, svc: Svc) -> dict[str, Any]:
     return svc.jobs.pause(tenant, job_id).to_openai()
 
 
-@router.post("/{job_id}/resume")
+@router.post("/{job_id}/resume", response_model=FineTuningJob, responses=error_responses(409))
 def resume_job(job_id: str, tenant: Tenant, svc: Svc) -> dict[str, Any]:
     return svc.jobs.resume(tenant, job_id).to_openai()
 
 
-@router.get("/{job_id}/events")
-def list_events(job_id: str, tenant: Tenant, svc: Svc, after: str | None = None, limit: Limit = 20) -> dict[str, Any]:
+@router.get("/{job_id}/events", response_model=EventList)
+def list_events(job_id: str, tenant: Tenant, svc: Svc, after: EventCursor = None, limit: Limit = 20) -> dict[str, Any]:
     return svc.jobs.events(tenant, job_id, after, limit)
 
 
-@router.get("/{job_id}/checkpoints")
-def list_checkpoints(job_id: str, tenant: Tenant, svc: Svc, after: str | None = None,
+@router.get("/{job_id}/checkpoints", response_model=CheckpointList)
+def list_checkpoints(job_id: str, tenant: Tenant, svc: Svc, after: CheckpointCursor = None,
                      limit: Limit = 10) -> dict[str, Any]:  # fmt: skip
     return svc.jobs.checkpoints(tenant, job_id, after, limit)
 
 
-@router.get("/{job_id}/events/stream")
+@router.get(
+    "/{job_id}/events/stream",
+    response_class=EventSourceResponse,
+    responses=sse_response("fine_tuning.job.event frames, then an end frame (or a shutdown frame to resume)"),
+)
 async def stream_events(job_id: str, tenant: Tenant, svc: Svc,
                         last_event_id: Annotated[str | None, Header()] = None) -> EventSourceResponse:  # fmt: skip
     """Server-sent events, oldest first, until the job finishes. ``Last-Event-ID`` (a sequence number) resumes.

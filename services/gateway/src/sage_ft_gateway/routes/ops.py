@@ -18,7 +18,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "Redis or the object store is unreachable"}})
 def readyz(svc: Svc) -> JSONResponse:
     checks: dict[str, Any] = {}
     try:
@@ -36,6 +36,7 @@ def readyz(svc: Svc) -> JSONResponse:
     )
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response, responses={200: {"description": "Prometheus text format",
+            "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}})  # fmt: skip
 def metrics(svc: Svc) -> Response:
     return Response(generate_latest(svc.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,30 +1,58 @@
-"""Chat, completions and deployments: authenticated here, served by the serving service."""
+"""Chat, completions and deployments: validated and authenticated here, served by the serving service."""
 
 from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from sage_ft.api_errors import error_responses
 from sage_ft_gateway.deps import Svc, Tenant
+from sage_ft_gateway.protocol.common import SSE_EVENT, ModelPath
+from sage_ft_gateway.protocol.serving import (
+    ChatRequest,
+    Completion,
+    CompletionRequest,
+    DeploymentDeleted,
+    DeploymentList,
+    DeploymentObject,
+    DeployRequest,
+)
 
-router = APIRouter(tags=["serving"])
+router = APIRouter(tags=["serving"], responses=error_responses(400, 401, 404, 409, 422, 502, 503))
+_STREAMED = "A completion; with stream=true, server-sent chunks ending with [DONE]"
+_STREAM: dict[int | str, dict[str, Any]] = {200: {"description": _STREAMED, "content": {
+    "application/json": {"schema": Completion.model_json_schema()},
+    "text/event-stream": {"schema": SSE_EVENT}}}}  # fmt: skip
 
 
-@router.post("/v1/chat/completions")
-async def chat_completions(request: Request, tenant: Tenant, svc: Svc) -> Response:
-    return await svc.state.serving.forward(request, "/v1/chat/completions", tenant)
+@router.post("/v1/chat/completions", response_model=Completion, responses=_STREAM)
+async def chat_completions(body: ChatRequest, request: Request, tenant: Tenant, svc: Svc) -> Response:
+    return await svc.state.serving.forward(request, "/v1/chat/completions", tenant, body.model_dump(exclude_unset=True))
 
 
-@router.post("/v1/completions")
-async def completions(request: Request, tenant: Tenant, svc: Svc) -> Response:
-    return await svc.state.serving.forward(request, "/v1/completions", tenant)
+@router.post("/v1/completions", response_model=Completion, responses=_STREAM)
+async def completions(body: CompletionRequest, request: Request, tenant: Tenant, svc: Svc) -> Response:
+    return await svc.state.serving.forward(request, "/v1/completions", tenant, body.model_dump(exclude_unset=True))
 
 
-@router.api_route("/v1/deployments", methods=["GET", "POST"])
-async def deployments(request: Request, tenant: Tenant, svc: Svc) -> Response:
+@router.post("/v1/deployments", response_model=DeploymentObject)
+async def deploy(body: DeployRequest, request: Request, tenant: Tenant, svc: Svc) -> Response:
+    return await svc.state.serving.forward(request, "/v1/deployments", tenant, body.model_dump(exclude_unset=True))
+
+
+@router.get("/v1/deployments", response_model=DeploymentList)
+async def list_deployments(request: Request, tenant: Tenant, svc: Svc) -> Response:
     return await svc.state.serving.forward(request, "/v1/deployments", tenant)
 
 
-@router.api_route("/v1/deployments/{model:path}", methods=["GET", "DELETE"])
-async def deployment(model: str, request: Request, tenant: Tenant, svc: Svc) -> Response:
-    return await svc.state.serving.forward(request, f"/v1/deployments/{model}", tenant)
+@router.get("/v1/deployments/{model:path}", response_model=DeploymentObject)
+async def get_deployment(model: ModelPath, request: Request, tenant: Tenant, svc: Svc) -> Response:
+    return await svc.state.serving.forward(request, f"/v1/deployments/{quote(model, safe='/:')}", tenant)
+
+
+@router.delete("/v1/deployments/{model:path}", response_model=DeploymentDeleted)
+async def delete_deployment(model: ModelPath, request: Request, tenant: Tenant, svc: Svc) -> Response:
+    return await svc.state.serving.forward(request, f"/v1/deployments/{quote(model, safe='/:')}", tenant)

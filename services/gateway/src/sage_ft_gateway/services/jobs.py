@@ -10,7 +10,7 @@ from typing import Any
 
 from sage_ft.jobs import Job, JobStatus, lifecycle
 from sage_ft.jobs.model import event_seq, new_id, now
-from sage_ft.jobs.spec import JobRequest, build_training_config, local_model_dir, parse_request
+from sage_ft.jobs.spec import JobRequest, build_training_config, local_model_dir
 from sage_ft_gateway.errors import ApiError, not_found
 from sage_ft_gateway.services.files import FileService
 from sage_ft_gateway.state import GatewayState
@@ -27,7 +27,7 @@ class JobService:
         if request.is_local_model():
             root = self.state.settings.paths.resolved_models_root()
             if local_model_dir(root, request.model) is None:
-                raise ApiError(400, f"Model '{request.model}' is neither a hub id (owner/name) nor a model under the "
+                raise ApiError(404, f"Model '{request.model}' is neither a hub id (owner/name) nor a model under the "
                                "models root.", param="model", code="model_not_found")  # fmt: skip
         if not request.training_file and not request.task:
             raise ApiError(400, "training_file is required (or a built-in 'task').", param="training_file")
@@ -43,8 +43,7 @@ class JobService:
         )  # fmt: skip  (validation only)
         return hyper
 
-    def create(self, tenant: str, body: dict[str, Any], idempotency_key: str | None) -> tuple[Job, bool]:
-        request = parse_request(body)
+    def create(self, tenant: str, request: JobRequest, idempotency_key: str | None) -> tuple[Job, bool]:
         hyper = self._check_request(tenant, request)
         job = Job(
             id=new_id("ftjob"), tenant=tenant, status=JobStatus.QUEUED, model=request.model,
@@ -79,7 +78,8 @@ class JobService:
         if after:
             before = event_seq(after)
             if before is None:
-                raise ApiError(400, f"'{after}' is not an event id of this job.", param="after")
+                raise ApiError(404, f"'{after}' is not an event id of this job.", param="after",
+                               code="event_not_found")  # fmt: skip
         events, more = self.state.jobs.events_page(job_id, before=before, limit=limit)
         return {"object": "list", "data": events, "has_more": more}
 
@@ -89,7 +89,8 @@ class JobService:
         if after:
             ids = [c["id"] for c in items]
             if after not in ids:
-                raise ApiError(400, f"'{after}' is not a checkpoint id of this job.", param="after")
+                raise ApiError(404, f"'{after}' is not a checkpoint id of this job.", param="after",
+                               code="checkpoint_not_found")  # fmt: skip
             items = items[ids.index(after) + 1 :]
         return {"object": "list", "data": items[:limit], "has_more": len(items) > limit,
                 "first_id": items[0]["id"] if items else None,

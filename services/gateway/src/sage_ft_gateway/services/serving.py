@@ -6,8 +6,10 @@ network only). Streams pass through chunk by chunk. If serving is down, callers 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 from fastapi import Request
@@ -29,12 +31,13 @@ class ServingClient:
         return ApiError(503, "The serving service is unavailable; try again shortly.", code="serving_unavailable",
                         headers={"Retry-After": "5"})  # fmt: skip
 
-    async def forward(self, request: Request, path: str, tenant: str) -> Response:
-        headers = {"X-Sage-Tenant": tenant, "Content-Type": request.headers.get("content-type", "application/json")}
+    async def forward(self, request: Request, path: str, tenant: str, body: dict[str, Any] | None = None) -> Response:
+        """``request`` to serving's ``path``, with ``body`` (the validated JSON) when it has one."""
+        headers = {"X-Sage-Tenant": tenant, "Content-Type": "application/json"}
         if request.headers.get("x-sage-no-wait"):
             headers["X-Sage-No-Wait"] = "1"
-        body = await request.body()
-        upstream = self.client.build_request(request.method, path, content=body, headers=headers,
+        content = json.dumps(body).encode() if body is not None else None
+        upstream = self.client.build_request(request.method, path, content=content, headers=headers,
                                              params=request.query_params)  # fmt: skip
         try:
             resp = await self.client.send(upstream, stream=True)

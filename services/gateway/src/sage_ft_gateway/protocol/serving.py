@@ -1,0 +1,82 @@
+"""Chat, completions and deployments: declared here, forwarded to serving (which deploys on the first request).
+
+The request bodies name what the gateway and serving need (``model``, ``messages``/``prompt``) and allow every other
+OpenAI sampling parameter, which the engine itself checks; responses are OpenAI's objects, with ``model`` always the
+name the client asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sage_ft_gateway.protocol.common import MODEL_ID, ApiModel
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    model: str = Field(pattern=MODEL_ID)
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+
+
+class CompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    model: str = Field(pattern=MODEL_ID)
+    prompt: str | list[str]
+    stream: bool | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+
+
+class Completion(ApiModel):
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[dict[str, Any]]
+    usage: dict[str, Any] | None = None
+
+
+class DeployRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model: str = Field(pattern=MODEL_ID)
+    engine: Literal["vllm", "transformers", "auto"] | None = None
+    wait: bool = False
+
+
+class DeploymentObject(ApiModel):
+    object: Literal["deployment"]
+    id: str
+    model: str
+    alias: str | None = None
+    state: Literal["deploying", "ready", "failed", "stopped"]
+    engine: str
+    endpoint: str | None = None
+    health: Literal["healthy", "unhealthy", "unknown"]
+    serving: dict[str, Any] | None = None
+    server: dict[str, Any] | None = None
+    created_at: int
+    ready_at: int | None = None
+    cold_start_seconds: float | None = None
+    error: dict[str, Any] | None = None
+
+
+class DeploymentList(ApiModel):
+    object: Literal["list"]
+    data: list[DeploymentObject]
+
+
+class DeploymentDeleted(ApiModel):
+    object: Literal["deployment.deleted"]
+    id: str
+    deleted: bool
