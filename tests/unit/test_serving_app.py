@@ -259,7 +259,9 @@ def test_a_server_that_dies_while_starting_fails_the_deployment_with_its_reason(
         dep = deploy(client, "small")
         assert dep["state"] == "failed" and dep["error"]["code"] == "engine_start_failed"
         assert "ValueError: no such kernel" in dep["error"]["message"]
-        chat = client.post("/v1/chat/completions", json={"model": "small", "messages": []})
+        chat = client.post(
+            "/v1/chat/completions", json={"model": "small", "messages": [{"role": "user", "content": "x"}]}
+        )
         assert chat.status_code == 502 and "no such kernel" in chat.json()["error"]["message"]
 
 
@@ -272,7 +274,9 @@ def test_an_idle_server_stops_and_the_next_request_brings_it_back(world: dict) -
         while client.get("/v1/deployments/small").json()["state"] != "stopped" and time.monotonic() < deadline:
             time.sleep(0.1)
         assert client.get("/v1/deployments/small").json()["state"] == "stopped" and not stub.servers
-        chat = client.post("/v1/chat/completions", json={"model": "small", "messages": []})
+        chat = client.post(
+            "/v1/chat/completions", json={"model": "small", "messages": [{"role": "user", "content": "x"}]}
+        )
         assert chat.status_code == 200 and len(stub.specs) == 2
 
 

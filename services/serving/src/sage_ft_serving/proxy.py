@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from httpx_sse import EventSource
 
@@ -21,20 +20,8 @@ from sage_ft_serving.manager import DeploymentManager
 from sage_ft_serving.records import Deployment
 
 
-async def read_body(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise ApiError(400, "The request body must be a JSON object.", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
-    if not isinstance(body.get("model"), str) or not body["model"]:
-        raise ApiError(400, "model: a model name is required", param="model", code="invalid_request")
-    return body
-
-
-async def forward(manager: DeploymentManager, request: Request, route: str, tenant: str, wait: bool) -> Response:
-    body = await read_body(request)
+async def forward(manager: DeploymentManager, body: dict[str, Any], route: str, tenant: str, wait: bool) -> Response:
+    """``body`` (validated by the route's model) to the model server serving ``body["model"]``."""
     requested = body["model"]
     dep, server = await manager.for_request(tenant, requested, wait)
     body["model"] = dep.engine_model

@@ -9,9 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from sage_ft.api_errors import error_responses
-from sage_ft_gateway.deps import Svc, Tenant
-from sage_ft_gateway.protocol.common import SSE_EVENT, ModelPath
-from sage_ft_gateway.protocol.serving import (
+from sage_ft.protocol.serving import (
     ChatRequest,
     Completion,
     CompletionRequest,
@@ -20,6 +18,8 @@ from sage_ft_gateway.protocol.serving import (
     DeploymentObject,
     DeployRequest,
 )
+from sage_ft_gateway.deps import Svc, Tenant
+from sage_ft_gateway.protocol.common import SSE_EVENT, ModelPath
 
 router = APIRouter(tags=["serving"], responses=error_responses(400, 401, 404, 409, 422, 502, 503))
 _STREAMED = "A completion; with stream=true, server-sent chunks ending with [DONE]"

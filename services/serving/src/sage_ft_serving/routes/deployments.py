@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict
+from fastapi import APIRouter, Path
 
-from sage_ft.api_errors import ApiError
+from sage_ft.api_errors import ApiError, error_responses
+from sage_ft.protocol.common import MODEL_ID
+from sage_ft.protocol.serving import DeploymentDeleted, DeploymentList, DeploymentObject, DeployRequest
 from sage_ft_serving.deps import Manager, State, Tenant
 
-router = APIRouter(tags=["deployments"])
+router = APIRouter(tags=["deployments"], responses=error_responses(400, 404, 409, 422, 502, 503))
+ModelPath = Annotated[str, Path(pattern=MODEL_ID)]
 
 
-class DeployRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-    model: str
-    engine: str | None = None
-    wait: bool = False
-
-
-@router.post("/v1/deployments")
+@router.post("/v1/deployments", response_model=DeploymentObject)
 async def deploy(req: DeployRequest, tenant: Tenant, manager: Manager, state: State) -> dict[str, Any]:
     dep = await manager.deploy(tenant, req.model, req.engine)
     if req.wait:
@@ -28,20 +23,20 @@ async def deploy(req: DeployRequest, tenant: Tenant, manager: Manager, state: St
     return manager.describe(dep)
 
 
-@router.get("/v1/deployments")
+@router.get("/v1/deployments", response_model=DeploymentList)
 async def list_deployments(tenant: Tenant, manager: Manager) -> dict[str, Any]:
     return {"object": "list", "data": manager.listing(tenant)}
 
 
-@router.get("/v1/deployments/{model:path}")
-async def get_deployment(model: str, tenant: Tenant, manager: Manager) -> dict[str, Any]:
+@router.get("/v1/deployments/{model:path}", response_model=DeploymentObject)
+async def get_deployment(model: ModelPath, tenant: Tenant, manager: Manager) -> dict[str, Any]:
     dep = manager.find(tenant, model)
     if dep is None:
         raise ApiError(404, f"No deployment of '{model}'.", param="model", code="deployment_not_found")
     return manager.describe(dep)
 
 
-@router.delete("/v1/deployments/{model:path}")
-async def delete_deployment(model: str, tenant: Tenant, manager: Manager) -> dict[str, Any]:
+@router.delete("/v1/deployments/{model:path}", response_model=DeploymentDeleted)
+async def delete_deployment(model: ModelPath, tenant: Tenant, manager: Manager) -> dict[str, Any]:
     dep = await manager.undeploy(tenant, model)
     return {"object": "deployment.deleted", "id": dep.model, "deleted": True}

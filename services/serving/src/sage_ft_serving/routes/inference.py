@@ -4,23 +4,35 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import Response
 
+from sage_ft.api_errors import error_responses
+from sage_ft.protocol.common import SSE_EVENT
+from sage_ft.protocol.serving import ChatRequest, Completion, CompletionRequest
 from sage_ft_serving import proxy
 from sage_ft_serving.deps import Manager, Tenant, Wait
 
-router = APIRouter(tags=["inference"])
+router = APIRouter(tags=["inference"], responses=error_responses(400, 404, 409, 422, 502, 503))
+_STREAM: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "A completion, or server-sent chunks",
+        "content": {
+            "application/json": {"schema": Completion.model_json_schema()},
+            "text/event-stream": {"schema": SSE_EVENT},
+        },
+    }
+}
 
 
-@router.post("/v1/chat/completions")
-async def chat(request: Request, tenant: Tenant, manager: Manager, wait: Wait) -> Response:
-    return await proxy.forward(manager, request, "/v1/chat/completions", tenant, wait=wait)
+@router.post("/v1/chat/completions", response_model=Completion, responses=_STREAM)
+async def chat(body: ChatRequest, tenant: Tenant, manager: Manager, wait: Wait) -> Response:
+    return await proxy.forward(manager, body.model_dump(exclude_unset=True), "/v1/chat/completions", tenant, wait)
 
 
-@router.post("/v1/completions")
-async def completions(request: Request, tenant: Tenant, manager: Manager, wait: Wait) -> Response:
-    return await proxy.forward(manager, request, "/v1/completions", tenant, wait=wait)
+@router.post("/v1/completions", response_model=Completion, responses=_STREAM)
+async def completions(body: CompletionRequest, tenant: Tenant, manager: Manager, wait: Wait) -> Response:
+    return await proxy.forward(manager, body.model_dump(exclude_unset=True), "/v1/completions", tenant, wait)
 
 
 @router.get("/v1/models")

@@ -17,7 +17,9 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+                                   503: {"description": "The object store is unreachable",
+                                         "content": {"text/plain": {"schema": {"type": "string"}}}}})  # fmt: skip
 async def readyz(state: State) -> Response:
     try:
         await run_in_threadpool(state.manager.store.exists, "healthz-probe")
@@ -26,7 +28,8 @@ async def readyz(state: State) -> Response:
     return PlainTextResponse("ok")
 
 
-@router.get("/metrics")
+@router.get("/metrics", responses={200: {"description": "Prometheus text format",
+                                          "content": {"text/plain": {"schema": {"type": "string"}}}}})  # fmt: skip
 async def prometheus(state: State) -> Response:
     state.scrapes.clear()
     state.scrapes.update(await state.manager.scrape())

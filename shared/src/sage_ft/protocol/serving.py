@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sage_ft_gateway.protocol.common import MODEL_ID, ApiModel
+from sage_ft.protocol.common import MODEL_ID, ApiModel
 
 
 class ChatMessage(BaseModel):

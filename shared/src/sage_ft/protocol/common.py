@@ -1,0 +1,39 @@
+"""Pieces every feature's contract shares."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+# A published model's name or alias (``ft:base:suffix:id``, ``code``), or a hub id as a base model
+MODEL_ID = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,255}$"
+
+
+class ApiModel(BaseModel):
+    """A response object: declared fields are exact, extra fields are allowed (extensions, newer OpenAI fields)."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+
+class Deleted(ApiModel):
+    id: str
+    object: str
+    deleted: bool
+
+
+SSE_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "event": {"type": "string"},
+        "data": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
+
+
+def sse_response(description: str) -> dict[int | str, dict[str, Any]]:
+    """A 200 that is a server-sent event stream (the schema describes one event)."""
+    return {200: {"description": description, "content": {"text/event-stream": {"schema": SSE_EVENT}}}}
