@@ -32,7 +32,7 @@ $(STAMP): shared/pyproject.toml services/gateway/pyproject.toml services/worker/
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e "shared[train,dev]" -e services/gateway -e services/worker -e "services/serving[docker,kubernetes]" \
+	$(PIP) install -q -e "shared[train,dev]" -e services/gateway -e services/worker -e "services/serving[docker,kubernetes,embeddings]" \
 		-e services/cli $(TORCH)
 	@touch $@
 

@@ -79,7 +79,7 @@ def test_oversize_upload_is_413_before_the_body_is_read(stack: Stack, client: op
 @pytest.mark.parametrize(
     ("body", "param", "status"),
     [
-        ({"model": "no-such-model"}, "model", 400),
+        ({"model": "no-such-model"}, "model", 404),
         ({"model": "https://evil.example/x"}, "model", 400),
         ({"model": "../../etc"}, "model", 400),
         ({"model": "/abs/path"}, "model", 400),

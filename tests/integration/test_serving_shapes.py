@@ -14,7 +14,9 @@ client: the engine arguments come from each artifact, and what cannot work is re
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -186,6 +188,47 @@ def test_a_dtype_the_engine_cannot_serve_is_a_422_and_starts_nothing(
     body = err.value.body
     assert isinstance(body, dict) and body["code"] == "unsupported_dtype" and "float8_e4m3fn" in body["message"]
     assert model_servers(stack.serving.pid, "vllm") == before  # type: ignore[union-attr]
+
+
+def test_embeddings_come_from_a_served_embedding_model_and_rank_by_meaning(
+    stack: Stack, client: openai.OpenAI, tmp_path: Path
+) -> None:
+    """all-MiniLM-L6-v2 (bundled, offline) served by vLLM's pooling runner through the gateway; the CLI's
+    embedding index finds a passage that shares no word with the question, which BM25 cannot."""
+    texts = ["How long should spaghetti cook?", "Boil pasta for ten minutes in salted water.",
+             "LoRA freezes the base model and trains small matrices."]  # fmt: skip
+    resp = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts)
+    assert resp.model == "all-MiniLM-L6-v2" and [d.index for d in resp.data] == [0, 1, 2]
+    vectors = [d.embedding for d in resp.data]
+    assert {len(v) for v in vectors} == {384}
+
+    def cos(a: list[float], b: list[float]) -> float:
+        return sum(x * y for x, y in zip(a, b, strict=True)) / (
+            sum(x * x for x in a) ** 0.5 * sum(y * y for y in b) ** 0.5)  # fmt: skip
+
+    assert cos(vectors[0], vectors[1]) > cos(vectors[0], vectors[2]) + 0.2
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "kitchen.md").write_text("# Pasta\nBoil pasta for ten minutes in salted water.\n")
+    (docs / "ml.md").write_text("# Adapters\nLoRA freezes the base model and trains small matrices.\n")
+    env = {**os.environ, "SAGE_HOME": str(tmp_path / "home"), "SAGE_FT_GATEWAY_URL": stack.url,
+           "SAGE_FT_AUTO_START": "false"}  # fmt: skip
+    cli = str(Path(sys.executable).parent / "sage-ft")
+    built = subprocess.run([cli, "--json", "index", "build", "kb", str(docs), "--embedding-model", "all-MiniLM-L6-v2"],
+                           env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    assert json.loads(built.stdout)["kind"] == "embedding"
+    question = "how long should spaghetti cook?"
+    answer = subprocess.run([cli, "--json", "chat", "--backend", "mock", "--index", "kb", "--ask", question],
+                            env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert answer.returncode == 0, answer.stderr
+    assert json.loads(answer.stdout)["sources"][0].endswith("kitchen.md:1-2")
+    bm25 = subprocess.run([cli, "--json", "index", "build", "words", str(docs)], env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert bm25.returncode == 0, bm25.stderr
+    words = subprocess.run([cli, "--json", "chat", "--backend", "mock", "--index", "words", "--ask", question],
+                           env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert json.loads(words.stdout)["sources"] == []  # no shared word: BM25 finds nothing
 
 
 def test_a_server_that_dies_while_starting_reports_the_engines_reason(stack: Stack, llama_1k: Path) -> None:

@@ -35,3 +35,28 @@ def test_bad_names_and_missing_inputs_are_clear_errors(tmp_path: Path) -> None:
         retrieval.build(tmp_path, "kb", [tmp_path / "missing"])
     with pytest.raises(CLIError, match="no index named 'nope'"):
         retrieval.load(tmp_path, "nope")
+
+
+def test_an_embedding_index_ranks_by_cosine_and_keeps_its_model(tmp_path: Path) -> None:
+    """The index logic with a stand-in embedder (the real one, served by vLLM, is in test_serving_shapes.py):
+    vectors are stored with the model that made them, queries are embedded with the same model."""
+    docs = tmp_path / "kb.md"
+    docs.write_text("alpha alpha\n\nbeta beta beta\n\ngamma\n")
+    calls: list[tuple[str, list[str]]] = []
+
+    def embedder(model: str) -> retrieval.Embed:
+        def embed(texts: list[str]) -> list[list[float]]:
+            calls.append((model, texts))
+            return [[t.count("alpha"), t.count("beta"), t.count("gamma") + 0.1] for t in texts]
+
+        return embed
+
+    built = retrieval.build(tmp_path, "vec", [docs], model="toy", embed=embedder("toy"))
+    assert isinstance(built, retrieval.EmbeddingIndex) and len(built.passages) == 3
+    index = retrieval.load(tmp_path, "vec", embedder)
+    (score, best), *_ = index.search("beta?", k=1)
+    assert best.text == "beta beta beta" and score > 0.9
+    assert calls[-1] == ("toy", ["beta?"])  # the query went to the index's own model
+    assert retrieval.listing(tmp_path)[0]["model"] == "toy"
+    with pytest.raises(CLIError, match="needs embeddings from toy"):
+        retrieval.load(tmp_path, "vec").search("beta")

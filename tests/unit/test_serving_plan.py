@@ -126,3 +126,10 @@ def test_an_unsupported_dtype_is_refused() -> None:
     with pytest.raises(NotServableError, match="float8_e4m3fn") as err:
         make_plan(True, inputs({**SMALL, "torch_dtype": "float8_e4m3fn"}), CPU)
     assert err.value.code == "unsupported_dtype"
+
+
+def test_a_sentence_transformers_model_is_bounded_by_its_max_seq_length() -> None:
+    bert = {"model_type": "bert", "max_position_embeddings": 512, "hidden_size": 384, "num_hidden_layers": 6,
+            "num_attention_heads": 12}  # fmt: skip
+    assert model_context_length(bert) == 512
+    assert model_context_length(bert, None, {"max_seq_length": 256}) == 256  # what vLLM's pooling runner derives

@@ -10,7 +10,7 @@ endpoints.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import openai
@@ -65,6 +65,27 @@ class ChatBackend:
                            f"{message}") from None  # fmt: skip
         except openai.OpenAIError as err:
             raise CLIError(f"the {self.name} backend at {self.base_url} failed: {err}") from None
+
+
+def embedder(base_url: str, api_key: str | None) -> Callable[[str], Callable[[list[str]], list[list[float]]]]:
+    """``embedder(model)(texts)``: vectors from the gateway's ``/v1/embeddings`` (serving starts the model server)."""
+
+    def for_model(model: str) -> Callable[[list[str]], list[list[float]]]:
+        client = openai.OpenAI(base_url=base_url, api_key=api_key or "unused", max_retries=2,
+                               timeout=openai.Timeout(600.0, connect=30.0))  # fmt: skip
+
+        def embed(texts: list[str]) -> list[list[float]]:
+            try:
+                resp = client.embeddings.create(model=model, input=texts, encoding_format="float")
+            except openai.APIConnectionError:
+                raise CLIError(f"no gateway answers at {base_url} to compute embeddings") from None
+            except openai.APIStatusError as err:
+                raise CLIError(f"embeddings from {model}: {err.status_code} {err.message}") from None
+            return [list(item.embedding) for item in sorted(resp.data, key=lambda d: d.index)]
+
+        return embed
+
+    return for_model
 
 
 def mock_answer(question: str, passages: list[str]) -> str:

@@ -1,14 +1,18 @@
-"""A local retrieval index over text and markdown files (BM25 via ``rank-bm25``: built offline, no torch, no network).
+"""Local retrieval indexes over text and markdown files: BM25 (``rank-bm25``, offline) or embeddings.
 
 ``sage-ft index build NAME PATH...`` splits each file into passages of a few lines, remembers where each came from
-(file and line range), and stores the index as JSON under ``~/.sage/indexes/NAME.json``. ``search`` scores
-passages with Okapi BM25 (the ``rank-bm25`` package).
+(file and line range), and stores the index as JSON under ``~/.sage/indexes/NAME.json``. A BM25 index scores
+passages by shared words. An embedding index (``--embedding-model all-MiniLM-L6-v2``) stores one vector per
+passage, computed by serving's model servers through the gateway's ``/v1/embeddings``, and ranks by cosine
+similarity, so a question that shares no word with its answer still finds it. The CLI never imports torch.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,6 +22,7 @@ SUFFIXES = {".md", ".markdown", ".txt", ".rst"}
 _WORD = re.compile(r"[a-z0-9]+")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 K1, B = 1.5, 0.75
+BATCH = 64  # passages per embeddings request
 
 
 @dataclass
@@ -75,11 +80,41 @@ class Index:
         return sorted(scored, key=lambda s: -s[0])[:k]
 
 
+Embed = Callable[[list[str]], list[list[float]]]
+
+
+class EmbeddingIndex:
+    """Passages ranked by cosine similarity between their vectors and the query's (same model for both)."""
+
+    def __init__(self, name: str, passages: list[Passage], vectors: list[list[float]], model: str,
+                 embed: Embed | None) -> None:  # fmt: skip
+        self.name, self.passages, self.model, self.embed = name, passages, model, embed
+        self.vectors = [_unit(v) for v in vectors]
+
+    def search(self, query: str, k: int = 3) -> list[tuple[float, Passage]]:
+        if self.embed is None:
+            raise CLIError(f"index '{self.name}' needs embeddings from {self.model}; no gateway to compute them")
+        q = _unit(self.embed([query])[0])
+        scored = [(sum(a * b for a, b in zip(q, v, strict=True)), p) for v, p in zip(self.vectors, self.passages,
+                                                                                    strict=True)]  # fmt: skip
+        return sorted(scored, key=lambda s: -s[0])[:k]
+
+
+def _unit(vector: list[float]) -> list[float]:
+    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+    return [x / norm for x in vector]
+
+
+AnyIndex = Index | EmbeddingIndex
+
+
 def index_dir(home: Path) -> Path:
     return home / "indexes"
 
 
-def build(home: Path, name: str, paths: list[Path]) -> Index:
+def build(home: Path, name: str, paths: list[Path], *, model: str | None = None,
+          embed: Embed | None = None) -> AnyIndex:  # fmt: skip
+    """Build and save an index: BM25, or embeddings from ``model`` (through ``embed``) when given."""
     if not _NAME.match(name):
         raise CLIError(f"index name {name!r}: letters, digits, '.', '_' and '-' only")
     files: list[Path] = []
@@ -96,18 +131,29 @@ def build(home: Path, name: str, paths: list[Path]) -> Index:
     target = index_dir(home) / f"{name}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"name": name, "kind": "bm25", "passages": [asdict(p) for p in passages]}))
+    data: dict[str, object] = {"name": name, "kind": "bm25", "passages": [asdict(p) for p in passages]}
+    if model is not None and embed is not None:
+        vectors = [v for i in range(0, len(passages), BATCH) for v in embed([p.text for p in passages[i : i + BATCH]])]
+        data.update(kind="embedding", model=model, vectors=vectors)
+    tmp.write_text(json.dumps(data))
     tmp.replace(target)
+    if data["kind"] == "embedding":
+        return EmbeddingIndex(name, passages, vectors, str(model), embed)
     return Index(name, passages)
 
 
-def load(home: Path, name: str) -> Index:
+def load(home: Path, name: str, embedder: Callable[[str], Embed] | None = None) -> AnyIndex:
+    """A saved index; an embedding index gets ``embedder(model)`` to embed queries with its own model."""
     path = index_dir(home) / f"{name}.json"
     if not path.exists():
         known = ", ".join(sorted(p.stem for p in index_dir(home).glob("*.json"))) or "none"
         raise CLIError(f"no index named '{name}' (indexes: {known}); build one with `sage-ft index build`")
     raw = json.loads(path.read_text())
-    return Index(name, [Passage(**p) for p in raw["passages"]])
+    passages = [Passage(**p) for p in raw["passages"]]
+    if raw.get("kind") == "embedding":
+        model = str(raw["model"])
+        return EmbeddingIndex(name, passages, raw["vectors"], model, embedder(model) if embedder else None)
+    return Index(name, passages)
 
 
 def listing(home: Path) -> list[dict[str, object]]:
@@ -115,6 +161,6 @@ def listing(home: Path) -> list[dict[str, object]]:
     for path in sorted(index_dir(home).glob("*.json")):
         raw = json.loads(path.read_text())
         sources = {p["source"] for p in raw["passages"]}
-        rows.append({"name": raw["name"], "kind": raw["kind"], "passages": len(raw["passages"]),
-                     "files": len(sources), "path": str(path)})  # fmt: skip
+        rows.append({"name": raw["name"], "kind": raw["kind"], "model": raw.get("model"),
+                     "passages": len(raw["passages"]), "files": len(sources), "path": str(path)})  # fmt: skip
     return rows

@@ -26,21 +26,17 @@ from sage_ft.storage import IntegrityError, ObjectStore
 from sage_ft.storage.manifest import Manifest, not_found_message
 from sage_ft.storage.merges import clear_merge_failure, merge_failure
 from sage_ft.storage.scoped import tenant_store
-from sage_ft_serving import artifacts
+from sage_ft_serving import artifacts, embeddings
 from sage_ft_serving.artifacts import ArtifactError
 from sage_ft_serving.engines import ENGINES, Engine, choose_engine, make_engine, servers_get_gpus
 from sage_ft_serving.launchers import Launcher, ServerHandle, ServerSpec
 from sage_ft_serving.launchers.owner import LauncherThread
 from sage_ft_serving.metrics import ServingMetrics
 from sage_ft_serving.plan import Limits, NotServableError, Plan, make_plan
-from sage_ft_serving.records import Deployment, Key, Server
+from sage_ft_serving.records import Deployment, EngineStartError, Key, Server
 from sage_ft_serving.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class EngineStartError(RuntimeError):
-    pass
 
 
 class DeploymentManager:
@@ -210,28 +206,42 @@ class DeploymentManager:
                     return await self._restart_for_rank(server, engine, artifact, base_ref, plan)
                 return server
             if server is not None:
-                await self._stop_server(server, "replaced")
+                await self.stop_server(server, "replaced")
             return await self._start_server(engine, artifact, base_ref, plan, key)
 
     async def _start_server(self, engine: Engine, artifact: artifacts.Artifact, base_ref: str, plan: Plan,
                             key: str) -> Server:  # fmt: skip
         spec = engine.spec(artifact, base_ref, self.launcher.path_for_server, plan)
+        return await self.run_server(spec, key, engine.name, plan, engine.hot_loads and plan.mode == "adapter")
+
+    async def run_server(self, spec: ServerSpec, key: str, engine: str, plan: Plan, hot_loads: bool) -> Server:
+        """Start ``spec`` as the server behind ``key`` and wait until it is healthy (stopping it if it is not)."""
         handle = await self.launch(spec)
-        server = Server(key=key, engine=engine.name, handle=handle, plan=plan,
-                        hot_loads=engine.hot_loads and plan.mode == "adapter")  # fmt: skip
+        server = Server(key=key, engine=engine, handle=handle, plan=plan, hot_loads=hot_loads)
         self.servers[key] = server
         try:
             await self._wait_healthy(server, spec.health_path)
         except BaseException:
-            await self._stop_server(server, "failed to start")
+            await self.stop_server(server, "failed to start")
             raise
         server.state, server.ready_at = "ready", time.time()
-        self.metrics.servers.labels(engine=engine.name).inc()
+        self.metrics.servers.labels(engine=engine).inc()
         return server
 
     async def launch(self, spec: ServerSpec) -> ServerHandle:
         """Start a model server from the owner thread, whichever thread or event loop asks."""
         return await self.owner.call(self.launcher.start, spec)
+
+    def server_lock(self, key: str) -> asyncio.Lock:
+        """Held while the server behind ``key`` is looked up, started or replaced."""
+        return self._server_locks[key]
+
+    async def server_alive(self, server: Server) -> bool:
+        return bool(await self.owner.call(self.launcher.alive, server.handle))
+
+    async def embedding_server(self, name: str) -> Server:
+        """The running pooling server of embedding model ``name`` (started on first use, stopped when idle)."""
+        return await embeddings.server_for(self, name)
 
     async def _restart_for_rank(self, old: Server, engine: Engine, artifact: artifacts.Artifact, base_ref: str,
                                 plan: Plan) -> Server:  # fmt: skip
@@ -244,7 +254,7 @@ class DeploymentManager:
         moving = [d for d in self.deployments.values() if d.server_key == old.key and d.state == "ready"]
         for dep in moving:
             dep.state = "deploying"
-        await self._stop_server(old, f"restarting for LoRA rank {rank}")
+        await self.stop_server(old, f"restarting for LoRA rank {rank}")
         try:
             server = await self._start_server(engine, artifact, base_ref, plan.with_rank(rank), old.key)
             async with server.lock:
@@ -333,9 +343,9 @@ class DeploymentManager:
                 except Exception as err:  # the adapter stays loaded but unreachable; nothing routes to it
                     log.warning("unloading %s from %s failed: %s", engine_model, server.handle.name, err)
         if not server.models:
-            await self._stop_server(server, "no models left")
+            await self.stop_server(server, "no models left")
 
-    async def _stop_server(self, server: Server, why: str) -> None:
+    async def stop_server(self, server: Server, why: str) -> None:
         if self.servers.get(server.key) is server:
             del self.servers[server.key]
         if server.state == "ready":
@@ -355,9 +365,9 @@ class DeploymentManager:
             if server.state != "ready":
                 continue
             if time.monotonic() - server.last_used > idle:
-                await self._stop_server(server, f"idle for more than {idle:.0f} s")
+                await self.stop_server(server, f"idle for more than {idle:.0f} s")
             elif not await self.owner.call(self.launcher.alive, server.handle):
-                await self._stop_server(server, "it exited")
+                await self.stop_server(server, "it exited")
 
     async def scrape(self) -> dict[str, str]:
         """Each ready server's own /metrics text (vLLM's ``vllm:*``), refreshed on every call."""
@@ -382,7 +392,7 @@ class DeploymentManager:
             if dep.task is not None and not dep.task.done():
                 dep.task.cancel()
         for server in list(self.servers.values()):
-            await self._stop_server(server, "serving is shutting down")
+            await self.stop_server(server, "serving is shutting down")
         await self.owner.call(self.launcher.close)
         self.owner.close()
         await self.client.aclose()

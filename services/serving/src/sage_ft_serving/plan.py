@@ -94,8 +94,12 @@ def text_config(config: dict[str, Any]) -> dict[str, Any]:
     return inner if isinstance(inner, dict) else config
 
 
-def model_context_length(config: dict[str, Any], tokenizer_config: dict[str, Any] | None = None) -> int | None:
-    """The longest context the model allows, as vLLM derives it; None when the config names none."""
+def model_context_length(config: dict[str, Any], tokenizer_config: dict[str, Any] | None = None,
+                         encoder_config: dict[str, Any] | None = None) -> int | None:  # fmt: skip
+    """The longest context the model allows, as vLLM derives it; None when the config names none.
+    ``encoder_config`` is a sentence-transformers model's ``sentence_bert_config.json``: its ``max_seq_length`` wins."""
+    if isinstance((encoder_config or {}).get("max_seq_length"), int):
+        return int(encoder_config["max_seq_length"])  # type: ignore[index]
     cfg = text_config(config)
     found = [int(cfg[k]) for k in POSITION_KEYS if isinstance(cfg.get(k), int | float) and cfg[k] > 0]
     if not found:

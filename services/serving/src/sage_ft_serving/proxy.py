@@ -91,6 +91,29 @@ async def _stream(manager: DeploymentManager, dep: Deployment, url: str, body: d
     return StreamingResponse(chunks(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
+async def forward_embeddings(manager: DeploymentManager, body: dict[str, Any]) -> Response:
+    """``/v1/embeddings`` to the pooling server of the named embedding model (started on first use)."""
+    requested = body["model"]
+    server = await manager.embedding_server(requested)
+    server.last_used = time.monotonic()
+    started = time.monotonic()
+    try:
+        resp = await manager.client.post(server.handle.url + "/v1/embeddings", json=body)
+    except httpx.HTTPError as err:
+        raise ApiError(
+            502, f"The embedding server for '{requested}' did not answer: {err}", code="engine_error"
+        ) from err
+    server.last_used = time.monotonic()
+    payload = _json(resp)
+    if resp.status_code == 200 and isinstance(payload, dict):
+        payload["model"] = requested
+    elif not (isinstance(payload, dict) and "error" in payload):
+        payload = error_body(resp.status_code, f"model server: {str(payload)[:500]}", code="engine_error")
+    route = "/v1/embeddings"
+    manager.metrics.proxy_latency.labels(route=route, status=str(resp.status_code)).observe(time.monotonic() - started)
+    return JSONResponse(payload, status_code=resp.status_code)
+
+
 def _json(resp: httpx.Response) -> Any:
     try:
         return resp.json()

@@ -16,6 +16,10 @@ STATES = ("deploying", "ready", "failed", "stopped")
 Key = tuple[str, str]  # (tenant, model)
 
 
+class EngineStartError(RuntimeError):
+    """A model server died, or was not healthy in time, while starting."""
+
+
 @dataclass
 class Server:
     key: str

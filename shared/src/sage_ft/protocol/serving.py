@@ -7,7 +7,7 @@ name the client asked for.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,6 +36,32 @@ class CompletionRequest(BaseModel):
     stream: bool | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
+
+
+Text = Annotated[str, Field(pattern=r"\S", max_length=100_000)]  # not blank
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model: str = Field(pattern=MODEL_ID, description="An embedding model under the models root, e.g. all-MiniLM-L6-v2")
+    input: Text | Annotated[list[Text], Field(min_length=1, max_length=2048)] = Field(
+        description="A text, or up to 2048 texts (none blank)."
+    )
+    encoding_format: Literal["float", "base64"] | None = None  # the openai SDK asks for base64 unless told
+    user: str | None = None
+
+
+class Embedding(ApiModel):
+    object: Literal["embedding"]
+    index: int
+    embedding: list[float] | str  # a base64 string of little-endian float32 when asked for
+
+
+class EmbeddingList(ApiModel):
+    object: Literal["list"]
+    data: list[Embedding]
+    model: str
+    usage: dict[str, Any] | None = None
 
 
 class Completion(ApiModel):

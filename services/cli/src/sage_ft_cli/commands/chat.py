@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import click
 
 from sage_ft_cli import retrieval
 from sage_ft_cli.app import App, pass_app
-from sage_ft_cli.backends import BACKENDS, ChatBackend
+from sage_ft_cli.backends import BACKENDS, ChatBackend, embedder
 from sage_ft_cli.client import CLIError
 
 
@@ -70,7 +72,7 @@ def chat(app: App, name: str | None, ask: str | None, backend: str | None, base_
     chosen = backend or env.backend or "finetune"
     if chosen not in BACKENDS:
         raise CLIError(f"SAGE_CHAT_BACKEND={chosen!r}: choose one of {', '.join(BACKENDS)}")
-    index = retrieval.load(app.settings.paths.resolved_home(), index_name) if index_name else None
+    index = retrieval.load(app.settings.paths.resolved_home(), index_name, _embedder(app)) if index_name else None
     client = make_backend(app, chosen, model, base_url, finetune_port or env.finetune_port)
     history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
     try:
@@ -93,8 +95,17 @@ def chat(app: App, name: str | None, ask: str | None, backend: str | None, base_
         client.close()
 
 
+def _embedder(app: App) -> Any:
+    """Embeddings through the gateway, reached (or the local stack started) only when an index needs them."""
+
+    def for_model(model: str) -> Any:
+        return embedder(f"{app.gateway().url}/v1", app.api_key)(model)
+
+    return for_model
+
+
 def _turn(app: App, client: ChatBackend, history: list[dict[str, str]], question: str,
-          index: retrieval.Index | None, top_k: int, stream: bool, max_tokens: int) -> None:  # fmt: skip
+          index: retrieval.AnyIndex | None, top_k: int, stream: bool, max_tokens: int) -> None:  # fmt: skip
     hits = index.search(question, top_k) if index else []
     prompt = question
     if hits:
@@ -131,20 +142,30 @@ def index() -> None:
 @index.command("build")
 @click.argument("name")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--embedding-model", help="Rank by embeddings from this model (served through the gateway, e.g. "
+              "all-MiniLM-L6-v2) instead of BM25.")  # fmt: skip
 @pass_app
-def index_build(app: App, name: str, paths: tuple[Path, ...]) -> None:
-    built = retrieval.build(app.settings.paths.resolved_home(), name, list(paths))
+def index_build(app: App, name: str, paths: tuple[Path, ...], embedding_model: str | None) -> None:
+    embed = _embedder(app)(embedding_model) if embedding_model else None
+    with app.err.status("embedding passages (the first request starts the model server)...", spinner="dots") if (
+            embed and not app.json) else nullcontext():  # fmt: skip
+        built = retrieval.build(app.settings.paths.resolved_home(), name, list(paths), model=embedding_model,
+                                embed=embed)  # fmt: skip
     files = len({p.source for p in built.passages})
+    kind = "embedding" if embedding_model else "bm25"
     if app.json:
-        app.emit({"name": name, "kind": "bm25", "passages": len(built.passages), "files": files})
+        app.emit({"name": name, "kind": kind, "model": embedding_model, "passages": len(built.passages),
+                  "files": files})  # fmt: skip
     else:
-        app.console.print(f"index '{name}': {len(built.passages)} passages from {files} file(s) (BM25)")
+        how = f"embeddings from {embedding_model}" if embedding_model else "BM25"
+        app.console.print(f"index '{name}': {len(built.passages)} passages from {files} file(s) ({how})")
 
 
 @index.command("list")
 @pass_app
 def index_list(app: App) -> None:
-    app.emit(retrieval.listing(app.settings.paths.resolved_home()), ["name", "kind", "passages", "files", "path"])
+    app.emit(retrieval.listing(app.settings.paths.resolved_home()), ["name", "kind", "model", "passages", "files",
+                                                                     "path"])  # fmt: skip
 
 
 def register(cli: click.Group) -> None:

@@ -17,6 +17,8 @@ from sage_ft.protocol.serving import (
     DeploymentList,
     DeploymentObject,
     DeployRequest,
+    EmbeddingList,
+    EmbeddingRequest,
 )
 from sage_ft_gateway.deps import Svc, Tenant
 from sage_ft_gateway.protocol.common import SSE_EVENT, ModelPath
@@ -36,6 +38,11 @@ async def chat_completions(body: ChatRequest, request: Request, tenant: Tenant, 
 @router.post("/v1/completions", response_model=Completion, responses=_STREAM)
 async def completions(body: CompletionRequest, request: Request, tenant: Tenant, svc: Svc) -> Response:
     return await svc.state.serving.forward(request, "/v1/completions", tenant, body.model_dump(exclude_unset=True))
+
+
+@router.post("/v1/embeddings", response_model=EmbeddingList)
+async def embeddings(body: EmbeddingRequest, request: Request, tenant: Tenant, svc: Svc) -> Response:
+    return await svc.state.serving.forward(request, "/v1/embeddings", tenant, body.model_dump(exclude_unset=True))
 
 
 @router.post("/v1/deployments", response_model=DeploymentObject)

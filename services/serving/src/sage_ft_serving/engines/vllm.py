@@ -71,6 +71,25 @@ class VLLMEngine(Engine):
                           env=env, python=cfg.vllm_python, gpus=cfg.gpus_per_server if self.gpu else 0,
                           labels={"sage-ft.engine": self.name})  # fmt: skip
 
+    def embedding_spec(self, model_dir: Path, name: str, path_for_server: Callable[[Path], str], plan: Plan
+                       ) -> ServerSpec:  # fmt: skip
+        """A pooling server for an embedding model (``/v1/embeddings``), served under ``name``."""
+        cfg = self.settings.serving
+        args = ["--model", path_for_server(model_dir), "--served-model-name", name, "--runner", "pooling",
+                "--host", "{host}", "--port", "{port}", "--load-format", "safetensors",
+                "--uvicorn-log-level", "warning"]  # fmt: skip
+        if plan.max_model_len is not None:
+            args += ["--max-model-len", str(plan.max_model_len)]
+        if self.gpu:
+            args += ["--gpu-memory-utilization", str(cfg.gpu_memory_utilization)]
+        env = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+        if not self.gpu:
+            env["VLLM_CPU_KVCACHE_SPACE"] = str(cfg.vllm_cpu_kv_cache_gb)
+        return ServerSpec(name=server_name("vllm", f"embed:{model_dir}", f"embed-{name}"), engine=self.name,
+                          module=API_SERVER, args=args, env=env, python=cfg.vllm_python,
+                          gpus=cfg.gpus_per_server if self.gpu else 0,
+                          labels={"sage-ft.engine": self.name})  # fmt: skip
+
     async def attach(self, client: httpx.AsyncClient, server: ServerHandle, artifact: Artifact,
                      server_path: str, plan: Plan) -> str:  # fmt: skip
         name = artifact.engine_name

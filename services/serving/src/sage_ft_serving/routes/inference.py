@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from sage_ft.api_errors import error_responses
 from sage_ft.protocol.common import SSE_EVENT
-from sage_ft.protocol.serving import ChatRequest, Completion, CompletionRequest
+from sage_ft.protocol.serving import ChatRequest, Completion, CompletionRequest, EmbeddingList, EmbeddingRequest
 from sage_ft_serving import proxy
 from sage_ft_serving.deps import Manager, Tenant, Wait
 
@@ -33,6 +33,12 @@ async def chat(body: ChatRequest, tenant: Tenant, manager: Manager, wait: Wait) 
 @router.post("/v1/completions", response_model=Completion, responses=_STREAM)
 async def completions(body: CompletionRequest, tenant: Tenant, manager: Manager, wait: Wait) -> Response:
     return await proxy.forward(manager, body.model_dump(exclude_unset=True), "/v1/completions", tenant, wait)
+
+
+@router.post("/v1/embeddings", response_model=EmbeddingList)
+async def embeddings(body: EmbeddingRequest, manager: Manager) -> Response:
+    """Embeddings from a base embedding model (shared by every tenant), for retrieval."""
+    return await proxy.forward_embeddings(manager, body.model_dump(exclude_unset=True))
 
 
 @router.get("/v1/models")
