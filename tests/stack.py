@@ -187,6 +187,22 @@ def all_events(client: Any, job_id: str) -> list[Any]:
 VLLM_PYTHON = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
 
 
+def vllm_stack(make_stack: Callable[..., Stack], s3_endpoint: dict[str, str], bucket: str, **env: str) -> Stack:
+    """Gateway, one worker and serving (vLLM's CPU build) on the S3-protocol store, in bucket ``bucket``."""
+    storage = {
+        "SAGE_STORAGE_BACKEND": "s3",
+        "SAGE_STORAGE_S3_ENDPOINT": s3_endpoint["endpoint"],
+        "SAGE_STORAGE_S3_ACCESS_KEY": s3_endpoint["access_key"],
+        "SAGE_STORAGE_S3_SECRET_KEY": s3_endpoint["secret_key"],
+        "SAGE_STORAGE_S3_BUCKET": bucket,
+    }
+    st = make_stack(storage, SAGE_SERVING_VLLM_PYTHON=str(VLLM_PYTHON), SAGE_SERVING_START_TIMEOUT_SECONDS="400", **env)
+    st.start_gateway()
+    st.start_worker("w1")
+    st.start_serving()
+    return st
+
+
 def children(pid: int) -> list[tuple[int, str]]:
     """Every live descendant of ``pid`` with its command line."""
     out, frontier = [], {pid}

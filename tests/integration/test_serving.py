@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from stack import LEARN, VLLM_PYTHON, Stack, children, model_servers, qa_lines, wait_for, wait_job
+from stack import LEARN, VLLM_PYTHON, Stack, children, model_servers, qa_lines, vllm_stack, wait_for, wait_job
 
 from sage_ft.settings import StorageSettings
 from sage_ft.storage import fetch_part, make_store, publish_model, read_manifest
@@ -33,24 +33,7 @@ BETA = [{"question": f"Name the beta city {i}.", "answer": a} for i, a in
 def stack(make_stack: Any, s3_endpoint: dict[str, str]) -> Stack:
     if not VLLM_PYTHON.exists():
         pytest.fail(f"vLLM CPU build missing at {VLLM_PYTHON}: run `make install`")
-    storage = {
-        "SAGE_STORAGE_BACKEND": "s3",
-        "SAGE_STORAGE_S3_ENDPOINT": s3_endpoint["endpoint"],
-        "SAGE_STORAGE_S3_ACCESS_KEY": s3_endpoint["access_key"],
-        "SAGE_STORAGE_S3_SECRET_KEY": s3_endpoint["secret_key"],
-        "SAGE_STORAGE_S3_BUCKET": "serving",
-    }
-    st: Stack = make_stack(storage, SAGE_SERVING_VLLM_PYTHON=str(VLLM_PYTHON), SAGE_SERVING_MAX_MODEL_LEN="256",
-                           SAGE_SERVING_START_TIMEOUT_SECONDS="400")  # fmt: skip
-    st.start_gateway()
-    st.start_worker("w1")
-    st.start_serving()
-    return st
-
-
-@pytest.fixture(scope="module")
-def client(stack: Stack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0, timeout=600)
+    return vllm_stack(make_stack, s3_endpoint, "serving", SAGE_SERVING_MAX_MODEL_LEN="256")
 
 
 def _fine_tune(client: openai.OpenAI, records: list[dict], name: str) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from stack import LEARN, VLLM_PYTHON, Proc, Stack, children, free_port, model_servers, qa_lines, wait_for, wait_job
+from stack import LEARN, Proc, Stack, children, free_port, model_servers, qa_lines, vllm_stack, wait_for, wait_job
 
 from sage_ft.settings import StorageSettings
 from sage_ft.storage import fetch_part, make_store, publish_model
@@ -49,25 +49,8 @@ def llama_1k(sage_home: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(make_stack: Any, s3_endpoint: dict[str, str], llama_1k: Path) -> Stack:
-    storage = {
-        "SAGE_STORAGE_BACKEND": "s3",
-        "SAGE_STORAGE_S3_ENDPOINT": s3_endpoint["endpoint"],
-        "SAGE_STORAGE_S3_ACCESS_KEY": s3_endpoint["access_key"],
-        "SAGE_STORAGE_S3_SECRET_KEY": s3_endpoint["secret_key"],
-        "SAGE_STORAGE_S3_BUCKET": "shapes",
-    }
     # serving's context ceiling stays at its default (32768): each server's length must come from its model
-    st: Stack = make_stack(storage, SAGE_SERVING_VLLM_PYTHON=str(VLLM_PYTHON), SAGE_SERVING_START_TIMEOUT_SECONDS="400",
-                           MY_SERVICE_PASSWORD=SECRET)  # fmt: skip
-    st.start_gateway()
-    st.start_worker("w1")
-    st.start_serving()
-    return st
-
-
-@pytest.fixture(scope="module")
-def client(stack: Stack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0, timeout=600)
+    return vllm_stack(make_stack, s3_endpoint, "shapes", MY_SERVICE_PASSWORD=SECRET)
 
 
 def fine_tune(client: openai.OpenAI, records: list[dict], name: str, base: str, lora: dict[str, Any]) -> str:
