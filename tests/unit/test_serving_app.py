@@ -14,103 +14,19 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from serving_stub import BASE, StubLauncher, adapter_dir
 
 from sage_ft.storage import LocalStore, publish_model
 from sage_ft.storage.merges import record_merge_failure
 from sage_ft_serving.app import create_app
-from sage_ft_serving.launchers import Launcher, ServerHandle, ServerSpec
+from sage_ft_serving.launchers import ServerHandle, ServerSpec
 from sage_ft_serving.settings import ServingSettings, Settings
-
-BASE = {"model_type": "qwen2", "max_position_embeddings": 1024, "hidden_size": 128, "num_hidden_layers": 2,
-        "num_attention_heads": 2, "vocab_size": 2048, "torch_dtype": "float32"}  # fmt: skip
-
-
-class EngineStub(BaseHTTPRequestHandler):
-    """Answers like vLLM's OpenAI server: health, adapter loading, chat (echoing which model it was asked for)."""
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _send(self, status: int, body: dict[str, Any]) -> None:
-        raw = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-    def do_GET(self) -> None:
-        self._send(200, {})
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        server: Any = self.server
-        if self.path == "/v1/load_lora_adapter":
-            server.loaded.append(body["lora_name"])
-            return self._send(200, {})
-        if self.path == "/v1/unload_lora_adapter":
-            server.loaded.remove(body["lora_name"])
-            return self._send(200, {})
-        if body.get("stream"):
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.end_headers()
-            for piece in ("served ", "by ", body["model"]):
-                chunk = {"object": "chat.completion.chunk", "model": body["model"],
-                         "choices": [{"index": 0, "delta": {"content": piece}}]}  # fmt: skip
-                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-            self.wfile.write(b"data: [DONE]\n\n")
-            return None
-        self._send(200, {"id": "x", "object": "chat.completion", "model": body["model"], "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": f"served by {body['model']}"},
-             "finish_reason": "stop"}], "usage": {"prompt_tokens": 1, "completion_tokens": 3}})  # fmt: skip
-
-
-class StubLauncher(Launcher):
-    kind = "stub"
-
-    def __init__(self, fail_with: str | None = None) -> None:
-        self.specs: list[ServerSpec] = []
-        self.servers: dict[str, ThreadingHTTPServer] = {}
-        self.fail_with = fail_with
-
-    def start(self, spec: ServerSpec) -> ServerHandle:
-        self.specs.append(spec)
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), EngineStub)
-        httpd.loaded = []  # type: ignore[attr-defined]
-        if self.fail_with is None:
-            threading.Thread(target=httpd.serve_forever, daemon=True).start()
-        self.servers[spec.name] = httpd
-        return ServerHandle(spec.name, f"http://127.0.0.1:{httpd.server_address[1]}", ref=httpd)
-
-    def stop(self, handle: ServerHandle) -> None:
-        httpd = self.servers.pop(handle.name, None)
-        if httpd is not None and self.fail_with is None:
-            httpd.shutdown()
-        if httpd is not None:
-            httpd.server_close()
-
-    def alive(self, handle: ServerHandle) -> bool:
-        return handle.name in self.servers and self.fail_with is None
-
-    def describe_failure(self, handle: ServerHandle) -> str:
-        return self.fail_with or ""
-
-
-def adapter_dir(root: Path, rank: int, **extra: Any) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    config = {"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "target_modules": ["q_proj", "v_proj"],
-              "bias": "none", "base_model_name_or_path": "stub-base", **extra}  # fmt: skip
-    (root / "adapter_config.json").write_text(json.dumps(config))
-    (root / "adapter_model.safetensors").write_bytes(b"{}" + bytes(rank))
-    return root
 
 
 @pytest.fixture
@@ -322,3 +238,56 @@ def test_a_model_server_outlives_the_thread_that_asked_for_it(tmp_path: Path) ->
         assert httpx.get(handle.url + "/", timeout=5).status_code == 200
     finally:
         asyncio.run(manager.close())
+
+
+def test_sigterm_cuts_an_open_chat_stream_after_the_grace_period(world: dict, tmp_path: Path) -> None:
+    """A rollout sends SIGTERM, then SIGKILL: serving exits within its grace period even while a proxied chat stream
+    is still running (here one that would take 15 s), instead of waiting for it."""
+    import os
+    import signal
+    import socket
+    import subprocess
+
+    publish_model(world["store"], "small", {"adapter": adapter_dir(world["tmp"] / "a", 8)}, base_model="stub-base")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "SAGE_SERVING_PORT": str(port), "SAGE_SERVING_ENGINE": "vllm",
+           "SAGE_HOME": str(tmp_path / "home"), "SAGE_STORAGE_BACKEND": "local",
+           "SAGE_STORAGE_LOCAL_ROOT": str(tmp_path / "store"), "SAGE_SERVING_SHUTDOWN_GRACE_SECONDS": "2",
+           "SAGE_SERVING_LOG_LEVEL": "warning"}  # fmt: skip
+    script = Path(__file__).resolve().parents[1] / "serving_stub.py"
+    with (tmp_path / "serving.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.DEVNULL, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serving.log").read_text()
+            time.sleep(0.2)
+        chunks: list[str] = []
+        body = {"model": "small", "messages": [{"role": "user", "content": "x"}], "stream": True, "slow": True}
+
+        def follow() -> None:
+            with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60) as resp:
+                chunks.extend(line for line in resp.iter_lines() if line.startswith("data: "))
+
+        reader = threading.Thread(target=follow, daemon=True)
+        reader.start()
+        while len(chunks) < 2 and reader.is_alive():
+            time.sleep(0.1)
+        assert chunks, "the stream never started"
+        stopped_at = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        assert time.monotonic() - stopped_at < 8, "serving waited for the stream instead of its grace period"
+        reader.join(timeout=5)
+        assert not reader.is_alive() and len(chunks) < 60  # the stream was cut, not run to its end
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sage_ft_serving.settings import Settings
 
 
-def main() -> None:
+def serve(settings: Settings, **app_options: Any) -> None:
+    """Run the app under uvicorn. On SIGTERM, open requests (proxied chat streams) get ``shutdown_grace_seconds``,
+    then are cut, and every model server is stopped; ``app_options`` go to ``create_app`` (tests)."""
     import uvicorn
 
     from sage_ft_serving.app import create_app
-    from sage_ft_serving.settings import Settings
 
-    settings = Settings()
     logging.basicConfig(
         level=settings.serving.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    uvicorn.run(create_app(settings), host=settings.serving.host, port=settings.serving.port,
+    uvicorn.run(create_app(settings, **app_options), host=settings.serving.host, port=settings.serving.port,
                 log_level=settings.serving.log_level, access_log=False,
                 timeout_graceful_shutdown=int(settings.serving.shutdown_grace_seconds))  # fmt: skip
+
+
+def main() -> None:
+    from sage_ft_serving.settings import Settings
+
+    serve(Settings())
 
 
 if __name__ == "__main__":
