@@ -191,6 +191,32 @@ def test_transformers_engine_merges_an_adapter_only_model_then_serves_it(
     assert len(model_servers(proc.pid, "transformers")) == 1
 
 
+def test_a_failed_merge_reaches_the_request_at_once_with_the_workers_reason(
+    stack: Stack, light_serving: Any, tuned: dict[str, str], tmp_path: Path
+) -> None:
+    """The transformers engine needs merged weights; the worker's merge of a corrupted adapter fails, and the request
+    gets that failure (with the file named) within seconds, not after serving's 900 s merge timeout."""
+    import time
+
+    store = _store(stack)
+    adapter = fetch_part(store, tuned["beta"], "adapter", tmp_path / "adapter")
+    (adapter / "README.md").write_text("to be broken\n")
+    publish_model(store, "broken-merge", {"adapter": adapter}, base_model="sage-tiny")
+    key = "models/broken-merge/adapter/adapter_model.safetensors"
+    data = bytearray(store.get_bytes(key))
+    data[len(data) // 2] ^= 0xFF
+    store.put_bytes(key, bytes(data))
+    direct = light_serving[1]
+    started = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as exc:
+        direct.chat.completions.create(model="broken-merge", messages=[{"role": "user", "content": "hi"}])
+    assert time.monotonic() - started < 120
+    body = exc.value.body
+    assert isinstance(body, dict) and body["code"] == "merge_failed", body
+    assert "adapter_model.safetensors" in body["message"] and "w1" in body["message"]
+    assert "merged" not in read_manifest(store, "broken-merge").parts  # type: ignore[union-attr]
+
+
 def test_idle_server_scales_to_zero_and_the_next_request_restarts_it(light_serving: Any) -> None:
     proc, direct, url = light_serving
     first = model_servers(proc.pid, "transformers")
