@@ -76,11 +76,9 @@ async def server_for(manager: DeploymentManager, name: str) -> Server:
     plan = Plan(mode="embedding", max_model_len=min(length, settings.serving.max_model_len) if length else None)
     key = f"vllm-embed:{model_dir}"
     async with manager.server_lock(key):
-        server = manager.servers.get(key)
-        if server is not None and server.state == "ready" and await manager.server_alive(server):
-            return server
-        if server is not None:
-            await manager.stop_server(server, "replaced")
+        live = await manager.live_server(key)
+        if live is not None:
+            return live
         engine = VLLMEngine(settings, gpu=manager.limits().gpu)
         spec = engine.embedding_spec(model_dir, model_dir.name, manager.launcher.path_for_server, plan)
         try:

@@ -199,15 +199,10 @@ class DeploymentManager:
     async def _server(self, engine: Engine, artifact: artifacts.Artifact, base_ref: str, plan: Plan) -> Server:
         key = engine.server_key(artifact, base_ref, plan)
         async with self._server_locks[key]:
-            server = self.servers.get(key)
-            if server is not None and server.state == "ready" and await self.owner.call(self.launcher.alive,
-                                                                                       server.handle):  # fmt: skip
-                if plan.lora_rank is not None and plan.lora_rank > (server.plan.lora_rank or 0):
-                    return await self._restart_for_rank(server, engine, artifact, base_ref, plan)
-                return server
-            if server is not None:
-                await self.stop_server(server, "replaced")
-            return await self._start_server(engine, artifact, base_ref, plan, key)
+            server = await self.live_server(key)
+            if server is not None and plan.lora_rank is not None and plan.lora_rank > (server.plan.lora_rank or 0):
+                return await self._restart_for_rank(server, engine, artifact, base_ref, plan)
+            return server or await self._start_server(engine, artifact, base_ref, plan, key)
 
     async def _start_server(self, engine: Engine, artifact: artifacts.Artifact, base_ref: str, plan: Plan,
                             key: str) -> Server:  # fmt: skip
@@ -238,6 +233,15 @@ class DeploymentManager:
 
     async def server_alive(self, server: Server) -> bool:
         return bool(await self.owner.call(self.launcher.alive, server.handle))
+
+    async def live_server(self, key: str) -> Server | None:
+        """The ready, running server behind ``key`` (call with its lock held); a dead or failed one is dropped."""
+        server = self.servers.get(key)
+        if server is not None and server.state == "ready" and await self.server_alive(server):
+            return server
+        if server is not None:
+            await self.stop_server(server, "replaced")
+        return None
 
     async def embedding_server(self, name: str) -> Server:
         """The running pooling server of embedding model ``name`` (started on first use, stopped when idle)."""
@@ -275,7 +279,7 @@ class DeploymentManager:
         timeout = self.settings.serving.start_timeout_seconds
         deadline = time.monotonic() + timeout
         while True:
-            if not await self.owner.call(self.launcher.alive, server.handle):
+            if not await self.server_alive(server):
                 why = await self.owner.call(self.launcher.describe_failure, server.handle)
                 raise EngineStartError(f"{server.handle.name} died while starting: {why}")
             with contextlib.suppress(httpx.HTTPError):
@@ -366,18 +370,8 @@ class DeploymentManager:
                 continue
             if time.monotonic() - server.last_used > idle:
                 await self.stop_server(server, f"idle for more than {idle:.0f} s")
-            elif not await self.owner.call(self.launcher.alive, server.handle):
+            elif not await self.server_alive(server):
                 await self.stop_server(server, "it exited")
-
-    async def scrape(self) -> dict[str, str]:
-        """Each ready server's own /metrics text (vLLM's ``vllm:*``), refreshed on every call."""
-        for server in list(self.servers.values()):
-            if server.state == "ready" and server.engine == "vllm":
-                with contextlib.suppress(httpx.HTTPError):
-                    resp = await self.client.get(server.handle.url + "/metrics", timeout=5)
-                    if resp.status_code == 200:
-                        server.metrics_text = resp.text
-        return {s.handle.name: s.metrics_text for s in self.servers.values() if s.metrics_text}
 
     def _count(self) -> None:
         self.metrics.deployments.clear()

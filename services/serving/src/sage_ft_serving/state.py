@@ -8,6 +8,8 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+import httpx
+
 from sage_ft.jobs.broker import TaskSender
 from sage_ft.storage import make_store
 from sage_ft_serving.launchers import Launcher, make_launcher
@@ -44,6 +46,17 @@ class ServingState:
                 await self.manager.reap()
             except Exception:
                 log.exception("idle reaper pass failed")
+
+    async def refresh_engine_metrics(self) -> None:
+        """Each ready vLLM server's own /metrics text (``vllm:*``), re-exported with a ``server`` label."""
+        for server in list(self.manager.servers.values()):
+            if server.state == "ready" and server.engine == "vllm":
+                with contextlib.suppress(httpx.HTTPError):
+                    resp = await self.manager.client.get(server.handle.url + "/metrics", timeout=5)
+                    if resp.status_code == 200:
+                        server.metrics_text = resp.text
+        self.scrapes.clear()
+        self.scrapes.update({s.handle.name: s.metrics_text for s in self.manager.servers.values() if s.metrics_text})
 
     async def close(self) -> None:
         if self._reaper is not None:

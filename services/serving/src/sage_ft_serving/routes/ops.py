@@ -31,6 +31,5 @@ async def readyz(state: State) -> Response:
 @router.get("/metrics", responses={200: {"description": "Prometheus text format",
                                           "content": {"text/plain": {"schema": {"type": "string"}}}}})  # fmt: skip
 async def prometheus(state: State) -> Response:
-    state.scrapes.clear()
-    state.scrapes.update(await state.manager.scrape())
+    await state.refresh_engine_metrics()
     return Response(generate_latest(state.metrics.registry), media_type="text/plain; version=0.0.4")
