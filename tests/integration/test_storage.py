@@ -25,6 +25,8 @@ from sage_ft.storage import (
     publish_model,
     read_manifest,
 )
+from sage_ft.storage.base import PreconditionFailedError
+from sage_ft.storage.manifest import PublishFencedError, collect_garbage
 from sage_ft.storage.s3 import S3Store, s3_client
 
 MIB = 1024 * 1024
@@ -94,8 +96,9 @@ def test_unreachable_s3_gives_clear_error_after_retries() -> None:
     from tests.conftest import _free_port
 
     dead = {"endpoint": f"127.0.0.1:{_free_port()}", "access_key": "a", "secret_key": "b"}
+    store = s3_store(dead, attempts=2)  # constructing it contacts nothing: a service starts while S3 is down
     with pytest.raises(StorageError, match="unavailable after 2 attempts"):
-        s3_store(dead, attempts=2)
+        store.stat("anything")
 
 
 def _adapter(tmp_path: Path, content: bytes = b"weights") -> Path:
@@ -114,7 +117,7 @@ def test_publish_writes_manifest_last_and_readers_verify(store: ObjectStore, tmp
     got = fetch_part(store, "code", "adapter", tmp_path / "cache" / "code")
     assert (got / "adapter_model.safetensors").read_bytes() == b"weights"
 
-    store.put_bytes("models/code/adapter/adapter_model.safetensors", b"tampered")
+    store.put_bytes(manifest.key("adapter/adapter_model.safetensors"), b"tampered")
     with pytest.raises(IntegrityError, match="does not match its manifest"):
         fetch_part(store, "code", "adapter", tmp_path / "cache2" / "code")
     assert not (tmp_path / "cache2" / "code").exists()
@@ -137,7 +140,7 @@ def test_failed_publish_leaves_no_model(tmp_path: Path) -> None:
     with pytest.raises(StorageError):
         publish_model(store, "half", {"adapter": _adapter(tmp_path)}, base_model="b")
     assert read_manifest(store, "half") is None and list_models(store) == []
-    assert [o.key for o in store.list_objects("models/")], "the partial upload is there but unlisted"
+    assert [o.key for o in store.list_objects("models/")] == [], "a failed publish removes its own uploads"
 
 
 def test_merge_adds_a_part_and_delete_unpublishes(store: ObjectStore, tmp_path: Path) -> None:
@@ -170,3 +173,108 @@ def test_make_store_from_settings(tmp_path: Path, s3_endpoint: dict[str, str]) -
     s3.put_bytes("files/x", b"1")
     assert s3.get_bytes("files/x") == b"1"
     assert "testing" not in repr(s3) and "topsecret" not in repr(StorageSettings(s3_secret_key="topsecret"))
+
+
+def test_conditional_writes_compare_versions(store: ObjectStore) -> None:
+    store.put_if("c/k.json", b"one", None)  # absent -> created
+    with pytest.raises(PreconditionFailedError):
+        store.put_if("c/k.json", b"again", None)  # no longer absent
+    data, token = store.read_versioned("c/k.json") or (b"", "")
+    assert data == b"one"
+    store.put_if("c/k.json", b"two", token)
+    with pytest.raises(PreconditionFailedError):
+        store.put_if("c/k.json", b"stale", token)  # someone wrote since that version was read
+    assert store.get_bytes("c/k.json") == b"two" and store.read_versioned("missing/k") is None
+
+
+def test_publishes_never_overwrite_and_garbage_is_collected(store: ObjectStore, tmp_path: Path) -> None:
+    first = publish_model(store, "m1", {"adapter": _adapter(tmp_path, b"v1")}, base_model="b", scope="attempts/1",
+                          attempt=1)  # fmt: skip
+    assert first.key("adapter/adapter_model.safetensors") == "models/m1/attempts/1/adapter/adapter_model.safetensors"
+    second = publish_model(store, "m1", {"adapter": _adapter(tmp_path, b"v2")}, base_model="b", scope="attempts/2",
+                           attempt=2)  # fmt: skip
+    # the first attempt's files are untouched until garbage collection: a reader holding its manifest still works
+    assert store.get_bytes(first.key("adapter/adapter_model.safetensors")) == b"v1"
+    assert collect_garbage(store, "m1") == 2
+    keys = sorted(o.key for o in store.list_objects("models/m1/"))
+    assert keys == ["models/m1/attempts/2/adapter/adapter_config.json",
+                    "models/m1/attempts/2/adapter/adapter_model.safetensors", "models/m1/manifest.json"]  # fmt: skip
+    assert read_manifest(store, "m1") == second and second.attempt == 2
+
+
+def test_a_fenced_publish_commits_nothing_and_leaves_nothing(store: ObjectStore, tmp_path: Path) -> None:
+    kept = publish_model(store, "m2", {"adapter": _adapter(tmp_path, b"good")}, base_model="b", scope="attempts/2")
+    with pytest.raises(PublishFencedError):
+        publish_model(store, "m2", {"adapter": _adapter(tmp_path, b"stale")}, base_model="b", scope="attempts/1",
+                      fence=lambda: False)  # fmt: skip
+    assert read_manifest(store, "m2") == kept
+    assert not [o.key for o in store.list_objects("models/m2/attempts/1/")]
+
+
+def test_a_commit_race_is_won_by_the_lease_holder_and_lost_by_anyone_else(store: ObjectStore, tmp_path: Path) -> None:
+    """Another writer commits between our read of the manifest and our commit: without a fence (a merge) we give
+    up and remove our files; with a live fence (the job's lease holder) we commit over it."""
+
+    def racing_fence() -> bool:
+        publish_model(store, "m3", {"adapter": _adapter(tmp_path, b"late")}, base_model="b", scope="attempts/1")
+        return True
+
+    with pytest.raises(PreconditionFailedError):
+        publish_model(_RaceOnce(store, tmp_path), "m4", {"merged": _adapter(tmp_path)}, base_model="b",
+                      scope="merges/x")  # fmt: skip
+    other = read_manifest(store, "m4")
+    assert other is not None and other.parts == ["adapter"]  # the other writer's commit stands, ours never landed
+    assert not list(store.list_objects("models/m4/merges/"))
+    won = publish_model(store, "m3", {"adapter": _adapter(tmp_path, b"ours")}, base_model="b", scope="attempts/2",
+                        fence=_once(racing_fence))  # fmt: skip
+    assert read_manifest(store, "m3") == won and won.locations["adapter"] == "attempts/2/adapter/"
+
+
+def _once(fn):  # type: ignore[no-untyped-def]
+    done = []
+
+    def call() -> bool:
+        if done:
+            return True
+        done.append(1)
+        return bool(fn())
+
+    return call
+
+
+class _RaceOnce(ObjectStore):
+    """A store view that, on the first read of a manifest, lets another publisher commit right after the read."""
+
+    def __init__(self, inner: ObjectStore, tmp_path: Path) -> None:
+        self.inner, self.tmp, self.raced = inner, tmp_path, False
+
+    def read_versioned(self, key: str):  # type: ignore[no-untyped-def]
+        got = self.inner.read_versioned(key)
+        if not self.raced:
+            self.raced = True
+            publish_model(self.inner, "m4", {"adapter": _adapter(self.tmp, b"other")}, base_model="b")
+        return got
+
+    def put_if(self, key: str, data: bytes, token: str | None) -> None:
+        self.inner.put_if(key, data, token)
+
+    def put_file(self, key, path):  # type: ignore[no-untyped-def]
+        return self.inner.put_file(key, path)
+
+    def put_stream(self, key, stream, length=-1):  # type: ignore[no-untyped-def]
+        return self.inner.put_stream(key, stream, length)
+
+    def get_file(self, key, dest):  # type: ignore[no-untyped-def]
+        return self.inner.get_file(key, dest)
+
+    def open(self, key):  # type: ignore[no-untyped-def]
+        return self.inner.open(key)
+
+    def stat(self, key):  # type: ignore[no-untyped-def]
+        return self.inner.stat(key)
+
+    def list_objects(self, prefix=""):  # type: ignore[no-untyped-def]
+        return self.inner.list_objects(prefix)
+
+    def delete(self, key):  # type: ignore[no-untyped-def]
+        self.inner.delete(key)

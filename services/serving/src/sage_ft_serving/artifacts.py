@@ -17,7 +17,7 @@ from typing import Any
 
 from sage_ft.errors import SageFTError
 from sage_ft.storage import IntegrityError, ObjectStore, fetch_part
-from sage_ft.storage.manifest import Manifest, model_prefix, resolve_model_name
+from sage_ft.storage.manifest import Manifest, resolve_model_name
 from sage_ft_serving.plan import Inputs, read_json
 
 
@@ -104,7 +104,7 @@ def small_json(store: ObjectStore, manifest: Manifest, rel: str) -> dict[str, An
     entry = manifest.files.get(rel)
     if entry is None:
         return None
-    raw = store.get_bytes(model_prefix(manifest.name) + rel)
+    raw = store.get_bytes(manifest.key(rel))
     if hashlib.sha256(raw).hexdigest() != entry.sha256:
         raise IntegrityError(f"{rel}: sha256 differs from the manifest")
     try:

@@ -16,7 +16,9 @@ class WorkerContext:
 
     @cached_property
     def jobs(self) -> JobStore:
-        return JobStore.from_url(self.settings.jobs.redis_url.get_secret_value(), self.settings.jobs.key_prefix)
+        jobs = self.settings.jobs
+        return JobStore.from_url(jobs.redis_url.get_secret_value(), jobs.key_prefix,
+                                 ride_out_s=jobs.lease_seconds / 2)  # fmt: skip
 
     @cached_property
     def store(self) -> ObjectStore:

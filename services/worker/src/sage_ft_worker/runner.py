@@ -1,8 +1,11 @@
 """One delivery of a ``train`` task: claim → fetch data → train in a child → events and checkpoints → publish.
 
-The lease decides who trains, not the broker: a delivery that finds the job taken or finished leaves at once.
-Checkpoints go to the object store as they appear, so a redelivery after a lost worker resumes from the newest
-committed one. The adapter is published with its manifest last, and only then is the job marked succeeded.
+The lease decides who trains, not the broker: a delivery that finds the job taken or finished leaves at once. The
+lease is renewed on a thread of its own (``lease.LeaseKeeper``) that never waits on storage, and survives Redis
+blips. Checkpoints go to the object store as they appear, so a redelivery after a lost worker resumes from the
+newest committed one; a failed checkpoint upload is retried with the next one and never ends the attempt. The
+adapter is uploaded under this attempt's own keys, and the manifest commit is fenced by the lease: a stale attempt
+commits nothing. Only after the commit is the job marked succeeded, and only then is superseded output removed.
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ from sage_ft.jobs.spec import JobRequest, build_training_config
 from sage_ft.jobs.store import event_record
 from sage_ft.presets import PresetConfigs
 from sage_ft.proc import call_at_lower_priority, stop, tail, wait_exit
-from sage_ft.storage import ObjectStore, publish_model
+from sage_ft.storage import ObjectStore, StorageError, publish_model
+from sage_ft.storage.base import PreconditionFailedError
 from sage_ft.storage.checkpoints import committed_steps, delete_checkpoints, fetch_checkpoint, upload_checkpoint
+from sage_ft.storage.manifest import PublishFencedError, collect_garbage, discard_unpublished
 from sage_ft_worker import metrics
 from sage_ft_worker.context import WorkerContext
 from sage_ft_worker.launcher import launch, trainer_command
+from sage_ft_worker.lease import REDIS_DOWN, LeaseKeeper
 from sage_ft_worker.trainer_main import EVENTS, RESULT, STOP
 
 log = logging.getLogger(__name__)
@@ -43,12 +49,14 @@ class _Run:
     tokens: int = 0
     loss: float | None = None
     stop_reason: str | None = None  # "cancel" | "pause"
+    stop_requested_at: int | None = None  # the step the trainer had reached when the flag arrived
     offset: int = 0
     last_uploaded: int = 0
     pending: list[dict[str, Any]] = field(default_factory=list)  # events not yet sent to the job store
     eta: float | None = None  # newest ETA in seconds, not yet written to the job
     started: float = field(default_factory=time.monotonic)
     extra: dict[str, Any] = field(default_factory=dict)
+    keeper: LeaseKeeper | None = None
 
 
 class TrainRunner:
@@ -138,45 +146,48 @@ class TrainRunner:
             if isinstance(err, SageFTError) and not isinstance(err, StorageError):
                 return self._fail(run, "invalid_request", str(err))
             raise
-        t_launch = time.monotonic()
-        proc = launch(trainer_command(self.ctx.settings.worker.nproc, ["--workdir", str(workdir)]),
-                      workdir / "trainer.log", workdir)  # fmt: skip
-        try:  # the trainer got the worker's priority; watching it runs below that, so it never slows training
-            lost = call_at_lower_priority(lambda: self._monitor(run, proc), self.ctx.settings.worker.monitor_nice)
-        finally:
-            stop(proc)
-        if lost:
-            return "lease lost"
-        t_exit = time.monotonic()
-        self._drain(run)
-        outcome = self._conclude(run, proc.returncode)
+        keeper = LeaseKeeper(self.ctx.jobs, job.id, self.owner, self.lease_s, self.ctx.settings.jobs.heartbeat_seconds,
+                             on_flags=lambda current: self._on_flags(run, current))  # fmt: skip
+        run.keeper = keeper
+        with keeper:
+            t_launch = time.monotonic()
+            proc = launch(trainer_command(self.ctx.settings.worker.nproc, ["--workdir", str(workdir)]),
+                          workdir / "trainer.log", workdir)  # fmt: skip
+            try:  # the trainer got the worker's priority; watching it runs below that, so it never slows training
+                lost = call_at_lower_priority(lambda: self._monitor(run, proc), self.ctx.settings.worker.monitor_nice)
+            finally:
+                stop(proc)
+            if lost:
+                return "lease lost"
+            t_exit = time.monotonic()
+            self._drain(run)
+            outcome = self._conclude(run, proc.returncode)
         log.info("job %s: %s; prepare %.2fs, trainer %.2fs, conclude %.2fs", job.id, outcome,
                  t_launch - run.started, t_exit - t_launch, time.monotonic() - t_exit)  # fmt: skip
         return outcome
 
     def _monitor(self, run: _Run, proc: Any) -> bool:
-        """Forward progress until the child exits; True if our lease was lost (someone else owns the job now)."""
-        poll = self.ctx.settings.worker.poll_seconds
-        every = self.ctx.settings.jobs.heartbeat_seconds
-        last_beat = time.monotonic()
+        """Forward progress until the child exits; True if our lease was lost (someone else owns the job now).
+
+        Heartbeats and user flags are handled by the lease keeper's threads, so a slow upload here delays neither.
+        """
+        assert run.keeper is not None
         while proc.poll() is None:
             self._drain(run)
-            if time.monotonic() - last_beat >= every:
-                last_beat = time.monotonic()
-                beat = lifecycle.heartbeat(self.ctx.jobs, run.job.id, self.owner, self.lease_s, step=run.step,
-                                           total_steps=run.total_steps, trained_tokens=run.tokens or None)  # fmt: skip
-                if beat is None:
-                    log.warning("job %s: lease lost; stopping the trainer without side effects", run.job.id)
-                    return True
-            if run.stop_reason is None:
-                current = self.ctx.jobs.get_job(run.job.id)
-                if current is not None and (current.cancel_requested or current.pause_requested):
-                    run.stop_reason = "cancel" if current.cancel_requested else "pause"
-                    (run.workdir / STOP).touch()
-                    if run.stop_reason == "pause":
-                        self.ctx.jobs.add_event(run.job.id, f"Pausing at step {run.step}: saving a checkpoint")
-            wait_exit(proc, poll)  # returns the moment the trainer exits, not at the next tick
-        return False
+            if run.keeper.lost.is_set():
+                return True
+            wait_exit(proc, self.ctx.settings.worker.poll_seconds)  # returns the moment the trainer exits
+        return run.keeper.lost.is_set()
+
+    def _on_flags(self, run: _Run, current: Job) -> None:
+        """A cancel or pause arrived (pub/sub or heartbeat): the trainer stops at the end of its current step."""
+        if run.stop_reason is not None or not (current.cancel_requested or current.pause_requested):
+            return
+        run.stop_reason = "cancel" if current.cancel_requested else "pause"
+        run.stop_requested_at = run.step
+        (run.workdir / STOP).touch()
+        if run.stop_reason == "pause":
+            run.pending.append(event_record(f"Pausing at step {run.step}: saving a checkpoint"))
 
     def _drain(self, run: _Run) -> None:
         """Forward what the trainer wrote since the last call: one Redis round trip per batch, not per step."""
@@ -195,12 +206,22 @@ class TrainRunner:
         self._flush(run)
 
     def _flush(self, run: _Run) -> None:
-        self.ctx.jobs.add_events(run.job.id, run.pending)
-        run.pending = []
-        if run.eta is not None:
-            step, eta = run.step, time.time() + run.eta
-            self.ctx.jobs.update(run.job.id, lambda j: _set(j, step=step, estimated_finish=eta))
-            run.eta = None
+        """Send buffered events; while Redis is away they stay buffered (in order) for the next call."""
+        try:
+            while run.extra.get("checkpoints"):
+                self.ctx.jobs.add_checkpoint(run.job.id, run.extra["checkpoints"][0])
+                run.extra["checkpoints"].pop(0)
+            if run.pending:
+                batch = list(run.pending)
+                self.ctx.jobs.add_events(run.job.id, batch)
+                del run.pending[: len(batch)]
+            if run.eta is not None:
+                step, eta = run.step, time.time() + run.eta
+                self.ctx.jobs.update(run.job.id, lambda j: _set(j, step=step, estimated_finish=eta))
+                run.eta = None
+        except REDIS_DOWN as err:
+            log.info("job %s: Redis unavailable (%s); %d events buffered", run.job.id, type(err).__name__,
+                     len(run.pending))  # fmt: skip
 
     def _on_event(self, run: _Run, ev: dict[str, Any]) -> None:
         run.total_steps = int(ev.get("total_steps") or run.total_steps)
@@ -212,6 +233,9 @@ class TrainRunner:
             if step > run.step:
                 metrics.STEPS.inc(step - run.step)
             run.step, run.loss = step, float(ev["loss"])
+            if run.keeper is not None:
+                run.keeper.progress = {"step": step, "total_steps": run.total_steps,
+                                       "trained_tokens": run.tokens or None}  # fmt: skip
             metrics.LOSS.labels(job=run.job.id).set(run.loss)
             if ev.get("tokens_per_second"):
                 metrics.TOKENS_PER_SECOND.labels(job=run.job.id).set(float(ev["tokens_per_second"]))
@@ -236,23 +260,35 @@ class TrainRunner:
         t0 = time.monotonic()
         try:
             size = upload_checkpoint(run.store, run.job.id, step, local)
+        except StorageError as err:  # training goes on; the next checkpoint is uploaded in its place
+            log.warning("job %s: checkpoint %d not uploaded: %s", run.job.id, step, err)
+            run.pending.append(event_record(f"Checkpoint at step {step} could not be uploaded ({err}); training "
+                                            "continues and the next checkpoint is tried", level="warn"))  # fmt: skip
+            return
         finally:
             shutil.rmtree(local, ignore_errors=True)
         metrics.CHECKPOINT_UPLOAD.observe(time.monotonic() - t0)
         run.last_uploaded = step
         job = run.job
         name = fine_tuned_model_name(job.model, job.suffix, job.id)
-        self.ctx.jobs.add_checkpoint(job.id, {
+        record = {
             "object": "fine_tuning.job.checkpoint", "id": f"ftckpt-{job.id.split('-', 1)[-1]}-{step}",
             "created_at": int(time.time()), "fine_tuned_model_checkpoint": f"{name}:ckpt-step-{step}",
             "fine_tuning_job_id": job.id, "step_number": step,
             "metrics": {"step": step, "train_loss": run.loss}, "bytes": size,
-        })  # fmt: skip
-        self.ctx.jobs.add_event(job.id, f"Checkpoint at step {step} uploaded ({size / 1e6:.1f} MB)")
+        }  # fmt: skip
+        run.pending.append(event_record(f"Checkpoint at step {step} uploaded ({size / 1e6:.1f} MB)",
+                                        data={"checkpoint": record}))  # fmt: skip
+        try:
+            self.ctx.jobs.add_checkpoint(job.id, record)
+        except REDIS_DOWN:
+            run.extra.setdefault("checkpoints", []).append(record)  # recorded at the next flush
+        self._flush(run)
 
     # -- the end ----------------------------------------------------------------------------------------------
 
     def _fail(self, run: _Run, code: str, message: str) -> str:
+        discard_unpublished(run.store, fine_tuned_model_name(run.job.model, run.job.suffix, run.job.id))
         lifecycle.finish(self.ctx.jobs, run.job.id, self.owner, JobStatus.FAILED,
                          JobError(code=code, message=message))  # fmt: skip
         self.ctx.jobs.add_event(run.job.id, f"Job failed: {message}", level="error")
@@ -275,8 +311,12 @@ class TrainRunner:
         cancel = run.stop_reason == "cancel" or (current is not None and current.cancel_requested)
         if cancel:
             delete_checkpoints(run.store, job.id)
+            jobs.clear_checkpoints(job.id)  # the listing and the store agree: both empty
+            discard_unpublished(run.store, fine_tuned_model_name(job.model, job.suffix, job.id))
             lifecycle.finish(jobs, job.id, self.owner, JobStatus.CANCELLED)
-            jobs.add_event(job.id, f"Job cancelled at step {result['global_step']}; nothing was published")
+            asked = run.stop_requested_at
+            jobs.add_event(job.id, f"Job cancelled at step {result['global_step']}; nothing was published",
+                           data={"step": result["global_step"], "requested_at_step": asked})  # fmt: skip
             return "cancelled"
         if result["status"] == "stopped":
             status = lifecycle.finish_pause(jobs, job.id, self.owner, result["global_step"])
@@ -295,22 +335,53 @@ class TrainRunner:
         logs = run.workdir / "out" / "logs"
         if logs.is_dir() and any(p.is_file() for p in logs.rglob("*")):
             parts["logs"] = logs  # TensorBoard event files, published with the model
-        publish_model(
-            run.store, name, parts, base_model=job.model, job_id=job.id,
-            alias=run.spec.name, training=run.extra.get("config", {}),
-            metrics={"train_loss": result.get("train_loss"), "global_step": result["global_step"],
-                     "trained_tokens": result.get("trained_tokens")},
-        )  # fmt: skip
+        assert run.keeper is not None
+        self._flush(run)
+        jobs.add_event(job.id, f"Publishing {name} (attempt {job.attempt})")
+        try:
+            self._publish_retrying(run, lambda: publish_model(
+                run.store, name, parts, base_model=job.model, job_id=job.id,
+                alias=run.spec.name, training=run.extra.get("config", {}),
+                metrics={"train_loss": result.get("train_loss"), "global_step": result["global_step"],
+                         "trained_tokens": result.get("trained_tokens")},
+                scope=f"attempts/{job.attempt}", attempt=job.attempt, fence=run.keeper.holds,
+            ))  # fmt: skip
+        except (PublishFencedError, PreconditionFailedError) as err:
+            log.warning("job %s: attempt %d lost its lease before committing; nothing visible: %s",
+                        job.id, job.attempt, err)  # fmt: skip
+            return "lease lost"
         done = lifecycle.finish(jobs, job.id, self.owner, JobStatus.SUCCEEDED, fine_tuned_model=name,
                                 trained_tokens=result.get("trained_tokens"), step=result["global_step"],
                                 total_steps=result["total_steps"])  # fmt: skip
-        if done is None:
-            log.warning("job %s: published %s but the lease had moved on", job.id, name)
+        if done is None:  # committed, but the job is not ours: hidden until its holder commits over it
+            log.warning("job %s: committed %s but the lease had moved on", job.id, name)
             return "lease lost"
+        removed = collect_garbage(run.store, name)  # final: superseded attempts and crash leftovers go
+        if removed:
+            log.info("job %s: removed %d superseded objects of %s", job.id, removed, name)
         jobs.add_event(job.id, f"New fine-tuned model created: {name}")
         jobs.add_event(job.id, "The job has successfully completed")
         shutil.rmtree(run.workdir, ignore_errors=True)
         return "succeeded"
+
+    def _publish_retrying(self, run: _Run, publish: Any) -> None:
+        """A finished training is never thrown away for a storage outage: publish again with backoff for as long as
+        the lease holds (the keeper renews it meanwhile), up to ``publish_retry_seconds``."""
+        deadline = time.monotonic() + self.ctx.settings.worker.publish_retry_seconds
+        delay = 1.0
+        while True:
+            try:
+                publish()
+                return
+            except (PublishFencedError, PreconditionFailedError):
+                raise
+            except StorageError as err:
+                assert run.keeper is not None
+                if time.monotonic() + delay > deadline or run.keeper.lost.is_set():
+                    raise
+                log.warning("job %s: publish failed (%s); retrying in %.0fs", run.job.id, err, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
 
 def _set(job: Job, **fields: Any) -> Job:

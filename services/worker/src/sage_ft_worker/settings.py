@@ -32,6 +32,11 @@ class WorkerSettings(BaseSettings):
         description="CPU niceness of the work done while a trainer runs (progress, heartbeats, checkpoint uploads), "
         "so it yields to training on a busy host; 0: the trainer's priority.",
     )  # fmt: skip
+    publish_retry_seconds: float = Field(
+        default=900.0, gt=0,
+        description="How long a finished training keeps retrying its publish through a storage outage (the lease "
+        "is renewed meanwhile) before the attempt is handed back.",
+    )  # fmt: skip
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port of this worker (0: off).")
     metrics_host: str = Field(default="127.0.0.1", description="Address the metrics endpoint binds to.")
     log_level: str = Field(default="INFO", description="Worker log level.")

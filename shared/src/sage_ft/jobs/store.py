@@ -38,10 +38,18 @@ class JobStore:
         self.p = prefix
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "sage") -> JobStore:
-        client = redis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
-        )
+    def from_url(cls, url: str, prefix: str = "sage", ride_out_s: float = 0.0) -> JobStore:
+        """``ride_out_s`` > 0: each command retries a lost connection with backoff for about that long, so a worker
+        rides out a Redis restart; a request path (the gateway) keeps the default and fails fast instead."""
+        options: dict[str, Any] = {}
+        if ride_out_s > 0:
+            from redis.backoff import ExponentialBackoff
+            from redis.retry import Retry
+
+            options["retry"] = Retry(ExponentialBackoff(cap=1.0, base=0.1), retries=int(ride_out_s) + 4)
+            options["retry_on_error"] = [redis.ConnectionError, redis.TimeoutError]
+        client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5,
+                                      health_check_interval=30, **options)  # fmt: skip
         return cls(client, prefix)
 
     def ping(self) -> bool:
@@ -190,6 +198,9 @@ class JobStore:
 
     def add_checkpoint(self, job_id: str, checkpoint: dict[str, Any]) -> None:
         self.r.rpush(f"{self._job(job_id)}:ckpts", json.dumps(checkpoint))
+
+    def clear_checkpoints(self, job_id: str) -> None:
+        self.r.delete(f"{self._job(job_id)}:ckpts")
 
     def checkpoints(self, job_id: str) -> list[dict[str, Any]]:
         return [json.loads(r) for r in self.r.lrange(f"{self._job(job_id)}:ckpts", 0, -1)]

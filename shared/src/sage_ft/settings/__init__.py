@@ -77,6 +77,11 @@ class StorageSettings(BaseSettings):
     s3_secret_key: SecretStr | None = Field(default=None, description="S3 secret key (secret).")
     part_size_mb: int = Field(default=16, ge=5, le=5120, description="Multipart upload part size in MiB.")
     retries: int = Field(default=5, ge=1, le=20, description="Attempts per storage call on transient errors.")
+    timeout_seconds: float = Field(
+        default=30.0, gt=0, le=600,
+        description="Longest wait for the store's answer (connect, and each read of a response); a frozen store "
+        "costs one call at most retries x this.",
+    )  # fmt: skip
 
 
 class JobSettings(BaseSettings):

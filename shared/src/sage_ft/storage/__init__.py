@@ -24,7 +24,8 @@ def make_store(settings: StorageSettings | None = None) -> ObjectStore:
 
     access = settings.s3_access_key.get_secret_value() if settings.s3_access_key else None
     secret = settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None
-    client = s3_client(settings.s3_endpoint, access, secret, secure=settings.s3_secure, region=settings.s3_region)
+    client = s3_client(settings.s3_endpoint, access, secret, secure=settings.s3_secure, region=settings.s3_region,
+                       timeout=settings.timeout_seconds)  # fmt: skip
     return S3Store(client, settings.s3_bucket, part_size=settings.part_size_mb * 1024 * 1024,
                    attempts=settings.retries)  # fmt: skip
 

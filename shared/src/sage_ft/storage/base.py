@@ -32,6 +32,10 @@ class IntegrityError(StorageError):
     """A file's size or sha256 does not match its manifest."""
 
 
+class PreconditionFailedError(StorageError):
+    """A conditional write found another version of the object than the one the writer read: someone else wrote."""
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
@@ -100,6 +104,23 @@ class ObjectStore(ABC):
     def get_bytes(self, key: str) -> bytes:
         with self.open(key) as fh:
             return fh.read()
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """The object's bytes and a version token for ``put_if``; None if there is no such object."""
+        try:
+            data = self.get_bytes(key)
+        except ObjectNotFoundError:
+            return None
+        return data, hashlib.sha256(data).hexdigest()
+
+    def put_if(self, key: str, data: bytes, token: str | None) -> None:
+        """Write ``data`` only if the object is still at version ``token`` (None: still absent); otherwise raise
+        ``PreconditionFailedError``. Stores with conditional writes make the check and the write one operation;
+        this default is a read-then-write, only as good as the caller's own lock."""
+        current = self.read_versioned(key)
+        if (current[1] if current else None) != token:
+            raise PreconditionFailedError(f"{key} changed since it was read")
+        self.put_bytes(key, data)
 
     def exists(self, key: str) -> bool:
         return self.stat(key) is not None

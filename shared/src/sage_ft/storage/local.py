@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import shutil
 import tempfile
@@ -10,7 +12,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from sage_ft.storage.base import ObjectInfo, ObjectNotFoundError, ObjectStore, check_key, check_prefix
+from sage_ft.storage.base import (
+    ObjectInfo,
+    ObjectNotFoundError,
+    ObjectStore,
+    PreconditionFailedError,
+    check_key,
+    check_prefix,
+)
 
 
 class LocalStore(ObjectStore):
@@ -53,6 +62,16 @@ class LocalStore(ObjectStore):
             shutil.copyfile(path, tmp)  # copied inside the kernel (sendfile), not through Python buffers
         return ObjectInfo(key, self._path(key).stat().st_size)
 
+    def put_if(self, key: str, data: bytes, token: str | None) -> None:
+        """Compare and write under an exclusive lock on the root, so two processes on this machine serialize."""
+        with (self.root / ".cas.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            path = self._path(key)
+            current = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+            if current != token:
+                raise PreconditionFailedError(f"{key} changed since it was read")
+            self.put_bytes(key, data)
+
     def get_file(self, key: str, dest: Path) -> Path:
         src = self._path(key)
         if not src.is_file():
@@ -77,7 +96,7 @@ class LocalStore(ObjectStore):
         if not base.is_dir():
             return
         for path in sorted(base.rglob("*")):
-            if not path.is_file() or path.name.startswith(".upload."):
+            if not path.is_file() or path.name.startswith((".upload.", ".cas.lock")):
                 continue
             key = path.relative_to(self.root).as_posix()
             if key.startswith(prefix):

@@ -1,8 +1,11 @@
 """Publishing and reading models through ``models/<name>/manifest.json``, the commit point of every artifact.
 
-A model is published by uploading its parts (``adapter/``, ``merged/``), verifying every uploaded object against
-the local size and sha256, and only then writing the manifest. Readers trust only what a manifest lists and check
-each file's sha256 on the way in, so a crash mid-publish leaves unlisted files that nothing will ever load.
+A publish uploads its parts under a key scope of its own (``models/<name>/attempts/<n>/adapter/...`` for a job's
+attempt, ``merges/<id>/merged/...`` for a merge), verifies every object against the local size and sha256, and only
+then switches the manifest to the new set in one conditional write (``If-Match`` the version it read; a writer that
+lost a race writes nothing). Nothing is ever overwritten in place, so a reader that holds a manifest always finds
+exactly the files it lists. Files no manifest points at are removed by ``collect_garbage`` once the writer knows its
+publish is final. Readers trust only what a manifest lists and check each file's sha256 on the way in.
 """
 
 from __future__ import annotations
@@ -11,13 +14,23 @@ import hashlib
 import json
 import logging
 import re
+import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sage_ft.fsutil import atomic_directory
-from sage_ft.storage.base import CHUNK, IntegrityError, ObjectStore, StorageError, sha256_file
+from sage_ft.storage.base import (
+    CHUNK,
+    IntegrityError,
+    ObjectStore,
+    PreconditionFailedError,
+    StorageError,
+    check_key,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -41,10 +54,22 @@ class Manifest:
     alias: str | None = None  # a short name (e.g. "code") the model can also be addressed by; newest wins
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    locations: dict[str, str] = field(default_factory=dict)  # part -> its key scope under models/<name>/
+    attempt: int | None = None  # the job attempt that published the adapter (the fencing token)
 
     @property
     def parts(self) -> list[str]:
         return sorted({path.split("/", 1)[0] for path in self.files})
+
+    def location(self, part: str) -> str:
+        """Where ``part``'s files live, relative to ``models/<name>/`` (``<part>/`` for manifests from before
+        scoped publishing)."""
+        return self.locations.get(part, f"{part}/")
+
+    def key(self, rel: str) -> str:
+        """The object key of a listed file (``adapter/adapter_config.json`` -> ``models/x/attempts/1/adapter/...``)."""
+        part, rest = rel.split("/", 1)
+        return model_prefix(self.name) + self.location(part) + rest
 
     def to_json(self) -> bytes:
         data = asdict(self)
@@ -76,14 +101,14 @@ def _remote_sha256(store: ObjectStore, key: str) -> str:
     return digest.hexdigest()
 
 
-def upload_verified(store: ObjectStore, prefix: str, local: Path, rel_prefix: str = "") -> dict[str, FileEntry]:
-    """Upload every file under ``local`` to ``prefix + rel_prefix + <relative path>`` and verify each remote copy.
+def upload_verified(store: ObjectStore, prefix: str, local: Path) -> dict[str, FileEntry]:
+    """Upload every file under ``local`` to ``prefix + <relative path>`` and verify each remote copy.
 
-    Returns the entries (keyed ``rel_prefix + relative path``) to record in a manifest, which the caller writes last.
+    Returns the entries (keyed by relative path) to record in a manifest, which the caller writes last.
     """
     entries: dict[str, FileEntry] = {}
     for path in sorted(p for p in local.rglob("*") if p.is_file()):
-        rel = f"{rel_prefix}{path.relative_to(local).as_posix()}"
+        rel = path.relative_to(local).as_posix()
         entry = FileEntry(path.stat().st_size, sha256_file(path))
         store.put_file(prefix + rel, path)
         remote = store.stat(prefix + rel)
@@ -126,29 +151,97 @@ def read_manifest(store: ObjectStore, name: str) -> Manifest | None:
         raise CorruptManifestError(name, f"{type(err).__name__}: {err}"[:200]) from None
 
 
+class PublishFencedError(StorageError):
+    """The publisher lost its right to commit (its job lease moved on): nothing it uploaded became visible."""
+
+
 def publish_model(store: ObjectStore, name: str, parts: dict[str, Path], *, base_model: str,
                   job_id: str | None = None, alias: str | None = None, training: dict[str, Any] | None = None,
-                  metrics: dict[str, Any] | None = None) -> Manifest:  # fmt: skip
-    """Upload ``parts`` (e.g. ``{"adapter": dir}``), verify, then write the manifest last.
+                  metrics: dict[str, Any] | None = None, scope: str | None = None, attempt: int | None = None,
+                  fence: Callable[[], bool] | None = None) -> Manifest:  # fmt: skip
+    """Upload ``parts`` (e.g. ``{"adapter": dir}``) under ``scope``, verify, then commit the manifest.
 
-    Parts already in an existing manifest and not given here are kept (a merge adds ``merged/`` to a published
-    adapter); parts given here replace their old entries.
+    ``scope`` names this publish's own key space (default ``uploads/<random>``). Parts already in the manifest and
+    not given here are kept (a merge adds ``merged/`` to a published adapter). ``fence`` is asked right before the
+    commit: False means the caller no longer owns the model (a stale job attempt), and nothing is committed. The
+    commit is conditional on the manifest version read before the upload; if another writer committed meanwhile,
+    a fenced publisher that still holds its fence commits over it, anyone else raises ``PreconditionFailedError``.
+    Either way, an uncommitted publish removes its own uploads.
     """
     prefix = model_prefix(name)
-    previous = read_manifest(store, name)
-    files = {k: v for k, v in (previous.files if previous else {}).items() if k.split("/", 1)[0] not in parts}
-    for part, local in parts.items():
-        files.update(upload_verified(store, prefix, local, rel_prefix=f"{check_model_name(part)}/"))
-    manifest = Manifest(name=name, base_model=base_model, files=files,
-                        job_id=job_id or (previous.job_id if previous else None),
-                        alias=alias or (previous.alias if previous else None),
-                        training=training or (previous.training if previous else {}),
-                        metrics=metrics or (previous.metrics if previous else {}))  # fmt: skip
-    if previous:
+    scope = (scope or f"uploads/{uuid.uuid4().hex[:12]}").strip("/")
+    check_key(prefix + scope)
+    try:
+        current = store.read_versioned(prefix + MANIFEST)
+        uploaded: dict[str, dict[str, FileEntry]] = {}
+        for part, local in parts.items():
+            uploaded[check_model_name(part)] = upload_verified(store, f"{prefix}{scope}/{part}/", local)
+        for _ in range(3):
+            if fence is not None and not fence():
+                raise PublishFencedError(f"publishing {name}: the lease moved on before the commit; nothing committed")
+            manifest = _next_manifest(name, current, uploaded, scope, base_model=base_model, job_id=job_id,
+                                      alias=alias, training=training, metrics=metrics, attempt=attempt)  # fmt: skip
+            try:
+                store.put_if(prefix + MANIFEST, manifest.to_json(), current[1] if current else None)  # the commit
+                return manifest
+            except PreconditionFailedError:
+                if fence is None:
+                    raise
+                current = store.read_versioned(prefix + MANIFEST)  # a stale writer got in first: still ours
+        raise PreconditionFailedError(f"publishing {name}: the manifest kept changing under the commit")
+    except BaseException:
+        store.delete_prefix(f"{prefix}{scope}/")
+        raise
+
+
+def _next_manifest(name: str, current: tuple[bytes, str] | None, uploaded: dict[str, dict[str, FileEntry]],
+                   scope: str, *, base_model: str, attempt: int | None, **meta: Any) -> Manifest:  # fmt: skip
+    try:
+        previous = Manifest.from_json(current[0]) if current else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        previous = None  # a damaged manifest is replaced whole
+    files = {k: v for k, v in (previous.files if previous else {}).items() if k.split("/", 1)[0] not in uploaded}
+    locations = {p: loc for p, loc in (previous.locations if previous else {}).items() if p not in uploaded}
+    for part, entries in uploaded.items():
+        files.update({f"{part}/{rel}": entry for rel, entry in entries.items()})
+        locations[part] = f"{scope}/{part}/"
+    if previous is not None:  # legacy parts (no location) keep their implicit one
+        locations.update({p: previous.location(p) for p in previous.parts if p not in locations})
+    manifest = Manifest(name=name, base_model=base_model, files=files, locations=locations,
+                        job_id=meta["job_id"] or (previous.job_id if previous else None),
+                        alias=meta["alias"] or (previous.alias if previous else None),
+                        training=meta["training"] or (previous.training if previous else {}),
+                        metrics=meta["metrics"] or (previous.metrics if previous else {}),
+                        attempt=previous.attempt if attempt is None and previous else attempt)  # fmt: skip
+    if previous is not None:
         manifest.created_at = previous.created_at
         manifest.updated_at = datetime.now(UTC).isoformat()
-    store.put_bytes(prefix + MANIFEST, manifest.to_json())  # the commit point
     return manifest
+
+
+def collect_garbage(store: ObjectStore, name: str) -> int:
+    """Remove every object under ``models/<name>/`` that the committed manifest does not point at: superseded
+    attempts, uncommitted uploads of crashed publishers. Call it only once the publish is final (the job holds
+    ``succeeded``), never while another publisher of the same model may be uploading."""
+    manifest = read_manifest(store, name)
+    if manifest is None:
+        return 0
+    prefix = model_prefix(name)
+    live = tuple(prefix + manifest.location(p) for p in manifest.parts)
+    removed = 0
+    for obj in list(store.list_objects(prefix)):
+        if obj.key != prefix + MANIFEST and not obj.key.startswith(live):
+            store.delete(obj.key)
+            removed += 1
+    return removed
+
+
+def discard_unpublished(store: ObjectStore, name: str) -> int:
+    """A model whose job ended without publishing (failed, cancelled): remove any attempt's leftovers. A
+    published model is left alone."""
+    if read_manifest(store, name) is not None:
+        return 0
+    return store.delete_prefix(model_prefix(name))
 
 
 def list_models(store: ObjectStore) -> list[Manifest]:
@@ -175,10 +268,10 @@ def fetch_part(store: ObjectStore, name: str, part: str, dest: Path) -> Path:
     manifest = read_manifest(store, name)
     if manifest is None:
         raise StorageError(f"model '{name}' is not published (no manifest)")
-    wanted = {k: v for k, v in manifest.files.items() if k.split("/", 1)[0] == part}
+    wanted = {k.split("/", 1)[1]: v for k, v in manifest.files.items() if k.split("/", 1)[0] == part}
     if not wanted:
         raise StorageError(f"model '{name}' has no '{part}' part (has: {', '.join(manifest.parts)})")
-    return fetch_verified(store, model_prefix(name), wanted, dest, strip=f"{part}/")
+    return fetch_verified(store, model_prefix(name) + manifest.location(part), wanted, dest)
 
 
 def resolve_model_name(store: ObjectStore, name_or_alias: str) -> Manifest | None:

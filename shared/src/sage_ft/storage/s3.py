@@ -16,11 +16,20 @@ from minio import Minio
 from minio.error import S3Error, ServerError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from sage_ft.storage.base import ObjectInfo, ObjectNotFoundError, ObjectStore, StorageError, check_key, check_prefix
+from sage_ft.storage.base import (
+    ObjectInfo,
+    ObjectNotFoundError,
+    ObjectStore,
+    PreconditionFailedError,
+    StorageError,
+    check_key,
+    check_prefix,
+)
 
 T = TypeVar("T")
 _TRANSIENT_CODES = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "RequestTimeTooSkewed"}
 _MISSING_CODES = {"NoSuchKey", "NoSuchObject", "ResourceNotFound"}
+_PRECONDITION_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
 
 
 def _transient(err: BaseException) -> bool:
@@ -51,10 +60,12 @@ class _Body(io.RawIOBase):
 
 
 def s3_client(endpoint: str, access_key: str | None, secret_key: str | None, *, secure: bool = False,
-              region: str | None = None) -> Minio:  # fmt: skip
+              region: str | None = None, timeout: float = 30.0) -> Minio:  # fmt: skip
     """A minio client whose HTTP pool does not retry on its own: ``S3Store`` is the one retry layer, so the retry
-    budget (attempts x backoff) is what the settings say and an unreachable endpoint fails in seconds."""
-    http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=5.0, read=300.0), retries=False, maxsize=10,
+    budget (attempts x backoff) is what the settings say and an unreachable endpoint fails in seconds. ``timeout``
+    bounds the connect and every read of a response, so a frozen server costs a call at most attempts x timeout."""
+    http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=min(5.0, timeout), read=timeout), retries=False,
+                               maxsize=10,
                                cert_reqs="CERT_REQUIRED" if secure else "CERT_NONE")  # fmt: skip
     return Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region,
                  http_client=http)  # fmt: skip
@@ -67,8 +78,15 @@ class S3Store(ObjectStore):
         self.bucket = bucket
         self.part_size = part_size
         self.attempts = attempts
-        if create_bucket and not self._call(client.bucket_exists, bucket):
-            self._call(client.make_bucket, bucket)
+        self._bucket_checked = not create_bucket
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if missing: on first use, not at construction, so a service starts while the store is
+        down and becomes ready when it returns."""
+        if not self._bucket_checked:
+            if not self._call(self.client.bucket_exists, self.bucket):
+                self._call(self.client.make_bucket, self.bucket)
+            self._bucket_checked = True
 
     def __repr__(self) -> str:
         return f"S3Store({self.client._base_url.host}/{self.bucket})"
@@ -83,6 +101,8 @@ class S3Store(ObjectStore):
                         before()
                     return fn(*args, **kwargs)
         except S3Error as err:
+            if err.code in _PRECONDITION_CODES:
+                raise PreconditionFailedError(f"{err.object_name or 'object'} changed since it was read") from None
             if err.code in _MISSING_CODES:
                 raise ObjectNotFoundError(f"no object {err.object_name or ''}") from None
             raise StorageError(f"S3 {err.code}: {err.message}") from err
@@ -92,6 +112,7 @@ class S3Store(ObjectStore):
 
     def put_stream(self, key: str, stream: BinaryIO, length: int = -1) -> ObjectInfo:
         check_key(key)
+        self.ensure_bucket()
         start = stream.tell() if stream.seekable() else None
 
         def rewind() -> None:
@@ -106,22 +127,26 @@ class S3Store(ObjectStore):
 
     def put_file(self, key: str, path: Path) -> ObjectInfo:
         check_key(key)
+        self.ensure_bucket()
         self._call(self.client.fput_object, self.bucket, key, str(path), part_size=self.part_size)
         return ObjectInfo(key, path.stat().st_size)
 
     def get_file(self, key: str, dest: Path) -> Path:
         check_key(key)
+        self.ensure_bucket()
         dest.parent.mkdir(parents=True, exist_ok=True)
         self._call(self.client.fget_object, self.bucket, key, str(dest))
         return dest
 
     def open(self, key: str) -> BinaryIO:
         check_key(key)
+        self.ensure_bucket()
         response = self._call(self.client.get_object, self.bucket, key)
         return io.BufferedReader(_Body(response), 1024 * 1024)
 
     def stat(self, key: str) -> ObjectInfo | None:
         check_key(key)
+        self.ensure_bucket()
         try:
             obj = self._call(self.client.stat_object, self.bucket, key)
         except ObjectNotFoundError:
@@ -130,6 +155,7 @@ class S3Store(ObjectStore):
 
     def list_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
         check_prefix(prefix)
+        self.ensure_bucket()
         objects = self._call(lambda: list(self.client.list_objects(self.bucket, prefix=prefix, recursive=True)))
         for obj in sorted(objects, key=lambda o: o.object_name or ""):
             if obj.object_name and not obj.is_dir:
@@ -137,4 +163,29 @@ class S3Store(ObjectStore):
 
     def delete(self, key: str) -> None:
         check_key(key)
+        self.ensure_bucket()
         self._call(self.client.remove_object, self.bucket, key)
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """The object and its ETag, from one GET (the ETag is the token S3's conditional writes compare)."""
+        check_key(key)
+        self.ensure_bucket()
+        try:
+            response = self._call(self.client.get_object, self.bucket, key)
+        except ObjectNotFoundError:
+            return None
+        try:
+            return response.read(), str(response.headers.get("etag", "")).strip('"')
+        finally:
+            response.close()
+            response.release_conn()
+
+    def put_if(self, key: str, data: bytes, token: str | None) -> None:
+        """One conditional PUT (``If-Match: <etag>``, or ``If-None-Match: *`` for "still absent"): S3, MinIO and
+        moto check and write atomically. minio-py's public ``put_object`` drops these headers into user metadata,
+        so the single-part PUT is sent through its ``_put_object``, which passes headers as they are."""
+        check_key(key)
+        self.ensure_bucket()
+        condition = {"If-Match": f'"{token}"'} if token else {"If-None-Match": "*"}
+        headers = {"Content-Type": "application/json", **condition}
+        self._call(self.client._put_object, self.bucket, key, data, headers=headers)

@@ -43,6 +43,12 @@ class PrefixedStore(ObjectStore):
         for info in self.inner.list_objects(self.prefix + check_prefix(prefix)):
             yield self._strip(info)
 
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        return self.inner.read_versioned(self._k(key))
+
+    def put_if(self, key: str, data: bytes, token: str | None) -> None:
+        self.inner.put_if(self._k(key), data, token)
+
     def delete(self, key: str) -> None:
         self.inner.delete(self._k(key))
 

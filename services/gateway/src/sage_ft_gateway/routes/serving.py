@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from sage_ft.api_errors import error_responses
@@ -32,21 +33,25 @@ _STREAM: dict[int | str, dict[str, Any]] = {200: {"description": _STREAMED, "con
 
 @router.post("/v1/chat/completions", response_model=Completion, responses=_STREAM)
 async def chat_completions(body: ChatRequest, request: Request, tenant: Tenant, svc: Svc) -> Response:
+    await run_in_threadpool(svc.models.check_servable, tenant, body.model)
     return await svc.state.serving.forward(request, "/v1/chat/completions", tenant, body.model_dump(exclude_unset=True))
 
 
 @router.post("/v1/completions", response_model=Completion, responses=_STREAM)
 async def completions(body: CompletionRequest, request: Request, tenant: Tenant, svc: Svc) -> Response:
+    await run_in_threadpool(svc.models.check_servable, tenant, body.model)
     return await svc.state.serving.forward(request, "/v1/completions", tenant, body.model_dump(exclude_unset=True))
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingList)
 async def embeddings(body: EmbeddingRequest, request: Request, tenant: Tenant, svc: Svc) -> Response:
+    await run_in_threadpool(svc.models.check_servable, tenant, body.model)
     return await svc.state.serving.forward(request, "/v1/embeddings", tenant, body.model_dump(exclude_unset=True))
 
 
 @router.post("/v1/deployments", response_model=DeploymentObject)
 async def deploy(body: DeployRequest, request: Request, tenant: Tenant, svc: Svc) -> Response:
+    await run_in_threadpool(svc.models.check_servable, tenant, body.model)
     return await svc.state.serving.forward(request, "/v1/deployments", tenant, body.model_dump(exclude_unset=True))
 
 

@@ -1,10 +1,15 @@
-"""The model registry as callers see it: fine-tuned models from manifests (with aliases) and base models in use."""
+"""The model registry as callers see it: fine-tuned models from manifests (with aliases) and base models in use.
+
+A manifest made by a job is visible only once that job is ``succeeded`` with this model and this attempt: a stale
+attempt's commit (its worker froze past its lease, then came back) stays hidden until the live attempt replaces it.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
+from sage_ft.jobs.model import JobStatus
 from sage_ft.storage import Manifest, delete_model, list_models
 from sage_ft.storage.manifest import CorruptManifestError, not_found_message, resolve_model_name
 from sage_ft_gateway.errors import ApiError
@@ -31,8 +36,34 @@ class ModelService:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
 
+    def job_blocks(self, manifest: Manifest) -> str | None:
+        """Why a job's model is not visible yet (None: it is). A manifest without a job, or whose job record is
+        gone, stands on its own."""
+        if not manifest.job_id:
+            return None
+        job = self.state.jobs.get_job(manifest.job_id)
+        if job is None:
+            return None
+        if job.status != JobStatus.SUCCEEDED or job.fine_tuned_model != manifest.name:
+            return f"its job {job.id} is {job.status.value}"
+        if manifest.attempt is not None and manifest.attempt != job.attempt:
+            return f"its job {job.id} has not committed this attempt"
+        return None
+
+    def check_servable(self, tenant: str, model: str) -> None:
+        """Before a request reaches serving: a fine-tuned name (``ft:...:<job hex>``) whose job has not succeeded
+        is a 404, as if the model did not exist yet. One Redis read; other names pass to serving as they are."""
+        parts = model.split(":")
+        if len(parts) < 4 or parts[0] != "ft":
+            return
+        job = self.state.jobs.get_for(tenant, f"ftjob-{parts[-1]}")
+        if job is not None and (job.status != JobStatus.SUCCEEDED or job.fine_tuned_model != model):
+            raise ApiError(404, f"The model '{model}' is not available: its job {job.id} is {job.status.value}.",
+                           param="model", code="model_not_found")  # fmt: skip
+
     def list(self, tenant: str) -> dict[str, Any]:
-        tuned = sorted(list_models(self.state.tenant_store(tenant)), key=lambda m: m.created_at, reverse=True)
+        tuned = sorted((m for m in list_models(self.state.tenant_store(tenant)) if self.job_blocks(m) is None),
+                       key=lambda m: m.created_at, reverse=True)  # fmt: skip
         data = [{"id": base, "object": "model", "created": 0, "owned_by": "base", "aliases": [], "parts": []}
                 for base in self.state.jobs.base_models(tenant)]  # fmt: skip
         data += [model_object(m) for m in tuned]
@@ -43,6 +74,10 @@ class ModelService:
         manifest = resolve_model_name(store, model)
         if manifest is None:
             raise ApiError(404, not_found_message(store, model), param="model", code="model_not_found")
+        why = self.job_blocks(manifest)
+        if why is not None:
+            raise ApiError(404, f"The model '{manifest.name}' is not available: {why}.", param="model",
+                           code="model_not_found")  # fmt: skip
         return manifest
 
     def get(self, tenant: str, model: str) -> dict[str, Any]:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 from sage_ft.jobs.broker import MERGE_TASK
 from sage_ft.storage import fetch_part, publish_model, read_manifest
+from sage_ft.storage.manifest import model_prefix
 from sage_ft.storage.merges import clear_merge_failure, record_merge_failure
 from sage_ft_worker.celery_app import app
 
@@ -31,7 +33,11 @@ def merge(tenant: str, model: str) -> str:
     try:
         adapter = fetch_part(store, model, "adapter", scratch / "adapter")
         merged = merge_adapter(adapter, scratch / "merged", base_model=resolve_model(manifest.base_model))
-        publish_model(store, model, {"merged": Path(merged)}, base_model=manifest.base_model)
+        replaced = manifest.location("merged") if "merged" in manifest.parts else None
+        now = publish_model(store, model, {"merged": Path(merged)}, base_model=manifest.base_model,
+                            scope=f"merges/{uuid.uuid4().hex[:12]}")  # fmt: skip
+        if replaced and replaced != now.location("merged"):
+            store.delete_prefix(model_prefix(model) + replaced)  # the merge it superseded
         clear_merge_failure(store, model)
     except Exception as err:  # serving is waiting for merged/: tell it why it will not come, then fail the task
         log.exception("merge of %s failed", model)
