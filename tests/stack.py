@@ -95,10 +95,11 @@ def worker_ready(port: int) -> bool:
         return False
 
 
-def start_redis(log_dir: Path) -> tuple[Proc, str]:
-    port = free_port()
-    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-           "--dir", str(log_dir)]  # fmt: skip
+def start_redis(log_dir: Path, port: int | None = None, persist: bool = False) -> tuple[Proc, str]:
+    """A redis-server of the test's own; ``persist``: with an append-only file, so a restart keeps every job."""
+    port = port or free_port()
+    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+           "--appendonly", "yes" if persist else "no", "--appendfsync", "always", "--dir", str(log_dir)]  # fmt: skip
     proc = Proc("redis", cmd, dict(os.environ), log_dir)
     import redis
 
@@ -106,14 +107,45 @@ def start_redis(log_dir: Path) -> tuple[Proc, str]:
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
+def start_moto(log_dir: Path, port: int | None = None) -> tuple[Proc, dict[str, str]]:
+    """A real S3-protocol server (moto) of the test's own, for faults that must not reach other tests (SIGSTOP)."""
+    port = port or free_port()
+    proc = Proc("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], dict(os.environ), log_dir)
+
+    def up() -> bool:
+        proc.check_alive()
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+
+    wait_for(up, 30, "moto_server")
+    return proc, {"endpoint": f"127.0.0.1:{port}", "access_key": "testing", "secret_key": "testing"}
+
+
+def s3_env(endpoint: dict[str, str], bucket: str) -> dict[str, str]:
+    return {"SAGE_STORAGE_BACKEND": "s3", "SAGE_STORAGE_S3_ENDPOINT": endpoint["endpoint"],
+            "SAGE_STORAGE_S3_ACCESS_KEY": endpoint["access_key"], "SAGE_STORAGE_S3_SECRET_KEY": endpoint["secret_key"],
+            "SAGE_STORAGE_S3_BUCKET": bucket}  # fmt: skip
+
+
+def signal_tree(pid: int, sig: int) -> None:
+    """``sig`` to a process and every descendant (a worker with its trainer): SIGSTOP freezes all of it at once."""
+    for child, _ in children(pid):
+        os.kill(child, sig)
+    os.kill(pid, sig)
+
+
 class Stack:
     """Gateway + workers sharing one Redis and one object store, configured through environment variables."""
 
-    def __init__(self, base_dir: Path, env: dict[str, str]) -> None:
+    def __init__(self, base_dir: Path, env: dict[str, str], persist: bool = False) -> None:
         self.dir = base_dir
         self.logs = base_dir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.redis, self.redis_url = start_redis(self.logs)
+        self.persist = persist
+        self.redis, self.redis_url = start_redis(self.logs, persist=persist)
         self.port = free_port()
         self.env = {**os.environ, **env, "SAGE_REDIS_URL": self.redis_url, "SAGE_GATEWAY_PORT": str(self.port),
                     "SAGE_TRAIN_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
@@ -155,6 +187,13 @@ class Stack:
         self.workers.append(proc)
         return proc
 
+    def restart_redis(self, down_s: float) -> None:
+        """Stop Redis (SIGTERM: it syncs its append-only file), keep it down ``down_s``, start it on the same port."""
+        port = int(self.redis_url.rsplit(":", 1)[1].split("/")[0])
+        self.redis.stop()
+        time.sleep(down_s)
+        self.redis, _ = start_redis(self.logs, port=port, persist=self.persist)
+
     def stop(self) -> None:
         others = [p for p in (self.serving, self.gateway) if p is not None]
         for proc in [*self.workers, *others, self.redis]:
@@ -189,14 +228,12 @@ VLLM_PYTHON = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "pyth
 
 def vllm_stack(make_stack: Callable[..., Stack], s3_endpoint: dict[str, str], bucket: str, **env: str) -> Stack:
     """Gateway, one worker and serving (vLLM's CPU build) on the S3-protocol store, in bucket ``bucket``."""
-    storage = {
-        "SAGE_STORAGE_BACKEND": "s3",
-        "SAGE_STORAGE_S3_ENDPOINT": s3_endpoint["endpoint"],
-        "SAGE_STORAGE_S3_ACCESS_KEY": s3_endpoint["access_key"],
-        "SAGE_STORAGE_S3_SECRET_KEY": s3_endpoint["secret_key"],
-        "SAGE_STORAGE_S3_BUCKET": bucket,
-    }
-    st = make_stack(storage, SAGE_SERVING_VLLM_PYTHON=str(VLLM_PYTHON), SAGE_SERVING_START_TIMEOUT_SECONDS="400", **env)
+    st = make_stack(
+        s3_env(s3_endpoint, bucket),
+        SAGE_SERVING_VLLM_PYTHON=str(VLLM_PYTHON),
+        SAGE_SERVING_START_TIMEOUT_SECONDS="400",
+        **env,
+    )
     st.start_gateway()
     st.start_worker("w1")
     st.start_serving()

@@ -7,7 +7,9 @@ have it; the core library imports this module only from them).
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -90,7 +92,32 @@ def allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class PathGuard:
+    """ASGI middleware: a request whose decoded path holds a control character is a 400 before any route sees it.
+    Routing would otherwise match on a cut-down name (``.*`` stops at a newline) or hand it to a URL builder that
+    refuses it."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and _CONTROL.search(scope.get("path", "")):
+            body = json.dumps({"error": {"message": "The request path contains a control character; names and ids "
+                                                    "may not.", "type": _TYPES[400], "param": "path",
+                                         "code": "invalid_request"}}).encode()  # fmt: skip
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": 400, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
 def install(app: FastAPI) -> None:
+    app.add_middleware(PathGuard)
+
     @app.exception_handler(ApiError)
     async def _api(_: Request, err: ApiError) -> JSONResponse:
         return error_response(err.status, err.message, err.param, err.code, err.headers)

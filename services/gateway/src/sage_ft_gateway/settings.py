@@ -32,6 +32,10 @@ class GatewaySettings(BaseSettings):
     serving_url: str = Field(
         default="http://127.0.0.1:8090", description="Internal URL of the serving service (chat and deployments)."
     )
+    probe_timeout_seconds: float = Field(
+        default=2.0, gt=0, le=30, description="/readyz waits this long for each dependency's answer, at most."
+    )
+    probe_cache_seconds: float = Field(default=2.0, ge=0, description="/readyz reuses a dependency's answer this long.")
     log_level: str = Field(default="info", description="Uvicorn log level.")
 
     def key_table(self) -> list[tuple[str, str]]:

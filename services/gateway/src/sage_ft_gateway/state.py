@@ -16,6 +16,7 @@ from sage_ft.storage import ObjectStore, make_store
 from sage_ft.storage.scoped import tenant_store
 from sage_ft_gateway.auth import Authenticator
 from sage_ft_gateway.metrics import GatewayMetrics
+from sage_ft_gateway.services.health import Readiness
 from sage_ft_gateway.services.serving import ServingClient
 from sage_ft_gateway.settings import Settings
 
@@ -32,6 +33,9 @@ class GatewayState:
         self.instance = uuid.uuid4().hex
         self.serving = ServingClient(settings.gateway.serving_url)
         self._pubsub_client: Any = None
+        gw = settings.gateway
+        self.readiness = Readiness({"redis": self.jobs.ping, "object_store": lambda: self.store.stat("readyz-probe")},
+                                   gw.probe_timeout_seconds, gw.probe_cache_seconds)  # fmt: skip
 
     @contextlib.asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Callable[[float], Awaitable[bool]]]:
@@ -76,5 +80,6 @@ class GatewayState:
             await self._pubsub_client.aclose()
 
     def close(self) -> None:
+        self.readiness.close()
         self.jobs.r.close()
         self._broker.close()

@@ -254,7 +254,7 @@ class TrainRunner:
 
     def _upload_checkpoint(self, run: _Run, step: int, local: Path) -> None:
         """Upload the trainer's staged copy of a checkpoint (see trainer_main.FileProgress), then drop the copy."""
-        if step <= run.last_uploaded or not local.is_dir():
+        if step <= run.last_uploaded or not local.is_dir() or (run.keeper is not None and run.keeper.lost.is_set()):
             shutil.rmtree(local, ignore_errors=True)
             return
         t0 = time.monotonic()

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from sage_ft.api_errors import error_responses
 from sage_ft_gateway.deps import Svc, Tenant
-from sage_ft_gateway.protocol.common import Deleted
+from sage_ft_gateway.protocol.common import Deleted, IdPath
 from sage_ft_gateway.protocol.files import UPLOAD_BODY, FileList, FileObject
 from sage_ft_gateway.uploads import receive_upload
 
@@ -36,17 +36,17 @@ def list_files(tenant: Tenant, svc: Svc, purpose: str | None = None) -> dict[str
 
 
 @router.get("/{file_id}", response_model=FileObject)
-def get_file(file_id: str, tenant: Tenant, svc: Svc) -> dict[str, Any]:
+def get_file(file_id: IdPath, tenant: Tenant, svc: Svc) -> dict[str, Any]:
     return svc.files.get(tenant, file_id).to_openai()
 
 
 @router.get("/{file_id}/content", response_class=StreamingResponse,
             responses={200: {"description": "The file's bytes", "content": {"application/octet-stream": {
                 "schema": {"type": "string", "format": "binary"}}}}})  # fmt: skip
-def file_content(file_id: str, tenant: Tenant, svc: Svc) -> StreamingResponse:
+def file_content(file_id: IdPath, tenant: Tenant, svc: Svc) -> StreamingResponse:
     return StreamingResponse(svc.files.content(tenant, file_id), media_type="application/octet-stream")
 
 
 @router.delete("/{file_id}", response_model=Deleted)
-def delete_file(file_id: str, tenant: Tenant, svc: Svc) -> dict[str, Any]:
+def delete_file(file_id: IdPath, tenant: Tenant, svc: Svc) -> dict[str, Any]:
     return svc.files.delete(tenant, file_id)

@@ -12,10 +12,11 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from sage_ft.api_errors import error_responses
-from sage_ft.jobs.model import TERMINAL
+from sage_ft.jobs.model import TERMINAL, event_seq
 from sage_ft.jobs.spec import JobRequest
 from sage_ft_gateway.deps import Svc, Tenant
-from sage_ft_gateway.protocol.common import sse_response
+from sage_ft_gateway.errors import ApiError
+from sage_ft_gateway.protocol.common import IdPath, sse_response
 from sage_ft_gateway.protocol.jobs import CheckpointList, EventList, FineTuningJob, JobList
 
 _SHUTDOWN_CHECK_S = 0.5  # how often an idle stream looks for a shutdown
@@ -41,34 +42,48 @@ def list_jobs(request: Request, tenant: Tenant, svc: Svc, after: JobCursor = Non
 
 
 @router.get("/{job_id}", response_model=FineTuningJob)
-def get_job(job_id: str, tenant: Tenant, svc: Svc) -> dict[str, Any]:
+def get_job(job_id: IdPath, tenant: Tenant, svc: Svc) -> dict[str, Any]:
     return svc.jobs.get(tenant, job_id).to_openai()
 
 
 @router.post("/{job_id}/cancel", response_model=FineTuningJob, responses=error_responses(409))
-def cancel_job(job_id: str, tenant: Tenant, svc: Svc) -> dict[str, Any]:
+def cancel_job(job_id: IdPath, tenant: Tenant, svc: Svc) -> dict[str, Any]:
     return svc.jobs.cancel(tenant, job_id).to_openai()
 
 
 @router.post("/{job_id}/pause", response_model=FineTuningJob, responses=error_responses(409))
-def pause_job(job_id: str, tenant: Tenant, svc: Svc) -> dict[str, Any]:
+def pause_job(job_id: IdPath, tenant: Tenant, svc: Svc) -> dict[str, Any]:
     return svc.jobs.pause(tenant, job_id).to_openai()
 
 
 @router.post("/{job_id}/resume", response_model=FineTuningJob, responses=error_responses(409))
-def resume_job(job_id: str, tenant: Tenant, svc: Svc) -> dict[str, Any]:
+def resume_job(job_id: IdPath, tenant: Tenant, svc: Svc) -> dict[str, Any]:
     return svc.jobs.resume(tenant, job_id).to_openai()
 
 
 @router.get("/{job_id}/events", response_model=EventList)
-def list_events(job_id: str, tenant: Tenant, svc: Svc, after: EventCursor = None, limit: Limit = 20) -> dict[str, Any]:
+def list_events(
+    job_id: IdPath, tenant: Tenant, svc: Svc, after: EventCursor = None, limit: Limit = 20
+) -> dict[str, Any]:
     return svc.jobs.events(tenant, job_id, after, limit)
 
 
 @router.get("/{job_id}/checkpoints", response_model=CheckpointList)
-def list_checkpoints(job_id: str, tenant: Tenant, svc: Svc, after: CheckpointCursor = None,
+def list_checkpoints(job_id: IdPath, tenant: Tenant, svc: Svc, after: CheckpointCursor = None,
                      limit: Limit = 10) -> dict[str, Any]:  # fmt: skip
     return svc.jobs.checkpoints(tenant, job_id, after, limit)
+
+
+def resume_point(job_id: str, last_event_id: str | None) -> int:
+    if not last_event_id:
+        return 0
+    if last_event_id.isdigit() and len(last_event_id) < 12:
+        return int(last_event_id)
+    seq = event_seq(last_event_id)
+    if seq is None or not last_event_id.startswith(f"ftevent-{job_id.split('-', 1)[-1]}-"):
+        raise ApiError(400, "Last-Event-ID: expected an event id of this job (ftevent-...-<n>) or the stream's "
+                       "sequence number", param="Last-Event-ID", code="invalid_request")  # fmt: skip
+    return seq
 
 
 @router.get(
@@ -76,14 +91,15 @@ def list_checkpoints(job_id: str, tenant: Tenant, svc: Svc, after: CheckpointCur
     response_class=EventSourceResponse,
     responses=sse_response("fine_tuning.job.event frames, then an end frame (or a shutdown frame to resume)"),
 )
-async def stream_events(job_id: str, tenant: Tenant, svc: Svc,
+async def stream_events(job_id: IdPath, tenant: Tenant, svc: Svc,
                         last_event_id: Annotated[str | None, Header()] = None) -> EventSourceResponse:  # fmt: skip
-    """Server-sent events, oldest first, until the job finishes. ``Last-Event-ID`` (a sequence number) resumes.
+    """Server-sent events, oldest first, until the job finishes. ``Last-Event-ID`` resumes after that event: the
+    frame's SSE id (a sequence number) or the event's own id (``ftevent-<job hex>-<n>``); anything else is a 400.
 
     On shutdown (SIGTERM in a rollout) the stream ends at once with a ``shutdown`` event carrying the last id sent,
     so an SSE client reconnects to another replica and resumes where it stopped; nothing is sent twice or lost."""
     await run_in_threadpool(svc.jobs.get, tenant, job_id)
-    start = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    start = resume_point(job_id, last_event_id)
     wait = svc.state.settings.gateway.sse_poll_seconds
     store = svc.state.jobs
     shutdown = anyio.Event()

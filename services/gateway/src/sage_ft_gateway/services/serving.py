@@ -10,6 +10,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from fastapi import Request
@@ -61,8 +62,9 @@ class ServingClient:
     def undeploy(self, tenant: str, model: str) -> None:
         """Best effort, when a model is deleted: its adapter is unloaded and an unused server stopped."""
         try:
-            httpx.delete(f"{self.base_url}/v1/deployments/{model}", headers={"X-Sage-Tenant": tenant}, timeout=30)
-        except httpx.HTTPError as err:
+            httpx.delete(f"{self.base_url}/v1/deployments/{quote(model, safe=':')}", headers={"X-Sage-Tenant": tenant},
+                         timeout=30)  # fmt: skip
+        except (httpx.HTTPError, httpx.InvalidURL) as err:
             log.warning("could not undeploy %s from serving: %s", model, err)
 
     async def aclose(self) -> None:

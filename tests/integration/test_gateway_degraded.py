@@ -1,0 +1,113 @@
+"""The gateway degrades instead of crashing or hanging: it starts while the store is down and recovers on its own,
+``/readyz`` answers within seconds whatever the store does, bad path parameters are 4xx, and ``Last-Event-ID``
+takes the event ids the API hands out."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from stack import Stack, free_port, s3_env, start_moto, wait_for, wait_job
+
+pytestmark = pytest.mark.slow
+
+
+def readyz(url: str) -> tuple[int, dict[str, Any], float]:
+    t0 = time.monotonic()
+    resp = httpx.get(f"{url}/readyz", timeout=30)
+    return resp.status_code, resp.json(), time.monotonic() - t0
+
+
+def test_starts_without_its_store_then_recovers_and_a_frozen_store_never_hangs_readyz(
+    make_stack: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    port = free_port()
+    dead = {"endpoint": f"127.0.0.1:{port}", "access_key": "testing", "secret_key": "testing"}
+    stack: Stack = make_stack(s3_env(dead, "later"), SAGE_GATEWAY_PROBE_CACHE_SECONDS="0.5")
+    stack.start_gateway()  # waits for /healthz: the process is up although S3 is not
+    code, body, _ = readyz(stack.url)
+    assert code == 503 and body["checks"]["object_store"].startswith("unreachable")
+    assert body["checks"]["redis"] == "ok"
+
+    moto, _ = start_moto(tmp_path_factory.mktemp("moto-late"), port=port)  # the store comes up: no restart needed
+    try:
+        wait_for(lambda: readyz(stack.url)[0] == 200, 30, "/readyz to recover on its own")
+        client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
+        assert client.files.create(file=("a.jsonl", b'{"question": "q", "answer": "a"}\n'), purpose="fine-tune").id
+
+        moto.proc.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(1)  # past the cached answer
+            code, body, took = readyz(stack.url)
+            assert code == 503 and "no answer within 2s" in body["checks"]["object_store"], body
+            assert took < 4, f"/readyz took {took:.1f}s with the store frozen"
+            code, _, took = readyz(stack.url)  # the hung probe is not stacked: the next answer is as quick
+            assert code == 503 and took < 4
+        finally:
+            moto.proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: readyz(stack.url)[0] == 200, 60, "/readyz to recover after the freeze")
+    finally:
+        moto.stop()
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(make_stack: Any) -> Stack:
+    st: Stack = make_stack()
+    st.start_gateway()
+    st.start_worker("w1")
+    return st
+
+
+@pytest.mark.parametrize("path", ["/v1/deployments/a%01b", "/v1/deployments/abc%0A", "/v1/models/abc%0A",
+                                  "/v1/models/x%7Fy/merge", "/v1/fine_tuning/jobs/ftjob-1%0D%0A",
+                                  "/v1/files/file-%00", "/v1/fine_tuning/jobs/ftjob-x%0A/events/stream"])  # fmt: skip
+@pytest.mark.parametrize("method", ["GET", "DELETE", "POST"])
+def test_control_characters_in_a_path_are_a_400_naming_it(stack: Stack, path: str, method: str) -> None:
+    resp = httpx.request(method, stack.url + path, timeout=30)
+    assert resp.status_code == 400, (method, path, resp.status_code, resp.text)
+    assert resp.json()["error"]["param"] == "path"
+
+
+@pytest.mark.parametrize("path", ["/v1/fine_tuning/jobs/..%2Fetc", "/v1/files/" + "x" * 200,
+                                  "/v1/fine_tuning/jobs/ftjob%20x/cancel"])  # fmt: skip
+def test_malformed_ids_are_a_4xx_naming_the_parameter(stack: Stack, path: str) -> None:
+    resp = httpx.request("POST" if path.endswith("cancel") else "GET", stack.url + path, timeout=30)
+    assert 400 <= resp.status_code < 500, (path, resp.status_code, resp.text)
+    assert resp.status_code != 404 or "not found" in resp.text.lower()
+
+
+def stream_ids(url: str, job_id: str, last: str | None) -> tuple[int, list[int]]:
+    headers = {"Last-Event-ID": last} if last is not None else {}
+    seqs: list[int] = []
+    with httpx.stream("GET", f"{url}/v1/fine_tuning/jobs/{job_id}/events/stream", headers=headers, timeout=60) as r:
+        if r.status_code != 200:
+            r.read()
+            return r.status_code, []
+        for line in r.iter_lines():
+            if line.startswith("data:") and '"seq"' in line:
+                seqs.append(json.loads(line[5:])["seq"])
+    return 200, seqs
+
+
+def test_last_event_id_takes_the_api_event_ids_and_refuses_garbage(stack: Stack, qa_records: list[dict]) -> None:
+    from stack import qa_lines
+
+    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
+    file_id = client.files.create(file=("qa.jsonl", qa_lines(qa_records[:4])), purpose="fine-tune").id
+    job = client.fine_tuning.jobs.create(model="sage-tiny", training_file=file_id, hyperparameters={"n_epochs": 1})
+    wait_job(client, job.id, stack=stack)
+    _, every = stream_ids(stack.url, job.id, None)
+    assert every == list(range(1, len(every) + 1)) and len(every) > 3
+    third = client.fine_tuning.jobs.list_events(job.id, limit=100).data[-3]  # the API's own id of event 3
+    assert third.id.endswith("-3")
+    assert stream_ids(stack.url, job.id, third.id) == (200, every[3:])  # the JSON id resumes after it
+    assert stream_ids(stack.url, job.id, "3") == (200, every[3:])  # and so does the SSE frame id
+    for bad in ["abc", "ftevent-0000-2", "-1", "3.0"]:
+        code, _ = stream_ids(stack.url, job.id, bad)
+        assert code == 400, bad
