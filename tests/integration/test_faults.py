@@ -194,3 +194,29 @@ def test_redis_restarted_mid_training_keeps_the_attempt(
     assert steps == sorted(set(steps)) and steps[-1] == done.model_extra["total_steps"] > step_before
     assert [m for m in steps if m > step_before], "steps trained during and after the outage were reported"
     stack.stop()
+
+
+def test_a_cancel_stops_the_trainer_within_one_step(make_stack: Any, qa_records: list[dict], wide_model: str) -> None:
+    """The cancel reaches the trainer by pub/sub, not by polling: with the worker's poll at 5 s, the trainer still
+    stops at the end of the step that was running when the cancel was accepted (it measures this itself)."""
+    stack: Stack = make_stack(SAGE_WORKER_POLL_SECONDS="5")
+    stack.start_gateway()
+    stack.start_worker("w1")
+    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
+    from stack import qa_lines
+
+    file_id = client.files.create(file=("qa.jsonl", qa_lines(qa_records)), purpose="fine-tune").id
+    job = client.fine_tuning.jobs.create(model=wide_model, training_file=file_id,
+                                         hyperparameters={"n_epochs": 50, "batch_size": 1},
+                                         extra_body={**LEARN, "save_steps": 1000})  # fmt: skip
+    wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id).model_extra["step"] >= 2, 180, "training to start")
+    client.fine_tuning.jobs.cancel(job.id)
+    done = wait_job(client, job.id, timeout=120, stack=stack)
+    assert done.status == "cancelled"
+    final = [e for e in all_events(client, job.id) if e.message.startswith("Job cancelled at step")]
+    assert len(final) == 1
+    latency = final[0].data["stop_latency_steps"]
+    assert latency is not None and latency <= 1, final[0].data
+    assert final[0].data["step"] < done.model_extra["total_steps"]
+    assert client.fine_tuning.jobs.checkpoints.list(job.id).data == []  # the listing agrees with the store
+    stack.stop()

@@ -38,6 +38,13 @@ def test_malformed_json_array_names_the_line(tmp_path: Path) -> None:
     assert err.line == 4 and "expected ','" in str(err)
 
 
+def test_a_malformed_element_deep_in_a_json_array_names_its_own_line(tmp_path: Path) -> None:
+    """The element starts on line 6 and breaks on line 8: line 8, not an offset added twice (13)."""
+    body = f'[\n{GOOD},\n{GOOD},\n{GOOD},\n{GOOD},\n{{"question": "q",\n "x": 1,\n "answer": }}\n]'
+    err = _error(_write(tmp_path, body, "d.json"))
+    assert err.line == 8 and "line 8" in str(err), str(err)
+
+
 def test_missing_field(tmp_path: Path) -> None:
     err = _error(_write(tmp_path, f"{GOOD}\n" + json.dumps({"instruction": "do it", "input": "x"}) + "\n"))
     assert (err.line, err.field) == (2, "output") and "missing" in str(err)

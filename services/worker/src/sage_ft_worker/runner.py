@@ -49,7 +49,7 @@ class _Run:
     tokens: int = 0
     loss: float | None = None
     stop_reason: str | None = None  # "cancel" | "pause"
-    stop_requested_at: int | None = None  # the step the trainer had reached when the flag arrived
+    stop_requested_at: int | None = None  # the step forwarded when the flag arrived
     offset: int = 0
     last_uploaded: int = 0
     pending: list[dict[str, Any]] = field(default_factory=list)  # events not yet sent to the job store
@@ -185,7 +185,7 @@ class TrainRunner:
             return
         run.stop_reason = "cancel" if current.cancel_requested else "pause"
         run.stop_requested_at = run.step
-        (run.workdir / STOP).touch()
+        (run.workdir / STOP).write_text(str(current.stop_requested_at or time.time()))
         if run.stop_reason == "pause":
             run.pending.append(event_record(f"Pausing at step {run.step}: saving a checkpoint"))
 
@@ -314,9 +314,8 @@ class TrainRunner:
             jobs.clear_checkpoints(job.id)  # the listing and the store agree: both empty
             discard_unpublished(run.store, fine_tuned_model_name(job.model, job.suffix, job.id))
             lifecycle.finish(jobs, job.id, self.owner, JobStatus.CANCELLED)
-            asked = run.stop_requested_at
-            jobs.add_event(job.id, f"Job cancelled at step {result['global_step']}; nothing was published",
-                           data={"step": result["global_step"], "requested_at_step": asked})  # fmt: skip
+            latency = {"step": result["global_step"], "stop_latency_steps": result.get("stop_latency_steps")}
+            jobs.add_event(job.id, f"Job cancelled at step {result['global_step']}; nothing was published", data=latency)
             return "cancelled"
         if result["status"] == "stopped":
             status = lifecycle.finish_pause(jobs, job.id, self.owner, result["global_step"])

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ class FileProgress(TrainingCallback):
         self.stop_file = workdir / STOP
         self.staged = workdir / STAGED
         self.last: ProgressEvent | None = None
+        self.step_ends: list[float] = []  # wall time of each step end, to measure how fast a stop took effect
+        self.stop_latency_steps: int | None = None
 
     def on_event(self, event: ProgressEvent) -> None:
         self.last = event
@@ -53,7 +56,18 @@ class FileProgress(TrainingCallback):
         self.events.flush()
 
     def should_stop(self) -> bool:
-        return self.stop_file.exists()
+        """Asked at every step end. The file holds the request's wall time: the steps that ended after it are the
+        stop's latency in steps (1: the step that was running finished, then training stopped)."""
+        self.step_ends.append(time.time())
+        if not self.stop_file.exists():
+            return False
+        if self.stop_latency_steps is None:
+            try:
+                asked = float(self.stop_file.read_text() or "inf")
+            except ValueError:
+                asked = float("inf")
+            self.stop_latency_steps = sum(1 for t in self.step_ends if t > asked) if asked != float("inf") else None
+        return True
 
 
 def stage(checkpoint: Path, staged: Path) -> Path:
@@ -107,6 +121,7 @@ def run(workdir: Path) -> tuple[dict[str, Any], int]:
         "train_loss": result.metrics.get("train_loss"),
         "trained_tokens": tokens,
         "resumed_from": result.resumed_from,
+        "stop_latency_steps": progress.stop_latency_steps,
     }, 0
 
 

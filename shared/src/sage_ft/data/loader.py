@@ -73,9 +73,10 @@ def _decode_at(text: str, pos: int, path: str, line: int) -> tuple[Any, int]:
     except RecursionError:
         raise DataError(f"JSON nested too deeply (limit {MAX_DEPTH} levels)", path=path, line=line) from None
     except json.JSONDecodeError as err:
-        raise DataError(
-            f"malformed JSON: {err.msg} (column {err.colno})", path=path, line=line + err.lineno - 1
-        ) from None
+        # ``line`` is where the value starts; count the lines from there to the error (err.lineno counts from the
+        # start of ``text``, which is the whole file for a JSON array and one line for JSONL)
+        at = line + text.count("\n", pos, err.pos)
+        raise DataError(f"malformed JSON: {err.msg} (column {err.colno})", path=path, line=at) from None
     except ValueError as err:  # e.g. int() limits inside the decoder
         raise DataError(f"malformed JSON: {err}", path=path, line=line) from None
     if not _depth_ok(value):

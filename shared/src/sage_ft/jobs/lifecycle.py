@@ -54,6 +54,7 @@ def claim(store: JobStore, job_id: str, owner: str, lease_s: float) -> Claim:
         job.lease_expires_at = t + lease_s
         job.started_at = job.started_at or t
         job.pause_requested = False
+        job.stop_requested_at = None
         reason = "claimed"
         return job
 
@@ -161,6 +162,7 @@ def _request(store: JobStore, job_id: str, flag: str, now_or_never: Callable[[Jo
             raise JobConflictError(f"job {job_id} is already {job.status.value}", job)
         if job.status == JobStatus.RUNNING:
             setattr(job, flag, True)
+            job.stop_requested_at = job.stop_requested_at or now()  # the trainer measures its stop from here
             return job
         return now_or_never(job)
 

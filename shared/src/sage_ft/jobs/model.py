@@ -78,6 +78,7 @@ class Job(BaseModel):
     enqueued_at: float | None = None
     cancel_requested: bool = False
     pause_requested: bool = False
+    stop_requested_at: float | None = None  # when a cancel or pause of the running attempt was asked for
     version: int = 0
 
     @property
