@@ -146,9 +146,10 @@ class LocalStack:
                 TOKENIZERS_PARALLELISM="false",
             )
             url = f"http://127.0.0.1:{gateway.port or 8080}"
-            comps.append(self._start("gateway", "sage-ft-gateway", env, logs, f"{url}/healthz"))
+            sealed = {**env, "SAGE_SECRETS_KEY": _secrets_key(home)}  # gateway and worker only, never serving
+            comps.append(self._start("gateway", "sage-ft-gateway", sealed, logs, f"{url}/healthz"))
             worker_port = _free_port()  # its /readyz is the readiness signal
-            worker_env = {**env, "SAGE_WORKER_NAME": "local-worker", "SAGE_WORKER_METRICS_PORT": str(worker_port)}
+            worker_env = {**sealed, "SAGE_WORKER_NAME": "local-worker", "SAGE_WORKER_METRICS_PORT": str(worker_port)}
             comps.append(self._start("worker", "sage-ft-worker", worker_env, logs,
                                      f"http://127.0.0.1:{worker_port}/readyz"))  # fmt: skip
             comps.append(self._start("serving", "sage-ft-serving", env, logs,
@@ -241,3 +242,17 @@ class LocalStack:
                 _signal(comp.pid, signal.SIGKILL)
             stopped.append(comp.name)
         return stopped
+
+
+def _secrets_key(home: Path) -> str:
+    """The local stack's key for secrets in job requests: made once, kept in ``<home>/secrets.key`` (mode 0600)."""
+    path = home / "secrets.key"
+    if not path.is_file():
+        from cryptography.fernet import Fernet
+
+        home.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.touch(mode=0o600)
+        tmp.write_bytes(Fernet.generate_key())
+        tmp.replace(path)
+    return path.read_text().strip()

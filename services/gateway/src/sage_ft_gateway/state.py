@@ -12,6 +12,7 @@ import redis.asyncio
 
 from sage_ft.jobs import Job, JobStore
 from sage_ft.jobs.broker import TaskSender, broker_holds, queue_depth
+from sage_ft.jobs.secrets import SecretBox
 from sage_ft.storage import ObjectStore, make_store
 from sage_ft.storage.scoped import tenant_store
 from sage_ft_gateway.auth import Authenticator
@@ -31,6 +32,7 @@ class GatewayState:
         self.tasks = TaskSender(settings.jobs, "sage_ft_gateway")
         self._broker: Any = redis.Redis.from_url(settings.jobs.broker(), socket_timeout=10, socket_connect_timeout=5)
         self.instance = uuid.uuid4().hex
+        self.secrets = SecretBox(settings.jobs.secrets_key)
         self.serving = ServingClient(settings.gateway.serving_url)
         self._pubsub_client: Any = None
         gw = settings.gateway

@@ -24,6 +24,8 @@ def trainer_command(nproc: int, args: list[str]) -> list[str]:
             "-m", TRAINER_MODULE, *args]  # fmt: skip
 
 
-def launch(command: list[str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    """Start the trainer with its output in ``log_path`` and none of the worker's credentials."""
-    return spawn(command, log_path, cwd=cwd, env=trainer_environment())
+def launch(command: list[str], log_path: Path, cwd: Path,
+           secrets: dict[str, str] | None = None) -> subprocess.Popen[bytes]:  # fmt: skip
+    """Start the trainer with its output in ``log_path``, none of the worker's credentials, and the job's own
+    secrets (a W&B key) in its environment: never on its command line, which any local user can read."""
+    return spawn(command, log_path, cwd=cwd, env=trainer_environment(secrets))

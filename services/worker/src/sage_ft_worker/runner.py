@@ -21,6 +21,7 @@ from typing import Any
 from sage_ft.data.builtin import builtin_dataset_path
 from sage_ft.jobs import lifecycle
 from sage_ft.jobs.model import Job, JobError, JobStatus, fine_tuned_model_name
+from sage_ft.jobs.secrets import SecretBox
 from sage_ft.jobs.spec import JobRequest, build_training_config
 from sage_ft.jobs.store import event_record
 from sage_ft.presets import PresetConfigs
@@ -57,6 +58,7 @@ class _Run:
     started: float = field(default_factory=time.monotonic)
     extra: dict[str, Any] = field(default_factory=dict)
     keeper: LeaseKeeper | None = None
+    secret_env: dict[str, str] = field(default_factory=dict, repr=False)  # for the trainer's environment only
 
 
 class TrainRunner:
@@ -123,6 +125,7 @@ class TrainRunner:
             run_id=job.id,
         )
         config.save(workdir / "config.yaml")
+        run.secret_env = SecretBox(self.ctx.settings.jobs.secrets_key).open(self.ctx.jobs.secrets(job.id))
         run.extra["config"] = config.model_dump(mode="json", exclude={"data_path", "output_dir", "validation_file"})
         self.ctx.jobs.update(job.id, lambda j: _set(j, hyperparameters=hyper))
         steps = committed_steps(store, job.id)
@@ -152,7 +155,7 @@ class TrainRunner:
         with keeper:
             t_launch = time.monotonic()
             proc = launch(trainer_command(self.ctx.settings.worker.nproc, ["--workdir", str(workdir)]),
-                          workdir / "trainer.log", workdir)  # fmt: skip
+                          workdir / "trainer.log", workdir, secrets=run.secret_env)  # fmt: skip
             try:  # the trainer got the worker's priority; watching it runs below that, so it never slows training
                 lost = call_at_lower_priority(lambda: self._monitor(run, proc), self.ctx.settings.worker.monitor_nice)
             finally:
@@ -315,7 +318,9 @@ class TrainRunner:
             discard_unpublished(run.store, fine_tuned_model_name(job.model, job.suffix, job.id))
             lifecycle.finish(jobs, job.id, self.owner, JobStatus.CANCELLED)
             latency = {"step": result["global_step"], "stop_latency_steps": result.get("stop_latency_steps")}
-            jobs.add_event(job.id, f"Job cancelled at step {result['global_step']}; nothing was published", data=latency)
+            jobs.add_event(
+                job.id, f"Job cancelled at step {result['global_step']}; nothing was published", data=latency
+            )
             return "cancelled"
         if result["status"] == "stopped":
             status = lifecycle.finish_pause(jobs, job.id, self.owner, result["global_step"])

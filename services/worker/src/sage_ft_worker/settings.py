@@ -53,10 +53,10 @@ class TrainerProcessSettings(BaseSettings):
     rank: int = Field(default=0, alias="RANK", description="Global rank under torchrun; 0 writes progress.")
 
 
-def trainer_environment() -> dict[str, str]:
+def trainer_environment(secrets: dict[str, str] | None = None) -> dict[str, str]:
     """The environment the trainer child starts with: the worker's, minus every secret (it needs no store or queue
-    credential), keeping ``HF_TOKEN`` to download a gated base model."""
-    return child_environment(keep=("HF_TOKEN",))
+    credential), keeping ``HF_TOKEN`` to download a gated base model, plus the job's own ``secrets``."""
+    return child_environment(secrets, keep=("HF_TOKEN",))
 
 
 class Settings:

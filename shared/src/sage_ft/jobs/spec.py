@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, create_model, field_validator
 from pydantic.fields import FieldInfo
 
 from sage_ft.config import LoRAConfig, TrainingConfig
@@ -77,6 +77,8 @@ class WandbIntegration(BaseModel):
     name: str | None = None
     entity: str | None = None
     tags: list[str] | None = None
+    api_key: SecretStr | None = Field(default=None, description="Stored encrypted, given to the trainer only, "
+                                      "echoed as ****.")  # fmt: skip
 
 
 class Integration(BaseModel):

@@ -69,8 +69,17 @@ class JobStore:
 
     # -- jobs ----------------------------------------------------------------------------------------------------
 
-    def create_job(self, job: Job, idempotency_key: str | None = None) -> tuple[Job, bool]:
-        """Record a new job; with an idempotency key seen before, return that job instead (``created`` False)."""
+    def _secrets(self, job_id: str) -> str:
+        return f"{self._job(job_id)}:secrets"
+
+    def secrets(self, job_id: str) -> dict[str, str]:
+        """The job's sealed secrets (``sage_ft.jobs.secrets``), by environment variable; gone once it ends."""
+        return dict(self.r.hgetall(self._secrets(job_id)))
+
+    def create_job(self, job: Job, idempotency_key: str | None = None,
+                   sealed: dict[str, str] | None = None) -> tuple[Job, bool]:  # fmt: skip
+        """Record a new job (with its sealed secrets, in the same transaction); with an idempotency key seen
+        before, return that job instead (``created`` False)."""
         if idempotency_key:
             digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
             idem = self._tenant(job.tenant, f"idem:{digest}")
@@ -82,6 +91,8 @@ class JobStore:
                 self.r.set(idem, job.id, ex=IDEMPOTENCY_TTL)
         pipe = self.r.pipeline(transaction=True)
         pipe.set(self._job(job.id), job.model_dump_json())
+        if sealed:
+            pipe.hset(self._secrets(job.id), mapping=sealed)
         pipe.zadd(self._tenant(job.tenant, "jobs"), {job.id: job.created_at})
         pipe.sadd(f"{self.p}:active", job.id)
         pipe.sadd(self._tenant(job.tenant, "bases"), job.model)
@@ -123,6 +134,7 @@ class JobStore:
                         pipe.sadd(f"{self.p}:active", job_id)
                     else:
                         pipe.srem(f"{self.p}:active", job_id)
+                        pipe.delete(self._secrets(job_id))  # a finished job needs no secret: none is kept
                         if current.status in ACTIVE:
                             pipe.hincrby(f"{self.p}:stats:finished", new.status.value, 1)
                     pipe.execute()

@@ -104,6 +104,10 @@ class JobSettings(BaseSettings):
     reconcile_after_seconds: float = Field(
         default=30.0, gt=0, description="A queued job missing from the broker this long after enqueue is re-enqueued."
     )
+    secrets_key: SecretStr | None = Field(
+        default=None, description="Fernet key sealing secrets users put in job requests (a W&B api_key); unset: "
+        "such requests are refused.",
+    )  # fmt: skip
     train_queue: str = Field(default="gpu", description="Queue the train task goes to.")
     merge_queue: str = Field(default="cpu", description="Queue the merge task goes to.")
 

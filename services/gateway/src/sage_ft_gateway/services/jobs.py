@@ -10,10 +10,13 @@ from typing import Any
 
 from sage_ft.jobs import Job, JobStatus, lifecycle
 from sage_ft.jobs.model import event_seq, new_id, now
+from sage_ft.jobs.secrets import masked_integrations, request_secrets
 from sage_ft.jobs.spec import JobRequest, build_training_config, local_model_dir
 from sage_ft_gateway.errors import ApiError, not_found
 from sage_ft_gateway.services.files import FileService
 from sage_ft_gateway.state import GatewayState
+
+_SECRET_FIELDS: Any = {"integrations": {"__all__": {"wandb": {"api_key"}}}}  # never in the stored request
 
 
 class JobService:
@@ -49,11 +52,13 @@ class JobService:
             id=new_id("ftjob"), tenant=tenant, status=JobStatus.QUEUED, model=request.model,
             training_file=request.training_file, validation_file=request.validation_file, suffix=request.suffix,
             seed=request.seed if request.seed is not None else 42, metadata=request.metadata,
-            integrations=[i.model_dump() for i in request.integrations or []],
-            spec=request.model_dump(mode="json", exclude_none=True), hyperparameters=hyper, name=request.name,
+            integrations=masked_integrations(request.integrations),
+            spec=request.model_dump(mode="json", exclude_none=True, exclude=_SECRET_FIELDS),
+            hyperparameters=hyper, name=request.name,
             max_attempts=self.state.settings.jobs.max_attempts, enqueued_at=now(),
         )  # fmt: skip
-        job, created = self.state.jobs.create_job(job, idempotency_key)
+        sealed = self.state.secrets.seal(request_secrets(request.integrations), "integrations.wandb.api_key")
+        job, created = self.state.jobs.create_job(job, idempotency_key, sealed)
         if created:
             self.state.jobs.add_event(job.id, f"Created fine-tuning job: {job.id}")
             self.state.enqueue_train(job)
