@@ -111,3 +111,24 @@ def test_last_event_id_takes_the_api_event_ids_and_refuses_garbage(stack: Stack,
     for bad in ["abc", "ftevent-0000-2", "-1", "3.0"]:
         code, _ = stream_ids(stack.url, job.id, bad)
         assert code == 400, bad
+
+
+def test_reads_are_rate_limited_per_key_with_retry_after(make_stack: Any, stack: Stack) -> None:
+    limited: Stack = make_stack(SAGE_GATEWAY_READ_RATE_LIMIT="5/second")
+    limited.start_gateway()
+    a = [httpx.get(f"{limited.url}/v1/fine_tuning/jobs", headers={"Authorization": "Bearer key-a"}, timeout=30)
+         for _ in range(12)]  # fmt: skip
+    codes = [r.status_code for r in a]
+    assert codes.count(200) == 5 and codes.count(429) == 7, codes
+    refused = next(r for r in a if r.status_code == 429)
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert refused.json()["error"]["type"] == "rate_limit_error"
+    other = httpx.get(f"{limited.url}/v1/fine_tuning/jobs", headers={"Authorization": "Bearer key-b"}, timeout=30)
+    assert other.status_code == 200, "each key has its own budget"
+    assert all(httpx.get(f"{limited.url}/readyz", timeout=30).status_code != 429 for _ in range(10))
+    # the unchanged openai client waits out Retry-After and gets its answer
+    client = openai.OpenAI(base_url=f"{limited.url}/v1", api_key="key-a", max_retries=3)
+    assert [client.fine_tuning.jobs.list().data for _ in range(8)] == [[]] * 8
+    limited.stop()
+    # off by default (the embedded stack): a burst of reads is never refused
+    assert {httpx.get(f"{stack.url}/v1/fine_tuning/jobs", timeout=30).status_code for _ in range(40)} == {200}

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from sage_ft_gateway import errors
 from sage_ft_gateway.deps import Services
 from sage_ft_gateway.metrics import MetricsMiddleware, StateCollector
+from sage_ft_gateway.ratelimit import ReadRateLimit
 from sage_ft_gateway.routes import files, jobs, models, ops, serving
 from sage_ft_gateway.services import maintenance
 from sage_ft_gateway.settings import Settings
@@ -39,5 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     for module in (files, jobs, models, ops, serving):
         app.include_router(module.router)
-    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    if settings.gateway.read_rate_limit:
+        app.add_middleware(ReadRateLimit, limit=settings.gateway.read_rate_limit)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: 429s are counted too
     return app

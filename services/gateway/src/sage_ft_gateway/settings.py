@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sage_ft.settings import JobSettings, PathSettings, StorageSettings
@@ -36,7 +36,22 @@ class GatewaySettings(BaseSettings):
         default=2.0, gt=0, le=30, description="/readyz waits this long for each dependency's answer, at most."
     )
     probe_cache_seconds: float = Field(default=2.0, ge=0, description="/readyz reuses a dependency's answer this long.")
+    read_rate_limit: str = Field(
+        default="", description="GET requests allowed per API key, e.g. '30/second' or '600/minute' (empty: no limit)."
+    )
     log_level: str = Field(default="info", description="Uvicorn log level.")
+
+    @field_validator("read_rate_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        if value.strip():
+            from limits import parse
+
+            try:
+                parse(value)
+            except ValueError as err:
+                raise ValueError(f"expected a rate such as '30/second': {err}") from None
+        return value.strip()
 
     def key_table(self) -> list[tuple[str, str]]:
         """(tenant, sha256 hex) pairs."""
