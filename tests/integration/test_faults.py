@@ -220,3 +220,38 @@ def test_a_cancel_stops_the_trainer_within_one_step(make_stack: Any, qa_records:
     assert final[0].data["step"] < done.model_extra["total_steps"]
     assert client.fine_tuning.jobs.checkpoints.list(job.id).data == []  # the listing agrees with the store
     stack.stop()
+
+
+def test_failed_uploads_never_discard_a_finished_training(
+    make_stack: Any, moto: Any, qa_records: list[dict], wide_model: str
+) -> None:
+    """The store stays frozen longer than a storage call's whole retry budget (1 s timeout, 2 attempts), across
+    checkpoint uploads and the end of training. Checkpoint uploads fail and training goes on; the publish is
+    retried until the store is back. Attempt 1 publishes: the finished training is not thrown away."""
+    server, endpoint = moto
+    stack: Stack = make_stack(s3_env(endpoint, "flaky"), SAGE_STORAGE_TIMEOUT_SECONDS="1", SAGE_STORAGE_RETRIES="2")
+    stack.start_gateway()
+    stack.start_worker("w1")
+    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
+    from stack import qa_lines
+
+    file_id = client.files.create(file=("qa.jsonl", qa_lines(qa_records[:8])), purpose="fine-tune").id
+    job = client.fine_tuning.jobs.create(model=wide_model, training_file=file_id, suffix="flaky",
+                                         hyperparameters={"n_epochs": 4, "batch_size": 4},
+                                         extra_body={**LEARN, "save_steps": 2})  # fmt: skip
+    wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id).model_extra["step"] >= 1, 180, "training to start")
+    server.proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(12)
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+    done = wait_job(client, job.id, timeout=240, stack=stack)
+    assert done.status == "succeeded", done.error
+    assert done.model_extra["attempt"] == 1
+    messages = [e.message for e in all_events(client, job.id)]
+    assert any("could not be uploaded" in m for m in messages), messages
+    assert not any(m.startswith(("Worker lost", "Attempt 2")) or "re-queued" in m for m in messages), messages
+    log = stack.workers[0].log_path.read_text(errors="replace")
+    assert "publish failed" in log or "could not be uploaded" in " ".join(messages)
+    assert_one_complete_model(s3(endpoint, "flaky"), done.fine_tuned_model)
+    stack.stop()

@@ -132,3 +132,35 @@ def test_reads_are_rate_limited_per_key_with_retry_after(make_stack: Any, stack:
     limited.stop()
     # off by default (the embedded stack): a burst of reads is never refused
     assert {httpx.get(f"{stack.url}/v1/fine_tuning/jobs", timeout=30).status_code for _ in range(40)} == {200}
+
+
+def test_a_manifest_whose_job_has_not_succeeded_is_invisible(stack: Stack, qa_records: list[dict],
+                                                              tmp_path: Any) -> None:  # fmt: skip
+    """A stale attempt's commit (a manifest written while its job is running again) is neither listed, nor
+    resolvable by name, nor servable, until the job succeeds with it."""
+    from stack import qa_lines
+
+    from sage_ft.jobs.model import fine_tuned_model_name
+    from sage_ft.settings import StorageSettings
+    from sage_ft.storage import make_store, publish_model
+
+    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
+    file_id = client.files.create(file=("qa.jsonl", qa_lines(qa_records)), purpose="fine-tune").id
+    job = client.fine_tuning.jobs.create(model="sage-tiny", training_file=file_id,
+                                         hyperparameters={"n_epochs": 50, "batch_size": 1})  # fmt: skip
+    wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id).status == "running", 60, "the job to run")
+    name = fine_tuned_model_name("sage-tiny", None, job.id)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"stale")
+    store = make_store(StorageSettings(backend="local", local_root=stack.env["SAGE_STORAGE_LOCAL_ROOT"]))
+    publish_model(store, name, {"adapter": adapter}, base_model="sage-tiny", job_id=job.id, attempt=1,
+                  scope="attempts/1")  # fmt: skip
+    assert name not in [m.id for m in client.models.list().data]
+    with pytest.raises(openai.NotFoundError, match="is running"):
+        client.models.retrieve(name)
+    with pytest.raises(openai.NotFoundError, match="is running"):
+        client.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}])
+    client.fine_tuning.jobs.cancel(job.id)
+    wait_job(client, job.id, stack=stack)
+    assert name not in [m.id for m in client.models.list().data]  # cancelled: never visible

@@ -118,3 +118,37 @@ def test_jobs_by_status_counts(store: JobStore, tmp_path: Path) -> None:
     lifecycle.request_cancel(store, job.id)
     after = store.count_by_status()
     assert after.get("cancelled", 0) == before.get("cancelled", 0) + 1
+
+
+def test_a_stale_attempt_is_fenced_off_the_commit_by_the_real_lease(
+    store: JobStore, s3_endpoint: dict[str, str], tmp_path: Path
+) -> None:
+    """Attempt 1 lost its lease (reaped) and attempt 2 owns the job: attempt 1's publish, fenced by its lease keeper
+    against real Redis, commits nothing to the real S3 server and removes its uploads; attempt 2's commits."""
+    import uuid
+
+    from sage_ft.storage.manifest import PublishFencedError, publish_model, read_manifest
+    from sage_ft.storage.s3 import S3Store, s3_client
+    from sage_ft_worker.lease import LeaseKeeper
+
+    objects = S3Store(s3_client(s3_endpoint["endpoint"], s3_endpoint["access_key"], s3_endpoint["secret_key"]),
+                      f"fence-{uuid.uuid4().hex[:8]}")  # fmt: skip
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"w")
+    job = new_job(store)
+    assert lifecycle.claim(store, job.id, "wa", lease_s=0.3).job is not None
+    stale = LeaseKeeper(store, job.id, "wa", 0.3, 60, on_flags=lambda _: None)  # its threads are not needed here
+    time.sleep(0.4)
+    assert lifecycle.reap(store, enqueue=lambda _: None) == [job.id]
+    live = lifecycle.claim(store, job.id, "wb", lease_s=30).job
+    assert live is not None and live.attempt == 2
+
+    with pytest.raises(PublishFencedError):
+        publish_model(objects, "m", {"adapter": adapter}, base_model="b", job_id=job.id, scope="attempts/1",
+                      attempt=1, fence=stale.holds)  # fmt: skip
+    assert list(objects.list_objects("models/")) == [] and stale.lost.is_set()
+    keeper = LeaseKeeper(store, job.id, "wb", 30, 60, on_flags=lambda _: None)
+    committed = publish_model(objects, "m", {"adapter": adapter}, base_model="b", job_id=job.id,
+                              scope="attempts/2", attempt=2, fence=keeper.holds)  # fmt: skip
+    assert read_manifest(objects, "m") == committed and committed.attempt == 2 and not keeper.lost.is_set()

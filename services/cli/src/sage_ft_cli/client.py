@@ -13,6 +13,9 @@ import httpx
 RECONNECTS = 30  # about 30 s for a restarted gateway to come back
 
 
+RATE_LIMIT_WAITS = 4  # a 429 is waited out (Retry-After) this many times before it is reported
+
+
 class CLIError(Exception):
     """A failure to report in one line; ``code`` is the exit status."""
 
@@ -41,14 +44,19 @@ class Gateway:
             return False
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            resp = self.http.request(method, path, **kwargs)
-        except httpx.ConnectError:
-            raise GatewayUnreachableError(
-                f"no gateway answers at {self.url}; start the local stack with `sage-ft up` or set --gateway"
-            ) from None
-        except httpx.HTTPError as err:
-            raise CLIError(f"request to {self.url}{path} failed: {err}") from None
+        for _ in range(RATE_LIMIT_WAITS):
+            try:
+                resp = self.http.request(method, path, **kwargs)
+            except httpx.ConnectError:
+                raise GatewayUnreachableError(
+                    f"no gateway answers at {self.url}; start the local stack with `sage-ft up` or set --gateway"
+                ) from None
+            except httpx.HTTPError as err:
+                raise CLIError(f"request to {self.url}{path} failed: {err}") from None
+            if resp.status_code != 429 or "files" in kwargs:  # an upload's stream cannot be sent twice
+                break
+            wait = resp.headers.get("retry-after", "1")
+            time.sleep(min(30.0, float(wait) if wait.replace(".", "", 1).isdigit() else 1.0))  # a rate limit
         return self._result(resp)
 
     @staticmethod

@@ -271,6 +271,8 @@ class TrainRunner:
         finally:
             shutil.rmtree(local, ignore_errors=True)
         metrics.CHECKPOINT_UPLOAD.observe(time.monotonic() - t0)
+        if run.keeper is not None and run.keeper.lost.is_set():
+            return  # a stale attempt records nothing
         run.last_uploaded = step
         job = run.job
         name = fine_tuned_model_name(job.model, job.suffix, job.id)
