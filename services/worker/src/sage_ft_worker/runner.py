@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from sage_ft_worker import metrics
 from sage_ft_worker.context import WorkerContext
 from sage_ft_worker.launcher import launch, trainer_command
 from sage_ft_worker.lease import REDIS_DOWN, LeaseKeeper
+from sage_ft_worker.publishing import publish_with_retries
 from sage_ft_worker.trainer_main import EVENTS, RESULT, STOP
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ class TrainRunner:
         self.job_id = job_id
         self.owner = ctx.settings.worker.name
         self.lease_s = ctx.settings.jobs.lease_seconds
+        self._flags_lock = threading.Lock()
 
     # -- entry ------------------------------------------------------------------------------------------------
 
@@ -184,9 +187,10 @@ class TrainRunner:
 
     def _on_flags(self, run: _Run, current: Job) -> None:
         """A cancel or pause arrived (pub/sub or heartbeat): the trainer stops at the end of its current step."""
-        if run.stop_reason is not None or not (current.cancel_requested or current.pause_requested):
-            return
-        run.stop_reason = "cancel" if current.cancel_requested else "pause"
+        with self._flags_lock:  # both keeper threads call this
+            if run.stop_reason is not None or not (current.cancel_requested or current.pause_requested):
+                return
+            run.stop_reason = "cancel" if current.cancel_requested else "pause"
         run.stop_requested_at = run.step
         (run.workdir / STOP).write_text(str(current.stop_requested_at or time.time()))
         if run.stop_reason == "pause":
@@ -341,17 +345,18 @@ class TrainRunner:
         logs = run.workdir / "out" / "logs"
         if logs.is_dir() and any(p.is_file() for p in logs.rglob("*")):
             parts["logs"] = logs  # TensorBoard event files, published with the model
-        assert run.keeper is not None
+        keeper = run.keeper
+        assert keeper is not None
         self._flush(run)
         jobs.add_event(job.id, f"Publishing {name} (attempt {job.attempt})")
         try:
-            self._publish_retrying(run, lambda: publish_model(
+            publish_with_retries(lambda: publish_model(
                 run.store, name, parts, base_model=job.model, job_id=job.id,
                 alias=run.spec.name, training=run.extra.get("config", {}),
                 metrics={"train_loss": result.get("train_loss"), "global_step": result["global_step"],
                          "trained_tokens": result.get("trained_tokens")},
-                scope=f"attempts/{job.attempt}", attempt=job.attempt, fence=run.keeper.holds,
-            ))  # fmt: skip
+                scope=f"attempts/{job.attempt}", attempt=job.attempt, fence=keeper.holds,
+            ), keeper, self.ctx.settings.worker.publish_retry_seconds, job.id)  # fmt: skip
         except (PublishFencedError, PreconditionFailedError) as err:
             log.warning("job %s: attempt %d lost its lease before committing; nothing visible: %s",
                         job.id, job.attempt, err)  # fmt: skip
@@ -369,25 +374,6 @@ class TrainRunner:
         jobs.add_event(job.id, "The job has successfully completed")
         shutil.rmtree(run.workdir, ignore_errors=True)
         return "succeeded"
-
-    def _publish_retrying(self, run: _Run, publish: Any) -> None:
-        """A finished training is never thrown away for a storage outage: publish again with backoff for as long as
-        the lease holds (the keeper renews it meanwhile), up to ``publish_retry_seconds``."""
-        deadline = time.monotonic() + self.ctx.settings.worker.publish_retry_seconds
-        delay = 1.0
-        while True:
-            try:
-                publish()
-                return
-            except (PublishFencedError, PreconditionFailedError):
-                raise
-            except StorageError as err:
-                assert run.keeper is not None
-                if time.monotonic() + delay > deadline or run.keeper.lost.is_set():
-                    raise
-                log.warning("job %s: publish failed (%s); retrying in %.0fs", run.job.id, err, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 30.0)
 
 
 def _set(job: Job, **fields: Any) -> Job:

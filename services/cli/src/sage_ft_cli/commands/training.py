@@ -78,14 +78,23 @@ def link_results(app: App, model: str, name: str) -> Path | None:
     """On the embedded stack, ``~/.sage/finetune_output/<name>`` points at the published model (adapter, logs)."""
     if not app.local_gateway():
         return None
+    from sage_ft.storage import LocalStore, StorageError, read_manifest
+
     root = app.settings.paths.resolved_output_root()
-    target = root / "models" / model
+    try:
+        manifest = read_manifest(LocalStore(root), model)
+    except StorageError:
+        return None
+    if manifest is None or "adapter" not in manifest.parts:
+        return None  # another store
+    # the directory the publish wrote (models/<model>/attempts/<n>/, holding adapter/ and logs/)
+    scope = (Path("models") / model / manifest.location("adapter")).parent
     link = root / name
-    if not target.is_dir() or (link.exists() and not link.is_symlink()):
-        return None  # another store, or a directory of the user's own by that name: leave it alone
+    if not (root / scope).is_dir() or (link.exists() and not link.is_symlink()):
+        return None  # a directory of the user's own by that name: leave it alone
     tmp = root / f".{name}.link"
     tmp.unlink(missing_ok=True)
-    tmp.symlink_to(Path("models") / model)
+    tmp.symlink_to(scope)
     tmp.replace(link)
     return link
 

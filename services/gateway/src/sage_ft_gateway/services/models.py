@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sage_ft.jobs.model import JobStatus
+from sage_ft.jobs.model import Job, JobStatus
 from sage_ft.storage import Manifest, delete_model, list_models
 from sage_ft.storage.manifest import CorruptManifestError, not_found_message, resolve_model_name
 from sage_ft_gateway.errors import ApiError
@@ -36,12 +36,12 @@ class ModelService:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
 
-    def job_blocks(self, manifest: Manifest) -> str | None:
+    def job_blocks(self, manifest: Manifest, jobs: dict[str, Job] | None = None) -> str | None:
         """Why a job's model is not visible yet (None: it is). A manifest without a job, or whose job record is
-        gone, stands on its own."""
+        gone, stands on its own. ``jobs``: already fetched, by id."""
         if not manifest.job_id:
             return None
-        job = self.state.jobs.get_job(manifest.job_id)
+        job = jobs.get(manifest.job_id) if jobs is not None else self.state.jobs.get_job(manifest.job_id)
         if job is None:
             return None
         if job.status != JobStatus.SUCCEEDED or job.fine_tuned_model != manifest.name:
@@ -62,8 +62,10 @@ class ModelService:
                            param="model", code="model_not_found")  # fmt: skip
 
     def list(self, tenant: str) -> dict[str, Any]:
-        tuned = sorted((m for m in list_models(self.state.tenant_store(tenant)) if self.job_blocks(m) is None),
-                       key=lambda m: m.created_at, reverse=True)  # fmt: skip
+        manifests = list_models(self.state.tenant_store(tenant))
+        jobs = self.state.jobs.get_jobs(sorted({m.job_id for m in manifests if m.job_id}))
+        tuned = sorted((m for m in manifests if self.job_blocks(m, jobs) is None), key=lambda m: m.created_at,
+                       reverse=True)  # fmt: skip
         data = [{"id": base, "object": "model", "created": 0, "owned_by": "base", "aliases": [], "parts": []}
                 for base in self.state.jobs.base_models(tenant)]  # fmt: skip
         data += [model_object(m) for m in tuned]
