@@ -110,7 +110,7 @@ def test_the_openai_client_fine_tunes_inside_the_worker_container(
     keys = compose.python("gateway", STORE)
     name = str(done.fine_tuned_model)
     assert f"{TENANT}models/{name}/manifest.json" in keys
-    assert f"{TENANT}models/{name}/adapter/adapter_model.safetensors" in keys
+    assert f"{TENANT}models/{name}/attempts/1/adapter/adapter_model.safetensors" in keys  # the attempt's own keys
     assert name in {m.id for m in client.models.list()}
     STATE["alpha"] = name
 

@@ -113,8 +113,8 @@ def test_a_corrupted_artifact_is_refused_by_name_and_starts_nothing(
     store = _store(stack)
     adapter = fetch_part(store, tuned["alpha"], "adapter", tmp_path / "adapter")
     (adapter / "README.md").write_text("a copy\n")  # other bytes than alpha's: nothing of it is cached yet
-    publish_model(store, "corrupt-copy", {"adapter": adapter}, base_model="sage-tiny")
-    key = "models/corrupt-copy/adapter/adapter_model.safetensors"
+    published = publish_model(store, "corrupt-copy", {"adapter": adapter}, base_model="sage-tiny")
+    key = published.key("adapter/adapter_model.safetensors")
     data = bytearray(store.get_bytes(key))
     data[len(data) // 2] ^= 0xFF
     store.put_bytes(key, bytes(data))
@@ -201,8 +201,8 @@ def test_a_failed_merge_reaches_the_request_at_once_with_the_workers_reason(
     store = _store(stack)
     adapter = fetch_part(store, tuned["beta"], "adapter", tmp_path / "adapter")
     (adapter / "README.md").write_text("to be broken\n")
-    publish_model(store, "broken-merge", {"adapter": adapter}, base_model="sage-tiny")
-    key = "models/broken-merge/adapter/adapter_model.safetensors"
+    published = publish_model(store, "broken-merge", {"adapter": adapter}, base_model="sage-tiny")
+    key = published.key("adapter/adapter_model.safetensors")
     data = bytearray(store.get_bytes(key))
     data[len(data) // 2] ^= 0xFF
     store.put_bytes(key, bytes(data))
