@@ -142,7 +142,7 @@ def test_a_manifest_whose_job_has_not_succeeded_is_invisible(stack: Stack, qa_re
 
     from sage_ft.jobs.model import fine_tuned_model_name
     from sage_ft.settings import StorageSettings
-    from sage_ft.storage import make_store, publish_model
+    from sage_ft.storage import make_store, publish_model, read_manifest
 
     client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
     file_id = client.files.create(file=("qa.jsonl", qa_lines(qa_records)), purpose="fine-tune").id
@@ -164,3 +164,4 @@ def test_a_manifest_whose_job_has_not_succeeded_is_invisible(stack: Stack, qa_re
     client.fine_tuning.jobs.cancel(job.id)
     wait_job(client, job.id, stack=stack)
     assert name not in [m.id for m in client.models.list().data]  # cancelled: never visible
+    assert read_manifest(store, name) is None and not list(store.list_objects(f"models/{name}/"))  # and removed

@@ -30,7 +30,7 @@ from sage_ft.proc import call_at_lower_priority, stop, tail, wait_exit
 from sage_ft.storage import ObjectStore, StorageError, publish_model
 from sage_ft.storage.base import PreconditionFailedError
 from sage_ft.storage.checkpoints import committed_steps, delete_checkpoints, fetch_checkpoint, upload_checkpoint
-from sage_ft.storage.manifest import PublishFencedError, collect_garbage, discard_unpublished
+from sage_ft.storage.manifest import PublishFencedError, collect_garbage, delete_model
 from sage_ft_worker import metrics
 from sage_ft_worker.context import WorkerContext
 from sage_ft_worker.launcher import launch, trainer_command
@@ -297,7 +297,9 @@ class TrainRunner:
     # -- the end ----------------------------------------------------------------------------------------------
 
     def _fail(self, run: _Run, code: str, message: str) -> str:
-        discard_unpublished(run.store, fine_tuned_model_name(run.job.model, run.job.suffix, run.job.id))
+        # the job's model name is its own and it never succeeded: whatever is there (a stale attempt's commit or
+        # uploads) goes
+        delete_model(run.store, fine_tuned_model_name(run.job.model, run.job.suffix, run.job.id))
         lifecycle.finish(self.ctx.jobs, run.job.id, self.owner, JobStatus.FAILED,
                          JobError(code=code, message=message))  # fmt: skip
         self.ctx.jobs.add_event(run.job.id, f"Job failed: {message}", level="error")
@@ -321,7 +323,7 @@ class TrainRunner:
         if cancel:
             delete_checkpoints(run.store, job.id)
             jobs.clear_checkpoints(job.id)  # the listing and the store agree: both empty
-            discard_unpublished(run.store, fine_tuned_model_name(job.model, job.suffix, job.id))
+            delete_model(run.store, fine_tuned_model_name(job.model, job.suffix, job.id))
             lifecycle.finish(jobs, job.id, self.owner, JobStatus.CANCELLED)
             latency = {"step": result["global_step"], "stop_latency_steps": result.get("stop_latency_steps")}
             jobs.add_event(

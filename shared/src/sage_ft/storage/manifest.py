@@ -236,14 +236,6 @@ def collect_garbage(store: ObjectStore, name: str) -> int:
     return removed
 
 
-def discard_unpublished(store: ObjectStore, name: str) -> int:
-    """A model whose job ended without publishing (failed, cancelled): remove any attempt's leftovers. A
-    published model is left alone."""
-    if read_manifest(store, name) is not None:
-        return 0
-    return store.delete_prefix(model_prefix(name))
-
-
 def list_models(store: ObjectStore) -> list[Manifest]:
     """Every published model (one with a manifest); unpublished leftovers are invisible."""
     out = []
