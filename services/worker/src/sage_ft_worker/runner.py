@@ -27,7 +27,7 @@ from sage_ft.jobs.spec import JobRequest, build_training_config
 from sage_ft.jobs.store import event_record
 from sage_ft.presets import PresetConfigs
 from sage_ft.proc import call_at_lower_priority, stop, tail, wait_exit
-from sage_ft.storage import ObjectStore, StorageError, publish_model
+from sage_ft.storage import ObjectStore, publish_model
 from sage_ft.storage.base import PreconditionFailedError
 from sage_ft.storage.checkpoints import committed_steps, delete_checkpoints, fetch_checkpoint, upload_checkpoint
 from sage_ft.storage.manifest import PublishFencedError, collect_garbage, delete_model
@@ -267,7 +267,8 @@ class TrainRunner:
         t0 = time.monotonic()
         try:
             size = upload_checkpoint(run.store, run.job.id, step, local)
-        except StorageError as err:  # training goes on; the next checkpoint is uploaded in its place
+        except OSError as err:  # a store outage (StorageError) or a vanished file: training goes on, the next
+            # checkpoint is uploaded in its place
             log.warning("job %s: checkpoint %d not uploaded: %s", run.job.id, step, err)
             run.pending.append(event_record(f"Checkpoint at step {step} could not be uploaded ({err}); training "
                                             "continues and the next checkpoint is tried", level="warn"))  # fmt: skip
