@@ -131,6 +131,14 @@ def test_data_files_and_errors(cli: CLI, tmp_path: Path) -> None:
     good.write_text('{"question": "a?", "answer": "b"}\n{"instruction": "c", "output": "d"}\n')
     report = cli.json("data", "validate", str(good))
     assert report["ok"] and report["formats"] == {"qa": 1, "alpaca": 1} and report["records"] == 2
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_text('{"prompt": "Sky?", "chosen": "Blue, as ever.", "rejected": "Green."}\n'
+                     '{"prompt": "Sea?", "chosen": "Wet.", "rejected": "Wet."}\n')  # fmt: skip
+    out = cli.run("data", "validate", str(prefs))
+    assert out.returncode == 1 and "preference pairs" in out.stdout and "chosen " in out.stdout  # per-side tokens
+    assert "line 2" in out.stderr and "rejected" in out.stderr and "same answer" in out.stderr
+    report = json.loads(cli.run("--json", "data", "validate", str(prefs)).stdout)
+    assert not report["ok"] and report["kind"] == "preference" and report["sides"]["chosen"]["max"] > report["sides"]["rejected"]["max"]
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "a?", "answer": "b"}\n{"question": "c?"}\n')
     out = cli.run("data", "validate", str(bad))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,17 @@ def test_record_level_errors_give_status_error_and_block_jobs(client: openai.Ope
     with pytest.raises(openai.BadRequestError) as exc:
         client.fine_tuning.jobs.create(model="sage-tiny", training_file=record.id)
     assert _error(exc)["param"] == "training_file" and "line 2" in _error(exc)["message"]
+
+
+def test_a_preference_file_is_accepted_and_an_sft_job_on_it_says_which_method_it_fits(client: openai.OpenAI) -> None:
+    pairs = b"".join(json.dumps({"prompt": f"Sky {i}?", "chosen": "Blue.", "rejected": "Green."}).encode() + b"\n"
+                     for i in range(3))  # fmt: skip
+    uploaded = client.files.create(file=("prefs.jsonl", pairs), purpose="fine-tune")
+    assert uploaded.status == "processed"
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.fine_tuning.jobs.create(model="sage-tiny", training_file=uploaded.id)
+    error = _error(exc)
+    assert error["param"] == "training_file" and "'dpo'" in error["message"], error
 
 
 def test_oversize_upload_is_413_before_the_body_is_read(stack: Stack, client: openai.OpenAI) -> None:

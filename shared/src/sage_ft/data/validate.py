@@ -15,6 +15,7 @@ from typing import Any
 
 from sage_ft.data.formats import Conversation, to_conversation
 from sage_ft.data.loader import RawData, parse_bytes, read_file
+from sage_ft.data.preference import Preference, is_preference, to_preference
 from sage_ft.errors import DataError
 
 TokenCounter = Callable[[list[dict[str, Any]]], int]
@@ -26,18 +27,29 @@ class ValidationReport:
     path: str
     container: str
     conversations: list[Conversation] = field(default_factory=list)
+    preferences: list[Preference] = field(default_factory=list)
     errors: list[DataError] = field(default_factory=list)
     token_lengths: list[int] = field(default_factory=list)
     tokens_exact: bool = False
     max_length: int | None = None
+    side_lengths: dict[str, list[int]] = field(default_factory=dict)  # preference files: prompt, chosen, rejected
+
+    @property
+    def records(self) -> list[Conversation | Preference]:
+        return [*self.conversations, *self.preferences]
+
+    @property
+    def kind(self) -> str:
+        """``preference`` (pairs, for DPO) or ``supervised`` (conversations, for SFT)."""
+        return "preference" if self.preferences else "supervised"
 
     @property
     def ok(self) -> bool:
-        return not self.errors and bool(self.conversations)
+        return not self.errors and bool(self.records)
 
     @property
     def formats(self) -> dict[str, int]:
-        return dict(Counter(c.format for c in self.conversations))
+        return dict(Counter(c.format for c in self.records))
 
     @property
     def truncated(self) -> int:
@@ -45,10 +57,11 @@ class ValidationReport:
             return 0
         return sum(1 for n in self.token_lengths if n > self.max_length)
 
-    def token_stats(self) -> dict[str, float]:
-        if not self.token_lengths:
+    def token_stats(self, lengths: list[int] | None = None) -> dict[str, float]:
+        lengths = self.token_lengths if lengths is None else lengths
+        if not lengths:
             return {}
-        ordered = sorted(self.token_lengths)
+        ordered = sorted(lengths)
 
         def pct(q: float) -> int:
             return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
@@ -65,7 +78,7 @@ class ValidationReport:
     def raise_for_errors(self) -> None:
         """Raise the first error, mentioning how many more there are."""
         if not self.errors:
-            if not self.conversations:
+            if not self.records:
                 raise DataError("no records found", path=self.path)
             return
         first = self.errors[0]
@@ -80,21 +93,24 @@ class ValidationReport:
         raise first
 
     def to_dict(self) -> dict[str, Any]:
-        records = len(self.conversations) + len(self.errors)
+        records = len(self.records) + len(self.errors)
         return {
             "path": self.path,
             "container": self.container,
             "ok": self.ok,
+            "kind": self.kind,
             "records": records,
-            "valid_records": len(self.conversations),
+            "valid_records": len(self.records),
             "formats": self.formats,
-            "record_formats": [{"line": c.line, "index": c.index, "format": c.format} for c in self.conversations],
+            "record_formats": [{"line": c.line, "index": c.index, "format": c.format} for c in self.records],
             "errors": [{"line": e.line, "field": e.field, "message": e.reason} for e in self.errors],
             "tokens": {**self.token_stats(), "exact": self.tokens_exact},
             "max_length": self.max_length,
             "truncated": self.truncated,
             "truncated_share": round(self.truncated / len(self.token_lengths), 4) if self.token_lengths else 0.0,
-        }
+            **({"sides": {side: self.token_stats(n) for side, n in self.side_lengths.items()}}
+               if self.preferences else {}),
+        }  # fmt: skip
 
 
 def estimate_tokens(messages: list[dict[str, Any]]) -> int:
@@ -110,15 +126,35 @@ def _build(raw: RawData, counter: TokenCounter | None, max_length: int | None) -
         tokens_exact=counter is not None,
         max_length=max_length,
     )
+    count = counter or estimate_tokens
+    first: dict[bool, int] = {}  # the line of the first record of each kind (True: preference)
     for rec in raw.records:
+        pair = is_preference(rec.value)
+        first.setdefault(pair, rec.line)
         try:
-            conv = to_conversation(rec.value, path=raw.path, line=rec.line, index=rec.index)
+            if pair != min(first, key=lambda k: first[k]):
+                other = "supervised" if pair else "preference"
+                raise DataError(f"a {'preference' if pair else 'supervised'} record in a file of {other} records "
+                                f"(line {first[not pair]}); one kind per file: preference pairs for DPO, "
+                                "conversations for SFT", path=raw.path, line=rec.line)  # fmt: skip
+            if pair:
+                pref = to_preference(rec.value, path=raw.path, line=rec.line, index=rec.index)
+            else:
+                conv = to_conversation(rec.value, path=raw.path, line=rec.line, index=rec.index)
         except DataError as err:
             if len(report.errors) < MAX_REPORTED_ERRORS:
                 report.errors.append(err)
             continue
-        report.conversations.append(conv)
-        report.token_lengths.append((counter or estimate_tokens)(conv.messages))
+        if pair:
+            report.preferences.append(pref)
+            sides = {"prompt": count(pref.prompt), "chosen": count([{"role": "assistant", "content": pref.chosen}]),
+                     "rejected": count([{"role": "assistant", "content": pref.rejected}])}  # fmt: skip
+            for side, n in sides.items():
+                report.side_lengths.setdefault(side, []).append(n)
+            report.token_lengths.append(sides["prompt"] + max(sides["chosen"], sides["rejected"]))
+        else:
+            report.conversations.append(conv)
+            report.token_lengths.append(count(conv.messages))
     report.errors.sort(key=lambda e: e.line or 0)
     return report
 
@@ -144,7 +180,22 @@ def validate_bytes(
 
 
 def load_conversations(path: str | Path) -> list[Conversation]:
-    """All records of a file as conversations; raises ``DataError`` on the first bad record."""
+    """All records of a file as conversations; raises ``DataError`` on the first bad record, or if the file holds
+    preference pairs (those train with DPO)."""
     report = validate_file(path)
     report.raise_for_errors()
+    if report.kind == "preference":
+        raise DataError("holds preference pairs (chosen/rejected), which fit method 'dpo', not supervised "
+                        "fine-tuning", path=str(path))  # fmt: skip
     return report.conversations
+
+
+def load_preferences(path: str | Path) -> list[Preference]:
+    """All records of a file as preference pairs; raises ``DataError`` on the first bad record, or if the file holds
+    conversations (those train with supervised fine-tuning)."""
+    report = validate_file(path)
+    report.raise_for_errors()
+    if report.kind != "preference":
+        raise DataError("holds supervised records (conversations), which fit method 'supervised', not DPO "
+                        "preference pairs", path=str(path))  # fmt: skip
+    return report.preferences

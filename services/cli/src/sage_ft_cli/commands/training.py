@@ -177,12 +177,17 @@ def validate(app: App, file: Path, max_length: int) -> None:
         app.emit(summary)
     else:
         tokens = summary["tokens"]
-        app.console.print(f"{file}: {summary['valid_records']}/{summary['records']} records valid; formats "
-                          f"{summary['formats']}")  # fmt: skip
+        fits = "preference pairs, for DPO" if summary["kind"] == "preference" else "supervised records"
+        app.console.print(f"{file}: {summary['valid_records']}/{summary['records']} records valid ({fits}); "
+                          f"formats {summary['formats']}")  # fmt: skip
         if tokens.get("total"):
             app.console.print(f"tokens (estimated): min {tokens['min']} p50 {tokens['p50']} p95 {tokens['p95']} "
                               f"max {tokens['max']}; {summary['truncated']} over {max_length} "
                               f"({summary['truncated_share']:.1%})")  # fmt: skip
+        for side, stats in summary.get("sides", {}).items():
+            if stats:
+                app.console.print(f"  {side:<8} min {stats['min']} p50 {stats['p50']} p95 {stats['p95']} "
+                                  f"max {stats['max']}")  # fmt: skip
         for error in summary["errors"]:
             app.err.print(f"[red]line {error['line']}[/red] {error['field'] or ''}: {error['message']}")
     if not report.ok:

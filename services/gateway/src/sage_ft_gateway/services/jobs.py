@@ -41,6 +41,9 @@ class JobService:
                 if record.status != "processed":
                     raise ApiError(400, f"File {file_id} failed validation: {record.status_details}", param=param,
                                    code="invalid_file")  # fmt: skip
+                if record.report.get("kind") == "preference":  # supervised is the one method trained so far
+                    raise ApiError(400, f"File {file_id} holds preference pairs (chosen/rejected), which fit method "
+                                   "'dpo', not 'supervised'.", param=param, code="invalid_file")  # fmt: skip
         _, hyper = build_training_config(
             request, preset=_display_preset(request.preset), data_path=None, output_dir="/nonexistent"
         )  # fmt: skip  (validation only)
