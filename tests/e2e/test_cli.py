@@ -138,7 +138,8 @@ def test_data_files_and_errors(cli: CLI, tmp_path: Path) -> None:
     assert out.returncode == 1 and "preference pairs" in out.stdout and "chosen " in out.stdout  # per-side tokens
     assert "line 2" in out.stderr and "rejected" in out.stderr and "same answer" in out.stderr
     report = json.loads(cli.run("--json", "data", "validate", str(prefs)).stdout)
-    assert not report["ok"] and report["kind"] == "preference" and report["sides"]["chosen"]["max"] > report["sides"]["rejected"]["max"]
+    sides = report["sides"]
+    assert not report["ok"] and report["kind"] == "preference" and sides["chosen"]["max"] > sides["rejected"]["max"]
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "a?", "answer": "b"}\n{"question": "c?"}\n')
     out = cli.run("data", "validate", str(bad))
