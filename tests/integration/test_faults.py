@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from stack import LEARN, Stack, all_events, s3_env, signal_tree, start_moto, wait_for, wait_job
+from stack import LEARN, Proc, Stack, all_events, qa_lines, s3_env, signal_tree, start_moto, wait_for, wait_job
 
 from sage_ft.settings import StorageSettings
 from sage_ft.storage import ObjectStore, make_store
@@ -60,6 +60,33 @@ def assert_one_complete_model(store: ObjectStore, name: str) -> Manifest:
     return manifest
 
 
+def started_job(
+    stack: Stack,
+    records: list[dict],
+    model: str,
+    *,
+    epochs: int,
+    batch: int,
+    save_steps: int,
+    at_step: int,
+    suffix: str | None = None,
+    worker: str = "w1",
+) -> tuple[openai.OpenAI, Any, Proc]:
+    """Gateway and one worker up, a job on ``records`` submitted through the openai client, and (``at_step`` > 0)
+    training under way: the start every fault here is injected into."""
+    stack.start_gateway()
+    proc = stack.start_worker(worker)
+    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
+    file_id = client.files.create(file=("qa.jsonl", qa_lines(records)), purpose="fine-tune").id
+    job = client.fine_tuning.jobs.create(model=model, training_file=file_id, **({"suffix": suffix} if suffix else {}),
+                                         hyperparameters={"n_epochs": epochs, "batch_size": batch},
+                                         extra_body={**LEARN, "save_steps": save_steps})  # fmt: skip
+    if at_step:
+        wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id).model_extra["step"] >= at_step, 180,
+                 f"training to reach step {at_step}")  # fmt: skip
+    return client, job, proc
+
+
 class VisibilityWatch(threading.Thread):
     """Lists models, then reads the job, over and over: a model listed while its job had not succeeded (read after
     the listing, and a job only moves forward) is a violation."""
@@ -92,17 +119,10 @@ def test_a_store_frozen_past_the_lease_keeps_the_attempt_and_publishes_one_compl
     renewed on its own thread meanwhile, so attempt 1 goes on and publishes once the store returns."""
     server, endpoint = moto
     stack: Stack = make_stack(s3_env(endpoint, "frozen"), SAGE_LEASE_SECONDS="4", **FAST_S3)
-    stack.start_gateway()
-    stack.start_worker("w1")
-    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
-    from stack import qa_lines
-
-    file_id = client.files.create(file=("qa.jsonl", qa_lines(qa_records[:8])), purpose="fine-tune").id
-    job = client.fine_tuning.jobs.create(model=wide_model, training_file=file_id, suffix="frozen",
-                                         hyperparameters={"n_epochs": 4, "batch_size": 4},
-                                         extra_body={**LEARN, "save_steps": 2})  # fmt: skip
+    client, job, _ = started_job(
+        stack, qa_records[:8], wide_model, epochs=4, batch=4, save_steps=2, at_step=1, suffix="frozen"
+    )
     watch = VisibilityWatch(stack.url, job.id)
-    wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id).model_extra["step"] >= 1, 180, "training to start")
     server.proc.send_signal(signal.SIGSTOP)
     try:
         frozen_at = time.monotonic()
@@ -133,15 +153,9 @@ def test_a_worker_frozen_past_its_lease_writes_nothing_visible(
     up and finishes its run: its lease is gone, so it commits nothing and removes what it uploaded."""
     _, endpoint = moto
     stack: Stack = make_stack(s3_env(endpoint, "fenced"), SAGE_LEASE_SECONDS="4", SAGE_VISIBILITY_TIMEOUT="600")
-    stack.start_gateway()
-    a = stack.start_worker("wa")
-    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
-    from stack import qa_lines
-
-    file_id = client.files.create(file=("qa.jsonl", qa_lines(qa_records[:8])), purpose="fine-tune").id
-    job = client.fine_tuning.jobs.create(model=wide_model, training_file=file_id, suffix="fenced",
-                                         hyperparameters={"n_epochs": 8, "batch_size": 4},
-                                         extra_body={**LEARN, "save_steps": 4})  # fmt: skip
+    client, job, a = started_job(
+        stack, qa_records[:8], wide_model, epochs=8, batch=4, save_steps=4, at_step=0, suffix="fenced", worker="wa"
+    )
     wait_for(lambda: client.fine_tuning.jobs.checkpoints.list(job.id).data, 180, "attempt 1's first checkpoint")
     signal_tree(a.pid, signal.SIGSTOP)
     try:
@@ -173,16 +187,9 @@ def test_redis_restarted_mid_training_keeps_the_attempt(
     """Redis down for 8 s (restarted, its append-only file intact) while the trainer runs: the trainer goes on,
     progress is buffered and sent later, and the attempt number does not change."""
     stack: Stack = make_stack(persist=True, SAGE_LEASE_SECONDS="30", SAGE_VISIBILITY_TIMEOUT="600")
-    stack.start_gateway()
-    stack.start_worker("w1")
-    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
-    from stack import qa_lines
-
-    file_id = client.files.create(file=("qa.jsonl", qa_lines(qa_records[:8])), purpose="fine-tune").id
-    job = client.fine_tuning.jobs.create(model=wide_model, training_file=file_id, suffix="blip",
-                                         hyperparameters={"n_epochs": 8, "batch_size": 4},
-                                         extra_body={**LEARN, "save_steps": 4})  # fmt: skip
-    wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id).model_extra["step"] >= 2, 180, "training to start")
+    client, job, _ = started_job(
+        stack, qa_records[:8], wide_model, epochs=8, batch=4, save_steps=4, at_step=2, suffix="blip"
+    )
     step_before = client.fine_tuning.jobs.retrieve(job.id).model_extra["step"]
     stack.restart_redis(down_s=8)
     done = wait_job(client, job.id, timeout=240, stack=stack)
@@ -200,16 +207,7 @@ def test_a_cancel_stops_the_trainer_within_one_step(make_stack: Any, qa_records:
     """The cancel reaches the trainer by pub/sub, not by polling: with the worker's poll at 5 s, the trainer still
     stops at the end of the step that was running when the cancel was accepted (it measures this itself)."""
     stack: Stack = make_stack(SAGE_WORKER_POLL_SECONDS="5")
-    stack.start_gateway()
-    stack.start_worker("w1")
-    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
-    from stack import qa_lines
-
-    file_id = client.files.create(file=("qa.jsonl", qa_lines(qa_records)), purpose="fine-tune").id
-    job = client.fine_tuning.jobs.create(model=wide_model, training_file=file_id,
-                                         hyperparameters={"n_epochs": 50, "batch_size": 1},
-                                         extra_body={**LEARN, "save_steps": 1000})  # fmt: skip
-    wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id).model_extra["step"] >= 2, 180, "training to start")
+    client, job, _ = started_job(stack, qa_records, wide_model, epochs=50, batch=1, save_steps=1000, at_step=2)
     client.fine_tuning.jobs.cancel(job.id)
     done = wait_job(client, job.id, timeout=120, stack=stack)
     assert done.status == "cancelled"
@@ -230,16 +228,9 @@ def test_failed_uploads_never_discard_a_finished_training(
     retried until the store is back. Attempt 1 publishes: the finished training is not thrown away."""
     server, endpoint = moto
     stack: Stack = make_stack(s3_env(endpoint, "flaky"), SAGE_STORAGE_TIMEOUT_SECONDS="1", SAGE_STORAGE_RETRIES="2")
-    stack.start_gateway()
-    stack.start_worker("w1")
-    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
-    from stack import qa_lines
-
-    file_id = client.files.create(file=("qa.jsonl", qa_lines(qa_records[:8])), purpose="fine-tune").id
-    job = client.fine_tuning.jobs.create(model=wide_model, training_file=file_id, suffix="flaky",
-                                         hyperparameters={"n_epochs": 4, "batch_size": 4},
-                                         extra_body={**LEARN, "save_steps": 2})  # fmt: skip
-    wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id).model_extra["step"] >= 1, 180, "training to start")
+    client, job, _ = started_job(
+        stack, qa_records[:8], wide_model, epochs=4, batch=4, save_steps=2, at_step=1, suffix="flaky"
+    )
     server.proc.send_signal(signal.SIGSTOP)
     try:
         time.sleep(12)
