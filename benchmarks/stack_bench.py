@@ -153,12 +153,17 @@ PHASES = re.compile(r"job (\S+): succeeded; prepare ([\d.]+)s, trainer ([\d.]+)s
 
 
 def worker_phases(log: Path, job_id: str) -> tuple[float, float, float]:
-    """(prepare, trainer child lifetime, conclude) seconds, as the worker logged them for this job."""
-    for line in reversed(log.read_text(errors="replace").splitlines()):
-        m = PHASES.search(line)
-        if m and m.group(1) == job_id:
-            return float(m.group(2)), float(m.group(3)), float(m.group(4))
-    raise LookupError(f"no phase line for {job_id} in {log}")
+    """(prepare, trainer child lifetime, conclude) seconds, as the worker logged them for this job. The line comes a
+    moment after the job's end frame (the worker logs once its lease threads are stopped), so it is waited for."""
+    deadline = time.monotonic() + 10
+    while True:
+        for line in reversed(log.read_text(errors="replace").splitlines()):
+            m = PHASES.search(line)
+            if m and m.group(1) == job_id:
+                return float(m.group(2)), float(m.group(3)), float(m.group(4))
+        if time.monotonic() > deadline:
+            raise LookupError(f"no phase line for {job_id} in {log}")
+        time.sleep(0.05)
 
 
 def first_step_latency(client: object, file_id: str) -> float:

@@ -39,6 +39,7 @@ class LeaseKeeper:
         self.renewed_at = time.monotonic()
         self.redis_errors = 0
         self._stop = threading.Event()
+        self._pubsub: Any = None
         self._threads = [threading.Thread(target=self._beat, name=f"lease-{job_id}", daemon=True),
                          threading.Thread(target=self._watch, name=f"flags-{job_id}", daemon=True)]  # fmt: skip
 
@@ -49,6 +50,10 @@ class LeaseKeeper:
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
+        pubsub = self._pubsub
+        if pubsub is not None:  # wake the watcher out of its blocking read now, not at its next timeout
+            with contextlib.suppress(Exception):
+                pubsub.close()
         for thread in self._threads:
             thread.join(timeout=5)
 
@@ -102,7 +107,7 @@ class LeaseKeeper:
     def _watch(self) -> None:
         """Wake on every notification of the job; reconnect after a Redis blip (then re-read: news may be lost)."""
         while not self._stop.is_set() and not self.lost.is_set():
-            pubsub = self.jobs.r.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._pubsub = self.jobs.r.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(self.jobs.notify_channel(self.job_id))
                 self._check_flags()
@@ -112,8 +117,9 @@ class LeaseKeeper:
             except REDIS_DOWN:
                 self._stop.wait(0.5)
             except Exception:
-                log.exception("job %s: flag watcher failed", self.job_id)
-                self._stop.wait(1.0)
+                if not self._stop.is_set():  # closed on exit: expected
+                    log.exception("job %s: flag watcher failed", self.job_id)
+                    self._stop.wait(1.0)
             finally:
                 with contextlib.suppress(Exception):  # closing a dead connection
                     pubsub.close()
