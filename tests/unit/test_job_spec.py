@@ -69,7 +69,18 @@ def test_any_training_config_field_through_config_and_presets_keep_their_epochs(
         ({"model": "a/b/c"}, "model"),
         ({"model": "../x"}, "model"),
         ({"model": "m", "hyperparameters": {"n_epochs": 51}}, "hyperparameters.n_epochs"),
-        ({"model": "m", "method": {"type": "dpo"}}, "method.type"),
+        ({"model": "m", "method": {"type": "reinforcement"}}, "method.type"),
+        (
+            {"model": "m", "method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 2.5}}}},
+            "method.dpo.hyperparameters.beta",
+        ),
+        (
+            {"model": "m", "method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0}}}},
+            "method.dpo.hyperparameters.beta",
+        ),
+        ({"model": "m", "method": {"type": "supervised", "dpo": {}}}, "method"),
+        ({"model": "m", "from_checkpoint": "ckpt-1"}, "from_checkpoint"),
+        ({"model": "ft:"}, "model"),
         ({"model": "m", "metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
         ({"model": "m", "name": "ft:abc"}, "name"),
         ({"model": "m", "integrations": [{"type": "slack"}]}, "integrations.0.type"),
@@ -108,3 +119,45 @@ def test_a_config_the_request_parses_but_training_refuses_names_its_exact_field(
     with pytest.raises(ConfigError) as exc:
         build_training_config(parse_request({"model": "m", **body}), preset="cpu", data_path=None, output_dir="/o")
     assert exc.value.param == param, str(exc.value)
+
+
+def test_method_type_error_lists_the_supported_types() -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_request({"model": "m", "method": {"type": "reinforcement"}})
+    assert "supervised" in str(exc.value) and "dpo" in str(exc.value) and "reinforcement" in str(exc.value)
+
+
+@pytest.mark.parametrize(("beta", "shown"), [("auto", 0.1), (0.5, 0.5), (2, 2.0)])
+def test_dpo_resolves_beta_and_a_lower_learning_rate(beta: object, shown: float) -> None:
+    from sage_ft.jobs.spec import DPO_LR_SCALE
+    from sage_ft.presets import PresetConfigs
+
+    request = parse_request({"model": "ft:sage-tiny:x:abc", "method": {"type": "dpo", "dpo": {"hyperparameters": {
+        "beta": beta, "n_epochs": 2, "batch_size": "auto", "learning_rate_multiplier": "auto"}}}})  # fmt: skip
+    config, hyper = build_training_config(request, preset="cpu", data_path=None, output_dir="/o",
+                                          base_model="sage-tiny", init_adapter="/a")  # fmt: skip
+    assert config.method == "dpo" and config.dpo.beta == shown and hyper["beta"] == shown
+    assert config.model_name == "sage-tiny" and config.init_adapter == "/a" and config.num_train_epochs == 2
+    assert config.learning_rate == pytest.approx(PresetConfigs.get("cpu").learning_rate * DPO_LR_SCALE)
+    sft, hyper_sft = build_training_config(parse_request({"model": "sage-tiny"}), preset="cpu", data_path=None,
+                                           output_dir="/o")  # fmt: skip
+    assert sft.method == "sft" and "beta" not in hyper_sft and sft.learning_rate > config.learning_rate
+    for fixed in ("method", "init_adapter"):
+        with pytest.raises(ConfigError) as exc:
+            parse_request({"model": "m", "config": {fixed: "dpo"}})
+        assert exc.value.param == "config" and fixed in str(exc.value)
+
+
+def test_the_job_echoes_its_method_and_lineage() -> None:
+    from sage_ft.jobs.model import Job
+
+    job = Job(id="ftjob-00ff", tenant="t", model="ft:sage-tiny:a:0abc", base_model="sage-tiny",
+              parent_model="ft:sage-tiny:a:0abc", spec={"method": {"type": "dpo"}},
+              hyperparameters={"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 1.0, "beta": 0.2})  # fmt: skip
+    shown = job.to_openai()
+    assert shown["method"] == {"type": "dpo", "dpo": {"hyperparameters": {
+        "n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 1.0, "beta": 0.2}}}  # fmt: skip
+    assert shown["model"] == "ft:sage-tiny:a:0abc" and shown["base_model"] == "sage-tiny"
+    assert fine_tuned_model_name(job.root_model, "b", job.id) == "ft:sage-tiny:b:00ff"
+    plain = Job(id="ftjob-01", tenant="t", model="sage-tiny").to_openai()
+    assert plain["method"]["type"] == "supervised" and "beta" not in plain["method"]["supervised"]["hyperparameters"]

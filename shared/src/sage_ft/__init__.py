@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sage_ft.config import DEFAULT_MODEL, LoRAConfig, TrainingConfig
+from sage_ft.config import DEFAULT_MODEL, DPOSettings, LoRAConfig, TrainingConfig
 from sage_ft.errors import ConfigError, DataError, MergeError, ModelNotFoundError, SageFTError, TrainingOOMError
 from sage_ft.presets import PresetConfigs
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MODEL",
     "ConfigError",
+    "DPOSettings",
     "DataError",
     "LoRAConfig",
     "LoRATrainer",

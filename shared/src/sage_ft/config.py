@@ -34,6 +34,19 @@ class LoRAConfig(BaseModel):
     modules_to_save: list[str] | None = Field(default=None, description="Extra modules trained in full.")
 
 
+class DPOSettings(BaseModel):
+    """Direct preference optimization (TRL's ``DPOTrainer``): how far the policy may move from the reference."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    beta: float = Field(default=0.1, gt=0, le=2, description="Strength of the pull towards the reference model; "
+                        "lower lets the model move further from it.")  # fmt: skip
+    loss_type: Literal["sigmoid", "ipo", "hinge"] = Field(default="sigmoid", description="DPO loss variant.")
+    sft_weight: float = Field(default=0.0, ge=0, le=10, description="Weight of a supervised loss on the chosen "
+                              "answers added to the DPO loss (RPO; LLaMA-Factory's pref_ftx). Keeps the chosen "
+                              "answers likely while DPO widens the margin; 0 is plain DPO.")  # fmt: skip
+
+
 class TrainingConfig(BaseModel):
     """Everything one fine-tuning run needs. Unknown fields are rejected, so typos fail loudly."""
 
@@ -84,6 +97,16 @@ class TrainingConfig(BaseModel):
     trust_remote_code: bool = Field(default=False, description="Run model code from the hub. Off by default.")
     preset: str | None = Field(default=None, description="Name of the preset this config came from, if any.")
     lora: LoRAConfig = Field(default_factory=LoRAConfig)
+    method: Literal["sft", "dpo"] = Field(default="sft", description="sft: supervised on the answers; dpo: "
+                                          "preference pairs (chosen over rejected).")  # fmt: skip
+    dpo: DPOSettings = Field(default_factory=DPOSettings, description="DPO settings, used when method is dpo.")
+    init_adapter: str | None = Field(default=None, description="Start from this adapter directory (a fine-tune "
+                                     "of model_name) instead of a fresh adapter; its LoRA shape is kept.")  # fmt: skip
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method_alias(cls, value: Any) -> Any:
+        return "sft" if value == "supervised" else value  # the OpenAI API's name for it
 
     @field_validator("report_to", mode="before")
     @classmethod
@@ -128,12 +151,13 @@ class TrainingConfig(BaseModel):
     def update(self, **changes: Any) -> TrainingConfig:
         """A validated copy with ``changes`` applied (nested ``lora`` dicts are merged)."""
         data = self.model_dump()
-        lora_changes = changes.pop("lora", None)
+        for key, kind in (("lora", LoRAConfig), ("dpo", DPOSettings)):
+            nested = changes.pop(key, None)
+            if isinstance(nested, kind):
+                data[key] = nested.model_dump()
+            elif nested:
+                data[key].update(nested)
         data.update(changes)
-        if isinstance(lora_changes, LoRAConfig):
-            data["lora"] = lora_changes.model_dump()
-        elif lora_changes:
-            data["lora"].update(lora_changes)
         return TrainingConfig.from_dict(data)
 
     # -- persistence ----------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from sage_ft_worker import metrics
 from sage_ft_worker.context import WorkerContext
 from sage_ft_worker.launcher import launch, trainer_command
 from sage_ft_worker.lease import REDIS_DOWN, LeaseKeeper
+from sage_ft_worker.lineage import checkpoint_record, fetch_parent, named_metrics
 from sage_ft_worker.publishing import publish_with_retries
 from sage_ft_worker.trainer_main import EVENTS, RESULT, STOP
 
@@ -59,6 +60,7 @@ class _Run:
     eta: float | None = None  # newest ETA in seconds, not yet written to the job
     started: float = field(default_factory=time.monotonic)
     extra: dict[str, Any] = field(default_factory=dict)
+    latest: dict[str, float] = field(default_factory=dict)  # newest named metrics (accuracy, rewards, valid loss)
     keeper: LeaseKeeper | None = None
     secret_env: dict[str, str] = field(default_factory=dict, repr=False)  # for the trainer's environment only
 
@@ -126,6 +128,8 @@ class TrainRunner:
             output_dir=str(workdir / "out"),
             validation_path=str(val_path) if val_path else None,
             run_id=job.id,
+            base_model=job.base_model,
+            init_adapter=str(fetch_parent(store, job.parent_model, workdir / "parent")) if job.parent_model else None,
         )
         config.save(workdir / "config.yaml")
         run.secret_env = SecretBox(self.ctx.settings.jobs.secrets_key).open(self.ctx.jobs.secrets(job.id))
@@ -248,13 +252,22 @@ class TrainRunner:
                 metrics.TOKENS_PER_SECOND.labels(job=run.job.id).set(float(ev["tokens_per_second"]))
             if ev.get("metrics", {}).get("gpu_memory_bytes"):
                 metrics.GPU_MEMORY.labels(job=run.job.id).set(float(ev["metrics"]["gpu_memory_bytes"]))
+            named = named_metrics(ev.get("metrics") or {})
+            run.latest.update(named)
             data = {"step": step, "total_steps": run.total_steps, "train_loss": run.loss,
                     "learning_rate": ev.get("learning_rate"), "tokens_per_second": ev.get("tokens_per_second"),
-                    "eta_seconds": ev.get("eta_seconds"), "epoch": ev.get("epoch")}  # fmt: skip
-            run.pending.append(event_record(f"Step {step}/{run.total_steps}: training loss={run.loss:.4f}",
+                    "eta_seconds": ev.get("eta_seconds"), "epoch": ev.get("epoch"), **named}  # fmt: skip
+            rewards = (f", reward accuracy={named['reward_accuracy']:.2f}, margin={named['reward_margin']:.3f}"
+                       if "reward_accuracy" in named and "reward_margin" in named else "")  # fmt: skip
+            run.pending.append(event_record(f"Step {step}/{run.total_steps}: training loss={run.loss:.4f}{rewards}",
                                             type="metrics", data=data))  # fmt: skip
             if ev.get("eta_seconds") is not None:
                 run.eta = float(ev["eta_seconds"])
+        elif kind == "log" and (ev.get("metrics") or {}).get("eval_loss") is not None:
+            named = named_metrics(ev["metrics"])
+            run.latest.update(named)
+            run.pending.append(event_record(f"Step {step}/{run.total_steps}: validation loss={named['valid_loss']:.4f}",
+                                            type="metrics", data={"step": step, **named}))  # fmt: skip
         elif kind == "checkpoint" and ev.get("checkpoint") and run.stop_reason != "cancel":
             self._flush(run)  # the steps up to the checkpoint come before its event
             self._upload_checkpoint(run, step, Path(ev["checkpoint"]))
@@ -280,13 +293,7 @@ class TrainRunner:
             return  # a stale attempt records nothing
         run.last_uploaded = step
         job = run.job
-        name = fine_tuned_model_name(job.model, job.suffix, job.id)
-        record = {
-            "object": "fine_tuning.job.checkpoint", "id": f"ftckpt-{job.id.split('-', 1)[-1]}-{step}",
-            "created_at": int(time.time()), "fine_tuned_model_checkpoint": f"{name}:ckpt-step-{step}",
-            "fine_tuning_job_id": job.id, "step_number": step,
-            "metrics": {"step": step, "train_loss": run.loss}, "bytes": size,
-        }  # fmt: skip
+        record = checkpoint_record(job, step, size, {"train_loss": run.loss, **run.latest})
         run.pending.append(event_record(f"Checkpoint at step {step} uploaded ({size / 1e6:.1f} MB)",
                                         data={"checkpoint": record}))  # fmt: skip
         try:
@@ -300,7 +307,7 @@ class TrainRunner:
     def _fail(self, run: _Run, code: str, message: str) -> str:
         # the job's model name is its own and it never succeeded: whatever is there (a stale attempt's commit or
         # uploads) goes
-        delete_model(run.store, fine_tuned_model_name(run.job.model, run.job.suffix, run.job.id))
+        delete_model(run.store, fine_tuned_model_name(run.job.root_model, run.job.suffix, run.job.id))
         lifecycle.finish(self.ctx.jobs, run.job.id, self.owner, JobStatus.FAILED,
                          JobError(code=code, message=message))  # fmt: skip
         self.ctx.jobs.add_event(run.job.id, f"Job failed: {message}", level="error")
@@ -324,7 +331,7 @@ class TrainRunner:
         if cancel:
             delete_checkpoints(run.store, job.id)
             jobs.clear_checkpoints(job.id)  # the listing and the store agree: both empty
-            delete_model(run.store, fine_tuned_model_name(job.model, job.suffix, job.id))
+            delete_model(run.store, fine_tuned_model_name(job.root_model, job.suffix, job.id))
             lifecycle.finish(jobs, job.id, self.owner, JobStatus.CANCELLED)
             latency = {"step": result["global_step"], "stop_latency_steps": result.get("stop_latency_steps")}
             jobs.add_event(
@@ -343,7 +350,7 @@ class TrainRunner:
 
     def _publish(self, run: _Run, result: dict[str, Any]) -> str:
         job, jobs = run.job, self.ctx.jobs
-        name = fine_tuned_model_name(job.model, job.suffix, job.id)
+        name = fine_tuned_model_name(job.root_model, job.suffix, job.id)
         parts = {"adapter": run.workdir / "out" / "adapter"}
         logs = run.workdir / "out" / "logs"
         if logs.is_dir() and any(p.is_file() for p in logs.rglob("*")):
@@ -357,8 +364,8 @@ class TrainRunner:
                 run.store, name, parts, base_model=job.model, job_id=job.id,
                 alias=run.spec.name, training=run.extra.get("config", {}),
                 metrics={"train_loss": result.get("train_loss"), "global_step": result["global_step"],
-                         "trained_tokens": result.get("trained_tokens")},
-                scope=f"attempts/{job.attempt}", attempt=job.attempt, fence=keeper.holds,
+                         "trained_tokens": result.get("trained_tokens"), **run.latest},
+                scope=f"attempts/{job.attempt}", attempt=job.attempt, fence=keeper.holds, parent=job.parent_model,
             ), keeper, self.ctx.settings.worker.publish_retry_seconds, job.id)  # fmt: skip
         except (PublishFencedError, PreconditionFailedError) as err:
             log.warning("job %s: attempt %d lost its lease before committing; nothing visible: %s",

@@ -64,6 +64,10 @@ class Job(BaseModel):
     spec: dict[str, Any] = Field(default_factory=dict, description="The validated request (sage_ft.jobs.spec).")
     hyperparameters: dict[str, Any] = Field(default_factory=dict, description="Resolved n_epochs etc., for display.")
     name: str | None = Field(default=None, description="Alias of the fine-tuned model (e.g. 'code').")
+    base_model: str | None = Field(default=None, description="The base model trained on, when ``model`` names a "
+                                   "fine-tune (None: ``model`` is the base).")  # fmt: skip
+    parent_model: str | None = Field(default=None, description="The fine-tuned model or checkpoint whose adapter "
+                                     "training starts from.")  # fmt: skip
     fine_tuned_model: str | None = None
     error: JobError | None = None
     trained_tokens: int | None = None
@@ -82,6 +86,15 @@ class Job(BaseModel):
     version: int = 0
 
     @property
+    def root_model(self) -> str:
+        """The base model under every adapter of this job's lineage."""
+        return self.base_model or self.model
+
+    @property
+    def method_type(self) -> str:
+        return str((self.spec.get("method") or {}).get("type") or "supervised")
+
+    @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
 
@@ -90,6 +103,8 @@ class Job(BaseModel):
 
     def to_openai(self) -> dict[str, Any]:
         hyper = {k: self.hyperparameters.get(k, "auto") for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
+        method = self.method_type
+        method_hyper = {**hyper, "beta": self.hyperparameters.get("beta", "auto")} if method == "dpo" else hyper
         status = self.status.value
         return {
             "object": "fine_tuning.job",
@@ -99,7 +114,7 @@ class Job(BaseModel):
             "error": self.error.model_dump() if self.error else None,
             "fine_tuned_model": self.fine_tuned_model if self.status == JobStatus.SUCCEEDED else None,
             "hyperparameters": hyper,
-            "method": {"type": "supervised", "supervised": {"hyperparameters": hyper}},
+            "method": {"type": method, method: {"hyperparameters": method_hyper}},
             "model": self.model,
             "organization_id": self.tenant,
             "result_files": [],
@@ -117,6 +132,8 @@ class Job(BaseModel):
             "step": self.step,
             "total_steps": self.total_steps,
             "attempt": self.attempt,
+            "base_model": self.root_model,
+            "parent_model": self.parent_model,
         }
 
 

@@ -10,7 +10,16 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 
 from sage_ft.config import LoRAConfig, TrainingConfig
@@ -27,6 +36,12 @@ _ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 Epochs = Annotated[int, Field(ge=1, le=50)]
 BatchSize = Annotated[int, Field(ge=1, le=256)]
 Multiplier = Annotated[float, Field(gt=0, le=10)]
+Beta = Annotated[float, Field(gt=0, le=2)]
+METHODS = ("supervised", "dpo")
+DPO_BETA = 0.1  # beta "auto": TRL's and OpenAI's default
+DPO_LR_SCALE = 0.25  # learning rate "auto" for DPO: a quarter of the preset's supervised rate
+_FT_MODEL = re.compile(r"^ft:[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
+CHECKPOINT_ID = re.compile(r"^ftckpt-([0-9a-f]{1,64})-([0-9]{1,12})$")
 
 
 class Hyperparameters(BaseModel):
@@ -39,7 +54,9 @@ class Hyperparameters(BaseModel):
 
 
 # set by the job itself (model, files, outputs), or by an operator (remote code), never by a caller's config
-_NOT_CONFIGURABLE = frozenset({"model_name", "data_path", "output_dir", "validation_file", "trust_remote_code"})
+_NOT_CONFIGURABLE = frozenset(
+    {"model_name", "data_path", "output_dir", "validation_file", "trust_remote_code", "method", "init_adapter"}
+)  # method: method.type; init_adapter: model
 
 
 def _config_overrides() -> type[BaseModel]:
@@ -60,15 +77,47 @@ def _config_overrides() -> type[BaseModel]:
 ConfigOverrides = _config_overrides()
 
 
+class DpoHyperparameters(Hyperparameters):
+    beta: Beta | Auto = Field(default="auto", description="How far the model may move from the reference, (0, 2]; "
+                              "auto is 0.1.")  # fmt: skip
+
+
 class Supervised(BaseModel):
     model_config = ConfigDict(extra="forbid")
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
 
 
+class Dpo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hyperparameters: DpoHyperparameters = Field(default_factory=DpoHyperparameters)
+
+
 class Method(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    type: Literal["supervised"] = "supervised"
-    supervised: Supervised = Field(default_factory=Supervised)
+    type: Literal["supervised", "dpo"] = "supervised"
+    supervised: Supervised | None = None
+    dpo: Dpo | None = None
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _type(cls, v: Any) -> Any:
+        if v not in METHODS:
+            raise ValueError(f"unsupported method {v!r}; supported: {', '.join(METHODS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _matching_section(self) -> Method:
+        other = "dpo" if self.type == "supervised" else "supervised"
+        if getattr(self, other) is not None:
+            raise ValueError(f"'{other}' settings given for method type '{self.type}'")
+        return self
+
+    @property
+    def hyperparameters(self) -> Hyperparameters:
+        section = self.dpo if self.type == "dpo" else self.supervised
+        if section is not None:
+            return section.hyperparameters
+        return DpoHyperparameters() if self.type == "dpo" else Hyperparameters()
 
 
 class WandbIntegration(BaseModel):
@@ -88,7 +137,8 @@ class Integration(BaseModel):
 
 
 _MODEL_PATTERN = (r"^(?!.*\.\.)([A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
-                  r"|[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})$")  # fmt: skip
+                  r"|[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}"
+                  r"|ft:[A-Za-z0-9][A-Za-z0-9_.:-]{0,199})$")  # fmt: skip
 _METADATA_SCHEMA: dict[str, Any] = {"maxProperties": 16, "propertyNames": {"maxLength": 64},
                     "additionalProperties": {"type": "string", "maxLength": 512}}  # fmt: skip
 
@@ -100,7 +150,8 @@ class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), json_schema_extra={
         "anyOf": [{"required": ["training_file"]}, {"required": ["task"]}]})  # fmt: skip
 
-    model: str = Field(description="A hub id (owner/name) or a local model name.",
+    model: str = Field(description="A hub id (owner/name), a local model name, or a fine-tuned model (ft:... id, "
+                       "checkpoint id or alias) to continue from.",
                        json_schema_extra={"pattern": _MODEL_PATTERN})  # fmt: skip
     training_file: str | None = None
     validation_file: str | None = None
@@ -123,6 +174,8 @@ class JobRequest(BaseModel):
     max_steps: int | None = Field(default=None, ge=1)
     save_steps: int | None = Field(default=None, ge=1)
     config: ConfigOverrides | None = None  # type: ignore[valid-type]  # any other TrainingConfig field
+    from_checkpoint: str | None = Field(default=None, description="Start from an earlier job's checkpoint.",
+                                        json_schema_extra={"pattern": CHECKPOINT_ID.pattern})  # fmt: skip
 
     @field_validator("config", mode="before")
     @classmethod
@@ -139,8 +192,16 @@ class JobRequest(BaseModel):
     @field_validator("model")
     @classmethod
     def _model(cls, v: str) -> str:
-        if not (_HUB_ID.match(v) or _LOCAL_NAME.match(v)) or ".." in v:
-            raise ValueError("must be a hub id such as 'Qwen/Qwen2.5-Coder-1.5B-Instruct' or a local model name")
+        if not (_HUB_ID.match(v) or _LOCAL_NAME.match(v) or _FT_MODEL.match(v)) or ".." in v:
+            raise ValueError("must be a hub id such as 'Qwen/Qwen2.5-Coder-1.5B-Instruct', a local model name, or a "
+                             "fine-tuned model id (ft:...)")  # fmt: skip
+        return v
+
+    @field_validator("from_checkpoint")
+    @classmethod
+    def _checkpoint(cls, v: str | None) -> str | None:
+        if v is not None and not CHECKPOINT_ID.match(v):
+            raise ValueError("must be a checkpoint id such as 'ftckpt-<job hex>-<step>'")
         return v
 
     @field_validator("name")
@@ -172,11 +233,15 @@ class JobRequest(BaseModel):
         return v
 
     def is_local_model(self) -> bool:
-        return "/" not in self.model
+        return "/" not in self.model and not self.model.startswith("ft:")
+
+    @property
+    def method_type(self) -> str:
+        return self.method.type if self.method is not None else "supervised"
 
     def effective_hyperparameters(self) -> Hyperparameters:
         if self.method is not None:
-            return self.method.supervised.hyperparameters
+            return self.method.hyperparameters
         return self.hyperparameters or Hyperparameters()
 
 
@@ -195,17 +260,23 @@ def parse_request(body: dict[str, Any]) -> JobRequest:
 
 def build_training_config(request: JobRequest, *, preset: str, data_path: str | None, output_dir: str,
                           validation_path: str | None = None, model_path: str | None = None,
-                          run_id: str | None = None) -> tuple[TrainingConfig, dict[str, Any]]:  # fmt: skip
+                          run_id: str | None = None, base_model: str | None = None,
+                          init_adapter: str | None = None) -> tuple[TrainingConfig, dict[str, Any]]:  # fmt: skip
     """The run's ``TrainingConfig`` and the resolved hyperparameters shown on the job.
 
     ``preset`` is the concrete preset (the worker resolves ``auto`` from its accelerator). The absolute
     ``learning_rate`` extension overrides ``learning_rate_multiplier``. A ``wandb`` integration turns on W&B
     reporting with its project, entity, name and tags; ``run_id`` (the job id) keeps one W&B run across attempts.
+    ``base_model``: the base a fine-tuned ``model`` was trained on; ``init_adapter``: its adapter, on local disk.
+    DPO's "auto" learning rate is ``DPO_LR_SCALE`` times the preset's, and its "auto" beta is ``DPO_BETA``.
     """
     hp = request.effective_hyperparameters()
+    dpo = request.method_type == "dpo"
     base = PresetConfigs.get(preset)
     values: dict[str, Any] = {
-        "model_name": model_path or request.model,
+        "model_name": model_path or base_model or request.model,
+        "method": "sft",
+        "init_adapter": init_adapter,
         "data_path": data_path,
         "validation_file": validation_path,
         "output_dir": output_dir,
@@ -222,7 +293,11 @@ def build_training_config(request: JobRequest, *, preset: str, data_path: str | 
         values["per_device_train_batch_size"] = hp.batch_size
         values["gradient_accumulation_steps"] = 1
     multiplier = hp.learning_rate_multiplier if hp.learning_rate_multiplier != "auto" else 1.0
-    values["learning_rate"] = request.learning_rate or base.learning_rate * multiplier
+    values["learning_rate"] = request.learning_rate or base.learning_rate * multiplier * (DPO_LR_SCALE if dpo else 1)
+    beta = None
+    if dpo:
+        beta = hp.beta if isinstance(hp, DpoHyperparameters) and hp.beta != "auto" else DPO_BETA
+        values["method"] = "dpo"
     if request.quantization is not None:
         values["load_in_4bit"] = request.quantization == "4bit"
         values["load_in_8bit"] = request.quantization == "8bit"
@@ -235,12 +310,14 @@ def build_training_config(request: JobRequest, *, preset: str, data_path: str | 
     try:
         config = base.update(**values)
     except ConfigError as err:  # a request field: named by where pydantic says the config failed
-        raise ConfigError(str(err), param=_request_param(err.loc)) from None
+        raise ConfigError(str(err), param=_request_param(err.loc, request.method_type)) from None
     if request.config_changes():
         try:
             config = config.update(**request.config_changes())
         except ConfigError as err:  # the raw ``config`` extension: its own path inside it
             raise ConfigError(str(err), param=".".join(("config", *(err.loc or ())))) from None
+    if beta is not None:
+        config = config.update(dpo={"beta": beta})
     shown = {
         "n_epochs": config.num_train_epochs if hp.n_epochs == "auto" else hp.n_epochs,
         "batch_size": config.per_device_train_batch_size * config.gradient_accumulation_steps,
@@ -248,24 +325,27 @@ def build_training_config(request: JobRequest, *, preset: str, data_path: str | 
         "learning_rate": config.learning_rate,
         "preset": preset,
     }
+    if beta is not None:
+        shown["beta"] = beta
     return config, shown
 
 
 # Config fields set from request fields of another name.
 _CONFIG_TO_PARAM = {
-    "num_train_epochs": "method.supervised.hyperparameters.n_epochs",
-    "per_device_train_batch_size": "method.supervised.hyperparameters.batch_size",
-    "gradient_accumulation_steps": "method.supervised.hyperparameters.batch_size",
+    "num_train_epochs": "method.hyperparameters.n_epochs",
+    "per_device_train_batch_size": "method.hyperparameters.batch_size",
+    "gradient_accumulation_steps": "method.hyperparameters.batch_size",
     "load_in_4bit": "quantization",
     "load_in_8bit": "quantization",
 }
 
 
-def _request_param(loc: tuple[str, ...] | None) -> str | None:
+def _request_param(loc: tuple[str, ...] | None, method: str) -> str | None:
     """The request parameter behind a failing config location (``("lora", "r")`` -> ``lora.r``)."""
     if not loc:
         return None
-    return _CONFIG_TO_PARAM.get(loc[0]) or ".".join(loc)
+    mapped = _CONFIG_TO_PARAM.get(loc[0])
+    return mapped.replace("method.", f"method.{method}.") if mapped else ".".join(loc)
 
 
 def local_model_dir(models_root: Path, name: str) -> Path | None:

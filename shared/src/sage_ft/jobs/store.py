@@ -95,7 +95,7 @@ class JobStore:
             pipe.hset(self._secrets(job.id), mapping=sealed)
         pipe.zadd(self._tenant(job.tenant, "jobs"), {job.id: job.created_at})
         pipe.sadd(f"{self.p}:active", job.id)
-        pipe.sadd(self._tenant(job.tenant, "bases"), job.model)
+        pipe.sadd(self._tenant(job.tenant, "bases"), job.root_model)
         pipe.execute()
         return job, True
 

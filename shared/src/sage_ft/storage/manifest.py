@@ -56,6 +56,14 @@ class Manifest:
     metrics: dict[str, Any] = field(default_factory=dict)
     locations: dict[str, str] = field(default_factory=dict)  # part -> its key scope under models/<name>/
     attempt: int | None = None  # the job attempt that published the adapter (the fencing token)
+    parent: str | None = None  # the fine-tuned model (or checkpoint) this one continued from
+    root: str | None = None  # key prefix of the locations (None: models/<name>/); a checkpoint's is its job's
+    checkpoint_of: str | None = None  # a checkpoint: the model whose job wrote it (it is read, never written)
+
+    @property
+    def published_as(self) -> str:
+        """The model name the job that made this published (a checkpoint's is its job's model)."""
+        return self.checkpoint_of or self.name
 
     @property
     def parts(self) -> list[str]:
@@ -66,10 +74,13 @@ class Manifest:
         scoped publishing)."""
         return self.locations.get(part, f"{part}/")
 
+    def part_prefix(self, part: str) -> str:
+        return (self.root or model_prefix(self.name)) + self.location(part)
+
     def key(self, rel: str) -> str:
         """The object key of a listed file (``adapter/adapter_config.json`` -> ``models/x/attempts/1/adapter/...``)."""
         part, rest = rel.split("/", 1)
-        return model_prefix(self.name) + self.location(part) + rest
+        return self.part_prefix(part) + rest
 
     def to_json(self) -> bytes:
         data = asdict(self)
@@ -142,9 +153,14 @@ class CorruptManifestError(StorageError):
 
 
 def read_manifest(store: ObjectStore, name: str) -> Manifest | None:
+    """The published model ``name``; a checkpoint name (``<model>:ckpt-step-<n>``) reads as a model whose adapter
+    is that checkpoint's, for as long as its model is published."""
     key = model_prefix(name) + MANIFEST
     if not store.exists(key):
-        return None
+        from sage_ft.storage.checkpoints import CHECKPOINT_NAME, checkpoint_manifest
+
+        match = CHECKPOINT_NAME.match(name)
+        return checkpoint_manifest(store, match.group(1), int(match.group(2))) if match else None
     try:
         return Manifest.from_json(store.get_bytes(key))
     except (ValueError, KeyError, TypeError, AttributeError) as err:
@@ -158,7 +174,7 @@ class PublishFencedError(StorageError):
 def publish_model(store: ObjectStore, name: str, parts: dict[str, Path], *, base_model: str,
                   job_id: str | None = None, alias: str | None = None, training: dict[str, Any] | None = None,
                   metrics: dict[str, Any] | None = None, scope: str | None = None, attempt: int | None = None,
-                  fence: Callable[[], bool] | None = None) -> Manifest:  # fmt: skip
+                  fence: Callable[[], bool] | None = None, parent: str | None = None) -> Manifest:  # fmt: skip
     """Upload ``parts`` (e.g. ``{"adapter": dir}``) under ``scope``, verify, then commit the manifest.
 
     ``scope`` names this publish's own key space (default ``uploads/<random>``). Parts already in the manifest and
@@ -180,7 +196,8 @@ def publish_model(store: ObjectStore, name: str, parts: dict[str, Path], *, base
             if fence is not None and not fence():
                 raise PublishFencedError(f"publishing {name}: the lease moved on before the commit; nothing committed")
             manifest = _next_manifest(name, current, uploaded, scope, base_model=base_model, job_id=job_id,
-                                      alias=alias, training=training, metrics=metrics, attempt=attempt)  # fmt: skip
+                                      alias=alias, training=training, metrics=metrics, attempt=attempt,
+                                      parent=parent)  # fmt: skip
             try:
                 store.put_if(prefix + MANIFEST, manifest.to_json(), current[1] if current else None)  # the commit
                 return manifest
@@ -212,7 +229,8 @@ def _next_manifest(name: str, current: tuple[bytes, str] | None, uploaded: dict[
                         alias=meta["alias"] or (previous.alias if previous else None),
                         training=meta["training"] or (previous.training if previous else {}),
                         metrics=meta["metrics"] or (previous.metrics if previous else {}),
-                        attempt=previous.attempt if attempt is None and previous else attempt)  # fmt: skip
+                        attempt=previous.attempt if attempt is None and previous else attempt,
+                        parent=meta["parent"] or (previous.parent if previous else None))  # fmt: skip
     if previous is not None:
         manifest.created_at = previous.created_at
         manifest.updated_at = datetime.now(UTC).isoformat()
@@ -263,7 +281,7 @@ def fetch_part(store: ObjectStore, name: str, part: str, dest: Path) -> Path:
     wanted = {k.split("/", 1)[1]: v for k, v in manifest.files.items() if k.split("/", 1)[0] == part}
     if not wanted:
         raise StorageError(f"model '{name}' has no '{part}' part (has: {', '.join(manifest.parts)})")
-    return fetch_verified(store, model_prefix(name) + manifest.location(part), wanted, dest)
+    return fetch_verified(store, manifest.part_prefix(part), wanted, dest)
 
 
 def resolve_model_name(store: ObjectStore, name_or_alias: str) -> Manifest | None:

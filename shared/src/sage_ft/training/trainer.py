@@ -1,4 +1,8 @@
-"""``LoRATrainer``: the documented Python API, built on TRL's ``SFTTrainer`` and PEFT.
+"""``LoRATrainer``: the documented Python API, built on TRL's ``SFTTrainer`` / ``DPOTrainer`` and PEFT.
+
+``config.method`` picks supervised fine-tuning (``sft``) or preference training (``dpo``, see ``training.dpo``).
+``config.init_adapter`` starts from an earlier fine-tune's adapter (its LoRA shape and chat template) instead of a
+fresh adapter.
 
 Output layout under ``config.output_dir``::
 
@@ -19,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sage_ft.config import TrainingConfig
-from sage_ft.data.validate import ValidationReport, load_conversations, validate_file
+from sage_ft.data.validate import ValidationReport, load_conversations, load_preferences, validate_file
 from sage_ft.errors import ConfigError, TrainingOOMError
 from sage_ft.fsutil import atomic_directory
 from sage_ft.training.callbacks import TrainingCallback, _HFBridge
@@ -56,6 +60,8 @@ class LoRATrainer:
         self.callbacks = list(callbacks or [])
         self.runtime = plan_runtime(config)
         self.model_path = resolve_model(config.model_name)
+        if config.init_adapter:
+            self.config = config = config.update(lora=init_adapter_shape(Path(config.init_adapter)))
         self._tokenizer: Any = None
 
     @property
@@ -68,8 +74,8 @@ class LoRATrainer:
 
     @property
     def tokenizer(self) -> Any:
-        if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.model_path, self.config)
+        if self._tokenizer is None:  # a fine-tune's own tokenizer and chat template when starting from one
+            self._tokenizer = load_tokenizer(self.config.init_adapter or self.model_path, self.config)
         return self._tokenizer
 
     def _data_path(self) -> str:
@@ -84,6 +90,8 @@ class LoRATrainer:
         from datasets import Dataset
 
         cfg = self.config
+        if cfg.method == "dpo":
+            return self._preference_datasets()
         convs = load_conversations(self._data_path())
         eval_convs = load_conversations(cfg.validation_file) if cfg.validation_file else []
 
@@ -98,6 +106,21 @@ class LoRATrainer:
             train, evaluation = split["train"], split["test"]
         return train, evaluation
 
+    def _preference_datasets(self) -> tuple[Any, Any]:
+        from datasets import Dataset
+
+        from sage_ft.training.dpo import preference_rows
+
+        cfg = self.config
+        train = Dataset.from_list(preference_rows(load_preferences(self._data_path())))
+        evaluation = None
+        if cfg.validation_file:
+            evaluation = Dataset.from_list(preference_rows(load_preferences(cfg.validation_file)))
+        if cfg.validation_split and len(train) > 1:
+            split = train.train_test_split(test_size=cfg.validation_split, seed=cfg.seed)
+            train, evaluation = split["train"], split["test"]
+        return train, evaluation
+
     def validate_data(self) -> ValidationReport:
         """The dataset report with exact token counts from this model's tokenizer; loads no model weights."""
         return validate_file(
@@ -106,12 +129,11 @@ class LoRATrainer:
 
     # -- trainer --------------------------------------------------------------------------------------------
 
-    def _sft_config(self, has_eval: bool) -> Any:
-        from trl import SFTConfig
-
+    def _common_args(self, has_eval: bool) -> dict[str, Any]:
+        """The ``TrainingArguments`` both methods share (schedule, precision, checkpoints, logging)."""
         cfg, rt = self.config, self.runtime
         report_to = [r for r in cfg.report_to if r != "tensorboard"]
-        return SFTConfig(
+        return dict(
             output_dir=str(self.checkpoint_dir),
             num_train_epochs=cfg.num_train_epochs,
             max_steps=cfg.max_steps,
@@ -140,14 +162,21 @@ class LoRATrainer:
             run_name=cfg.run_name,
             seed=cfg.seed,
             data_seed=cfg.seed,
-            max_length=cfg.max_length,
-            packing=cfg.packing,
             include_num_input_tokens_seen="non_padding",
             dataloader_num_workers=0,
             ddp_find_unused_parameters=False,  # every LoRA parameter takes part in each step
             disable_tqdm=True,
             remove_unused_columns=True,
         )
+
+    def _args(self, has_eval: bool) -> Any:
+        if self.config.method == "dpo":
+            from sage_ft.training.dpo import dpo_args
+
+            return dpo_args(self._common_args(has_eval), self.config)
+        from trl import SFTConfig
+
+        return SFTConfig(**self._common_args(has_eval), max_length=self.config.max_length, packing=self.config.packing)
 
     def _peft_config(self) -> Any:
         from peft import LoraConfig
@@ -164,28 +193,42 @@ class LoRATrainer:
         )
 
     def build_trainer(self) -> tuple[Any, _HFBridge]:
-        """The configured ``SFTTrainer`` (exposed for tests and advanced use) and its progress bridge."""
-        from peft import get_peft_model
+        """The configured ``SFTTrainer`` or ``DPOTrainer`` (exposed for tests and advanced use) and its progress
+        bridge."""
+        from peft import PeftModel, get_peft_model
         from transformers import PrinterCallback, set_seed
 
-        for note in self.runtime.notes(self.config):
+        cfg = self.config
+        for note in self.runtime.notes(cfg):
             log.warning(note)
-        set_seed(self.config.seed)  # before PEFT initialises lora_A, so a run is reproducible from its config
+        set_seed(cfg.seed)  # before PEFT initialises lora_A, so a run is reproducible from its config
         train, evaluation = self.build_datasets()
-        model = load_model(self.model_path, self.config, self.runtime, self.tokenizer)
-        model = get_peft_model(model, self._peft_config())
+        model = load_model(self.model_path, cfg, self.runtime, self.tokenizer)
+        peft_config = None
+        if cfg.init_adapter:
+            model = PeftModel.from_pretrained(model, cfg.init_adapter, is_trainable=True)
+        elif cfg.method == "dpo":
+            peft_config = self._peft_config()  # TRL wraps it: the reference is the model with the adapter disabled
+        else:
+            model = get_peft_model(model, self._peft_config())
         bridge = _HFBridge(self.callbacks)
         callbacks: list[Any] = [bridge]
-        if "tensorboard" in self.config.report_to:
+        if "tensorboard" in cfg.report_to:
             callbacks.append(_tensorboard(self.output_dir / "logs"))
-        trainer = SageSFTTrainer(
+        kwargs: dict[str, Any] = dict(
             model=model,
-            args=self._sft_config(evaluation is not None),
+            args=self._args(evaluation is not None),
             train_dataset=train,
             eval_dataset=evaluation,
             processing_class=self.tokenizer,
             callbacks=callbacks,
         )
+        if cfg.method == "dpo":
+            from sage_ft.training.dpo import SageDPOTrainer
+
+            trainer: Any = SageDPOTrainer(**kwargs, peft_config=peft_config)
+        else:
+            trainer = SageSFTTrainer(**kwargs)
         # progress goes through TrainingCallback; HF's PrinterCallback would print raw log dicts to stdout
         trainer.remove_callback(PrinterCallback)
         return trainer, bridge
@@ -235,11 +278,12 @@ class LoRATrainer:
         """Write adapter + tokenizer + chat template + metadata, appearing atomically as ``adapter/``."""
         target = self.output_dir / "adapter"
         with atomic_directory(target) as tmp:
-            model.save_pretrained(tmp, safe_serialization=True)
+            model.save_pretrained(tmp, safe_serialization=True, selected_adapters=["default"])  # not DPO's "ref"
             self.tokenizer.save_pretrained(tmp)
             meta = {
                 "base_model": self.config.model_name,
                 "base_model_path": self.model_path,
+                "method": self.config.method,
                 "global_step": result.global_step,
                 "train_loss": result.metrics.get("train_loss"),
                 "losses": result.losses,
@@ -247,6 +291,23 @@ class LoRATrainer:
             }
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         return target
+
+
+def init_adapter_shape(adapter_dir: Path) -> dict[str, Any]:
+    """The LoRA shape of the adapter a run starts from: training continues it, so its shape is the run's."""
+    path = adapter_dir / "adapter_config.json"
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"init_adapter: {adapter_dir} is not a LoRA adapter directory ({err})") from None
+    targets = raw.get("target_modules")
+    return {
+        "r": int(raw.get("r", 8)),
+        "lora_alpha": int(raw.get("lora_alpha", 16)),
+        "target_modules": sorted(targets) if isinstance(targets, list | set) else targets or "all-linear",
+        "bias": raw.get("bias", "none"),
+        "modules_to_save": raw.get("modules_to_save"),
+    }
 
 
 def _tensorboard(log_dir: Path) -> Any:

@@ -11,9 +11,11 @@ from typing import Any
 from sage_ft.jobs import Job, JobStatus, lifecycle
 from sage_ft.jobs.model import event_seq, new_id, now
 from sage_ft.jobs.secrets import masked_integrations, request_secrets
-from sage_ft.jobs.spec import JobRequest, build_training_config, local_model_dir
+from sage_ft.jobs.spec import CHECKPOINT_ID, JobRequest, build_training_config, local_model_dir
+from sage_ft.storage.manifest import closest_names, resolve_model_name
 from sage_ft_gateway.errors import ApiError, not_found
 from sage_ft_gateway.services.files import FileService
+from sage_ft_gateway.services.models import ModelService
 from sage_ft_gateway.state import GatewayState
 
 _SECRET_FIELDS: Any = {"integrations": {"__all__": {"wandb": {"api_key"}}}}  # never in the stored request
@@ -23,17 +25,20 @@ class JobService:
     def __init__(self, state: GatewayState, files: FileService) -> None:
         self.state = state
         self.files = files
+        self.models = ModelService(state)
 
     # -- create -----------------------------------------------------------------------------------------------
 
-    def _check_request(self, tenant: str, request: JobRequest) -> dict[str, Any]:
-        if request.is_local_model():
-            root = self.state.settings.paths.resolved_models_root()
-            if local_model_dir(root, request.model) is None:
-                raise ApiError(404, f"Model '{request.model}' is neither a hub id (owner/name) nor a model under the "
-                               "models root.", param="model", code="model_not_found")  # fmt: skip
+    def _check_request(self, tenant: str, request: JobRequest) -> tuple[dict[str, Any], str | None, str | None]:
+        """The resolved hyperparameters, and the base and parent models when the job continues a fine-tune."""
+        base, parent = self._lineage(tenant, request)
         if not request.training_file and not request.task:
             raise ApiError(400, "training_file is required (or a built-in 'task').", param="training_file")
+        method = request.method_type
+        if request.task and not request.training_file and method == "dpo":
+            raise ApiError(400, f"The built-in task '{request.task}' is supervised data; method 'dpo' needs a "
+                           "training_file of preference pairs.", param="training_file")  # fmt: skip
+        fits = {"preference": "dpo", "supervised": "supervised"}
         for param in ("training_file", "validation_file"):
             file_id = getattr(request, param)
             if file_id:
@@ -41,23 +46,82 @@ class JobService:
                 if record.status != "processed":
                     raise ApiError(400, f"File {file_id} failed validation: {record.status_details}", param=param,
                                    code="invalid_file")  # fmt: skip
-                if record.report.get("kind") == "preference":  # supervised is the one method trained so far
-                    raise ApiError(400, f"File {file_id} holds preference pairs (chosen/rejected), which fit method "
-                                   "'dpo', not 'supervised'.", param=param, code="invalid_file")  # fmt: skip
+                kind = record.report.get("kind") or "supervised"
+                if fits.get(kind, method) != method:
+                    what = "preference pairs (chosen/rejected)" if kind == "preference" else "supervised records"
+                    raise ApiError(400, f"File {file_id} holds {what}, which fit method '{fits[kind]}', not "
+                                   f"'{method}'.", param=param, code="invalid_file")  # fmt: skip
+        if parent is not None and request.lora is not None:
+            raise ApiError(400, f"A job that continues {parent} keeps its adapter's shape; leave 'lora' out.",
+                           param="lora")  # fmt: skip
         _, hyper = build_training_config(
-            request, preset=_display_preset(request.preset), data_path=None, output_dir="/nonexistent"
+            request,
+            preset=_display_preset(request.preset),
+            data_path=None,
+            output_dir="/nonexistent",
+            base_model=base,
         )  # fmt: skip  (validation only)
-        return hyper
+        return hyper, base, parent
+
+    def _lineage(self, tenant: str, request: JobRequest) -> tuple[str | None, str | None]:
+        """(base, parent) for a job that starts from a fine-tune or a checkpoint; (None, None) from a base model."""
+        if request.from_checkpoint:
+            return self._from_checkpoint(tenant, request, request.from_checkpoint)
+        root = self.state.settings.paths.resolved_models_root()
+        if not request.model.startswith("ft:"):
+            if not request.is_local_model() or local_model_dir(root, request.model) is not None:
+                return None, None  # a hub id, or a base model under the models root
+            if resolve_model_name(self.state.tenant_store(tenant), request.model) is None:  # nor an alias
+                close = closest_names(self.state.tenant_store(tenant), request.model)
+                close += [p.name for p in sorted(root.iterdir()) if p.is_dir()][:3] if root.is_dir() else []
+                hint = f" Did you mean: {', '.join(close)}?" if close else ""
+                raise ApiError(404, f"Model '{request.model}' is neither a hub id (owner/name), nor a model under "
+                               f"the models root, nor a fine-tuned model or alias.{hint}", param="model",
+                               code="model_not_found")  # fmt: skip
+        manifest = self.models.resolve(tenant, request.model)  # 404 with the closest names
+        if "adapter" not in manifest.parts:
+            raise ApiError(400, f"Model '{manifest.name}' has no adapter to continue from.", param="model")
+        self._check_base(manifest.base_model, manifest.name)
+        return manifest.base_model, manifest.name
+
+    def _from_checkpoint(self, tenant: str, request: JobRequest, checkpoint: str) -> tuple[str, str]:
+        match = CHECKPOINT_ID.match(checkpoint)
+        assert match is not None  # the request pattern
+        source = self.state.jobs.get_for(tenant, f"ftjob-{match.group(1)}")
+        records = self.state.jobs.checkpoints(source.id) if source is not None else []
+        record = next((c for c in records if c.get("id") == checkpoint), None)
+        if source is None or record is None:
+            import difflib
+
+            close = difflib.get_close_matches(checkpoint, [c["id"] for c in records], n=3)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise ApiError(404, f"No checkpoint '{checkpoint}'.{hint}", param="from_checkpoint",
+                           code="checkpoint_not_found")  # fmt: skip
+        names = {source.root_model, source.model, source.fine_tuned_model, source.name} - {None}
+        if request.model not in names:
+            raise ApiError(400, f"Checkpoint {checkpoint} belongs to job {source.id}, a fine-tune of "
+                           f"'{source.root_model}'; set model to '{source.root_model}' (or that job's model).",
+                           param="model")  # fmt: skip
+        self._check_base(source.root_model, checkpoint)
+        return source.root_model, str(record["fine_tuned_model_checkpoint"])
+
+    def _check_base(self, base: str, what: str) -> None:
+        if "/" in base:
+            return  # a hub id: the worker's cache or the hub has it
+        if local_model_dir(self.state.settings.paths.resolved_models_root(), base) is None:
+            raise ApiError(400, f"{what} was trained on base model '{base}', which is not installed under the models "
+                           "root; install it there to continue from this fine-tune.", param="model",
+                           code="base_model_not_found")  # fmt: skip
 
     def create(self, tenant: str, request: JobRequest, idempotency_key: str | None) -> tuple[Job, bool]:
-        hyper = self._check_request(tenant, request)
+        hyper, base, parent = self._check_request(tenant, request)
         job = Job(
             id=new_id("ftjob"), tenant=tenant, status=JobStatus.QUEUED, model=request.model,
             training_file=request.training_file, validation_file=request.validation_file, suffix=request.suffix,
             seed=request.seed if request.seed is not None else 42, metadata=request.metadata,
             integrations=masked_integrations(request.integrations),
             spec=request.model_dump(mode="json", exclude_none=True, exclude=_SECRET_FIELDS),
-            hyperparameters=hyper, name=request.name,
+            hyperparameters=hyper, name=request.name, base_model=base, parent_model=parent,
             max_attempts=self.state.settings.jobs.max_attempts, enqueued_at=now(),
         )  # fmt: skip
         sealed = self.state.secrets.seal(request_secrets(request.integrations), "integrations.wandb.api_key")

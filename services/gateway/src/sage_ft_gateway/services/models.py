@@ -11,6 +11,7 @@ from typing import Any
 
 from sage_ft.jobs.model import Job, JobStatus
 from sage_ft.storage import Manifest, delete_model, list_models
+from sage_ft.storage.checkpoints import CHECKPOINT_NAME
 from sage_ft.storage.manifest import CorruptManifestError, not_found_message, resolve_model_name
 from sage_ft_gateway.errors import ApiError
 from sage_ft_gateway.state import GatewayState
@@ -26,7 +27,7 @@ def _created(manifest: Manifest) -> int:
 def model_object(manifest: Manifest) -> dict[str, Any]:
     return {
         "id": manifest.name, "object": "model", "created": _created(manifest), "owned_by": "sage-ft",
-        "root": manifest.base_model, "parent": manifest.base_model,
+        "root": manifest.base_model, "parent": manifest.parent or manifest.base_model,
         "aliases": [manifest.alias] if manifest.alias else [],
         "parts": manifest.parts, "job_id": manifest.job_id, "metrics": manifest.metrics,
     }  # fmt: skip
@@ -44,7 +45,7 @@ class ModelService:
         job = jobs.get(manifest.job_id) if jobs is not None else self.state.jobs.get_job(manifest.job_id)
         if job is None:
             return None
-        if job.status != JobStatus.SUCCEEDED or job.fine_tuned_model != manifest.name:
+        if job.status != JobStatus.SUCCEEDED or job.fine_tuned_model != manifest.published_as:
             return f"its job {job.id} is {job.status.value}"
         if manifest.attempt is not None and manifest.attempt != job.attempt:
             return f"its job {job.id} has not committed this attempt"
@@ -53,11 +54,13 @@ class ModelService:
     def check_servable(self, tenant: str, model: str) -> None:
         """Before a request reaches serving: a fine-tuned name (``ft:...:<job hex>``) whose job has not succeeded
         is a 404, as if the model did not exist yet. One Redis read; other names pass to serving as they are."""
-        parts = model.split(":")
+        match = CHECKPOINT_NAME.match(model)
+        published = match.group(1) if match else model  # a checkpoint is servable once its model is
+        parts = published.split(":")
         if len(parts) < 4 or parts[0] != "ft":
             return
         job = self.state.jobs.get_for(tenant, f"ftjob-{parts[-1]}")
-        if job is not None and (job.status != JobStatus.SUCCEEDED or job.fine_tuned_model != model):
+        if job is not None and (job.status != JobStatus.SUCCEEDED or job.fine_tuned_model != published):
             raise ApiError(404, f"The model '{model}' is not available: its job {job.id} is {job.status.value}.",
                            param="model", code="model_not_found")  # fmt: skip
 
@@ -87,7 +90,11 @@ class ModelService:
 
     def delete(self, tenant: str, model: str) -> dict[str, Any]:
         try:
-            name = self.resolve(tenant, model).name
+            manifest = self.resolve(tenant, model)
+            if manifest.checkpoint_of:
+                raise ApiError(400, f"'{manifest.name}' is a checkpoint of {manifest.checkpoint_of}; it goes when "
+                               "that model is deleted.", param="model")  # fmt: skip
+            name = manifest.name
         except CorruptManifestError as err:
             name = err.name  # a damaged model can still be deleted by its name
         delete_model(self.state.tenant_store(tenant), name)
@@ -98,6 +105,9 @@ class ModelService:
         manifest = self.resolve(tenant, model)
         if "adapter" not in manifest.parts:
             raise ApiError(400, f"Model '{manifest.name}' has no adapter to merge.", param="model")
+        if manifest.checkpoint_of:
+            raise ApiError(400, f"'{manifest.name}' is a checkpoint: serve it as an adapter, or start a job from it "
+                           "and merge that model.", param="model")  # fmt: skip
         self.state.enqueue_merge(tenant, manifest.name)
         return {"id": manifest.name, "object": "model.merge", "status": "queued",
                 "merged": "merged" in manifest.parts}  # fmt: skip
