@@ -156,7 +156,7 @@ CHATS = {
     "plain": (
         "{% for m in messages %}{{ '### ' + m['role'] + ':\\n' + m['content'] + '\\n' + eos_token }}"
         "{% endfor %}{% if add_generation_prompt %}{{ '### assistant:\\n' }}{% endif %}"
-    ),  # fmt: skip
+    ),
 }
 
 

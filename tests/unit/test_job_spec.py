@@ -151,9 +151,9 @@ def test_dpo_resolves_beta_and_a_lower_learning_rate(beta: object, shown: float)
 def test_the_job_echoes_its_method_and_lineage() -> None:
     from sage_ft.jobs.model import Job
 
+    hyper = {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 1.0, "beta": 0.2}
     job = Job(id="ftjob-00ff", tenant="t", model="ft:sage-tiny:a:0abc", base_model="sage-tiny",
-              parent_model="ft:sage-tiny:a:0abc", spec={"method": {"type": "dpo"}},
-              hyperparameters={"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 1.0, "beta": 0.2})  # fmt: skip
+              parent_model="ft:sage-tiny:a:0abc", spec={"method": {"type": "dpo"}}, hyperparameters=hyper)  # fmt: skip
     shown = job.to_openai()
     assert shown["method"] == {"type": "dpo", "dpo": {"hyperparameters": {
         "n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 1.0, "beta": 0.2}}}  # fmt: skip
