@@ -216,6 +216,53 @@ def test_start_with_a_config_file_follow_cancel_and_rm(cli: CLI, tmp_path: Path)
     assert not any("mini" in m["aliases"] for m in cli.json("models", "list")["data"])
 
 
+def test_dpo_from_a_fine_tune_follow_pause_and_cancel(cli: CLI, tmp_path: Path) -> None:
+    qs = [f"Which colour is item {i}?" for i in range(4)]
+    good, bad = ["red", "blue", "green", "gold"], ["grey", "pink", "black", "white"]
+    sft = tmp_path / "sft.jsonl"
+    sft.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in zip(qs, bad, strict=True)))
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_text("".join(json.dumps({"prompt": q, "chosen": g, "rejected": b}) + "\n"
+                             for q, g, b in zip(qs, good, bad, strict=True)))  # fmt: skip
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("num_train_epochs: 2\nlearning_rate: 0.001\n")
+    cli.ok("start", "--data", str(sft), "--model", "sage-tiny", "--config", str(cfg), "--name", "clibase", "--follow")
+    out = cli.run("start", "--method", "dpo", "--data", str(prefs), "--from", "clibase", "--beta", "0.2",
+                  "--config", str(cfg), "--name", "clidpo", "--follow")  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "reward acc" in out.stderr and "sage-ft chat clidpo" in out.stdout  # the progress bar shows it
+    job = next(j for j in cli.json("jobs", "list")["data"] if j["name"] == "clidpo")
+    assert job["method"] == {"type": "dpo", "dpo": {"hyperparameters": {
+        "n_epochs": 2, "batch_size": job["hyperparameters"]["batch_size"], "learning_rate_multiplier": 1.0,
+        "beta": 0.2}}}  # fmt: skip
+    assert job["model"] == "clibase" and job["parent_model"].startswith("ft:sage-tiny:clibase:")
+    out = cli.run("start", "--method", "dpo", "--data", str(sft), "--from", "clibase")
+    assert out.returncode == 1 and "'supervised', not 'dpo'" in out.stderr
+    out = cli.run("start", "--data", str(sft), "--from", "no-such-model")
+    assert out.returncode == 1 and "no-such-model" in out.stderr
+
+    long = tmp_path / "long.yaml"
+    long.write_text("num_train_epochs: 400\nsave_steps: 20\n")
+    job_id = cli.json("start", "--method", "dpo", "--data", str(prefs), "--from", "clidpo", "--config", str(long),
+                      "--name", "clilong")["id"]  # fmt: skip
+
+    def reach(status: str) -> None:
+        deadline = time.monotonic() + 180
+        while cli.json("jobs", "show", job_id)["status"] != status:
+            assert time.monotonic() < deadline, f"the job did not become {status}"
+            time.sleep(0.5)
+
+    reach("running")
+    cli.ok("jobs", "pause", job_id)
+    reach("paused")
+    cli.ok("jobs", "resume", job_id)
+    reach("running")
+    cli.ok("jobs", "cancel", job_id)
+    reach("cancelled")
+    logs = cli.ok("jobs", "logs", job_id)
+    assert "Job resumed" in logs and "Resuming from checkpoint at step" in logs and "reward accuracy=" in logs
+
+
 def test_chat_environment_variables_set_the_defaults(cli: CLI) -> None:
     env = {"SAGE_CHAT_FINETUNE_MODEL": "qa", "SAGE_CHAT_FINETUNE_PORT": str(cli.port)}
     assert cli.ok("chat", "--ask", QA_QUESTION, **env).strip() == QA_ANSWER  # backend finetune, model from env

@@ -58,11 +58,19 @@ def test_each_tenant_sees_only_its_own_files_jobs_and_models(stack: Stack, qa_re
     with pytest.raises(openai.APIStatusError) as exc:  # another tenant's file cannot be trained on
         c["globex"].fine_tuning.jobs.create(model="sage-tiny", training_file=acme_file.id)
     assert exc.value.status_code in (400, 404)
+    globex_file = c["globex"].files.create(file=("g.jsonl", qa_lines(qa_records[4:8])), purpose="fine-tune")
+    for extra in ({"model": done.fine_tuned_model}, {"model": "sage-tiny", "extra_body": {"from_checkpoint":
+                                                     f"ftckpt-{job.id.split('-', 1)[1]}-5"}}):  # fmt: skip
+        with pytest.raises(openai.NotFoundError):  # nor continue another tenant's fine-tune or checkpoint
+            c["globex"].fine_tuning.jobs.create(training_file=globex_file.id, **extra)
+    keys = [o.key for o in make_store(StorageSettings(backend="local", local_root=Path(
+        stack.env["SAGE_STORAGE_LOCAL_ROOT"]))).list_objects("tenants/globex/")]  # fmt: skip
+    assert keys == [f"tenants/globex/files/{globex_file.id}"]
 
     # object keys are scoped: acme's artifacts live under tenants/acme/
     store = make_store(StorageSettings(backend="local", local_root=Path(stack.env["SAGE_STORAGE_LOCAL_ROOT"])))
     keys = [o.key for o in store.list_objects("")]
-    assert keys and all(k.startswith("tenants/acme/") for k in keys), keys
+    assert keys and all(k.startswith(("tenants/acme/", "tenants/globex/files/")) for k in keys), keys
 
 
 def test_missing_or_wrong_keys_are_401(stack: Stack) -> None:

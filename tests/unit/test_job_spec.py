@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from sage_ft.errors import ConfigError
@@ -128,16 +130,18 @@ def test_method_type_error_lists_the_supported_types() -> None:
 
 
 @pytest.mark.parametrize(("beta", "shown"), [("auto", 0.1), (0.5, 0.5), (2, 2.0)])
-def test_dpo_resolves_beta_and_a_lower_learning_rate(beta: object, shown: float) -> None:
+def test_dpo_resolves_beta_and_a_lower_learning_rate(beta: object, shown: float, tmp_path: Path) -> None:
     from sage_ft.jobs.spec import DPO_LR_SCALE
     from sage_ft.presets import PresetConfigs
 
     request = parse_request({"model": "ft:sage-tiny:x:abc", "method": {"type": "dpo", "dpo": {"hyperparameters": {
         "beta": beta, "n_epochs": 2, "batch_size": "auto", "learning_rate_multiplier": "auto"}}}})  # fmt: skip
+    (tmp_path / "adapter_config.json").write_text('{"r": 32, "lora_alpha": 64, "target_modules": ["v_proj", "q_proj"]}')
     config, hyper = build_training_config(request, preset="cpu", data_path=None, output_dir="/o",
-                                          base_model="sage-tiny", init_adapter="/a")  # fmt: skip
+                                          base_model="sage-tiny", init_adapter=str(tmp_path))  # fmt: skip
+    assert (config.lora.r, config.lora.lora_alpha, config.lora.target_modules) == (32, 64, ["q_proj", "v_proj"])
     assert config.method == "dpo" and config.dpo.beta == shown and hyper["beta"] == shown
-    assert config.model_name == "sage-tiny" and config.init_adapter == "/a" and config.num_train_epochs == 2
+    assert config.model_name == "sage-tiny" and config.init_adapter == str(tmp_path) and config.num_train_epochs == 2
     assert config.learning_rate == pytest.approx(PresetConfigs.get("cpu").learning_rate * DPO_LR_SCALE)
     sft, hyper_sft = build_training_config(parse_request({"model": "sage-tiny"}), preset="cpu", data_path=None,
                                            output_dir="/o")  # fmt: skip

@@ -206,3 +206,20 @@ def format_validation_error(err: ValidationError) -> str:
         msg = item["msg"].removeprefix("Value error, ")
         lines.append(f"{loc}: {msg}")
     return "; ".join(lines)
+
+
+def init_adapter_shape(adapter_dir: Path) -> dict[str, Any]:
+    """The LoRA shape of the adapter a run starts from: training continues it, so its shape is the run's."""
+    path = adapter_dir / "adapter_config.json"
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"init_adapter: {adapter_dir} is not a LoRA adapter directory ({err})") from None
+    targets = raw.get("target_modules")
+    return {
+        "r": int(raw.get("r", 8)),
+        "lora_alpha": int(raw.get("lora_alpha", 16)),
+        "target_modules": sorted(targets) if isinstance(targets, list | set) else targets or "all-linear",
+        "bias": raw.get("bias", "none"),
+        "modules_to_save": raw.get("modules_to_save"),
+    }

@@ -361,7 +361,7 @@ class TrainRunner:
         jobs.add_event(job.id, f"Publishing {name} (attempt {job.attempt})")
         try:
             publish_with_retries(lambda: publish_model(
-                run.store, name, parts, base_model=job.model, job_id=job.id,
+                run.store, name, parts, base_model=job.root_model, job_id=job.id,
                 alias=run.spec.name, training=run.extra.get("config", {}),
                 metrics={"train_loss": result.get("train_loss"), "global_step": result["global_step"],
                          "trained_tokens": result.get("trained_tokens"), **run.latest},

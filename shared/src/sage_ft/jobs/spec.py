@@ -22,7 +22,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from sage_ft.config import LoRAConfig, TrainingConfig
+from sage_ft.config import LoRAConfig, TrainingConfig, init_adapter_shape
 from sage_ft.data.builtin import BUILTIN_TASKS
 from sage_ft.errors import UNION_TAG, ConfigError
 from sage_ft.presets import PresetConfigs
@@ -307,6 +307,8 @@ def build_training_config(request: JobRequest, *, preset: str, data_path: str | 
             values[field] = value
     if request.lora is not None:
         values["lora"] = request.lora
+    if init_adapter is not None:
+        values["lora"] = init_adapter_shape(Path(init_adapter))  # training continues that adapter: its shape
     try:
         config = base.update(**values)
     except ConfigError as err:  # a request field: named by where pydantic says the config failed

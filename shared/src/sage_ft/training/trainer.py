@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sage_ft.config import TrainingConfig
+from sage_ft.config import TrainingConfig, init_adapter_shape
 from sage_ft.data.validate import ValidationReport, load_conversations, load_preferences, validate_file
 from sage_ft.errors import ConfigError, TrainingOOMError
 from sage_ft.fsutil import atomic_directory
@@ -291,23 +291,6 @@ class LoRATrainer:
             }
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         return target
-
-
-def init_adapter_shape(adapter_dir: Path) -> dict[str, Any]:
-    """The LoRA shape of the adapter a run starts from: training continues it, so its shape is the run's."""
-    path = adapter_dir / "adapter_config.json"
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"init_adapter: {adapter_dir} is not a LoRA adapter directory ({err})") from None
-    targets = raw.get("target_modules")
-    return {
-        "r": int(raw.get("r", 8)),
-        "lora_alpha": int(raw.get("lora_alpha", 16)),
-        "target_modules": sorted(targets) if isinstance(targets, list | set) else targets or "all-linear",
-        "bias": raw.get("bias", "none"),
-        "modules_to_save": raw.get("modules_to_save"),
-    }
 
 
 def _tensorboard(log_dir: Path) -> Any:

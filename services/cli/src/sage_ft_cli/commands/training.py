@@ -35,19 +35,28 @@ def load_config_file(path: Path) -> dict[str, Any]:
 
 
 def submit(app: App, *, data: Path, model: str, name: str, preset: str | None, epochs: float | None,
-           config: dict[str, Any] | None, task: str | None) -> dict[str, Any]:  # fmt: skip
+           config: dict[str, Any] | None, task: str | None, method: str = "supervised",
+           beta: float | None = None) -> dict[str, Any]:  # fmt: skip
     gateway = app.gateway()
     uploaded = gateway.upload(data)
     if uploaded.get("status") == "error":
         raise CLIError(f"{data}: {uploaded.get('status_details')}")
     body: dict[str, Any] = {"model": model, "training_file": uploaded["id"], "suffix": name, "name": name}
+    if model.startswith("ftckpt-"):  # a checkpoint object id: start from it, on its job's model
+        body.update(model=gateway.get(f"/v1/fine_tuning/jobs/ftjob-{model.split('-')[1]}")["model"],
+                    from_checkpoint=model)  # fmt: skip
+    hyper: dict[str, Any] = {}
     if epochs is not None:
-        body["method"] = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": epochs}}}
+        hyper["n_epochs"] = epochs
+    if beta is not None:
+        hyper["beta"] = beta
+    if hyper or method != "supervised":
+        body["method"] = {"type": method, method: {"hyperparameters": hyper}}
     if preset:
         body["preset"] = preset
     if config:
         body["config"] = config
-    if task and task != "custom":
+    if task and task != "custom" and method == "supervised":
         body["task"] = task
     job: dict[str, Any] = gateway.post("/v1/fine_tuning/jobs", body)
     return job
@@ -132,19 +141,29 @@ def quickstart(app: App, task: str, model: str, preset: str | None, epochs: floa
     help="YAML/JSON of TrainingConfig fields (epochs, learning_rate, lora, max_length, ...).",
 )
 @click.option("--name", help="Alias the fine-tuned model answers to (default: the task).")
+@click.option("--method", type=click.Choice(["supervised", "dpo"]), default="supervised", show_default=True,
+              help="supervised: learn the answers; dpo: prefer chosen over rejected (a preference file).")  # fmt: skip
+@click.option("--from", "from_model", help="Continue from a fine-tuned model, alias or checkpoint id (ft:..., "
+              "ftckpt-...) instead of --model.")  # fmt: skip
+@click.option("--beta", type=click.FloatRange(0, 2, min_open=True), help="DPO beta (default: auto, 0.1).")
 @click.option("--follow", "follow_job", is_flag=True, help="Show progress; exit non-zero if the job fails.")
 @pass_app
 def start(app: App, task: str, data: Path | None, model: str, preset: str | None, auto_preset: bool,
-          config_file: Path | None, name: str | None, follow_job: bool) -> None:  # fmt: skip
-    """Upload data and start a fine-tuning job."""
+          config_file: Path | None, name: str | None, method: str, from_model: str | None, beta: float | None,
+          follow_job: bool) -> None:  # fmt: skip
+    """Upload data and start a fine-tuning job (supervised or DPO, from a base model or a fine-tune)."""
     if preset and auto_preset:
         raise click.UsageError("--preset and --auto exclude each other")
-    if data is None and task == "custom":
-        raise click.UsageError("--data FILE is required unless --task names a built-in dataset")
+    if data is None and (task == "custom" or method == "dpo"):
+        raise click.UsageError("--data FILE is required unless --task names a built-in dataset (DPO always needs "
+                               "a preference file)")  # fmt: skip
+    if beta is not None and method != "dpo":
+        raise click.UsageError("--beta is a DPO setting: add --method dpo")
     config = load_config_file(config_file) if config_file else None
     alias = name or task
-    job = submit(app, data=data or builtin_dataset_path(task), model=model, name=alias,
-                 preset="auto" if auto_preset else preset, epochs=None, config=config, task=task)  # fmt: skip
+    job = submit(app, data=data or builtin_dataset_path(task), model=from_model or model, name=alias,
+                 preset="auto" if auto_preset else preset, epochs=None, config=config, task=task, method=method,
+                 beta=beta)  # fmt: skip
     if follow_job:
         finish(app, job, alias)
     elif app.json:
