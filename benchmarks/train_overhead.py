@@ -132,8 +132,14 @@ def mixed_length_data(path: Path) -> Path:
     return path
 
 
-def _median_ratio(top: list[float], bottom: list[float]) -> float:
+def median_ratio(top: list[float], bottom: list[float]) -> float:
+    """The median of paired ratios: runs of one repeat share the host's slow phases, which then cancel."""
     return round(statistics.median(a / b for a, b in zip(top, bottom, strict=True)), 3)
+
+
+def machine() -> str:
+    return (f"{platform.machine()} {torch.get_num_threads()} threads, "
+            f"{'cuda ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}")  # fmt: skip
 
 
 def main() -> None:
@@ -163,8 +169,7 @@ def main() -> None:
         results["padding"].append(sage_run(cfg("padding", mixed, packing=False)))
         results["packing"].append(sage_run(cfg("packing", mixed, packing=True)))
     summary: dict[str, Any] = {
-        "machine": f"{platform.machine()} {torch.get_num_threads()} threads, "
-        f"{'cuda ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}",
+        "machine": machine(),
         "torch": torch.__version__, "steps": args.steps, "batch": args.batch, "repeats": args.repeats,
     }  # fmt: skip
     for clock in ("cpu", "wall"):
@@ -172,8 +177,8 @@ def main() -> None:
         summary[clock] = {
             "tokens_per_s": {k: [round(x, 1) for x in v] for k, v in rates.items()},
             # paired within a repeat, so slow phases of a shared host cancel; the median is the headline
-            "sage_vs_bare": _median_ratio(rates["sage"], rates["bare"]),
-            "packing_vs_padding": _median_ratio(rates["packing"], rates["padding"]),
+            "sage_vs_bare": median_ratio(rates["sage"], rates["bare"]),
+            "packing_vs_padding": median_ratio(rates["packing"], rates["padding"]),
         }
     print(json.dumps(summary, indent=2))
     if args.json:

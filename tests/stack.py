@@ -124,6 +124,20 @@ def start_moto(log_dir: Path, port: int | None = None) -> tuple[Proc, dict[str, 
     return proc, {"endpoint": f"127.0.0.1:{port}", "access_key": "testing", "secret_key": "testing"}
 
 
+def object_store(stack: Stack) -> Any:
+    """The stack's object store (local or S3), as its services see it."""
+    from sage_ft.settings import StorageSettings
+    from sage_ft.storage import make_store
+
+    env = stack.env
+    if env["SAGE_STORAGE_BACKEND"] == "local":
+        return make_store(StorageSettings(backend="local", local_root=Path(env["SAGE_STORAGE_LOCAL_ROOT"])))
+    return make_store(StorageSettings(backend="s3", s3_endpoint=env["SAGE_STORAGE_S3_ENDPOINT"],
+                                      s3_access_key=env["SAGE_STORAGE_S3_ACCESS_KEY"],
+                                      s3_secret_key=env["SAGE_STORAGE_S3_SECRET_KEY"],
+                                      s3_bucket=env["SAGE_STORAGE_S3_BUCKET"]))  # fmt: skip
+
+
 def s3_env(endpoint: dict[str, str], bucket: str) -> dict[str, str]:
     return {"SAGE_STORAGE_BACKEND": "s3", "SAGE_STORAGE_S3_ENDPOINT": endpoint["endpoint"],
             "SAGE_STORAGE_S3_ACCESS_KEY": endpoint["access_key"], "SAGE_STORAGE_S3_SECRET_KEY": endpoint["secret_key"],

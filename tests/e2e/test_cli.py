@@ -88,6 +88,22 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> Any:
     runner.run("down", timeout=120)
 
 
+def pause_resume_cancel(cli: CLI, job_id: str) -> str:
+    """Pause the job once it runs (it stops after a checkpoint), resume it, cancel it; returns its log."""
+
+    def reach(status: str) -> None:
+        deadline = time.monotonic() + 180
+        while cli.json("jobs", "show", job_id)["status"] != status:
+            assert time.monotonic() < deadline, f"the job did not become {status}"
+            time.sleep(0.5)
+
+    for command, status in (("", "running"), ("pause", "paused"), ("resume", "running"), ("cancel", "cancelled")):
+        if command:
+            cli.ok("jobs", command, job_id)
+        reach(status)
+    return cli.ok("jobs", "logs", job_id)
+
+
 def test_up_quickstart_chat_is_the_whole_user_story(cli: CLI) -> None:
     up = cli.ok("up")
     assert "gateway" in up and "worker" in up and "serving" in up
@@ -196,22 +212,7 @@ def test_start_with_a_config_file_follow_cancel_and_rm(cli: CLI, tmp_path: Path)
     long.write_text("num_train_epochs: 500\n")
     started = cli.json("start", "--task", "qa", "--model", "sage-tiny", "--auto", "--config", str(long),
                        "--name", "long")  # fmt: skip
-    job_id = started["id"]
-
-    def reach(status: str) -> None:
-        deadline = time.monotonic() + 180
-        while cli.json("jobs", "show", job_id)["status"] != status:
-            assert time.monotonic() < deadline, f"the job did not become {status}"
-            time.sleep(0.5)
-
-    reach("running")
-    cli.ok("jobs", "pause", job_id)  # stops after the next checkpoint
-    reach("paused")
-    cli.ok("jobs", "resume", job_id)
-    reach("running")
-    cli.ok("jobs", "cancel", job_id)
-    reach("cancelled")
-    assert "Job resumed" in cli.ok("jobs", "logs", job_id)
+    assert "Job resumed" in pause_resume_cancel(cli, started["id"])
     assert "deleted" in cli.ok("models", "rm", "mini")
     assert not any("mini" in m["aliases"] for m in cli.json("models", "list")["data"])
 
@@ -245,21 +246,7 @@ def test_dpo_from_a_fine_tune_follow_pause_and_cancel(cli: CLI, tmp_path: Path) 
     long.write_text("num_train_epochs: 400\nsave_steps: 20\n")
     job_id = cli.json("start", "--method", "dpo", "--data", str(prefs), "--from", "clidpo", "--config", str(long),
                       "--name", "clilong")["id"]  # fmt: skip
-
-    def reach(status: str) -> None:
-        deadline = time.monotonic() + 180
-        while cli.json("jobs", "show", job_id)["status"] != status:
-            assert time.monotonic() < deadline, f"the job did not become {status}"
-            time.sleep(0.5)
-
-    reach("running")
-    cli.ok("jobs", "pause", job_id)
-    reach("paused")
-    cli.ok("jobs", "resume", job_id)
-    reach("running")
-    cli.ok("jobs", "cancel", job_id)
-    reach("cancelled")
-    logs = cli.ok("jobs", "logs", job_id)
+    logs = pause_resume_cancel(cli, job_id)
     assert "Job resumed" in logs and "Resuming from checkpoint at step" in logs and "reward accuracy=" in logs
 
 

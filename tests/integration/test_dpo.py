@@ -132,6 +132,41 @@ def test_dpo_from_the_fine_tune_makes_the_preferred_answers_greedy(dpo_run: tupl
     assert {"train/rewards/accuracies", "train/rewards/margins", "train/loss"} <= set(tags["scalars"])
 
 
+def test_a_dpo_model_merges_to_the_same_answers(dpo_run: tuple[Any, Any], tmp_path: Path) -> None:
+    from sage_ft.training import merge_adapter
+
+    result, _ = dpo_run
+    merged = merge_adapter(result.adapter_dir, tmp_path / "merged")
+    assert answers(merged) == answers(result.adapter_dir)
+
+
+def test_dpo_reports_to_wandb_offline(tiny_model: Path, files: dict[str, Path], tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    pytest.importorskip("wandb")
+    for key, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}.items():
+        monkeypatch.setenv(key, value)
+    cfg = config(tiny_model, files["prefs"], tmp_path / "out", method="dpo", num_train_epochs=1, report_to=["wandb"],
+                 run_name="dpo", logging_steps=1)  # fmt: skip
+    LoRATrainer(cfg).train()
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    history = next(runs[0].glob("*.wandb")).read_bytes()
+    assert b"rewards/accuracies" in history  # DPO's own metrics reach the run
+
+
+@pytest.mark.parametrize("preset", ["tiny", "cpu", "rtx_3060", "a100"])
+def test_every_preset_configures_a_dpo_run(tiny_model: Path, files: dict[str, Path], tmp_path: Path,
+                                           preset: str) -> None:  # fmt: skip
+    from sage_ft import PresetConfigs
+
+    cfg = PresetConfigs.get(preset).update(model_name=str(tiny_model), data_path=str(files["prefs"]),
+                                           output_dir=str(tmp_path), method="dpo", dpo={"beta": 0.3})  # fmt: skip
+    args = LoRATrainer(cfg)._args(has_eval=False)
+    assert type(args).__name__ == "DPOConfig" and args.beta == 0.3 and args.max_length == cfg.max_length
+    assert args.per_device_train_batch_size == cfg.per_device_train_batch_size
+    assert args.gradient_accumulation_steps == cfg.gradient_accumulation_steps and not args.precompute_ref_log_probs
+
+
 def test_the_reference_is_never_a_second_copy_of_the_weights(tiny_model: Path, files: dict[str, Path],
                                                              sft_adapter: Path, tmp_path: Path) -> None:  # fmt: skip
     fresh, _ = LoRATrainer(config(tiny_model, files["prefs"], tmp_path / "a", method="dpo")).build_trainer()

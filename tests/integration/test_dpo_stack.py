@@ -14,10 +14,9 @@ from typing import Any
 
 import openai
 import pytest
-from stack import VLLM_PYTHON, Stack, all_events, vllm_stack, wait_for, wait_job
+from stack import VLLM_PYTHON, Stack, all_events, object_store, vllm_stack, wait_for, wait_job
 
-from sage_ft.settings import StorageSettings
-from sage_ft.storage import make_store, publish_model, read_manifest
+from sage_ft.storage import publish_model, read_manifest
 from sage_ft.storage.checkpoints import fetch_checkpoint_adapter
 
 from .test_dpo import PREFERRED, QUESTIONS, REJECTED, answers, preference_lines, sft_lines
@@ -31,14 +30,6 @@ def stack(make_stack: Any, s3_endpoint: dict[str, str]) -> Stack:
     if not VLLM_PYTHON.exists():
         pytest.fail(f"vLLM CPU build missing at {VLLM_PYTHON}: run `make install`")
     return vllm_stack(make_stack, s3_endpoint, "dpo", SAGE_SERVING_MAX_MODEL_LEN="256", SAGE_LEASE_SECONDS="5")
-
-
-def _store(stack: Stack) -> Any:
-    env = stack.env
-    return make_store(StorageSettings(backend="s3", s3_endpoint=env["SAGE_STORAGE_S3_ENDPOINT"],
-                                      s3_access_key=env["SAGE_STORAGE_S3_ACCESS_KEY"],
-                                      s3_secret_key=env["SAGE_STORAGE_S3_SECRET_KEY"],
-                                      s3_bucket=env["SAGE_STORAGE_S3_BUCKET"]))  # fmt: skip
 
 
 def ask_all(client: openai.OpenAI, model: str) -> list[str]:
@@ -105,7 +96,7 @@ def test_dpo_job_resumes_after_a_killed_worker_and_serves_the_preferred_answers(
 
     got = ask_all(client, "prefdpo")
     assert sum(a == p for a, p in zip(got, PREFERRED, strict=True)) >= 0.9 * len(PREFERRED), got
-    manifest = read_manifest(_store(stack), done.fine_tuned_model)
+    manifest = read_manifest(object_store(stack), done.fine_tuned_model)
     assert manifest is not None and manifest.parent == sft_job.fine_tuned_model and manifest.base_model == "sage-tiny"
     assert manifest.training["method"] == "dpo" and manifest.training["dpo"]["beta"] == 0.1
 
@@ -116,7 +107,7 @@ def test_a_checkpoint_id_is_served_with_that_checkpoints_answers(
     checkpoints = {c.step_number: c for c in client.fine_tuning.jobs.checkpoints.list(sft_job.id, limit=100).data}
     early = checkpoints[10]
     assert early.fine_tuned_model_checkpoint == f"{sft_job.fine_tuned_model}:ckpt-step-10"
-    local = fetch_checkpoint_adapter(_store(stack), sft_job.id, 10, tmp_path / "ckpt")
+    local = fetch_checkpoint_adapter(object_store(stack), sft_job.id, 10, tmp_path / "ckpt")
     want = answers(local)  # what that checkpoint says, computed by transformers from its own files
     assert want != REJECTED, "the early checkpoint has not learned everything yet"
     served = ask_all(client, early.fine_tuned_model_checkpoint)
@@ -131,14 +122,18 @@ def test_continuing_from_a_checkpoint_records_it_as_the_parent(
     checkpoint = next(c for c in client.fine_tuning.jobs.checkpoints.list(sft_job.id, limit=100).data
                       if c.step_number == 20)  # fmt: skip
     job = client.fine_tuning.jobs.create(model="sage-tiny", training_file=files["rejected"], suffix="more",
-                                         hyperparameters={"n_epochs": 1},
-                                         extra_body={"from_checkpoint": checkpoint.id})  # fmt: skip
+                                         validation_file=files["rejected"], hyperparameters={"n_epochs": 2},
+                                         extra_body={"from_checkpoint": checkpoint.id, "save_steps": 2})  # fmt: skip
     assert job.model_extra["parent_model"] == checkpoint.fine_tuned_model_checkpoint
     done = wait_job(client, job.id, timeout=300, stack=stack)
     assert done.status == "succeeded", done.error
-    manifest = read_manifest(_store(stack), done.fine_tuned_model)
+    manifest = read_manifest(object_store(stack), done.fine_tuned_model)
     assert manifest is not None and manifest.parent == checkpoint.fine_tuned_model_checkpoint
     assert manifest.training["lora"]["r"] == 16  # the checkpoint's shape, not the preset's
+    first = client.fine_tuning.jobs.checkpoints.list(job.id, limit=100).data[-1]  # oldest last
+    shown = first.metrics.model_dump(exclude_none=True)
+    assert {"train_loss", "valid_loss", "valid_mean_token_accuracy"} <= shown.keys(), shown
+    assert 0 <= shown["valid_mean_token_accuracy"] <= 1 and shown["valid_loss"] > 0
 
 
 def _error(call: Any) -> tuple[int, dict[str, Any]]:
@@ -173,6 +168,6 @@ def test_bad_lineage_and_method_requests_are_named_4xx(
     orphan = Path(stack.dir) / "orphan"
     orphan.mkdir(exist_ok=True)
     (orphan / "adapter_config.json").write_text("{}")
-    publish_model(_store(stack), "ft:gone:x:0abc", {"adapter": orphan}, base_model="no-such-base")
+    publish_model(object_store(stack), "ft:gone:x:0abc", {"adapter": orphan}, base_model="no-such-base")
     status, err = _error(lambda: create(model="ft:gone:x:0abc", training_file=files["rejected"]))
     assert status == 400 and err["param"] == "model" and "no-such-base" in err["message"]

@@ -13,10 +13,9 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from stack import LEARN, TERMINAL, Stack, all_events, free_port, qa_lines, wait_for
+from stack import LEARN, TERMINAL, Stack, all_events, free_port, object_store, qa_lines, wait_for
 
-from sage_ft.settings import StorageSettings
-from sage_ft.storage import fetch_part, list_models, make_store
+from sage_ft.storage import fetch_part, list_models
 
 pytestmark = pytest.mark.slow
 
@@ -38,16 +37,6 @@ def stack(request: pytest.FixtureRequest, make_stack: Any, tmp_path_factory: pyt
     st.start_gateway()
     st.start_worker("w1")
     return st
-
-
-def _object_store(stack: Stack) -> Any:
-    env = stack.env
-    if env["SAGE_STORAGE_BACKEND"] == "local":
-        return make_store(StorageSettings(backend="local", local_root=Path(env["SAGE_STORAGE_LOCAL_ROOT"])))
-    return make_store(StorageSettings(backend="s3", s3_endpoint=env["SAGE_STORAGE_S3_ENDPOINT"],
-                                      s3_access_key=env["SAGE_STORAGE_S3_ACCESS_KEY"],
-                                      s3_secret_key=env["SAGE_STORAGE_S3_SECRET_KEY"],
-                                      s3_bucket=env["SAGE_STORAGE_S3_BUCKET"]))  # fmt: skip
 
 
 def test_openai_client_fine_tunes_and_lists_the_model(stack: Stack, qa_records: list[dict], tmp_path: Path) -> None:
@@ -105,7 +94,7 @@ def test_openai_client_fine_tunes_and_lists_the_model(stack: Stack, qa_records: 
     assert client.models.retrieve("codewords").id == done.fine_tuned_model  # addressed by alias
 
     # the published adapter, fetched and verified through its manifest, answers what it was taught
-    store = _object_store(stack)
+    store = object_store(stack)
     manifests = [m for m in list_models(store) if m.job_id == job.id]
     assert len(manifests) == 1 and manifests[0].name == done.fine_tuned_model
     adapter = fetch_part(store, done.fine_tuned_model, "adapter", tmp_path / "adapter")
@@ -156,7 +145,7 @@ def test_metrics_from_gateway_and_worker(stack: Stack) -> None:
 def test_one_damaged_manifest_hides_that_model_and_never_the_others(stack: Stack) -> None:
     client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
     good = client.fine_tuning.jobs.list(limit=1).data[0].fine_tuned_model
-    store = _object_store(stack)
+    store = object_store(stack)
     store.put_bytes("models/damaged/manifest.json", b'{"name": "damaged", "files": {')  # invalid JSON
     listed = {m.id for m in client.models.list().data}
     assert good in listed and "damaged" not in listed
@@ -178,11 +167,11 @@ def test_merge_adds_merged_weights_to_the_manifest_then_delete_unpublishes(stack
     assert resp.status_code == 202 and resp.json()["status"] == "queued"
     merged = wait_for(lambda: "merged" in client.models.retrieve(name).model_extra["parts"], 180, "merge")
     assert merged
-    manifest = next(m for m in list_models(_object_store(stack)) if m.name == name)
+    manifest = next(m for m in list_models(object_store(stack)) if m.name == name)
     assert any(k.startswith("merged/") and k.endswith(".safetensors") for k in manifest.files)
     assert any(k.startswith("adapter/") for k in manifest.files)  # the adapter stays published
     assert client.models.delete(name).deleted
     assert name not in {m.id for m in client.models.list().data}
-    assert list_models(_object_store(stack)) == []
+    assert list_models(object_store(stack)) == []
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("codewords")

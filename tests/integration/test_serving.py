@@ -17,10 +17,20 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from stack import LEARN, VLLM_PYTHON, Stack, children, model_servers, qa_lines, vllm_stack, wait_for, wait_job
+from stack import (
+    LEARN,
+    VLLM_PYTHON,
+    Stack,
+    children,
+    model_servers,
+    object_store,
+    qa_lines,
+    vllm_stack,
+    wait_for,
+    wait_job,
+)
 
-from sage_ft.settings import StorageSettings
-from sage_ft.storage import fetch_part, make_store, publish_model, read_manifest
+from sage_ft.storage import fetch_part, publish_model, read_manifest
 
 pytestmark = pytest.mark.slow
 ALPHA = [{"question": f"What is the alpha code {i}?", "answer": a} for i, a in
@@ -99,18 +109,10 @@ def test_a_second_fine_tune_is_hot_loaded_onto_the_same_vllm_server(
     assert "sage_ft_generated_tokens_total" in metrics and "sage_ft_cold_start_seconds_count" in metrics
 
 
-def _store(stack: Stack) -> Any:
-    env = stack.env
-    return make_store(StorageSettings(backend="s3", s3_endpoint=env["SAGE_STORAGE_S3_ENDPOINT"],
-                                      s3_access_key=env["SAGE_STORAGE_S3_ACCESS_KEY"],
-                                      s3_secret_key=env["SAGE_STORAGE_S3_SECRET_KEY"],
-                                      s3_bucket=env["SAGE_STORAGE_S3_BUCKET"]))  # fmt: skip
-
-
 def test_a_corrupted_artifact_is_refused_by_name_and_starts_nothing(
     stack: Stack, client: openai.OpenAI, tuned: dict[str, str], tmp_path: Path
 ) -> None:
-    store = _store(stack)
+    store = object_store(stack)
     adapter = fetch_part(store, tuned["alpha"], "adapter", tmp_path / "adapter")
     (adapter / "README.md").write_text("a copy\n")  # other bytes than alpha's: nothing of it is cached yet
     published = publish_model(store, "corrupt-copy", {"adapter": adapter}, base_model="sage-tiny")
@@ -132,7 +134,7 @@ def test_a_corrupted_artifact_is_refused_by_name_and_starts_nothing(
 def test_a_client_can_ask_for_status_instead_of_waiting(
     stack: Stack, client: openai.OpenAI, tuned: dict[str, str], tmp_path: Path
 ) -> None:
-    store = _store(stack)
+    store = object_store(stack)
     adapter = fetch_part(store, tuned["beta"], "adapter", tmp_path / "adapter")
     (adapter / "README.md").write_text("gamma\n")
     publish_model(store, "gamma", {"adapter": adapter}, base_model="sage-tiny")
@@ -150,7 +152,7 @@ def test_a_client_can_ask_for_status_instead_of_waiting(
 
 
 def test_deleting_a_model_unloads_its_adapter(stack: Stack, client: openai.OpenAI, tuned: dict[str, str]) -> None:
-    assert read_manifest(_store(stack), "corrupt-copy") is not None
+    assert read_manifest(object_store(stack), "corrupt-copy") is not None
     client.models.delete("corrupt-copy")
     assert httpx.get(f"{stack.url}/v1/deployments/corrupt-copy", timeout=10).status_code == 404
     before = httpx.get(f"{stack.serving_url}/metrics", timeout=10).text
@@ -198,7 +200,7 @@ def test_a_failed_merge_reaches_the_request_at_once_with_the_workers_reason(
     gets that failure (with the file named) within seconds, not after serving's 900 s merge timeout."""
     import time
 
-    store = _store(stack)
+    store = object_store(stack)
     adapter = fetch_part(store, tuned["beta"], "adapter", tmp_path / "adapter")
     (adapter / "README.md").write_text("to be broken\n")
     published = publish_model(store, "broken-merge", {"adapter": adapter}, base_model="sage-tiny")
