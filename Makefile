@@ -106,6 +106,7 @@ demo: $(STAMP) $(VLLM_STAMP) ## the whole path on the offline tiny model: up, qu
 bench: $(STAMP) $(VLLM_STAMP) ## run benchmarks (results go in docs/benchmarks.md)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) benchmarks/train_overhead.py
+	$(PY) benchmarks/dpo_bench.py --steps 30 --repeats 3
 	$(PY) benchmarks/stack_bench.py --pairs 11 --control-pairs 5 --epochs 30 --latency-jobs 10 --wrk-seconds 15
 	$(PY) benchmarks/serving_bench.py
 

@@ -81,7 +81,8 @@ def side_bare(work: Path, model_dir: Path, steps: int) -> Any:
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     data = load_dataset("json", data_files=str(work / "prefs.jsonl"), split="train")
     cuda = torch.cuda.is_available()  # TRL defaults to bf16, which a CPU run must turn off
-    args = DPOConfig(**_common(work, steps), beta=0.1, bf16=cuda, use_cpu=not cuda)
+    # TRL also turns gradient checkpointing on by default; off here, as in the sage run, so both do the same work
+    args = DPOConfig(**_common(work, steps), beta=0.1, bf16=cuda, use_cpu=not cuda, gradient_checkpointing=False)
     return DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
                       peft_config=LoraConfig(**LORA, target_modules="all-linear", task_type="CAUSAL_LM"))  # fmt: skip
 
