@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from sage_ft_gateway.services.evals import EvalService
 from sage_ft_gateway.services.files import FileService
 from sage_ft_gateway.services.jobs import JobService
 from sage_ft_gateway.services.models import ModelService
@@ -18,6 +19,7 @@ class Services:
         self.files = FileService(state)
         self.jobs = JobService(state, self.files)
         self.models = ModelService(state)
+        self.evals = EvalService(state)
 
 
 def services(request: Request) -> Services:

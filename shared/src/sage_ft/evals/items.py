@@ -50,8 +50,13 @@ def load_rows(path: str | Path, schema: dict[str, Any] | None = None) -> list[di
     """Every row of a JSONL eval file; a DataError lists up to ``MAX_ERRORS`` bad lines with their fields."""
     rows: list[dict[str, Any]] = []
     errors: list[str] = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                errors.append(f"line {number}: not UTF-8 text")
+                continue
             if not line.strip():
                 continue
             try:

@@ -139,8 +139,15 @@ class Integration(BaseModel):
 _MODEL_PATTERN = (r"^(?!.*\.\.)([A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
                   r"|[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}"
                   r"|ft:[A-Za-z0-9][A-Za-z0-9_.:-]{0,199})$")  # fmt: skip
-_METADATA_SCHEMA: dict[str, Any] = {"maxProperties": 16, "propertyNames": {"maxLength": 64},
+METADATA_SCHEMA: dict[str, Any] = {"maxProperties": 16, "propertyNames": {"maxLength": 64},
                     "additionalProperties": {"type": "string", "maxLength": 512}}  # fmt: skip
+
+
+def check_metadata(v: dict[str, str] | None) -> dict[str, str] | None:
+    """OpenAI's metadata limits, for every object that carries metadata (jobs, evals)."""
+    if v is not None and (len(v) > 16 or any(len(k) > 64 or len(x) > 512 for k, x in v.items())):
+        raise ValueError("at most 16 pairs, keys up to 64 and values up to 512 characters")
+    return v
 
 
 class JobRequest(BaseModel):
@@ -157,7 +164,7 @@ class JobRequest(BaseModel):
     validation_file: str | None = None
     suffix: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
-    metadata: dict[str, str] | None = Field(default=None, json_schema_extra=_METADATA_SCHEMA)
+    metadata: dict[str, str] | None = Field(default=None, json_schema_extra=METADATA_SCHEMA)
     method: Method | None = None
     hyperparameters: Hyperparameters | None = None  # deprecated top-level form
     integrations: list[Integration] | None = None
@@ -214,9 +221,7 @@ class JobRequest(BaseModel):
     @field_validator("metadata")
     @classmethod
     def _metadata(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        if v is not None and (len(v) > 16 or any(len(k) > 64 or len(x) > 512 for k, x in v.items())):
-            raise ValueError("at most 16 pairs, keys up to 64 and values up to 512 characters")
-        return v
+        return check_metadata(v)
 
     @field_validator("task")
     @classmethod

@@ -37,7 +37,7 @@ UPLOAD_BODY: dict[str, Any] = {
                     "required": ["file", "purpose"],
                     "properties": {
                         "file": {"type": "string", "format": "binary", "description": "JSONL or JSON dataset"},
-                        "purpose": {"type": "string", "enum": ["fine-tune"]},
+                        "purpose": {"type": "string", "enum": ["fine-tune", "evals"]},
                     },
                 }
             }

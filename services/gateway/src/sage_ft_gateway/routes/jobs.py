@@ -24,6 +24,8 @@ router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"], response
 Limit = Annotated[int, Query(ge=1, le=100)]
 JobCursor = Annotated[str | None, Query(pattern=r"^ftjob-[0-9a-f]{1,64}$", description="A job id: list after it.")]
 EventCursor = Annotated[str | None, Query(pattern=r"^ftevent-[0-9a-f]{1,64}-[0-9]{1,12}$")]
+# declared as a plain string (not nullable) with its pattern, so the contract says exactly what is accepted
+LastEventId = Annotated[str, Header(pattern=r"^([0-9]{1,11}|ftevent-[0-9a-f]{1,64}-[0-9]{1,12})$")]
 CheckpointCursor = Annotated[str | None, Query(pattern=r"^ftckpt-[0-9a-f]{1,64}-[0-9]{1,12}$")]
 
 
@@ -80,9 +82,12 @@ def resume_point(job_id: str, last_event_id: str | None) -> int:
     if last_event_id.isdigit() and len(last_event_id) < 12:
         return int(last_event_id)
     seq = event_seq(last_event_id)
-    if seq is None or not last_event_id.startswith(f"ftevent-{job_id.split('-', 1)[-1]}-"):
+    if seq is None:
         raise ApiError(400, "Last-Event-ID: expected an event id of this job (ftevent-...-<n>) or the stream's "
                        "sequence number", param="Last-Event-ID", code="invalid_request")  # fmt: skip
+    if not last_event_id.startswith(f"ftevent-{job_id.split('-', 1)[-1]}-"):  # well formed, another job's: as `after`
+        raise ApiError(404, f"Last-Event-ID: '{last_event_id}' is not an event id of this job.",
+                       param="Last-Event-ID", code="event_not_found")  # fmt: skip
     return seq
 
 
@@ -92,7 +97,7 @@ def resume_point(job_id: str, last_event_id: str | None) -> int:
     responses=sse_response("fine_tuning.job.event frames, then an end frame (or a shutdown frame to resume)"),
 )
 async def stream_events(job_id: IdPath, tenant: Tenant, svc: Svc,
-                        last_event_id: Annotated[str | None, Header()] = None) -> EventSourceResponse:  # fmt: skip
+                        last_event_id: LastEventId = None) -> EventSourceResponse:  # type: ignore[assignment]  # fmt: skip
     """Server-sent events, oldest first, until the job finishes. ``Last-Event-ID`` resumes after that event: the
     frame's SSE id (a sequence number) or the event's own id (``ftevent-<job hex>-<n>``); anything else is a 400.
 

@@ -1,5 +1,8 @@
 """Uploaded datasets: validate with the core validator, store under ``files/<id>``, keep the record in Redis.
 
+Purpose ``fine-tune`` is training data; purpose ``evals`` is eval rows (``{"item": {...}}`` a line), checked here
+for shape and against an eval's ``item_schema`` when a run uses it.
+
 A file that cannot be parsed (bad JSON on line N, wrong encoding, not JSONL) is refused with a 400 naming the
 line. A file that parses but has records the trainer cannot use is stored with ``status: error`` and
 ``status_details`` naming line and field; a job that names it is refused.
@@ -13,12 +16,13 @@ from pathlib import Path
 from sage_ft.data.loader import read_file
 from sage_ft.data.validate import validate_raw
 from sage_ft.errors import DataError
+from sage_ft.evals.items import load_rows
 from sage_ft.jobs import FileRecord
 from sage_ft.jobs.model import new_id
 from sage_ft_gateway.errors import ApiError, not_found
 from sage_ft_gateway.state import GatewayState
 
-PURPOSES = ("fine-tune",)
+PURPOSES = ("fine-tune", "evals")
 
 
 class FileService:
@@ -28,6 +32,10 @@ class FileService:
     def create(self, tenant: str, path: Path, filename: str, purpose: str | None) -> FileRecord:
         if purpose not in PURPOSES:
             raise ApiError(400, f"purpose must be one of {', '.join(PURPOSES)}", param="purpose")
+        if purpose == "evals":
+            return self._store(tenant, path, FileRecord(id=new_id("file"), tenant=tenant, filename=filename,
+                               bytes=path.stat().st_size, purpose=purpose, report={
+                                   "kind": "eval", "rows": len(load_rows(path)), "path": filename}))  # fmt: skip
         raw = read_file(path, name=filename)  # file-level problems raise DataError -> 400 naming file and line
         if raw.errors:
             first = raw.errors[0]
@@ -47,6 +55,9 @@ class FileService:
         summary.pop("record_formats", None)
         summary["path"] = filename
         record.report = summary
+        return self._store(tenant, path, record)
+
+    def _store(self, tenant: str, path: Path, record: FileRecord) -> FileRecord:
         self.state.tenant_store(tenant).put_file(f"files/{record.id}", path)
         self.state.jobs.put_file(record)
         return record

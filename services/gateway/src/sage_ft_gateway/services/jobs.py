@@ -43,6 +43,9 @@ class JobService:
             file_id = getattr(request, param)
             if file_id:
                 record = self.files.get(tenant, file_id, param)
+                if record.purpose != "fine-tune":
+                    raise ApiError(400, f"File {file_id} was uploaded for '{record.purpose}'; training needs a file "
+                                   "uploaded with purpose 'fine-tune'.", param=param, code="invalid_file")  # fmt: skip
                 if record.status != "processed":
                     raise ApiError(400, f"File {file_id} failed validation: {record.status_details}", param=param,
                                    code="invalid_file")  # fmt: skip
