@@ -132,3 +132,65 @@ def test_eval_rows_are_checked_by_line_and_field(tmp_path: Any) -> None:
     with pytest.raises(ConfigError) as cexc:
         rows_from_content([{"item": {"question": "q"}}], SCHEMA, "data_source.source.content")
     assert cexc.value.param == "data_source.source.content" and "data_source.source.content.0: item" in str(cexc.value)
+
+
+def _run_body(**change: Any) -> dict[str, Any]:
+    source: dict[str, Any] = {"type": "completions", "model": "ft:sage-tiny:x:1",
+                              "input_messages": {"type": "template", "template": [
+                                  {"role": "system", "content": "Answer briefly."},
+                                  {"role": "user", "content": "{{item.question}}"}]},
+                              "source": {"type": "file_content", "content": [
+                                  {"item": {"question": "Capital of Oslandia?", "answer": "Brightport"}},
+                                  {"item": {"question": "Capital of Vetria?", "answer": "Lowmere"}}]}}  # fmt: skip
+    source.update(change)
+    return {"name": "r", "data_source": source}
+
+
+def test_a_run_renders_prompts_grades_items_and_counts() -> None:
+    from sage_ft.evals.runs import criteria_of, output_item, parse_run, prompt, summarize
+
+    request = parse_run(_run_body(), SCHEMA)
+    rows = request.data_source.source.content  # type: ignore[union-attr]
+    raw = [{"type": "string_check", "name": "exact", "input": "{{sample.output_text}}",
+            "reference": "{{item.answer}}", "operation": "eq"},
+           {"type": "text_similarity", "name": "rouge", "input": "{{sample.output_text}}",
+            "reference": "{{item.answer}}", "evaluation_metric": "rouge_l", "pass_threshold": 0.5}]  # fmt: skip
+    criteria = criteria_of(raw)
+    messages = prompt(request, rows[0]["item"])
+    assert messages == [{"role": "system", "content": "Answer briefly."},
+                        {"role": "user", "content": "Capital of Oslandia?"}]  # fmt: skip
+    good = output_item(criteria, 0, rows[0]["item"], messages, "Brightport", "m")
+    bad = output_item(criteria, 1, rows[1]["item"], prompt(request, rows[1]["item"]), "Dunmere", "m")
+    broken = output_item(criteria, 2, rows[1]["item"], [], None, "m", error="server down")
+    assert (good["status"], bad["status"], broken["status"]) == ("pass", "fail", "error")
+    assert good["sample"]["output"][0]["content"] == "Brightport" and [r["passed"] for r in bad["results"]] == [
+        False, False]  # fmt: skip
+    summary = summarize(raw, [good, bad, broken], total=4)
+    assert summary["result_counts"] == {"total": 4, "errored": 1, "failed": 1, "passed": 1}
+    assert summary["per_testing_criteria_results"] == [
+        {"testing_criteria": "exact", "passed": 1, "failed": 1},
+        {"testing_criteria": "rouge", "passed": 1, "failed": 1},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "param", "fragment"),
+    [
+        ({"input_messages": {"type": "template", "template": [{"role": "user", "content": "{{item.qestion}}"}]}},
+         "data_source.input_messages.template.0.content", "qestion"),
+        ({"input_messages": {"type": "template", "template": [{"role": "user", "content": "{{sample.output_text}}"}]}},
+         "data_source.input_messages.template.0.content", "does not exist yet"),
+        ({"input_messages": {"type": "item_reference", "item_reference": "item.msgs"}},
+         "data_source.input_messages.type", "supported"),
+        ({"source": {"type": "file_content", "content": [{"item": {"question": "q"}}]}},
+         "data_source.source.content", "'answer' is a required property"),
+        ({"source": {"type": "stored_completions"}}, "data_source.source", "file_id"),
+        ({"sampling_params": {"temperature": 3}}, "data_source.sampling_params.temperature", "less than"),
+    ],
+)  # fmt: skip
+def test_bad_runs_name_the_field(change: dict[str, Any], param: str, fragment: str) -> None:
+    from sage_ft.evals.runs import parse_run
+
+    with pytest.raises(ConfigError) as exc:
+        parse_run(_run_body(**change), SCHEMA)
+    assert exc.value.param.startswith(param) and fragment in str(exc.value), (exc.value.param, str(exc.value))

@@ -1,0 +1,130 @@
+"""Eval runs: the request (OpenAI's ``completions`` data source), the prompt each item becomes, how one answered
+item is graded into an output item, and the run's counts.
+
+Generation is not here: a worker asks a served model for each prompt and hands the text to ``output_item``. Keeping
+grading and counting pure makes them the same in the worker, the CLI and ``sage_ft.evaluate``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sage_ft.errors import UNION_TAG, ConfigError
+from sage_ft.evals.graders import StringCheck, TextSimilarity, grade, parse_criteria
+from sage_ft.evals.items import rows_from_content
+from sage_ft.evals.templates import check_template, render
+
+RUN_STATUSES = ("queued", "in_progress", "completed", "failed", "canceled")
+
+
+class TemplateMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str
+    type: Literal["message"] | None = None
+
+
+class InputTemplate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["template"]
+    template: list[TemplateMessage] = Field(min_length=1, max_length=64)
+
+
+class FileIdSource(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["file_id"]
+    id: str = Field(pattern=r"^file-[0-9a-f]{1,64}$")
+
+
+class FileContentSource(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["file_content"]
+    content: list[dict[str, Any]] = Field(min_length=1, max_length=10_000)
+
+
+class SamplingParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    max_completion_tokens: int = Field(default=256, ge=1, le=32_768)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+
+
+class CompletionsSource(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["completions"]
+    model: str = Field(min_length=1, max_length=256)
+    input_messages: InputTemplate
+    source: FileIdSource | FileContentSource = Field(discriminator="type")
+    sampling_params: SamplingParams = Field(default_factory=SamplingParams)
+
+
+class RunRequest(BaseModel):
+    """``POST /v1/evals/{eval_id}/runs``."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, max_length=256)
+    data_source: CompletionsSource
+    metadata: dict[str, str] | None = None
+
+
+def parse_run(body: Any, item_schema: dict[str, Any]) -> RunRequest:
+    """Validate a run request against its eval; errors name the parameter (``data_source.input_messages...``)."""
+    try:
+        request = RunRequest.model_validate(body)
+    except ValidationError as err:
+        first = err.errors()[0]
+        param = ".".join(str(p) for p in first["loc"] if not UNION_TAG.match(str(p))) or "body"
+        msg = "unknown parameter" if first["type"] == "extra_forbidden" else first["msg"]
+        if param in ("data_source.type", "data_source.source.type", "data_source.input_messages.type"):
+            msg = f"{msg} (supported: completions from a template, over file_id or file_content rows)"
+        raise ConfigError(f"{param}: {msg}", param=param) from None
+    props = item_schema.get("properties")
+    known = set(props) if isinstance(props, dict) else None
+    for i, message in enumerate(request.data_source.input_messages.template):
+        check_template(message.content, f"data_source.input_messages.template.{i}.content", known, sample=False)
+    if isinstance(request.data_source.source, FileContentSource):
+        rows_from_content(request.data_source.source.content, item_schema, "data_source.source.content")
+    return request
+
+
+def prompt(request: RunRequest, item: dict[str, Any]) -> list[dict[str, str]]:
+    """The chat messages one item becomes."""
+    return [{"role": m.role, "content": render(m.content, item)} for m in request.data_source.input_messages.template]
+
+
+def output_item(criteria: list[StringCheck | TextSimilarity], index: int, item: dict[str, Any],
+                messages: list[dict[str, str]], output_text: str | None, model: str,
+                error: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """One graded item, in the shape of OpenAI's ``eval.run.output_item`` (ids are added by the store). An item
+    whose generation failed is ``error`` and counts as errored, not failed."""
+    results = []
+    if error is None and output_text is not None:
+        for c in criteria:
+            g = grade(c, item, output_text)
+            results.append({"name": g.name, "type": c.type, "score": g.score, "passed": g.passed})
+    passed = error is None and all(r["passed"] for r in results)
+    return {
+        "object": "eval.run.output_item", "datasource_item_id": index, "datasource_item": item,
+        "status": "error" if error else "pass" if passed else "fail", "results": results,
+        "sample": {"input": messages, "output": [{"role": "assistant", "content": output_text or ""}], "model": model,
+                   "error": {"code": "generation_failed", "message": error} if error else None},
+    }  # fmt: skip
+
+
+def summarize(criteria: list[dict[str, Any]], items: list[dict[str, Any]], total: int) -> dict[str, Any]:
+    """``result_counts`` and ``per_testing_criteria_results`` over the items graded so far."""
+    counts = {"total": total, "errored": 0, "failed": 0, "passed": 0}
+    per = {c["name"]: {"testing_criteria": c["name"], "passed": 0, "failed": 0} for c in criteria}
+    for item in items:
+        counts[{"error": "errored", "fail": "failed", "pass": "passed"}[item["status"]]] += 1
+        for r in item["results"]:
+            per[r["name"]]["passed" if r["passed"] else "failed"] += 1
+    return {"result_counts": counts, "per_testing_criteria_results": list(per.values())}
+
+
+def criteria_of(raw: list[dict[str, Any]]) -> list[StringCheck | TextSimilarity]:
+    """A stored eval's graders (already validated when the eval was created)."""
+    return parse_criteria(raw, None)
