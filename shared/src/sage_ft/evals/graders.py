@@ -20,21 +20,22 @@ GRADER_TYPES = ("string_check", "text_similarity")
 METRICS = ("fuzzy_match", "bleu", "rouge_1", "rouge_2", "rouge_3", "rouge_4", "rouge_5", "rouge_l")
 
 
-class StringCheck(BaseModel):
+class _Grader(BaseModel):
+    """What every grader has: a unique name and two templates, the text graded and the reference."""
+
     model_config = ConfigDict(extra="forbid")
-    type: Literal["string_check"]
     name: str = Field(min_length=1, max_length=256)
     input: str
     reference: str
+
+
+class StringCheck(_Grader):
+    type: Literal["string_check"]
     operation: Literal["eq", "ne", "like", "ilike"]
 
 
-class TextSimilarity(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TextSimilarity(_Grader):
     type: Literal["text_similarity"]
-    name: str = Field(min_length=1, max_length=256)
-    input: str
-    reference: str
     evaluation_metric: Literal[METRICS]  # type: ignore[valid-type]
     pass_threshold: float = Field(default=0.5, ge=0, le=1)
 

@@ -29,30 +29,24 @@ class CustomDataSource(BaseModel):
     include_sample_schema: bool = True
 
 
-class EvalCreate(BaseModel):
+class EvalUpdate(BaseModel):
+    """``POST /v1/evals/{id}``: what can change after creation."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, max_length=256)
+    metadata: dict[str, str] | None = Field(default=None, json_schema_extra=METADATA_SCHEMA)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        return check_metadata(v)
+
+
+class EvalCreate(EvalUpdate):
     """``POST /v1/evals``. Unknown fields are rejected by name; graders are checked by ``parse_criteria``."""
 
-    model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, max_length=256)
     data_source_config: CustomDataSource
     testing_criteria: list[dict[str, Any]] = Field(min_length=1, max_length=32)
-    metadata: dict[str, str] | None = Field(default=None, json_schema_extra=METADATA_SCHEMA)
-
-    @field_validator("metadata")
-    @classmethod
-    def _metadata(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        return check_metadata(v)
-
-
-class EvalUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, max_length=256)
-    metadata: dict[str, str] | None = Field(default=None, json_schema_extra=METADATA_SCHEMA)
-
-    @field_validator("metadata")
-    @classmethod
-    def _metadata(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        return check_metadata(v)
 
 
 class EvalRecord(BaseModel):
