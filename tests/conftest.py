@@ -38,6 +38,22 @@ def tiny_model(sage_home: Path) -> Path:
     return build_tiny_model("sage-tiny")
 
 
+@pytest.fixture
+def wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """W&B in offline mode writing under this test's directory; returns where its runs go.
+
+    wandb keeps its settings (the run directory among them) in a process-wide singleton made at the first
+    ``wandb.init``, so a second test in the same pytest worker would write into the first one's directory:
+    the singleton is torn down before and after.
+    """
+    wandb = pytest.importorskip("wandb")
+    wandb.teardown()
+    for key, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}.items():
+        monkeypatch.setenv(key, value)
+    yield tmp_path / "wandb"
+    wandb.teardown()
+
+
 def write_jsonl(path: Path, records: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return path

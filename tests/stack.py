@@ -166,6 +166,7 @@ class Stack:
         self.serving_port = free_port()
         self.env["SAGE_SERVING_PORT"] = str(self.serving_port)
         self.env["SAGE_GATEWAY_SERVING_URL"] = f"http://127.0.0.1:{self.serving_port}"
+        self.env["SAGE_WORKER_SERVING_URL"] = f"http://127.0.0.1:{self.serving_port}"
         self.env.setdefault("SAGE_SERVING_CACHE_DIR", str(base_dir / "serving-cache"))
         self.env.setdefault("SAGE_SERVING_LOG_DIR", str(self.logs / "servers"))
         self.gateway: Proc | None = None

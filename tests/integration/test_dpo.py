@@ -141,14 +141,11 @@ def test_a_dpo_model_merges_to_the_same_answers(dpo_run: tuple[Any, Any], tmp_pa
 
 
 def test_dpo_reports_to_wandb_offline(tiny_model: Path, files: dict[str, Path], tmp_path: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    pytest.importorskip("wandb")
-    for key, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}.items():
-        monkeypatch.setenv(key, value)
+                                      wandb_offline: Path) -> None:  # fmt: skip
     cfg = config(tiny_model, files["prefs"], tmp_path / "out", method="dpo", num_train_epochs=1, report_to=["wandb"],
                  run_name="dpo", logging_steps=1)  # fmt: skip
     LoRATrainer(cfg).train()
-    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    runs = list(wandb_offline.glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
     history = next(runs[0].glob("*.wandb")).read_bytes()
     assert b"rewards/accuracies" in history  # DPO's own metrics reach the run

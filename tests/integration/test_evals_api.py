@@ -114,3 +114,97 @@ def test_another_tenant_sees_no_eval(clients: dict[str, openai.OpenAI]) -> None:
         with pytest.raises(openai.NotFoundError):
             call()
     assert acme.evals.retrieve(mine.id).name == "facts"  # untouched
+
+
+TEMPLATE = {"type": "template", "template": [{"role": "user", "content": "{{item.question}}"}]}
+
+
+def _rows(n: int) -> list[dict[str, Any]]:
+    return [{"item": {"question": f"q{i}", "answer": f"a{i}"}} for i in range(n)]
+
+
+def _run(client: openai.OpenAI, eval_id: str, source: dict[str, Any], **kw: Any) -> Any:
+    data_source = {"type": "completions", "model": "sage-tiny", "input_messages": TEMPLATE, "source": source,
+                   "sampling_params": {"temperature": 0, "max_completion_tokens": 8}, **kw}  # fmt: skip
+    return client.evals.runs.create(eval_id, name="r", data_source=data_source)  # type: ignore[arg-type]
+
+
+def test_runs_are_queued_read_listed_canceled_and_deleted(clients: dict[str, openai.OpenAI]) -> None:
+    """No worker here: runs stay queued, which is what cancel acts on."""
+    acme = clients["acme"]
+    ev = _create(acme)
+    run = _run(acme, ev.id, {"type": "file_content", "content": _rows(3)})
+    assert run.object == "eval.run" and run.id.startswith("evalrun-") and run.status == "queued"
+    assert run.model == "sage-tiny" and run.eval_id == ev.id and run.data_source.type == "completions"
+    assert run.result_counts.total == 3 and run.result_counts.passed == 0
+    assert [c.testing_criteria for c in run.per_testing_criteria_results] == ["exact", "rouge"]
+    other = _run(acme, ev.id, {"type": "file_content", "content": _rows(1)})
+    assert acme.evals.runs.retrieve(run.id, eval_id=ev.id).model_dump() == run.model_dump()
+    assert [r.id for r in acme.evals.runs.list(ev.id, order="asc").data] == [run.id, other.id]
+    assert [r.id for r in acme.evals.runs.list(ev.id, order="desc", limit=1).data] == [other.id]
+    canceled = acme.evals.runs.cancel(run.id, eval_id=ev.id)
+    assert canceled.status == "canceled" and acme.evals.runs.retrieve(run.id, eval_id=ev.id).status == "canceled"
+    assert [r.id for r in acme.evals.runs.list(ev.id, status="canceled").data] == [run.id]
+    assert acme.evals.runs.output_items.list(run.id, eval_id=ev.id).data == []
+    deleted = acme.evals.runs.delete(run.id, eval_id=ev.id)
+    assert deleted.deleted and deleted.run_id == run.id
+    with pytest.raises(openai.NotFoundError):
+        acme.evals.runs.retrieve(run.id, eval_id=ev.id)
+    acme.evals.delete(ev.id)  # its runs go with it
+    with pytest.raises(openai.NotFoundError):
+        acme.evals.runs.retrieve(other.id, eval_id=ev.id)
+
+
+@pytest.mark.parametrize(
+    ("change", "param", "fragment"),
+    [
+        ({"input_messages": {"type": "template", "template": [{"role": "user", "content": "{{item.questn}}"}]}},
+         "data_source.input_messages.template.0.content", "questn"),
+        ({"source": {"type": "file_content", "content": [{"item": {"question": "q"}}]}},
+         "data_source.source.content", "'answer' is a required property"),
+        ({"model": "ft:sage-tiny:nope:0123456789abcdef01234567"}, "data_source.model", "does not exist"),
+        ({"model": "sage-tni"}, "data_source.model", "no base model"),
+        ({"sampling_params": {"temperature": 3}}, "data_source.sampling_params.temperature", "2"),
+        ({"type": "responses"}, "data_source.type", "completions"),
+    ],
+)  # fmt: skip
+def test_bad_runs_get_a_4xx_naming_the_field(clients: dict[str, openai.OpenAI], change: dict[str, Any], param: str,
+                                             fragment: str) -> None:  # fmt: skip
+    acme = clients["acme"]
+    ev = _create(acme)
+    source = change.pop("source", {"type": "file_content", "content": _rows(2)})
+    status, err = _error(lambda: _run(acme, ev.id, source, **change))
+    assert status in (400, 404) and err["param"] == param and fragment in err["message"], err
+
+
+def test_a_run_file_is_checked_against_the_item_schema_by_line(clients: dict[str, openai.OpenAI]) -> None:
+    acme = clients["acme"]
+    ev = _create(acme)
+    lines = [{"item": {"question": "q0", "answer": "a0"}}, {"item": {"question": "q1"}}]
+    bad = acme.files.create(file=("loose.jsonl", "".join(json.dumps(r) + "\n" for r in lines).encode()),
+                            purpose="evals")  # fmt: skip
+    status, err = _error(lambda: _run(acme, ev.id, {"type": "file_id", "id": bad.id}))
+    assert status == 400 and err["param"] == "data_source.source.id", err
+    assert "line 2" in err["message"] and "'answer' is a required property" in err["message"]
+    train = acme.files.create(file=("t.jsonl", b'{"prompt": "a", "completion": "b"}\n'), purpose="fine-tune")
+    status, err = _error(lambda: _run(acme, ev.id, {"type": "file_id", "id": train.id}))
+    assert status == 400 and err["param"] == "data_source.source.id" and "'evals'" in err["message"]
+    good = acme.files.create(file=("ok.jsonl", json.dumps(lines[0]).encode() + b"\n"), purpose="evals")
+    assert _run(acme, ev.id, {"type": "file_id", "id": good.id}).result_counts.total == 1
+
+
+def test_another_tenant_sees_no_run(clients: dict[str, openai.OpenAI]) -> None:
+    acme, globex = clients["acme"], clients["globex"]
+    ev = _create(acme)
+    run = _run(acme, ev.id, {"type": "file_content", "content": _rows(1)})
+    theirs = _create(globex)
+    for call in (lambda: globex.evals.runs.retrieve(run.id, eval_id=ev.id),
+                 lambda: globex.evals.runs.list(ev.id),
+                 lambda: globex.evals.runs.cancel(run.id, eval_id=ev.id),
+                 lambda: globex.evals.runs.delete(run.id, eval_id=ev.id),
+                 lambda: globex.evals.runs.output_items.list(run.id, eval_id=ev.id),
+                 lambda: globex.evals.runs.retrieve(run.id, eval_id=theirs.id),
+                 lambda: globex.evals.runs.cancel(run.id, eval_id=theirs.id)):  # fmt: skip
+        with pytest.raises(openai.NotFoundError):
+            call()
+    assert acme.evals.runs.retrieve(run.id, eval_id=ev.id).status == "queued"  # untouched

@@ -129,16 +129,10 @@ def test_validation_report_uses_the_model_tokenizer(tiny_model: Path, tmp_path: 
     assert report["formats"] == {"text": 1, "qa": 1}
 
 
-def test_wandb_offline_run_is_recorded(
-    tiny_model: Path, qa_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    pytest.importorskip("wandb")
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    monkeypatch.setenv("WANDB_SILENT", "true")
+def test_wandb_offline_run_is_recorded(tiny_model: Path, qa_file: Path, tmp_path: Path, wandb_offline: Path) -> None:
     cfg = qa_config(tiny_model, qa_file, tmp_path / "out", num_train_epochs=1, report_to=["wandb"], run_name="t")
     result = LoRATrainer(cfg).train()
-    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    runs = list(wandb_offline.glob("offline-run-*"))
     assert result.global_step == 5 and len(runs) == 1
     assert list(runs[0].glob("*.wandb")), "the offline run holds its logged history"
     assert not (tmp_path / "out" / "logs").exists(), "tensorboard not requested"

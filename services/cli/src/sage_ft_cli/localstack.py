@@ -149,7 +149,8 @@ class LocalStack:
             sealed = {**env, "SAGE_SECRETS_KEY": _secrets_key(home)}  # gateway and worker only, never serving
             comps.append(self._start("gateway", "sage-ft-gateway", sealed, logs, f"{url}/healthz"))
             worker_port = _free_port()  # its /readyz is the readiness signal
-            worker_env = {**sealed, "SAGE_WORKER_NAME": "local-worker", "SAGE_WORKER_METRICS_PORT": str(worker_port)}
+            worker_env = {**sealed, "SAGE_WORKER_NAME": "local-worker", "SAGE_WORKER_METRICS_PORT": str(worker_port),
+                          "SAGE_WORKER_SERVING_URL": f"http://127.0.0.1:{serving_port}"}  # fmt: skip
             comps.append(self._start("worker", "sage-ft-worker", worker_env, logs,
                                      f"http://127.0.0.1:{worker_port}/readyz"))  # fmt: skip
             comps.append(self._start("serving", "sage-ft-serving", env, logs,

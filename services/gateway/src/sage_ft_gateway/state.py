@@ -10,6 +10,8 @@ from typing import Any
 import redis
 import redis.asyncio
 
+from sage_ft.evals.runstore import RunRecord as EvalRun
+from sage_ft.evals.runstore import RunStore
 from sage_ft.jobs import Job, JobStore
 from sage_ft.jobs.broker import TaskSender, broker_holds, queue_depth
 from sage_ft.jobs.secrets import SecretBox
@@ -26,6 +28,7 @@ class GatewayState:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.jobs = JobStore.from_url(settings.jobs.redis_url.get_secret_value(), settings.jobs.key_prefix)
+        self.eval_runs = RunStore(self.jobs)
         self.store: ObjectStore = make_store(settings.storage)
         self.auth = Authenticator(settings.gateway.auth_enabled, settings.gateway.key_table())
         self.metrics = GatewayMetrics()
@@ -69,11 +72,18 @@ class GatewayState:
     def enqueue_merge(self, tenant: str, model: str) -> None:
         self.tasks.merge(tenant, model)
 
+    def enqueue_eval(self, run: EvalRun) -> None:
+        self.tasks.evaluate(run.id, task_id=f"{run.id}.{uuid.uuid4().hex[:8]}")
+
     def in_broker(self, job_id: str) -> bool:
         return broker_holds(self._broker, [self.settings.jobs.train_queue], job_id)
 
+    def eval_in_broker(self, run_id: str) -> bool:
+        return broker_holds(self._broker, [self.settings.jobs.eval_queue], run_id)
+
     def queue_depths(self) -> dict[str, int]:
-        queues = {self.settings.jobs.train_queue, self.settings.jobs.merge_queue}
+        jobs = self.settings.jobs
+        queues = {jobs.train_queue, jobs.merge_queue, jobs.eval_queue}
         return {q: queue_depth(self._broker, q) for q in sorted(queues)}
 
     async def aclose(self) -> None:

@@ -32,7 +32,7 @@ class SageCelery(Celery):
 def create_app() -> SageCelery:
     app = SageCelery("sage_ft_worker")
     app.conf.update(celery_conf(WorkerContext().settings.jobs))
-    app.conf.update(include=["sage_ft_worker.tasks.train", "sage_ft_worker.tasks.merge"])
+    app.conf.update(include=[f"sage_ft_worker.tasks.{name}" for name in ("train", "merge", "evaluate")])
     return app
 
 

@@ -77,3 +77,12 @@ def serve(host: str, port: int) -> ThreadingHTTPServer | None:
     server = ThreadingHTTPServer((host, port), _Handler)
     threading.Thread(target=server.serve_forever, name="sage-worker-http", daemon=True).start()
     return server
+
+
+EVAL_ITEMS = Counter("sage_ft_eval_items_total", "Eval items this worker graded, by outcome.", ["status"])
+EVAL_ITEM_SECONDS = Histogram(
+    "sage_ft_eval_item_seconds",
+    "Time to answer and grade one eval item (the model server's answer included).",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+EVAL_RUNS = Counter("sage_ft_eval_runs_total", "Eval run attempts this worker ended, by outcome.", ["outcome"])

@@ -37,6 +37,13 @@ class WorkerSettings(BaseSettings):
         description="How long a finished training keeps retrying its publish through a storage outage (the lease "
         "is renewed meanwhile) before the attempt is handed back.",
     )  # fmt: skip
+    serving_url: str = Field(
+        default="http://127.0.0.1:8090", description="The serving service eval runs ask for answers (internal)."
+    )
+    eval_concurrency: int = Field(default=8, ge=1, le=256, description="Requests one eval run keeps in flight.")
+    eval_request_seconds: float = Field(
+        default=600.0, gt=0, description="How long one eval request may take, a model server's cold start included."
+    )
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port of this worker (0: off).")
     metrics_host: str = Field(default="127.0.0.1", description="Address the metrics endpoint binds to.")
     log_level: str = Field(default="INFO", description="Worker log level.")

@@ -15,6 +15,7 @@ from sage_ft.settings import JobSettings
 
 TRAIN_TASK = "sage_ft.train"
 MERGE_TASK = "sage_ft.merge"
+EVAL_TASK = "sage_ft.evaluate"
 _PRIORITY_SEP = "\x06\x16"
 _PRIORITY_STEPS = (3, 6, 9)  # kombu's redis transport: priority 0 uses the plain queue name
 
@@ -35,7 +36,11 @@ def celery_conf(settings: JobSettings) -> dict[str, Any]:
         "task_track_started": True,
         "worker_prefetch_multiplier": 1,
         "task_default_queue": settings.train_queue,
-        "task_routes": {TRAIN_TASK: {"queue": settings.train_queue}, MERGE_TASK: {"queue": settings.merge_queue}},
+        "task_routes": {
+            TRAIN_TASK: {"queue": settings.train_queue},
+            MERGE_TASK: {"queue": settings.merge_queue},
+            EVAL_TASK: {"queue": settings.eval_queue},
+        },
         "worker_send_task_events": False,
     }
 
@@ -55,6 +60,9 @@ class TaskSender:
 
     def merge(self, tenant: str, model: str) -> None:
         self.celery.send_task(MERGE_TASK, args=[tenant, model], queue=self.settings.merge_queue)
+
+    def evaluate(self, run_id: str, task_id: str) -> None:
+        self.celery.send_task(EVAL_TASK, args=[run_id], queue=self.settings.eval_queue, task_id=task_id)
 
 
 def _queue_keys(queue: str) -> list[str]:

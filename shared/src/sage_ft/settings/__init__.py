@@ -110,6 +110,7 @@ class JobSettings(BaseSettings):
     )  # fmt: skip
     train_queue: str = Field(default="gpu", description="Queue the train task goes to.")
     merge_queue: str = Field(default="cpu", description="Queue the merge task goes to.")
+    eval_queue: str = Field(default="cpu", description="Queue eval runs go to (they call serving; no GPU needed).")
 
     def broker(self) -> str:
         return (self.broker_url or self.redis_url).get_secret_value()

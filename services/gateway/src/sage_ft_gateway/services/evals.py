@@ -50,5 +50,12 @@ class EvalService:
         return record
 
     def delete(self, tenant: str, eval_id: str) -> dict[str, Any]:
-        self.evals.delete(self.get(tenant, eval_id))
+        """The eval and its runs (a worker on one of them finds its record gone and stops)."""
+        record = self.get(tenant, eval_id)
+        runs = self.state.eval_runs
+        for run_id in runs.run_ids(eval_id):
+            run = runs.get_for(tenant, eval_id, run_id)
+            if run is not None:
+                runs.delete(run)
+        self.evals.delete(record)
         return {"object": "eval.deleted", "deleted": True, "eval_id": eval_id}

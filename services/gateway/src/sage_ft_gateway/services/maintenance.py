@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from sage_ft.evals import runlife
 from sage_ft.jobs import lifecycle
 from sage_ft_gateway.state import GatewayState
 
@@ -14,13 +15,16 @@ log = logging.getLogger(__name__)
 def run_once(state: GatewayState) -> dict[str, list[str]]:
     period = state.settings.gateway.maintenance_seconds
     if not state.jobs.try_lock("maintenance", state.instance, ttl_s=max(period * 0.9, 0.5)):
-        return {"reaped": [], "reconciled": []}
+        return {"reaped": [], "reconciled": [], "eval_runs": []}
     reaped = lifecycle.reap(state.jobs, state.enqueue_train)
     reconciled = lifecycle.reconcile(state.jobs, state.enqueue_train, state.in_broker,
                                      state.settings.jobs.reconcile_after_seconds)  # fmt: skip
-    if reaped or reconciled:
-        log.warning("maintenance: re-queued %s, re-enqueued %s", reaped, reconciled)
-    return {"reaped": reaped, "reconciled": reconciled}
+    jobs = state.settings.jobs
+    runs = runlife.reap(state.eval_runs, state.enqueue_eval, jobs.max_attempts, state.eval_in_broker,
+                        jobs.reconcile_after_seconds)  # fmt: skip
+    if reaped or reconciled or runs:
+        log.warning("maintenance: re-queued %s, re-enqueued %s, eval runs re-queued %s", reaped, reconciled, runs)
+    return {"reaped": reaped, "reconciled": reconciled, "eval_runs": runs}
 
 
 async def loop(state: GatewayState) -> None:

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from sage_ft.jobs.model import Job, JobStatus
+from sage_ft.jobs.spec import local_model_dir
 from sage_ft.storage import Manifest, delete_model, list_models
 from sage_ft.storage.checkpoints import CHECKPOINT_NAME
 from sage_ft.storage.manifest import CorruptManifestError, not_found_message, resolve_model_name
@@ -84,6 +85,25 @@ class ModelService:
             raise ApiError(404, f"The model '{manifest.name}' is not available: {why}.", param="model",
                            code="model_not_found")  # fmt: skip
         return manifest
+
+    def check_evaluable(self, tenant: str, model: str, param: str) -> str:
+        """The name serving knows ``model`` by: a visible fine-tune (or alias, or checkpoint), or an installed base
+        (or a hub id); anything else is a 404 naming ``param``."""
+        store = self.state.tenant_store(tenant)
+        try:
+            manifest = resolve_model_name(store, model)
+        except CorruptManifestError as err:
+            raise ApiError(404, str(err), param=param, code="model_not_found") from None
+        if manifest is not None:
+            why = self.job_blocks(manifest)
+            if why is not None:
+                raise ApiError(404, f"The model '{manifest.name}' is not available: {why}.", param=param,
+                               code="model_not_found")  # fmt: skip
+            return model
+        if "/" in model or local_model_dir(self.state.settings.paths.resolved_models_root(), model) is not None:
+            return model
+        raise ApiError(404, not_found_message(store, model).replace("is not published.", "is not published, and no "
+                       "base model of that name is installed."), param=param, code="model_not_found")  # fmt: skip
 
     def get(self, tenant: str, model: str) -> dict[str, Any]:
         return model_object(self.resolve(tenant, model))

@@ -1,1 +1,3 @@
-"""Celery tasks: ``sage_ft.train`` and ``sage_ft.merge``. Arguments are ids only: no data, no secrets."""
+"""Celery tasks: ``sage_ft.train``, ``sage_ft.merge`` and ``sage_ft.evaluate``.
+
+Arguments are ids only: no data, no secrets."""

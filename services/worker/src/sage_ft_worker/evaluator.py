@@ -1,0 +1,235 @@
+"""One delivery of an eval run: ask serving for each item's answer, grade it, store it, with bounded concurrency.
+
+Serving is asked, not a model loaded here, so the vLLM server and its hot-loaded adapters are reused, and a base
+model and its fine-tunes share one server. The run's lease is renewed on a thread of its own; the reaper hands the
+run to another worker if this one dies. Items already graded are skipped (the store writes each index once), so a
+resumed run grades only the rest. A cancel (or the run's deletion) is seen after the next answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
+
+from sage_ft.evals import runlife
+from sage_ft.evals.graders import StringCheck, TextSimilarity
+from sage_ft.evals.items import load_rows
+from sage_ft.evals.runs import FileContentSource, RunRequest, criteria_of, output_item, prompt
+from sage_ft.evals.runstore import ACTIVE_RUN, RunRecord, RunStore
+from sage_ft.evals.store import EvalStore
+from sage_ft.jobs.model import now
+from sage_ft_worker import metrics
+from sage_ft_worker.context import WorkerContext
+
+log = logging.getLogger(__name__)
+_RETRY_STATUS = frozenset({429, 502, 503, 504})
+
+
+class ModelUnavailableError(Exception):
+    """Serving says the run's model does not exist (or is not the tenant's): no item can be answered."""
+
+
+class _Lease:
+    """Renews the run's lease every heartbeat; ``lost`` is set when it is someone else's or could not be renewed
+    for a whole lease."""
+
+    def __init__(self, runs: RunStore, run_id: str, owner: str, lease_s: float, every_s: float) -> None:
+        self.runs, self.run_id, self.owner, self.lease_s, self.every_s = runs, run_id, owner, lease_s, every_s
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{run_id}", daemon=True)
+
+    def __enter__(self) -> _Lease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        renewed = time.monotonic()
+        while not self._stop.wait(self.every_s):
+            try:
+                if not self.runs.renew(self.run_id, self.owner, self.lease_s):
+                    log.warning("eval run %s: lease lost; stopping", self.run_id)
+                    self.lost.set()
+                    return
+                renewed = time.monotonic()
+            except (redis.ConnectionError, redis.TimeoutError):
+                if time.monotonic() - renewed >= self.lease_s:
+                    self.lost.set()
+                    return
+
+
+def _retryable(err: BaseException) -> bool:
+    if isinstance(err, httpx.HTTPStatusError):
+        return err.response.status_code in _RETRY_STATUS
+    return isinstance(err, httpx.TransportError)
+
+
+class EvalRunner:
+    def __init__(self, ctx: WorkerContext, run_id: str) -> None:
+        self.ctx, self.run_id = ctx, run_id
+        self.runs = RunStore(ctx.jobs)
+        self.settings = ctx.settings.worker
+        self.owner = self.settings.name
+
+    def run(self) -> str:
+        current = self.runs.get(self.run_id)
+        if current is None or current.status not in ACTIVE_RUN:
+            metrics.DUPLICATE_DELIVERIES.inc()
+            return current.status if current else "deleted"
+        jobs = self.ctx.settings.jobs
+        if not self.runs.claim(self.run_id, self.owner, jobs.lease_seconds):
+            metrics.DUPLICATE_DELIVERIES.inc()
+            return "taken"
+        try:
+            with _Lease(self.runs, self.run_id, self.owner, jobs.lease_seconds, jobs.heartbeat_seconds) as lease:
+                run = runlife.start(self.runs, self.run_id)
+                outcome = self._execute(run, lease) if run is not None else "gone"
+        except KeyError:
+            outcome = "deleted"  # the run (or its eval) was deleted while it ran
+        finally:
+            self.runs.release(self.run_id, self.owner)
+        metrics.EVAL_RUNS.labels(outcome).inc()
+        return outcome
+
+    def _fail(self, code: str, message: str) -> str:
+        runlife.finish(self.runs, self.run_id, "failed", {"code": code, "message": message})
+        self.runs.add_event(self.run_id, message, level="error", type="failed")
+        return "failed"
+
+    def _execute(self, run: RunRecord, lease: _Lease) -> str:
+        record = EvalStore(self.ctx.jobs).get(run.tenant, run.eval_id)
+        if record is None:
+            return self._fail("eval_not_found", f"The eval {run.eval_id} was deleted.")
+        request = RunRequest.model_validate({"data_source": run.data_source})
+        scratch = Path(tempfile.mkdtemp(prefix="eval-", dir=self._work_dir()))
+        try:
+            rows = self._rows(run, request, record.item_schema, scratch)
+        except Exception as err:  # the file vanished or no longer matches: nothing can be graded
+            return self._fail("invalid_file", f"The run's rows could not be read: {err}")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        done = self.runs.done_indices(self.run_id)
+        todo = [i for i in range(len(rows)) if i not in done]
+        self.runs.add_event(self.run_id, f"attempt {run.attempts} on {self.owner}: {len(done)} of {len(rows)} items "
+                            f"already graded, {len(todo)} to go", type="started",
+                            data={"attempt": run.attempts, "done": len(done), "total": len(rows)})  # fmt: skip
+        criteria = criteria_of(record.testing_criteria)
+        try:
+            stopped = self._grade_all(run, request, criteria, rows, todo, lease)
+        except ModelUnavailableError as err:
+            return self._fail("model_not_found", str(err))
+        if stopped:
+            return stopped
+        ended = runlife.finish(self.runs, self.run_id, "completed")
+        counts = self.runs.counts(self.run_id)
+        self.runs.add_event(self.run_id, f"run {ended.status}: {counts.get('passed', 0)} passed, "
+                            f"{counts.get('failed', 0)} failed, {counts.get('errored', 0)} errored",
+                            type=ended.status, data=counts)  # fmt: skip
+        return ended.status
+
+    def _work_dir(self) -> Path:
+        work = self.ctx.settings.work_dir
+        work.mkdir(parents=True, exist_ok=True)
+        return work
+
+    def _rows(self, run: RunRecord, request: RunRequest, schema: dict[str, Any], scratch: Path) -> list[dict]:
+        source = request.data_source.source
+        if isinstance(source, FileContentSource):
+            return source.content
+        path = self.ctx.tenant_store(run.tenant).get_file(f"files/{source.id}", scratch / "rows.jsonl")
+        return load_rows(path, schema)
+
+    def _grade_all(self, run: RunRecord, request: RunRequest, criteria: list[StringCheck | TextSimilarity],
+                   rows: list[dict], todo: list[int], lease: _Lease) -> str | None:  # fmt: skip
+        """Grade ``todo`` with at most ``eval_concurrency`` answers in flight; the reason it stopped early, if it
+        did (canceled, deleted, lease lost)."""
+        limit = self.settings.eval_concurrency
+        pending: set[Future[tuple[int, dict[str, Any]]]] = set()
+        queue = iter(todo)
+        stopped: str | None = None
+        headers = {"X-Sage-Tenant": run.tenant}
+        timeout = httpx.Timeout(self.settings.eval_request_seconds, connect=10.0)
+        with httpx.Client(base_url=self.settings.serving_url, headers=headers, timeout=timeout) as client, \
+                ThreadPoolExecutor(max_workers=limit, thread_name_prefix=f"eval-{run.id}") as pool:  # fmt: skip
+            while True:
+                while stopped is None and len(pending) < limit and (index := next(queue, None)) is not None:
+                    pending.add(pool.submit(self._grade_one, client, run, request, criteria, index, rows[index]))
+                if not pending:
+                    break
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    index, item = future.result()  # ModelUnavailableError ends the run
+                    if self.runs.add_item(self.run_id, index, item):
+                        metrics.EVAL_ITEMS.labels(item["status"]).inc()
+                current = self.runs.get(self.run_id)
+                if current is None:
+                    stopped = "deleted"
+                elif current.status != "in_progress":
+                    stopped = current.status
+                elif lease.lost.is_set():
+                    stopped = "lease lost"
+        return stopped
+
+    def _grade_one(self, client: httpx.Client, run: RunRecord, request: RunRequest,
+                   criteria: list[StringCheck | TextSimilarity], index: int,
+                   row: dict[str, Any]) -> tuple[int, dict[str, Any]]:  # fmt: skip
+        item = row["item"]
+        messages = prompt(request, item)
+        params = request.data_source.sampling_params
+        body: dict[str, Any] = {"model": run.model, "messages": messages, "temperature": params.temperature,
+                                "top_p": params.top_p, "max_tokens": params.max_completion_tokens}  # fmt: skip
+        if params.seed is not None:
+            body["seed"] = params.seed
+        started = time.perf_counter()
+        text, error, extra = None, None, {}
+        try:
+            answer = self._ask(client, body)
+            choice = answer["choices"][0]
+            text = choice["message"].get("content") or ""
+            extra = {"finish_reason": choice.get("finish_reason"), "usage": answer.get("usage")}
+        except httpx.HTTPStatusError as err:
+            if err.response.status_code == 404:
+                raise ModelUnavailableError(f"Serving does not know the model '{run.model}': "
+                                            f"{_message(err.response)}") from None  # fmt: skip
+            error = f"serving answered {err.response.status_code}: {_message(err.response)}"
+        except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as err:
+            error = f"{type(err).__name__}: {err}"
+        out = output_item(criteria, index, item, messages, text, run.model, error)
+        out["created_at"] = int(now())
+        out["sample"].update(extra, max_completion_tokens=params.max_completion_tokens,
+                             temperature=params.temperature, top_p=params.top_p, seed=params.seed)  # fmt: skip
+        metrics.EVAL_ITEM_SECONDS.observe(time.perf_counter() - started)
+        return index, out
+
+    def _ask(self, client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
+        """One chat completion; a model server still starting (503), a full queue (429) or a dropped connection is
+        retried until ``eval_request_seconds`` have passed."""
+        for attempt in Retrying(retry=retry_if_exception(_retryable), reraise=True,
+                                stop=stop_after_delay(self.settings.eval_request_seconds),
+                                wait=wait_exponential(multiplier=0.5, max=5)):  # fmt: skip
+            with attempt:
+                resp = client.post("/v1/chat/completions", json=body)
+                resp.raise_for_status()
+                answer: dict[str, Any] = resp.json()
+        return answer
+
+
+def _message(resp: httpx.Response) -> str:
+    try:
+        return str(resp.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return resp.text[:300]

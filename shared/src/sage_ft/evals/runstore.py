@@ -1,0 +1,218 @@
+"""Eval runs in Redis, with the durability of jobs: the run record, its graded items, counts, lease and events.
+
+- ``{p}:evalrun:<id>``: the record (JSON); every change is a compare-and-set like a job's.
+- ``{p}:evalrun:<id>:items``: graded items by index. An item is written once (HSETNX) and its counts go up in the
+  same Lua call, so a worker that resumes a run, or a stale one still finishing, can never grade an item twice.
+- ``{p}:evalrun:<id>:lease``: the worker running it; the gateway's reaper re-queues a run whose lease ran out.
+- ``{p}:eval:<eval_id>:runs``: the eval's runs by creation time; ``{p}:evalruns:active``: the unfinished ones.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from pydantic import BaseModel, ConfigDict, Field
+
+from sage_ft.jobs.model import now
+from sage_ft.jobs.store import JobStore, event_record
+
+ACTIVE_RUN = ("queued", "in_progress")
+_SEP = "\x1f"
+_ADD_ITEM = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+for i = 3, #ARGV do redis.call('HINCRBY', KEYS[2], ARGV[i], 1) end
+return 1
+"""
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class RunRecord(BaseModel):
+    """One run of an eval as the store keeps it; ``to_openai`` decides what a caller sees."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    eval_id: str
+    tenant: str
+    name: str
+    model: str
+    data_source: dict[str, Any]
+    metadata: dict[str, str] | None = None
+    criteria: list[str] = Field(default_factory=list)  # grader names, in order, for per-criteria counts
+    status: str = "queued"
+    created_at: float = Field(default_factory=now)
+    enqueued_at: float = Field(default_factory=now)
+    started_at: float | None = None
+    finished_at: float | None = None
+    total: int | None = None
+    attempts: int = 0
+    error: dict[str, str] | None = None
+
+    def to_openai(self, counts: dict[str, int]) -> dict[str, Any]:
+        per = [{"testing_criteria": n, "passed": counts.get(f"{n}{_SEP}passed", 0),
+                "failed": counts.get(f"{n}{_SEP}failed", 0)} for n in self.criteria]  # fmt: skip
+        done = {k: counts.get(k, 0) for k in ("errored", "failed", "passed")}
+        return {
+            "object": "eval.run", "id": self.id, "eval_id": self.eval_id, "name": self.name, "model": self.model,
+            "status": self.status, "created_at": int(self.created_at), "data_source": self.data_source,
+            "metadata": self.metadata or {}, "error": self.error,
+            "report_url": f"/v1/evals/{self.eval_id}/runs/{self.id}/output_items",
+            "result_counts": {"total": self.total if self.total is not None else sum(done.values()), **done},
+            "per_testing_criteria_results": per, "per_model_usage": [],
+        }  # fmt: skip
+
+
+def item_id(run_id: str, index: int) -> str:
+    return f"outputitem-{run_id.removeprefix('evalrun-')}-{index}"
+
+
+def item_index(run_id: str, output_item_id: str) -> int | None:
+    """The index an output item id names, if it is one of ``run_id``'s."""
+    head, _, tail = output_item_id.rpartition("-")
+    return int(tail) if head == f"outputitem-{run_id.removeprefix('evalrun-')}" and tail.isdigit() else None
+
+
+class RunStore:
+    def __init__(self, jobs: JobStore) -> None:
+        self.r: Any = jobs.r
+        self.p = jobs.p
+        self._add_item = self.r.register_script(_ADD_ITEM)
+        self._renew = self.r.register_script(_RENEW)
+        self._release = self.r.register_script(_RELEASE)
+
+    # -- keys ------------------------------------------------------------------------------------------------------
+
+    def _key(self, run_id: str, part: str = "") -> str:
+        return f"{self.p}:evalrun:{run_id}{':' + part if part else ''}"
+
+    def _index(self, eval_id: str) -> str:
+        return f"{self.p}:eval:{eval_id}:runs"
+
+    @property
+    def _active(self) -> str:
+        return f"{self.p}:evalruns:active"
+
+    # -- records ---------------------------------------------------------------------------------------------------
+
+    def create(self, record: RunRecord) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.set(self._key(record.id), record.model_dump_json())
+        pipe.zadd(self._index(record.eval_id), {record.id: record.created_at})
+        pipe.sadd(self._active, record.id)
+        pipe.rpush(self._key(record.id, "events"), json.dumps(event_record("run queued", type="queued")))
+        pipe.execute()
+
+    def get(self, run_id: str) -> RunRecord | None:
+        raw = self.r.get(self._key(run_id))
+        return RunRecord.model_validate_json(raw) if raw else None
+
+    def get_for(self, tenant: str, eval_id: str, run_id: str) -> RunRecord | None:
+        """The run if it is ``eval_id``'s and ``tenant``'s; anything else looks exactly like a missing one."""
+        run = self.get(run_id)
+        return run if run is not None and run.tenant == tenant and run.eval_id == eval_id else None
+
+    def update(self, run_id: str, rule: Callable[[RunRecord], RunRecord | None]) -> RunRecord:
+        """Compare-and-set: ``rule`` gets the current record and returns the new one (None: leave it)."""
+        key = self._key(run_id)
+        while True:
+            with self.r.pipeline() as pipe:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        raise KeyError(run_id)
+                    current = RunRecord.model_validate_json(raw)
+                    new = rule(current.model_copy(deep=True))
+                    if new is None:
+                        pipe.unwatch()
+                        return current
+                    pipe.multi()
+                    pipe.set(key, new.model_dump_json())
+                    (pipe.sadd if new.status in ACTIVE_RUN else pipe.srem)(self._active, run_id)
+                    pipe.execute()
+                    return new
+                except redis.WatchError:
+                    continue
+
+    def page(self, eval_id: str, *, after: str | None, limit: int, newest_first: bool,
+             status: str | None = None) -> tuple[list[RunRecord], bool]:  # fmt: skip
+        ids: list[str] = (self.r.zrevrange if newest_first else self.r.zrange)(self._index(eval_id), 0, -1)
+        if after is not None:
+            ids = ids[ids.index(after) + 1 :] if after in ids else []
+        raws = self.r.mget([self._key(i) for i in ids]) if ids else []
+        runs = [RunRecord.model_validate_json(r) for r in raws if r]
+        runs = [r for r in runs if status is None or r.status == status]
+        return runs[:limit], len(runs) > limit
+
+    def run_ids(self, eval_id: str) -> list[str]:
+        return list(self.r.zrange(self._index(eval_id), 0, -1))
+
+    def delete(self, run: RunRecord) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(*(self._key(run.id, part) for part in ("", "items", "counts", "lease", "events")))
+        pipe.zrem(self._index(run.eval_id), run.id)
+        pipe.srem(self._active, run.id)
+        pipe.execute()
+
+    def active_ids(self) -> list[str]:
+        return sorted(self.r.smembers(self._active))
+
+    # -- items -----------------------------------------------------------------------------------------------------
+
+    def add_item(self, run_id: str, index: int, item: dict[str, Any]) -> bool:
+        """Store one graded item and count it, unless that index is already graded (then nothing changes)."""
+        outcome = {"error": "errored", "fail": "failed", "pass": "passed"}[item["status"]]
+        bumps = [outcome, *(f"{r['name']}{_SEP}{'passed' if r['passed'] else 'failed'}" for r in item["results"])]
+        keys = [self._key(run_id, "items"), self._key(run_id, "counts")]
+        return bool(self._add_item(keys=keys, args=[index, json.dumps(item), *bumps]))
+
+    def done_indices(self, run_id: str) -> set[int]:
+        return {int(i) for i in self.r.hkeys(self._key(run_id, "items"))}
+
+    def counts(self, run_id: str) -> dict[str, int]:
+        return {k: int(v) for k, v in self.r.hgetall(self._key(run_id, "counts")).items()}
+
+    def counts_many(self, run_ids: list[str]) -> list[dict[str, int]]:
+        pipe = self.r.pipeline(transaction=False)
+        for run_id in run_ids:
+            pipe.hgetall(self._key(run_id, "counts"))
+        return [{k: int(v) for k, v in got.items()} for got in pipe.execute()]
+
+    def items(self, run_id: str) -> dict[int, dict[str, Any]]:
+        return {int(i): json.loads(raw) for i, raw in self.r.hgetall(self._key(run_id, "items")).items()}
+
+    def item(self, run_id: str, index: int) -> dict[str, Any] | None:
+        raw = self.r.hget(self._key(run_id, "items"), index)
+        return json.loads(raw) if raw else None
+
+    # -- lease and events ------------------------------------------------------------------------------------------
+
+    def claim(self, run_id: str, owner: str, lease_s: float) -> bool:
+        """Take the run's lease (or keep it, if ``owner`` holds it already)."""
+        key = self._key(run_id, "lease")
+        return bool(self.r.set(key, owner, nx=True, px=int(lease_s * 1000)) or self.renew(run_id, owner, lease_s))
+
+    def renew(self, run_id: str, owner: str, lease_s: float) -> bool:
+        return bool(self._renew(keys=[self._key(run_id, "lease")], args=[owner, int(lease_s * 1000)]))
+
+    def release(self, run_id: str, owner: str) -> None:
+        self._release(keys=[self._key(run_id, "lease")], args=[owner])
+
+    def leased(self, run_id: str) -> bool:
+        return bool(self.r.exists(self._key(run_id, "lease")))
+
+    def add_event(self, run_id: str, message: str, *, level: str = "info", type: str = "message",
+                  data: dict[str, Any] | None = None) -> None:  # fmt: skip
+        self.r.rpush(self._key(run_id, "events"), json.dumps(event_record(message, level=level, type=type, data=data)))
+
+    def events(self, run_id: str) -> list[dict[str, Any]]:
+        return [json.loads(raw) for raw in self.r.lrange(self._key(run_id, "events"), 0, -1)]
