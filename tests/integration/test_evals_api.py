@@ -208,3 +208,16 @@ def test_another_tenant_sees_no_run(clients: dict[str, openai.OpenAI]) -> None:
         with pytest.raises(openai.NotFoundError):
             call()
     assert acme.evals.runs.retrieve(run.id, eval_id=ev.id).status == "queued"  # untouched
+
+
+def test_a_holdout_and_a_validation_file_are_one_too_many(clients: dict[str, openai.OpenAI]) -> None:
+    acme = clients["acme"]
+    row = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}
+    data = acme.files.create(file=("t.jsonl", json.dumps(row).encode() + b"\n"), purpose="fine-tune")
+    status, err = _error(lambda: acme.fine_tuning.jobs.create(model="sage-tiny", training_file=data.id,
+                                                              validation_file=data.id,
+                                                              extra_body={"eval": {"holdout": 0.1}}))  # fmt: skip
+    assert status == 400 and err["param"] == "eval.holdout", err
+    status, err = _error(lambda: acme.fine_tuning.jobs.create(model="sage-tiny", training_file=data.id,
+                                                              extra_body={"eval": {"holdout": 0.7}}))  # fmt: skip
+    assert status == 400 and err["param"] == "eval.holdout", err

@@ -2,7 +2,7 @@
 
 The documented API works with no service running::
 
-    from sage_ft import LoRATrainer, TrainingConfig, PresetConfigs, LoRAConfig
+    from sage_ft import LoRATrainer, TrainingConfig, PresetConfigs, LoRAConfig, evaluate
 
 Config, presets and data validation import without torch; ``LoRATrainer`` and ``merge_adapter`` load the
 ``train`` extra on first use.
@@ -17,6 +17,7 @@ from sage_ft.errors import ConfigError, DataError, MergeError, ModelNotFoundErro
 from sage_ft.presets import PresetConfigs
 
 if TYPE_CHECKING:
+    from sage_ft.evals.local import evaluate
     from sage_ft.training import LoRATrainer, merge_adapter
 
 __all__ = [
@@ -32,12 +33,17 @@ __all__ = [
     "SageFTError",
     "TrainingConfig",
     "TrainingOOMError",
+    "evaluate",
     "merge_adapter",
 ]
 _LAZY = {"LoRATrainer", "merge_adapter", "build_tiny_model"}
 
 
 def __getattr__(name: str) -> Any:
+    if name == "evaluate":
+        from sage_ft.evals.local import evaluate
+
+        return evaluate
     if name in _LAZY:
         try:
             from sage_ft import training

@@ -57,6 +57,12 @@ class TrainingConfig(BaseModel):
     output_dir: str = Field(default="./output", description="Where adapter, checkpoints and logs are written.")
     validation_file: str | None = Field(default=None, description="Separate validation data file.")
     validation_split: float = Field(default=0.0, ge=0.0, lt=0.5, description="Share of the training data held out.")
+    eval_items: int = Field(
+        default=0, ge=0, le=10_000,
+        description="After training, answer up to this many held-out records with the fine-tune and its base and "
+        "score both (exact, token F1, ROUGE-L) with the held-out loss (0: off; needs validation data).",
+    )  # fmt: skip
+    eval_max_new_tokens: int = Field(default=64, ge=1, le=4096, description="Answer length of that evaluation.")
 
     num_train_epochs: float = Field(default=3.0, gt=0)
     max_steps: int = Field(default=-1, description="If > 0, overrides num_train_epochs.")

@@ -15,6 +15,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,7 +27,7 @@ from sage_ft.storage import IntegrityError, ObjectStore
 from sage_ft.storage.manifest import Manifest, not_found_message
 from sage_ft.storage.merges import clear_merge_failure, merge_failure
 from sage_ft.storage.scoped import tenant_store
-from sage_ft_serving import artifacts, embeddings
+from sage_ft_serving import artifacts, bases, embeddings
 from sage_ft_serving.artifacts import ArtifactError
 from sage_ft_serving.engines import ENGINES, Engine, choose_engine, make_engine, servers_get_gpus
 from sage_ft_serving.launchers import Launcher, ServerHandle, ServerSpec
@@ -58,6 +59,8 @@ class DeploymentManager:
     async def resolve(self, tenant: str, name: str) -> Manifest:
         store = tenant_store(self.store, tenant)
         manifest = await run_in_threadpool(artifacts.resolve, store, name)
+        if manifest is None:  # an installed base model, asked for by its own name
+            manifest = bases.base_manifest(self.settings.paths.resolved_models_root(), name)
         if manifest is None:
             message = await run_in_threadpool(not_found_message, store, name)
             raise ApiError(404, message, param="model", code="model_not_found")
@@ -90,6 +93,8 @@ class DeploymentManager:
         base_dir = local_model_dir(self.settings.paths.resolved_models_root(), manifest.base_model)
         store = tenant_store(self.store, tenant)
         try:
+            if base_dir is not None and bases.is_base(manifest):
+                return await run_in_threadpool(bases.base_plan, engine, base_dir, self.limits())
             inputs = await run_in_threadpool(artifacts.plan_inputs, store, manifest, base_dir)
             return make_plan(engine.hot_loads, inputs, self.limits())
         except NotServableError as err:
@@ -137,6 +142,9 @@ class DeploymentManager:
         started = time.monotonic()
         plan = dep.plan
         try:
+            if bases.is_base(manifest):
+                await self._bring_up_base(dep, manifest, engine)
+                return
             if plan.part == "merged" and "merged" not in manifest.parts:
                 manifest = await self._merge(dep.tenant, manifest, plan.reason)
             store = tenant_store(self.store, dep.tenant)
@@ -169,6 +177,17 @@ class DeploymentManager:
             dep.fail("deploy_failed", f"{type(err).__name__}: {err}")
         finally:
             self._count()
+
+    async def _bring_up_base(self, dep: Deployment, manifest: Manifest, engine: Engine) -> None:
+        started = time.monotonic()
+        base_ref = self._base_ref(manifest)
+        artifact = bases.base_artifact(manifest, Path(base_ref))
+        server, dep.engine_model = await bases.server_for(self, engine, artifact, base_ref, dep.plan)
+        server.models[(dep.tenant, dep.model)] = dep.engine_model
+        server.last_used = time.monotonic()
+        dep.server_key, dep.state, dep.ready_at = server.key, "ready", time.time()
+        dep.cold_start_seconds = round(time.monotonic() - started, 3)
+        log.info("serving base model %s on %s", dep.model, server.handle.name)
 
     def _base_ref(self, manifest: Manifest) -> str:
         """The base model as an engine loads it: a directory under the models root, or a hub id."""
@@ -339,8 +358,8 @@ class DeploymentManager:
         engine = make_engine(server.engine, self.settings)
         async with server.lock:
             engine_model = server.models.pop((dep.tenant, dep.model), None)
-            server.attached.pop((dep.tenant, dep.model), None)
-            if engine_model and server.hot_loads and server.models and server.state == "ready":
+            attached = server.attached.pop((dep.tenant, dep.model), None)  # None for a base: nothing to unload
+            if engine_model and attached and server.hot_loads and server.models and server.state == "ready":
                 try:
                     await engine.detach(self.client, server.handle, engine_model)
                     self.metrics.adapter_unloads.inc()

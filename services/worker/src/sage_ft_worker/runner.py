@@ -31,7 +31,7 @@ from sage_ft.storage import ObjectStore, publish_model
 from sage_ft.storage.base import PreconditionFailedError
 from sage_ft.storage.checkpoints import committed_steps, delete_checkpoints, fetch_checkpoint, upload_checkpoint
 from sage_ft.storage.manifest import PublishFencedError, collect_garbage, delete_model
-from sage_ft_worker import metrics
+from sage_ft_worker import job_eval, metrics
 from sage_ft_worker.context import WorkerContext
 from sage_ft_worker.launcher import launch, trainer_command
 from sage_ft_worker.lease import REDIS_DOWN, LeaseKeeper
@@ -359,24 +359,32 @@ class TrainRunner:
         assert keeper is not None
         self._flush(run)
         jobs.add_event(job.id, f"Publishing {name} (attempt {job.attempt})")
+        evaluation = job_eval.record(jobs, job, name, result["evaluation"]) if result.get("evaluation") else None
         try:
             publish_with_retries(lambda: publish_model(
                 run.store, name, parts, base_model=job.root_model, job_id=job.id,
                 alias=run.spec.name, training=run.extra.get("config", {}),
                 metrics={"train_loss": result.get("train_loss"), "global_step": result["global_step"],
-                         "trained_tokens": result.get("trained_tokens"), **run.latest},
+                         "trained_tokens": result.get("trained_tokens"), **run.latest,
+                         **({"evaluation": evaluation} if evaluation else {})},
                 scope=f"attempts/{job.attempt}", attempt=job.attempt, fence=keeper.holds, parent=job.parent_model,
             ), keeper, self.ctx.settings.worker.publish_retry_seconds, job.id)  # fmt: skip
-        except (PublishFencedError, PreconditionFailedError) as err:
+        except BaseException as err:
+            job_eval.discard(jobs, evaluation, job.tenant)
+            if not isinstance(err, PublishFencedError | PreconditionFailedError):
+                raise
             log.warning("job %s: attempt %d lost its lease before committing; nothing visible: %s",
                         job.id, job.attempt, err)  # fmt: skip
             return "lease lost"
         done = lifecycle.finish(jobs, job.id, self.owner, JobStatus.SUCCEEDED, fine_tuned_model=name,
                                 trained_tokens=result.get("trained_tokens"), step=result["global_step"],
-                                total_steps=result["total_steps"])  # fmt: skip
+                                total_steps=result["total_steps"], evaluation=evaluation)  # fmt: skip
         if done is None:  # committed, but the job is not ours: hidden until its holder commits over it
             log.warning("job %s: committed %s but the lease had moved on", job.id, name)
+            job_eval.discard(jobs, evaluation, job.tenant)
             return "lease lost"
+        if evaluation:
+            jobs.add_event(job.id, job_eval.describe(evaluation), data=evaluation)
         removed = collect_garbage(run.store, name)  # final: superseded attempts and crash leftovers go
         if removed:
             log.info("job %s: removed %d superseded objects of %s", job.id, removed, name)

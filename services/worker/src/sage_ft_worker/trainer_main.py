@@ -122,6 +122,7 @@ def run(workdir: Path) -> tuple[dict[str, Any], int]:
         "trained_tokens": tokens,
         "resumed_from": result.resumed_from,
         "stop_latency_steps": progress.stop_latency_steps,
+        "evaluation": result.evaluation,
     }, 0
 
 

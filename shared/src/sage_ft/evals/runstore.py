@@ -104,11 +104,14 @@ class RunStore:
     # -- records ---------------------------------------------------------------------------------------------------
 
     def create(self, record: RunRecord) -> None:
+        """A new run: queued for a worker, or already finished (a job's held-out evaluation, graded in training)."""
         pipe = self.r.pipeline(transaction=True)
         pipe.set(self._key(record.id), record.model_dump_json())
         pipe.zadd(self._index(record.eval_id), {record.id: record.created_at})
-        pipe.sadd(self._active, record.id)
-        pipe.rpush(self._key(record.id, "events"), json.dumps(event_record("run queued", type="queued")))
+        if record.status in ACTIVE_RUN:
+            pipe.sadd(self._active, record.id)
+        event = event_record(f"run {record.status}", type=record.status)
+        pipe.rpush(self._key(record.id, "events"), json.dumps(event))
         pipe.execute()
 
     def get(self, run_id: str) -> RunRecord | None:

@@ -69,6 +69,9 @@ class Job(BaseModel):
     parent_model: str | None = Field(default=None, description="The fine-tuned model or checkpoint whose adapter "
                                      "training starts from.")  # fmt: skip
     fine_tuned_model: str | None = None
+    evaluation: dict[str, Any] | None = Field(
+        default=None, description="The fine-tune vs its base on held-out records (a summary, with eval run ids)."
+    )
     error: JobError | None = None
     trained_tokens: int | None = None
     step: int = 0
@@ -134,6 +137,7 @@ class Job(BaseModel):
             "attempt": self.attempt,
             "base_model": self.root_model,
             "parent_model": self.parent_model,
+            "evaluation": self.evaluation,
         }
 
 

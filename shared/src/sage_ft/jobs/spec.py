@@ -150,6 +150,20 @@ def check_metadata(v: dict[str, str] | None) -> dict[str, str] | None:
     return v
 
 
+AUTO_EVAL_ITEMS = 50  # held-out records answered by the fine-tune and its base at the end of a job
+
+
+class JobEval(BaseModel):
+    """``extra_body={"eval": {...}}``: the evaluation at the end of the job (on by default with a validation file)."""
+
+    model_config = ConfigDict(extra="forbid")
+    holdout: float | None = Field(
+        default=None, gt=0, lt=0.5, description="Share of the training records held out (instead of a validation file)."
+    )
+    max_items: int = Field(default=AUTO_EVAL_ITEMS, ge=0, le=1000, description="Held-out records answered (0: off).")
+    max_new_tokens: int = Field(default=64, ge=1, le=4096, description="Answer length.")
+
+
 class JobRequest(BaseModel):
     """``POST /v1/fine_tuning/jobs``. Unknown fields are rejected by name. The JSON schema carries every rule the
     validators apply (patterns, ranges, enums), so a request the schema allows is one the API accepts."""
@@ -183,6 +197,7 @@ class JobRequest(BaseModel):
     config: ConfigOverrides | None = None  # type: ignore[valid-type]  # any other TrainingConfig field
     from_checkpoint: str | None = Field(default=None, description="Start from an earlier job's checkpoint.",
                                         json_schema_extra={"pattern": CHECKPOINT_ID.pattern})  # fmt: skip
+    eval: JobEval | None = None
 
     @field_validator("config", mode="before")
     @classmethod
@@ -312,6 +327,14 @@ def build_training_config(request: JobRequest, *, preset: str, data_path: str | 
             values[field] = value
     if request.lora is not None:
         values["lora"] = request.lora
+    settings = request.eval or JobEval()
+    if settings.holdout:
+        if validation_path:
+            raise ConfigError("eval.holdout: the job has a validation_file; hold records out or give one, not both",
+                              param="eval.holdout")  # fmt: skip
+        values["validation_split"] = settings.holdout
+    if validation_path or settings.holdout:
+        values.update(eval_items=settings.max_items, eval_max_new_tokens=settings.max_new_tokens)
     if init_adapter is not None:
         values["lora"] = init_adapter_shape(Path(init_adapter))  # training continues that adapter: its shape
     try:

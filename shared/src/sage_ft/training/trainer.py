@@ -29,6 +29,7 @@ from sage_ft.fsutil import atomic_directory
 from sage_ft.training.callbacks import TrainingCallback, _HFBridge
 from sage_ft.training.chat import encode_conversation, token_counter
 from sage_ft.training.checkpoints import latest_checkpoint
+from sage_ft.training.holdout import evaluate_holdout
 from sage_ft.training.loading import load_model, load_tokenizer, plan_runtime, resolve_model
 from sage_ft.training.sft import SageSFTTrainer
 
@@ -46,6 +47,7 @@ class TrainResult:
     resumed_from: str | None
     metrics: dict[str, float] = field(default_factory=dict)
     log_history: list[dict[str, Any]] = field(default_factory=list)
+    evaluation: dict[str, Any] | None = None  # fine-tune vs base on held-out records (``config.eval_items``)
 
     @property
     def losses(self) -> list[float]:
@@ -63,6 +65,7 @@ class LoRATrainer:
         if config.init_adapter:
             self.config = config = config.update(lora=init_adapter_shape(Path(config.init_adapter)))
         self._tokenizer: Any = None
+        self.holdout: list[Any] = []  # the held-out conversations (validation file or split), once datasets are built
 
     @property
     def output_dir(self) -> Path:
@@ -99,12 +102,12 @@ class LoRATrainer:
             rows = [encode_conversation(self.tokenizer, c.messages, train_on_prompt=cfg.train_on_prompt) for c in items]
             return Dataset.from_list(rows)
 
-        train = encode(convs)
-        evaluation = encode(eval_convs) if eval_convs else None
-        if cfg.validation_split and len(train) > 1:
-            split = train.train_test_split(test_size=cfg.validation_split, seed=cfg.seed)
-            train, evaluation = split["train"], split["test"]
-        return train, evaluation
+        if cfg.validation_split and len(convs) > 1:  # split records, not rows: the held-out ones are answered later
+            split = Dataset.from_dict({"i": list(range(len(convs)))}).train_test_split(
+                test_size=cfg.validation_split, seed=cfg.seed)  # fmt: skip
+            convs, eval_convs = [convs[i] for i in split["train"]["i"]], [convs[i] for i in split["test"]["i"]]
+        self.holdout = eval_convs
+        return encode(convs), encode(eval_convs) if eval_convs else None
 
     def _preference_datasets(self) -> tuple[Any, Any]:
         from datasets import Dataset
@@ -270,6 +273,8 @@ class LoRATrainer:
             metrics=dict(output.metrics),
             log_history=list(state.log_history),
         )
+        if not bridge.stopped_early and self.config.eval_items and self.holdout:
+            result.evaluation = evaluate_holdout(trainer, self.tokenizer, self.holdout, self.config)
         if not bridge.stopped_early and trainer.is_world_process_zero():  # one writer under torchrun
             result.adapter_dir = self.save_adapter(trainer.model, result)
         return result

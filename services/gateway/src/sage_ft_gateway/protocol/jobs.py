@@ -40,6 +40,7 @@ class FineTuningJob(ApiModel):
     step: int | None = None
     total_steps: int | None = None
     attempt: int | None = None
+    evaluation: dict[str, Any] | None = None
 
 
 class JobList(ApiModel):

@@ -62,6 +62,7 @@ class JobService:
             preset=_display_preset(request.preset),
             data_path=None,
             output_dir="/nonexistent",
+            validation_path=request.validation_file,
             base_model=base,
         )  # fmt: skip  (validation only)
         return hyper, base, parent

@@ -1,0 +1,186 @@
+"""Eval runs on the real stack: the openai client creates them on the gateway, a Celery worker answers every item
+through serving (vLLM's CPU build, the fine-tune hot-loaded as an adapter onto the base model's server) and grades it.
+
+A fine-tune taught fictional code words passes a ``string_check`` on them; its base does not. A run whose worker is
+SIGKILLed resumes on another worker without answering its graded items again; a cancelled run stops.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from stack import LEARN, VLLM_PYTHON, Stack, free_port, qa_lines, vllm_stack, wait_for, wait_job
+
+pytestmark = pytest.mark.slow
+SCHEMA = {"type": "object", "properties": {"question": {"type": "string"}, "answer": {"type": "string"}},
+          "required": ["question", "answer"]}  # fmt: skip
+EXACT = {"type": "string_check", "name": "exact", "input": "{{sample.output_text}}", "reference": "{{item.answer}}",
+         "operation": "eq"}  # fmt: skip
+TEMPLATE = {"type": "template", "template": [{"role": "user", "content": "{{item.question}}"}]}
+FACTS = 10
+
+
+@pytest.fixture(scope="module")
+def stack(make_stack: Any, s3_endpoint: dict[str, str]) -> Stack:
+    if not VLLM_PYTHON.exists():
+        pytest.fail(f"vLLM CPU build missing at {VLLM_PYTHON}: run `make install`")
+    return vllm_stack(make_stack, s3_endpoint, "evalruns", SAGE_SERVING_MAX_MODEL_LEN="256", SAGE_LEASE_SECONDS="4",
+                      SAGE_WORKER_EVAL_CONCURRENCY="2")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tuned_job(client: openai.OpenAI, qa_records: list[dict]) -> Any:
+    """Taught the facts, with the same facts as its validation file (what it must now answer)."""
+    file = client.files.create(file=("facts.jsonl", qa_lines(qa_records[:FACTS])), purpose="fine-tune")
+    extra = {**LEARN, "name": "facts", "eval": {"max_new_tokens": 12}}
+    job = client.fine_tuning.jobs.create(model="sage-tiny", training_file=file.id, validation_file=file.id,
+                                         suffix="facts", hyperparameters={"n_epochs": 40, "batch_size": 4},
+                                         extra_body=extra)  # fmt: skip
+    done = wait_job(client, job.id, timeout=300)
+    assert done.status == "succeeded", done.error
+    return done
+
+
+@pytest.fixture(scope="module")
+def tuned(tuned_job: Any) -> str:
+    return str(tuned_job.fine_tuned_model)
+
+
+def test_a_job_with_a_validation_file_ends_with_its_evaluation(client: openai.OpenAI, tuned_job: Any) -> None:
+    ev = tuned_job.model_extra["evaluation"]
+    assert ev["n"] == FACTS and ev["metrics"] == ["exact", "f1", "rouge_l"]
+    tuned_scores, base_scores = ev["models"]["tuned"], ev["models"]["base"]
+    assert tuned_scores["exact"] >= 0.9 and base_scores["exact"] <= 0.1, ev["models"]
+    assert tuned_scores["f1"] > base_scores["f1"] and ev["loss"]["tuned"] < ev["loss"]["base"]
+    assert client.models.retrieve(tuned_job.fine_tuned_model).model_extra["metrics"]["evaluation"] == ev
+    messages = [e.message for e in client.fine_tuning.jobs.list_events(tuned_job.id, limit=100).data]
+    assert any(m.startswith(f"Evaluation on {FACTS} held-out records") for m in messages), messages
+    runs = ev["run_ids"]  # the items, side by side, through the Evals API
+    tuned_items = {i.datasource_item_id: i for i in all_items(client, ev["eval_id"], runs["tuned"])}
+    base_items = {i.datasource_item_id: i for i in all_items(client, ev["eval_id"], runs["base"])}
+    assert sorted(tuned_items) == sorted(base_items) == list(range(FACTS))
+    assert sum(i.status == "pass" for i in tuned_items.values()) >= 0.9 * FACTS
+    assert base_items[0].sample.model == "sage-tiny" and tuned_items[0].sample.model == tuned_job.fine_tuned_model
+    run = client.evals.runs.retrieve(runs["tuned"], eval_id=ev["eval_id"])
+    assert run.status == "completed" and run.result_counts.total == FACTS
+
+
+def test_a_share_held_out_of_the_training_file_is_evaluated(client: openai.OpenAI, qa_records: list[dict]) -> None:
+    file = client.files.create(file=("facts2.jsonl", qa_lines(qa_records[:FACTS])), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model="sage-tiny", training_file=file.id, suffix="held",
+                                         hyperparameters={"n_epochs": 2, "batch_size": 4},
+                                         extra_body={"eval": {"holdout": 0.2, "max_new_tokens": 4}})  # fmt: skip
+    done = wait_job(client, job.id, timeout=300)
+    assert done.status == "succeeded", done.error
+    ev = done.model_extra["evaluation"]
+    assert ev["n"] == 2 and set(ev["models"]) == {"tuned", "base"} and ev["loss"]["tuned"] is not None
+
+
+@pytest.fixture(scope="module")
+def facts_eval(client: openai.OpenAI, qa_records: list[dict]) -> tuple[str, str]:
+    ev = client.evals.create(name="code words", testing_criteria=[EXACT],  # type: ignore[list-item]
+                             data_source_config={"type": "custom", "item_schema": SCHEMA})  # fmt: skip
+    rows = "".join(json.dumps({"item": r}) + "\n" for r in qa_records[:FACTS])
+    file = client.files.create(file=("facts-eval.jsonl", rows.encode()), purpose="evals")
+    return ev.id, file.id
+
+
+def start_run(client: openai.OpenAI, eval_id: str, model: str, source: dict[str, Any], tokens: int = 12) -> Any:
+    data_source = {"type": "completions", "model": model, "input_messages": TEMPLATE, "source": source,
+                   "sampling_params": {"temperature": 0, "max_completion_tokens": tokens}}  # fmt: skip
+    return client.evals.runs.create(eval_id, name=model, data_source=data_source)  # type: ignore[arg-type]
+
+
+def wait_run(client: openai.OpenAI, eval_id: str, run_id: str, timeout: float = 400) -> Any:
+    def check() -> Any:
+        run = client.evals.runs.retrieve(run_id, eval_id=eval_id)
+        return run if run.status in ("completed", "failed", "canceled") else None
+
+    return wait_for(check, timeout, f"eval run {run_id}", interval=0.5)
+
+
+def all_items(client: openai.OpenAI, eval_id: str, run_id: str) -> list[Any]:
+    return list(client.evals.runs.output_items.list(run_id, eval_id=eval_id, limit=100))
+
+
+def test_the_fine_tune_passes_its_facts_and_the_base_does_not(client: openai.OpenAI, tuned: str,
+                                                               facts_eval: tuple[str, str]) -> None:  # fmt: skip
+    eval_id, file_id = facts_eval
+    runs = {m: start_run(client, eval_id, m, {"type": "file_id", "id": file_id}) for m in (tuned, "sage-tiny")}
+    done = {m: wait_run(client, eval_id, r.id) for m, r in runs.items()}
+    for run in done.values():
+        assert run.status == "completed", run.error
+        assert run.result_counts.total == FACTS and run.result_counts.errored == 0
+    rate = {m: r.result_counts.passed / r.result_counts.total for m, r in done.items()}
+    assert rate[tuned] >= 0.9 and rate["sage-tiny"] <= 0.1, rate
+    per = done[tuned].per_testing_criteria_results[0]
+    assert per.testing_criteria == "exact" and per.passed == done[tuned].result_counts.passed
+    items = all_items(client, eval_id, runs[tuned].id)
+    assert sorted(i.datasource_item_id for i in items) == list(range(FACTS))
+    for item in items:  # each sample: what was asked, what the model said, and the grade
+        assert item.sample.input[0].content == item.datasource_item["question"]
+        assert item.sample.model == tuned and item.results[0].name == "exact"
+        assert (item.status == "pass") == (item.sample.output[0].content == item.datasource_item["answer"])
+    failed = client.evals.runs.output_items.list(runs["sage-tiny"].id, eval_id=eval_id, status="fail", limit=100)
+    assert len(failed.data) == done["sage-tiny"].result_counts.failed
+    events = httpx.get(f"{client.base_url}evals/{eval_id}/runs/{runs[tuned].id}/events", timeout=10).json()["data"]
+    assert [e["type"] for e in events] == ["queued", "started", "completed"]
+
+
+def many(n: int) -> dict[str, Any]:
+    """``n`` questions the base model answers at length: slow enough to act on a run while it runs."""
+    rows = [{"item": {"question": f"Tell me a long story about the number {i}.", "answer": "x"}} for i in range(n)]
+    return {"type": "file_content", "content": rows}
+
+
+def worker_items(port: int) -> float:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("sage_ft_eval_items_total{"))  # fmt: skip
+
+
+def test_a_run_resumes_on_another_worker_without_regrading(stack: Stack, client: openai.OpenAI,
+                                                           facts_eval: tuple[str, str]) -> None:  # fmt: skip
+    eval_id, _ = facts_eval
+    total = 120
+    run = start_run(client, eval_id, "sage-tiny", many(total), tokens=48)
+    graded = wait_for(lambda: (n := client.evals.runs.retrieve(run.id, eval_id=eval_id).result_counts.failed) >= 8
+                      and n, 300, "8 graded items")  # fmt: skip
+    assert graded < total
+    stack.workers[0].kill9()
+    port = free_port()
+    stack.start_worker("w2", SAGE_WORKER_METRICS_PORT=str(port))
+    done = wait_run(client, eval_id, run.id)
+    assert done.status == "completed" and done.result_counts.total == total, done.error
+    assert done.result_counts.failed + done.result_counts.passed == total and done.result_counts.errored == 0
+    items = all_items(client, eval_id, run.id)
+    assert sorted(i.datasource_item_id for i in items) == list(range(total))  # each item once
+    events = httpx.get(f"{client.base_url}evals/{eval_id}/runs/{run.id}/events", timeout=10).json()["data"]
+    assert [e["type"] for e in events] == ["queued", "started", "requeued", "started", "completed"], events
+    resumed = events[3]["data"]
+    assert resumed["attempt"] == 2 and resumed["done"] >= graded
+    assert worker_items(port) == total - resumed["done"]  # the second worker answered only the rest
+
+
+def test_a_canceled_run_stops(client: openai.OpenAI, facts_eval: tuple[str, str]) -> None:
+    eval_id, _ = facts_eval
+    total = 200
+    run = start_run(client, eval_id, "sage-tiny", many(total), tokens=48)
+    wait_for(lambda: client.evals.runs.retrieve(run.id, eval_id=eval_id).result_counts.failed >= 3, 300,
+             "3 graded items")  # fmt: skip
+    canceled = client.evals.runs.cancel(run.id, eval_id=eval_id)
+    assert canceled.status == "canceled"
+    time.sleep(3)  # the answers in flight land; nothing after them
+    settled = client.evals.runs.retrieve(run.id, eval_id=eval_id).result_counts
+    time.sleep(3)
+    later = client.evals.runs.retrieve(run.id, eval_id=eval_id)
+    assert later.status == "canceled" and later.result_counts.failed == settled.failed < total
+    after = wait_run(client, eval_id, start_run(client, eval_id, "sage-tiny", many(2)).id)
+    assert after.status == "completed"  # the worker let the canceled run go
+    with pytest.raises(openai.ConflictError):
+        client.evals.runs.cancel(after.id, eval_id=eval_id)  # a finished run stays finished
