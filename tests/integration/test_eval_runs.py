@@ -8,7 +8,10 @@ SIGKILLed resumes on another worker without answering its graded items again; a 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +26,7 @@ EXACT = {"type": "string_check", "name": "exact", "input": "{{sample.output_text
          "operation": "eq"}  # fmt: skip
 TEMPLATE = {"type": "template", "template": [{"role": "user", "content": "{{item.question}}"}]}
 FACTS = 10
+SAGE = Path(sys.executable).parent / "sage-ft"
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +188,36 @@ def test_a_canceled_run_stops(client: openai.OpenAI, facts_eval: tuple[str, str]
     assert after.status == "completed"  # the worker let the canceled run go
     with pytest.raises(openai.ConflictError):
         client.evals.runs.cancel(after.id, eval_id=eval_id)  # a finished run stays finished
+
+
+def sage_ft(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**stack.env, "SAGE_FT_GATEWAY_URL": stack.url, "SAGE_FT_AUTO_START": "false", "COLUMNS": "200"}
+    return subprocess.run([str(SAGE), *args], env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_the_cli_compares_a_fine_tune_with_its_base(stack: Stack, tuned_job: Any, qa_records: list[dict],
+                                                    tmp_path: Path) -> None:  # fmt: skip
+    data = tmp_path / "facts.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": r["question"]},
+                                                     {"role": "assistant", "content": r["answer"]}]}) + "\n"
+                            for r in qa_records[:FACTS]))  # fmt: skip
+    out = sage_ft(stack, "eval", "facts", "--data", str(data), "--max-tokens", "12", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["metric"] == "exact" and report["n"] == FACTS and set(report["models"]) == {"facts", "sage-tiny"}
+    assert report["models"]["facts"]["exact"] >= 0.9 and report["models"]["sage-tiny"]["exact"] <= 0.1
+    assert report["delta"] >= 0.8 and len(report["disagreements"]) >= 0.8 * FACTS
+    first = report["disagreements"][0]
+    assert first["answers"]["facts"] == first["reference"] != first["answers"]["sage-tiny"]
+    table = sage_ft(stack, "eval", "facts", "--data", str(data), "--grader", "rouge_l", "--max-items", "3",
+                    "--max-tokens", "12")  # fmt: skip
+    assert table.returncode == 0, table.stderr
+    assert (
+        "rouge_l on 3 records" in table.stdout and "difference" in table.stdout and "where they differ" in table.stdout
+    )
+    bad = sage_ft(stack, "eval", "nope-model", "--data", str(data))
+    assert bad.returncode == 1 and "nope-model" in bad.stderr and "Traceback" not in bad.stderr
+    shown = sage_ft(stack, "jobs", "show", tuned_job.id)
+    assert shown.returncode == 0, shown.stderr
+    assert f"evaluation on {FACTS} held-out records" in shown.stdout and "fine-tune" in shown.stdout
+    assert "held-out loss" in shown.stdout

@@ -42,3 +42,18 @@ def test_the_library_needs_no_web_stack_outside_its_http_extra() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "api_errors needs fastapi"
+
+
+def test_the_worker_starts_without_the_training_stack() -> None:
+    """The worker process only watches its trainer child: its app and every task load with torch, transformers and
+    PEFT blocked. (They took 15 s to import; on a loaded CI machine the compose worker missed its health check.)"""
+    code = (
+        "import sys\n"
+        "for m in ('torch', 'transformers', 'peft', 'trl', 'bitsandbytes', 'datasets'): sys.modules[m] = None\n"
+        "from sage_ft_worker.celery_app import app\n"
+        "import sage_ft_worker.tasks.train, sage_ft_worker.tasks.merge, sage_ft_worker.tasks.evaluate\n"
+        "print(sorted(t for t in app.tasks if t.startswith('sage_ft.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['sage_ft.evaluate', 'sage_ft.merge', 'sage_ft.train']"

@@ -81,11 +81,11 @@ class Gateway:
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
 
-    def upload(self, path: Path) -> dict[str, Any]:
+    def upload(self, path: Path, purpose: str = "fine-tune") -> dict[str, Any]:
         if not path.is_file():
             raise CLIError(f"{path}: no such file")
         with path.open("rb") as fh:
-            result: dict[str, Any] = self.request("POST", "/v1/files", data={"purpose": "fine-tune"},
+            result: dict[str, Any] = self.request("POST", "/v1/files", data={"purpose": purpose},
                                                   files={"file": (path.name, fh, "application/jsonl")})  # fmt: skip
         return result
 

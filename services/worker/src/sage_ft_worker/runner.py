@@ -37,7 +37,7 @@ from sage_ft_worker.launcher import launch, trainer_command
 from sage_ft_worker.lease import REDIS_DOWN, LeaseKeeper
 from sage_ft_worker.lineage import checkpoint_record, fetch_parent, named_metrics
 from sage_ft_worker.publishing import publish_with_retries
-from sage_ft_worker.trainer_main import EVENTS, RESULT, STOP
+from sage_ft_worker.trainer_files import EVENTS, RESULT, STOP
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,9 @@ from sage_ft.errors import ConfigError, DataError, ModelNotFoundError, SageFTErr
 from sage_ft.proc import die_with_parent
 from sage_ft.training.callbacks import ProgressEvent, TrainingCallback
 from sage_ft_worker.settings import TrainerProcessSettings
+from sage_ft_worker.trainer_files import EVENTS, RESULT, STAGED, STOP
 
-EVENTS = "events.jsonl"
-STOP = "STOP"
-RESULT = "result.json"
-STAGED = "staged"
+__all__ = ["EVENTS", "RESULT", "STAGED", "STOP", "FileProgress", "main", "run", "stage"]
 
 
 class FileProgress(TrainingCallback):

@@ -39,7 +39,22 @@ def jobs_list(app: App, limit: int, after: str | None) -> None:
 @click.argument("job_id")
 @pass_app
 def jobs_show(app: App, job_id: str) -> None:
-    app.emit(app.gateway().get(f"/v1/fine_tuning/jobs/{job_id}"))
+    """A job's fields, then its evaluation (the fine-tune vs its base on held-out records) when it has one."""
+    from sage_ft_cli.commands.evals import comparison_table
+
+    job = app.gateway().get(f"/v1/fine_tuning/jobs/{job_id}")
+    ev = job.get("evaluation") if not app.json else None
+    app.emit({k: v for k, v in job.items() if k != "evaluation"} if ev else job)
+    if ev:
+        models = {"base": ev["models"]["base"], "fine-tune": ev["models"]["tuned"]}
+        title = f"evaluation on {ev['n']} held-out records"
+        app.console.print(comparison_table(title, ev["metrics"], {"fine-tune": models["fine-tune"],
+                                                                  "base": models["base"]}))  # fmt: skip
+        loss = ev.get("loss") or {}
+        if loss.get("tuned") is not None:
+            app.console.print(f"held-out loss: base {loss['base']:.4f}, fine-tune {loss['tuned']:.4f}")
+        app.console.print(f"items: eval {ev['eval_id']}, runs {ev['run_ids']['tuned']} (fine-tune), "
+                          f"{ev['run_ids']['base']} (base)")  # fmt: skip
 
 
 def _action(app: App, job_id: str, action: str) -> None:
