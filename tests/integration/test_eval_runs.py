@@ -190,9 +190,9 @@ def test_a_canceled_run_stops(client: openai.OpenAI, facts_eval: tuple[str, str]
         client.evals.runs.cancel(after.id, eval_id=eval_id)  # a finished run stays finished
 
 
-def sage_ft(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**stack.env, "SAGE_FT_GATEWAY_URL": stack.url, "SAGE_FT_AUTO_START": "false", "COLUMNS": "200"}
-    return subprocess.run([str(SAGE), *args], env=env, capture_output=True, text=True, timeout=600)
+def sage_ft(stack: Stack, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**stack.env, "SAGE_FT_GATEWAY_URL": stack.url, "SAGE_FT_AUTO_START": "false", "COLUMNS": "200", **extra}
+    return subprocess.run([str(SAGE), *args], env=env, capture_output=True, text=True, timeout=900)
 
 
 def test_the_cli_compares_a_fine_tune_with_its_base(stack: Stack, tuned_job: Any, qa_records: list[dict],
@@ -221,3 +221,53 @@ def test_the_cli_compares_a_fine_tune_with_its_base(stack: Stack, tuned_job: Any
     assert shown.returncode == 0, shown.stderr
     assert f"evaluation on {FACTS} held-out records" in shown.stdout and "fine-tune" in shown.stdout
     assert "held-out loss" in shown.stdout
+
+
+HARNESS_TASK = """\
+task: sage_facts
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: "{{{{question}}}}"
+doc_to_target: "{{{{answer}}}}"
+process_results: !function facts_utils.process_results
+metric_list:
+  - metric: exact
+    aggregation: mean
+    higher_is_better: true
+generation_kwargs:
+  until: ["\\n\\n"]
+  max_gen_toks: 12
+  do_sample: false
+metadata:
+  version: 1.0
+"""
+HARNESS_UTILS = """\
+def process_results(doc, results):
+    return {"exact": float(results[0].strip() == doc["answer"].strip())}
+"""
+
+
+def test_lm_evaluation_harness_scores_the_fine_tune_above_its_base(
+    stack: Stack, tuned_job: Any, qa_records: list[dict], tmp_path: Path
+) -> None:
+    """A local harness task defined from JSON files (no hub dataset is reachable), run by lm_eval's
+    local-chat-completions model against the gateway: the served adapter is what gets evaluated."""
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    data = tasks / "facts.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in qa_records[:FACTS]))
+    (tasks / "sage_facts.yaml").write_text(HARNESS_TASK.format(data=data))
+    (tasks / "facts_utils.py").write_text(HARNESS_UTILS)
+    env = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "ds-cache")}
+    out = sage_ft(stack, "eval", "facts", "--harness", "sage_facts", "--include-path", str(tasks), "--json", **env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    scores = {model: report["harness"][model]["sage_facts"]["exact"] for model in ("facts", "sage-tiny")}
+    assert scores["facts"] >= 0.9 and scores["sage-tiny"] <= 0.1, scores
+    assert report["delta"]["sage_facts"]["exact"] == pytest.approx(scores["facts"] - scores["sage-tiny"])
+    missing = sage_ft(stack, "eval", "facts", "--harness", "no_such_task_xyz", "--include-path", str(tasks), **env)
+    assert missing.returncode == 1 and "harness failed" in missing.stderr and "Traceback" not in missing.stderr[:200]

@@ -118,19 +118,29 @@ def comparison_table(title: str, metrics: list[str], models: dict[str, dict[str,
     "--data",
     "data",
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    required=True,
     help="Held-out records, in any training format (the last assistant turn is the reference).",
 )
+@click.option("--harness", metavar="TASKS", help="Run lm-evaluation-harness tasks (comma-separated) instead.")
+@click.option(
+    "--include-path",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="A directory of harness task definitions of your own (YAML), for --harness.",
+)
+@click.option("--limit", type=click.IntRange(1), help="Harness documents per task (--harness).")  # fmt: skip
 @click.option("--against", metavar="BASE_OR_MODEL", help="Compare with this model [default: MODEL's base model].")
 @click.option("--grader", type=click.Choice(list(GRADERS)), default="exact", show_default=True)
 @click.option("--max-items", type=click.IntRange(1, 10_000), default=200, show_default=True)
 @click.option("--max-tokens", type=click.IntRange(1, 4096), default=64, show_default=True, help="Answer length.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (as the global --json).")
 @pass_app
-def eval_command(app: App, model: str, data: Path, against: str | None, grader: str, max_items: int,
-                 max_tokens: int, as_json: bool) -> None:  # fmt: skip
-    """Grade MODEL's answers to held-out records, side by side with its base (or --against)."""
+def eval_command(app: App, model: str, data: Path | None, harness: str | None, include_path: Path | None,
+                 limit: int | None, against: str | None, grader: str, max_items: int, max_tokens: int,
+                 as_json: bool) -> None:  # fmt: skip
+    """Grade MODEL's answers to held-out records (--data) or harness tasks (--harness), side by side with its base
+    (or --against)."""
     app.json = app.json or as_json
+    if (data is None) == (harness is None):
+        raise CLIError("give --data FILE (graded through the Evals API) or --harness TASKS, one of them")
     gateway = app.gateway()
     if against is None:  # a fine-tune is compared with its base; a base model alone
         try:
@@ -138,6 +148,10 @@ def eval_command(app: App, model: str, data: Path, against: str | None, grader: 
         except CLIError:
             root = None
         against = root if root and root != model else None
+    if harness is not None:
+        _harness(app, model, against, harness, include_path, limit)
+        return
+    assert data is not None
     rows = eval_rows(data, max_items)
     criterion = {"name": grader, "input": "{{sample.output_text}}", "reference": "{{item.reference}}",
                  **GRADERS[grader]}  # fmt: skip
@@ -176,6 +190,28 @@ def eval_command(app: App, model: str, data: Path, against: str | None, grader: 
         side.add_row(str(d["index"]), d["question"], d["reference"], *(d["answers"][m] for m in runs))
     app.console.print(side)
     app.console.print(f"items: eval {ev['id']}, runs {', '.join(runs.values())}")
+
+
+def _harness(app: App, model: str, against: str | None, tasks: str, include_path: Path | None,
+             limit: int | None) -> None:  # fmt: skip
+    from sage_ft_cli.harness import run_harness
+
+    results = {}
+    for name in [model, *([against] if against else [])]:
+        if not app.json:
+            app.err.print(f"lm-evaluation-harness: {tasks} on {name}...")
+        results[name] = run_harness(name, app.settings.cli.gateway_url, app.api_key, tasks,
+                                    include_path=include_path, limit=limit)  # fmt: skip
+    report: dict[str, Any] = {"harness": results}
+    if against:
+        report["delta"] = {t: {k: v - results[against].get(t, {}).get(k, 0.0) for k, v in metrics.items()}
+                           for t, metrics in results[model].items()}  # fmt: skip
+    if app.json:
+        app.emit(report)
+        return
+    for task, metrics in results[model].items():
+        per_model = {m: {k: results[m].get(task, {}).get(k, 0.0) for k in metrics} for m in results}
+        app.console.print(comparison_table(f"lm-evaluation-harness: {task}", list(metrics), per_model))
 
 
 def register(cli: click.Group) -> None:
