@@ -109,6 +109,7 @@ bench: $(STAMP) $(VLLM_STAMP) ## run benchmarks (results go in docs/benchmarks.m
 	$(PY) benchmarks/dpo_bench.py --steps 30 --repeats 3
 	$(PY) benchmarks/stack_bench.py --pairs 11 --control-pairs 5 --epochs 30 --latency-jobs 10 --wrk-seconds 15
 	$(PY) benchmarks/serving_bench.py
+	$(PY) benchmarks/eval_bench.py --items 300 --concurrency 4 --tokens 32 --repeats 5
 
 clean: ## remove the virtualenv, caches and demo outputs
 	rm -rf $(VENV) .sage-demo .pytest_cache .mypy_cache .ruff_cache

@@ -54,17 +54,18 @@ def start_stack(base: Path, concurrency: int) -> Stack:
 
 
 def through_stack(client: openai.OpenAI, eval_id: str, n: int, tokens: int) -> float:
-    """Seconds from creating the run until it reads completed."""
+    """Seconds from creating the run until the worker recorded it completed (its ``completed`` event's time, so the
+    benchmark's own polling, slow on purpose, neither adds to the time nor takes CPU from the model server)."""
     source = {"type": "completions", "model": "sage-tiny", "source": {"type": "file_content", "content": rows(n)},
               "input_messages": {"type": "template", "template": [{"role": "user", "content": "{{item.question}}"}]},
               "sampling_params": {"temperature": 0, "max_completion_tokens": tokens}}  # fmt: skip
-    t0 = time.perf_counter()
+    t0 = time.time()
     run = client.evals.runs.create(eval_id, data_source=source)  # type: ignore[arg-type]
     done = wait_for(lambda: (r := client.evals.runs.retrieve(run.id, eval_id=eval_id)).status != "in_progress"
-                    and r.status != "queued" and r, 900, "the eval run", interval=0.05)  # fmt: skip
-    elapsed = time.perf_counter() - t0
+                    and r.status != "queued" and r, 900, "the eval run", interval=1.0)  # fmt: skip
     assert done.status == "completed" and done.result_counts.errored == 0, done
-    return elapsed
+    events = httpx.get(f"{client.base_url}evals/{eval_id}/runs/{run.id}/events", timeout=30).json()["data"]
+    return float(next(e["created_at"] for e in events if e["type"] == "completed")) - t0
 
 
 def direct(endpoint: str, n: int, tokens: int, concurrency: int) -> float:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from sage_ft.jobs.model import now
 from sage_ft.jobs.store import JobStore, event_record
 
 ACTIVE_RUN = ("queued", "in_progress")
+_STATUS = re.compile(r'"status":"([a-z_]+)"')  # pydantic's compact JSON; the first "status" key is the record's
 _SEP = "\x1f"
 _ADD_ITEM = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
@@ -41,6 +43,7 @@ class RunRecord(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     id: str
+    status: str = "queued"  # first after the id: ``RunStore.status`` reads it without parsing the rest
     eval_id: str
     tenant: str
     name: str
@@ -48,7 +51,6 @@ class RunRecord(BaseModel):
     data_source: dict[str, Any]
     metadata: dict[str, str] | None = None
     criteria: list[str] = Field(default_factory=list)  # grader names, in order, for per-criteria counts
-    status: str = "queued"
     created_at: float = Field(default_factory=now)
     enqueued_at: float = Field(default_factory=now)
     started_at: float | None = None
@@ -117,6 +119,14 @@ class RunStore:
     def get(self, run_id: str) -> RunRecord | None:
         raw = self.r.get(self._key(run_id))
         return RunRecord.model_validate_json(raw) if raw else None
+
+    def status(self, run_id: str) -> str | None:
+        """The run's status alone (None: no such run), without parsing its data source."""
+        raw = self.r.get(self._key(run_id))
+        if raw is None:
+            return None
+        found = _STATUS.search(raw)
+        return found.group(1) if found else RunRecord.model_validate_json(raw).status
 
     def get_for(self, tenant: str, eval_id: str, run_id: str) -> RunRecord | None:
         """The run if it is ``eval_id``'s and ``tenant``'s; anything else looks exactly like a missing one."""
