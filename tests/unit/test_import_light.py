@@ -2,6 +2,13 @@ import subprocess
 import sys
 
 
+def run_python(code: str) -> str:
+    """``code`` in a fresh interpreter (what it imports is all it loads); its stdout, after it exited 0."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 def test_core_api_imports_without_torch() -> None:
     """The CLI and gateway import sage_ft without the train extra: block torch and import the API."""
     code = (
@@ -11,9 +18,7 @@ def test_core_api_imports_without_torch() -> None:
         "print(PresetConfigs.auto().preset)\n"
         "try:\n    from sage_ft import LoRATrainer\nexcept ImportError as e:\n    print('IMPORTERROR', e)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
+    lines = run_python(code).splitlines()
     assert lines[0] == "cpu"
     assert "IMPORTERROR" in lines[1] and "train" in lines[1]
 
@@ -25,9 +30,8 @@ def test_the_cli_never_imports_torch() -> None:
         "from sage_ft_cli.main import cli\n"
         "print(sorted(cli.commands))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert "quickstart" in out.stdout and "chat" in out.stdout and "up" in out.stdout
+    stdout = run_python(code)
+    assert "quickstart" in stdout and "chat" in stdout and "up" in stdout
 
 
 def test_the_library_needs_no_web_stack_outside_its_http_extra() -> None:
@@ -39,9 +43,7 @@ def test_the_library_needs_no_web_stack_outside_its_http_extra() -> None:
         "import sage_ft.storage.merges, sage_ft.jobs.broker\n"
         "try:\n    import sage_ft.api_errors\nexcept ImportError:\n    print('api_errors needs fastapi')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "api_errors needs fastapi"
+    assert run_python(code).strip() == "api_errors needs fastapi"
 
 
 def test_the_worker_starts_without_the_training_stack() -> None:
@@ -54,6 +56,4 @@ def test_the_worker_starts_without_the_training_stack() -> None:
         "import sage_ft_worker.tasks.train, sage_ft_worker.tasks.merge, sage_ft_worker.tasks.evaluate\n"
         "print(sorted(t for t in app.tasks if t.startswith('sage_ft.')))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "['sage_ft.evaluate', 'sage_ft.merge', 'sage_ft.train']"
+    assert run_python(code).strip() == "['sage_ft.evaluate', 'sage_ft.merge', 'sage_ft.train']"

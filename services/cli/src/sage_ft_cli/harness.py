@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from sage_ft.settings import child_environment
 from sage_ft_cli.client import CLIError
 
 MODEL_TYPE = "local-chat-completions"
@@ -61,7 +61,8 @@ def run_harness(model: str, gateway_url: str, api_key: str | None, tasks: str, *
         output = Path(tmp)
         cmd = harness_command(model, gateway_url, tasks, output, include_path=include_path, limit=limit,
                               concurrency=concurrency)  # fmt: skip
-        env = {**os.environ, "OPENAI_API_KEY": api_key or "sage-ft"}
+        # no secret of ours reaches the harness; the key it needs is passed, and HF_TOKEN kept for hub datasets
+        env = child_environment({"OPENAI_API_KEY": api_key or "sage-ft"}, keep=("HF_TOKEN",))
         try:
             done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:

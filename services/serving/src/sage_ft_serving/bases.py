@@ -10,6 +10,8 @@ own.
 from __future__ import annotations
 
 import hashlib
+import logging
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,16 +24,19 @@ from sage_ft_serving.plan import Inputs, Limits, Plan, make_plan, rank_slot, rea
 
 if TYPE_CHECKING:
     from sage_ft_serving.manager import DeploymentManager
-    from sage_ft_serving.records import Server
+    from sage_ft_serving.records import Deployment, Server
 
+log = logging.getLogger(__name__)
 BASE_PART = "base"
 BASE_LORA_SLOT = 16  # the rank slot a server started for a base request gets (a larger adapter restarts it)
 
 
 def base_manifest(models_root: Path, name: str) -> Manifest | None:
     """A manifest standing for installed base model ``name`` (no files of its own); None if none is installed."""
-    if local_model_dir(models_root, name) is None:
-        return None
+    return base_manifest_for(name) if local_model_dir(models_root, name) is not None else None
+
+
+def base_manifest_for(name: str) -> Manifest:
     return Manifest(name=name, base_model=name, files={})
 
 
@@ -54,6 +59,18 @@ def base_plan(engine: Engine, base_dir: Path, limits: Limits) -> Plan:
 def base_artifact(manifest: Manifest, base_dir: Path) -> Artifact:
     digest = hashlib.sha256(str(base_dir).encode()).hexdigest()
     return Artifact(manifest=manifest, digest=digest, part=BASE_PART, path=base_dir)
+
+
+async def bring_up(manager: DeploymentManager, dep: Deployment, engine: Engine, base_ref: str) -> None:
+    """The deploy task of a base model: its server (found or started), and the name requests use on it."""
+    started = time.monotonic()
+    artifact = base_artifact(base_manifest_for(dep.model), Path(base_ref))
+    server, dep.engine_model = await server_for(manager, engine, artifact, base_ref, dep.plan)
+    server.models[(dep.tenant, dep.model)] = dep.engine_model
+    server.last_used = time.monotonic()
+    dep.server_key, dep.state, dep.ready_at = server.key, "ready", time.time()
+    dep.cold_start_seconds = round(time.monotonic() - started, 3)
+    log.info("serving base model %s on %s", dep.model, server.handle.name)
 
 
 async def server_for(manager: DeploymentManager, engine: Engine, artifact: Artifact, base_ref: str,

@@ -15,7 +15,6 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -143,7 +142,7 @@ class DeploymentManager:
         plan = dep.plan
         try:
             if bases.is_base(manifest):
-                await self._bring_up_base(dep, manifest, engine)
+                await bases.bring_up(self, dep, engine, self._base_ref(manifest))
                 return
             if plan.part == "merged" and "merged" not in manifest.parts:
                 manifest = await self._merge(dep.tenant, manifest, plan.reason)
@@ -177,17 +176,6 @@ class DeploymentManager:
             dep.fail("deploy_failed", f"{type(err).__name__}: {err}")
         finally:
             self._count()
-
-    async def _bring_up_base(self, dep: Deployment, manifest: Manifest, engine: Engine) -> None:
-        started = time.monotonic()
-        base_ref = self._base_ref(manifest)
-        artifact = bases.base_artifact(manifest, Path(base_ref))
-        server, dep.engine_model = await bases.server_for(self, engine, artifact, base_ref, dep.plan)
-        server.models[(dep.tenant, dep.model)] = dep.engine_model
-        server.last_used = time.monotonic()
-        dep.server_key, dep.state, dep.ready_at = server.key, "ready", time.time()
-        dep.cold_start_seconds = round(time.monotonic() - started, 3)
-        log.info("serving base model %s on %s", dep.model, server.handle.name)
 
     def _base_ref(self, manifest: Manifest) -> str:
         """The base model as an engine loads it: a directory under the models root, or a hub id."""

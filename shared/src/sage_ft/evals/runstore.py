@@ -14,11 +14,10 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-import redis
 from pydantic import BaseModel, ConfigDict, Field
 
 from sage_ft.jobs.model import now
-from sage_ft.jobs.store import JobStore, event_record
+from sage_ft.jobs.store import JobStore, compare_and_set, event_record
 
 ACTIVE_RUN = ("queued", "in_progress")
 _STATUS = re.compile(r'"status":"([a-z_]+)"')  # pydantic's compact JSON; the first "status" key is the record's
@@ -135,26 +134,12 @@ class RunStore:
 
     def update(self, run_id: str, rule: Callable[[RunRecord], RunRecord | None]) -> RunRecord:
         """Compare-and-set: ``rule`` gets the current record and returns the new one (None: leave it)."""
-        key = self._key(run_id)
-        while True:
-            with self.r.pipeline() as pipe:
-                try:
-                    pipe.watch(key)
-                    raw = pipe.get(key)
-                    if raw is None:
-                        raise KeyError(run_id)
-                    current = RunRecord.model_validate_json(raw)
-                    new = rule(current.model_copy(deep=True))
-                    if new is None:
-                        pipe.unwatch()
-                        return current
-                    pipe.multi()
-                    pipe.set(key, new.model_dump_json())
-                    (pipe.sadd if new.status in ACTIVE_RUN else pipe.srem)(self._active, run_id)
-                    pipe.execute()
-                    return new
-                except redis.WatchError:
-                    continue
+
+        def write(pipe: Any, _: RunRecord, new: RunRecord) -> None:
+            pipe.set(self._key(run_id), new.model_dump_json())
+            (pipe.sadd if new.status in ACTIVE_RUN else pipe.srem)(self._active, run_id)
+
+        return compare_and_set(self.r, self._key(run_id), run_id, RunRecord, rule, write)
 
     def page(self, eval_id: str, *, after: str | None, limit: int, newest_first: bool,
              status: str | None = None) -> tuple[list[RunRecord], bool]:  # fmt: skip

@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
+from pydantic import BaseModel
 
 from sage_ft.jobs.model import ACTIVE, FileRecord, Job, event_object, now
 
@@ -22,6 +23,35 @@ def event_record(message: str, *, level: str = "info", type: str = "message",
                  data: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     """One stored event (the job id and sequence number are added when it is read)."""
     return {"created_at": now(), "level": level, "message": message, "type": type, "data": data or {}}
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def compare_and_set(r: Any, key: str, ident: str, model: type[M], rule: Callable[[M], M | None],
+                    write: Callable[[Any, M, M], None]) -> M:  # fmt: skip
+    """The one compare-and-set of the store (jobs, eval runs): WATCH ``key``, let ``rule`` decide from a copy of
+    the current record (None: no change), then ``write`` (commands queued on the MULTI pipeline, the record's own
+    SET included) runs atomically; another writer in between makes the whole thing start again. A missing record
+    raises ``KeyError(ident)``."""
+    while True:
+        with r.pipeline() as pipe:
+            try:
+                pipe.watch(key)
+                raw = pipe.get(key)
+                if raw is None:
+                    raise KeyError(ident)
+                current = model.model_validate_json(raw)
+                new = rule(current.model_copy(deep=True))
+                if new is None:
+                    pipe.unwatch()
+                    return current
+                pipe.multi()
+                write(pipe, current, new)
+                pipe.execute()
+                return new
+            except redis.WatchError:
+                continue
 
 
 class JobConflictError(Exception):
@@ -118,34 +148,20 @@ class JobStore:
 
         ``rule`` may raise ``JobConflictError``. It can run more than once if another writer got there first.
         """
-        key = self._job(job_id)
-        while True:
-            with self.r.pipeline() as pipe:
-                try:
-                    pipe.watch(key)
-                    raw = pipe.get(key)
-                    if raw is None:
-                        raise KeyError(job_id)
-                    current = Job.model_validate_json(raw)
-                    new = rule(current.model_copy(deep=True))
-                    if new is None:
-                        pipe.unwatch()
-                        return current
-                    new.version = current.version + 1
-                    pipe.multi()
-                    pipe.set(key, new.model_dump_json())
-                    pipe.publish(self.notify_channel(job_id), "job")
-                    if new.status in ACTIVE:
-                        pipe.sadd(f"{self.p}:active", job_id)
-                    else:
-                        pipe.srem(f"{self.p}:active", job_id)
-                        pipe.delete(self._secrets(job_id))  # a finished job needs no secret: none is kept
-                        if current.status in ACTIVE:
-                            pipe.hincrby(f"{self.p}:stats:finished", new.status.value, 1)
-                    pipe.execute()
-                    return new
-                except redis.WatchError:
-                    continue
+
+        def write(pipe: Any, current: Job, new: Job) -> None:
+            new.version = current.version + 1
+            pipe.set(self._job(job_id), new.model_dump_json())
+            pipe.publish(self.notify_channel(job_id), "job")
+            if new.status in ACTIVE:
+                pipe.sadd(f"{self.p}:active", job_id)
+            else:
+                pipe.srem(f"{self.p}:active", job_id)
+                pipe.delete(self._secrets(job_id))  # a finished job needs no secret: none is kept
+                if current.status in ACTIVE:
+                    pipe.hincrby(f"{self.p}:stats:finished", new.status.value, 1)
+
+        return compare_and_set(self.r, self._job(job_id), job_id, Job, rule, write)
 
     def list_jobs(self, tenant: str, *, after: str | None = None, limit: int = 20,
                   metadata: dict[str, str] | None = None) -> tuple[list[Job], bool]:  # fmt: skip
