@@ -113,6 +113,8 @@ def test_a_rank_128_adapter_restarts_its_rank_8_base_server_and_both_answer(
     assert score(client, "tools", TOOLS) >= 5
     (before,) = servers_for(stack, str(tiny_model))
     assert flag(before, "--max-lora-rank") == "8" and flag(before, "--max-model-len") == "2048"
+    base_says = ask(client, "sage-tiny", TOOLS[0]["question"])  # the base by name: on its adapters' server
+    assert servers_for(stack, str(tiny_model)) == [before] and base_says != TOOLS[0]["answer"]
     fine_tune(client, PETS, "pets", "sage-tiny", {"r": 128, "lora_alpha": 256})
     assert score(client, "pets", PETS) >= 5
     (after,) = servers_for(stack, str(tiny_model))  # still one server for the base: restarted, not doubled
@@ -120,6 +122,11 @@ def test_a_rank_128_adapter_restarts_its_rank_8_base_server_and_both_answer(
     assert score(client, "tools", TOOLS) >= 5  # the rank-8 adapter was loaded again onto the new server
     assert deployment(stack, "tools")["serving"]["max_lora_rank"] == 128
     assert deployment(stack, "pets")["serving"]["adapter_rank"] == 128
+    assert ask(client, "sage-tiny", TOOLS[0]["question"]) == base_says
+    for name in ("tools", "pets"):  # the base still holds the server when its adapters go
+        assert httpx.delete(f"{stack.url}/v1/deployments/{name}", timeout=60).status_code == 200
+    assert servers_for(stack, str(tiny_model)) == [after]
+    assert ask(client, "sage-tiny", TOOLS[0]["question"]) == base_says
 
 
 def test_an_adapter_with_modules_to_save_is_served_merged_and_says_why(

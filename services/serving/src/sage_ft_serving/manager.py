@@ -261,7 +261,7 @@ class DeploymentManager:
         rank = max(plan.lora_rank or 0, old.plan.lora_rank or 0)
         log.info("restarting %s: an adapter of rank %s needs --max-lora-rank %d (was %s)", old.handle.name,
                  plan.adapter_rank, rank, old.plan.lora_rank)  # fmt: skip
-        held = dict(old.attached)
+        held, bases_held = dict(old.attached), {k: m for k, m in old.models.items() if k not in old.attached}
         moving = [d for d in self.deployments.values() if d.server_key == old.key and d.state == "ready"]
         for dep in moving:
             dep.state = "deploying"
@@ -273,6 +273,7 @@ class DeploymentManager:
                     path = self.launcher.path_for_server(held_artifact.path)
                     server.models[key] = await engine.attach(self.client, server.handle, held_artifact, path, plan)
                     server.attached[key] = held_artifact
+                server.models.update(bases_held)  # a base model asked for by name: served by the new server too
         except BaseException:
             for dep in moving:
                 dep.state = "stopped"  # the next request deploys them again
