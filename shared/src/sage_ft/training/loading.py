@@ -15,6 +15,7 @@ from typing import Any
 from sage_ft.config import TrainingConfig
 from sage_ft.errors import ConfigError, ModelNotFoundError
 from sage_ft.settings import path_settings, training_env_settings
+from sage_ft.training.attention import attention_for
 from sage_ft.training.chat import ensure_chat_template
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,9 @@ def load_model(model_path: str, config: TrainingConfig, runtime: Runtime, tokeni
         "use_safetensors": True,
         "local_files_only": training_env_settings().offline,
     }
+    attention = attention_for(runtime.device, config.packing and config.method == "sft")
+    if attention:
+        kwargs["attn_implementation"] = attention
     if quant is not None:
         kwargs["quantization_config"] = quant
         kwargs["device_map"] = {"": 0} if runtime.device == "cuda" else {"": "cpu"}

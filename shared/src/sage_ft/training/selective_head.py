@@ -8,7 +8,8 @@ those positions (label -100). Here the head runs only at positions whose next to
 The objective is the same: summed next-token NLL over ``num_items`` (the trainer's ``num_items_in_batch``), or the
 mean over trained tokens when it is not given.
 
-Not wired into training yet: the trainer keeps the model's own loss until the benchmark in issue 17 shows the gain.
+``SageSFTTrainer`` uses it for every single-process training step of a model family whose forward is exactly
+``lm_head(decoder(...))`` (``head_parts``); anything else keeps the model's own loss.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 IGNORE_INDEX = -100
+# Families whose causal-LM forward is the decoder, then the head, then nothing: no logit softcapping or scaling
+PLAIN_HEAD_FAMILIES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
 
 def trained_token_loss(hidden: Any, head: Callable[[Any], Any], labels: Any, num_items: Any = None,
@@ -43,3 +46,34 @@ def trained_token_loss(hidden: Any, head: Callable[[Any], Any], labels: Any, num
     if num_items is None:
         num_items = keep.sum().clamp(min=1)
     return total / num_items
+
+
+def head_parts(model: Any) -> tuple[Any, Any] | None:
+    """``(decoder, lm_head)`` of a (PEFT-wrapped) causal LM whose logits are plainly ``lm_head(hidden)``, else None."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    family, softcap = getattr(config, "model_type", None), getattr(config, "final_logit_softcapping", None)
+    if family not in PLAIN_HEAD_FAMILIES or softcap:
+        return None
+    decoder, head = base.get_decoder(), base.get_output_embeddings()
+    return (decoder, head) if decoder is not None and head is not None else None
+
+
+def chunk_rows(vocab: int, device: Any) -> int:
+    """Head rows per chunk: the fp32 logits and their gradient of one chunk (about 12 bytes a vocabulary entry) fit
+    in 1/16 of the free memory, between 64 MiB and 1 GiB. Peak memory then stays flat as the vocabulary grows."""
+    import psutil
+    import torch
+
+    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else psutil.virtual_memory().available
+    budget = min(max(free // 16, 64 << 20), 1 << 30)
+    return max(16, budget // (12 * vocab))
+
+
+def selective_causal_lm_loss(parts: tuple[Any, Any], inputs: dict[str, Any], num_items: Any, chunk_size: int) -> Any:
+    """The decoder on the batch as the model's forward would run it, then ``trained_token_loss``."""
+    decoder, head = parts
+    batch = dict(inputs)
+    labels = batch.pop("labels")
+    hidden = decoder(**batch, use_cache=False).last_hidden_state
+    return trained_token_loss(hidden, head, labels, num_items, chunk_size=chunk_size)

@@ -88,11 +88,16 @@ def build_tiny_model(
     architecture: str = "qwen2",
     max_positions: int = 2048,
     tie_embeddings: bool = True,
+    num_kv_heads: int | None = None,
+    vocab_size: int | None = None,
 ) -> Path:
     """Write tokenizer + random-weight Qwen2 or Llama (safetensors) to ``<models_root>/<name>`` and return the path.
 
     The shape knobs (``architecture``, ``max_positions``, ``tie_embeddings``, sizes) give tests models that differ
-    the way users' models do. Reuses an existing build unless ``overwrite``. The directory appears atomically.
+    the way users' models do. ``num_kv_heads`` below ``num_heads`` makes grouped-query attention; ``vocab_size``
+    above the tokenizer's pads the embedding and LM head (as Qwen2.5's 151,936 rows do for 151,665 tokens), which
+    sets the LM head's share of the FLOPs without changing tokenization. Reuses an existing build unless
+    ``overwrite``. The directory appears atomically.
     """
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
@@ -114,12 +119,12 @@ def build_tiny_model(
     )
     tokenizer.model_max_length = max_positions
     config = config_class(
-        vocab_size=len(tokenizer),
+        vocab_size=max(vocab_size or 0, len(tokenizer)),
         hidden_size=hidden_size,
         intermediate_size=hidden_size * 3,
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
-        num_key_value_heads=num_heads,
+        num_key_value_heads=num_kv_heads or num_heads,
         head_dim=head_dim,
         max_position_embeddings=max_positions,
         tie_word_embeddings=tie_embeddings,
