@@ -110,7 +110,8 @@ bench: $(STAMP) $(VLLM_STAMP) ## run benchmarks (results go in docs/benchmarks.m
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) benchmarks/train_overhead.py
 	$(PY) benchmarks/dpo_bench.py --steps 30 --repeats 3
-	$(PY) benchmarks/stack_bench.py --pairs 11 --control-pairs 5 --epochs 30 --latency-jobs 10 --wrk-seconds 15
+	$(PY) benchmarks/stack_bench.py --pairs 11 --control-pairs 5 --epochs 30 --latency-jobs 10 --cold-latency-jobs 5 \
+		--wrk-seconds 15
 	$(PY) benchmarks/serving_bench.py
 	$(PY) benchmarks/eval_bench.py --items 300 --concurrency 4 --tokens 32 --repeats 5
 

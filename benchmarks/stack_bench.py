@@ -10,7 +10,9 @@ and read throughput of the gateway.
    order; the median of per-pair ratios is reported. Each stack job is also split as the worker logged it (prepare,
    trainer child, conclude), so a gap shows whether it is fixed cost or a slower trainer. ``--control-pairs N``
    runs bare against bare N times: the spread of that ratio is the noise floor of the machine.
-2. Latency: submit -> first training step event, on a warm worker, p50/p95 over sequential small jobs.
+2. Latency: submit -> first training step event, on a warm worker (its spare trainer imported and waiting),
+   p50/p95 over sequential small jobs; ``--cold-latency-jobs N`` also measures a worker without a spare (each job's
+   trainer process starts at submit).
 3. Throughput: wrk, 64 connections on loopback, ``GET /v1/fine_tuning/jobs/{id}``: req/s and p99.
 """
 
@@ -95,7 +97,8 @@ class BenchStack:
         import openai
 
         env = {"SAGE_HOME": str(home), "SAGE_STORAGE_BACKEND": "local", "SAGE_WORKER_PRESET": "cpu",
-               "SAGE_STORAGE_LOCAL_ROOT": str(base / f"store-{name}"), **extra}  # fmt: skip
+               "SAGE_STORAGE_LOCAL_ROOT": str(base / f"store-{name}"), "SAGE_WORKER_SPARE_TRAINER": "true",
+               **extra}  # fmt: skip
         stack = Stack(base / name, env)
         try:
             stack.start_gateway()
@@ -111,7 +114,21 @@ class BenchStack:
         return bench
 
     def run(self, epochs: int) -> tuple[float, float, str]:
+        self.wait_spare()
         return stack_run(self.client, self.stack.url, self.file_id, epochs, self.pids)
+
+    def wait_spare(self) -> None:
+        """Until the worker's spare trainer (if it keeps one) has imported everything: a spare still importing
+        would take CPU from whatever is measured next."""
+        log = self.stack.dir / "work-bench" / "spare-trainer.log"
+        if self.stack.env.get("SAGE_WORKER_SPARE_TRAINER") != "true":
+            return
+
+        def ready() -> bool:
+            text = log.read_text() if log.exists() else ""
+            return text.count("ready in") == text.count(" takes ") + 1
+
+        wait_for(ready, 120, "spare trainer ready", interval=0.1)
 
     def trainer_seconds(self, job_id: str) -> float:
         return worker_phases(self.stack.workers[0].log_path, job_id)[1]
@@ -208,6 +225,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--control-pairs", type=int, default=0, help="also run bare against bare this many times")
     parser.add_argument("--latency-jobs", type=int, default=10)
+    parser.add_argument("--cold-latency-jobs", type=int, default=0, help="also on a worker without a spare trainer")
     parser.add_argument("--wrk-seconds", type=int, default=15)
     args = parser.parse_args()
 
@@ -225,6 +243,7 @@ def main() -> None:
         for i in range(args.pairs):
             if i % 2 == 0:
                 s = bench.run(args.epochs)
+                bench.wait_spare()
                 b = bare_run(home, data, base / f"bare-{i}", args.epochs)
             else:
                 b = bare_run(home, data, base / f"bare-{i}", args.epochs)
@@ -245,7 +264,18 @@ def main() -> None:
         for a, b in controls:
             print(f"control: bare {a:.2f}s bare {b:.2f}s ratio {a / b:.3f}", flush=True)
 
-        latencies = [first_step_latency(client, file_id) for _ in range(args.latency_jobs)]
+        bench.wait_spare()
+        latencies = []
+        for _ in range(args.latency_jobs):
+            bench.wait_spare()
+            latencies.append(first_step_latency(client, file_id))
+        cold: list[float] = []
+        if args.cold_latency_jobs:
+            other = BenchStack.start(base, home, data, "cold", SAGE_WORKER_SPARE_TRAINER="false")
+            try:
+                cold = [first_step_latency(other.client, other.file_id) for _ in range(args.cold_latency_jobs)]
+            finally:
+                other.stack.stop()
         job_id = client.fine_tuning.jobs.list(limit=1).data[0].id
         load = wrk(f"{stack.url}/v1/fine_tuning/jobs/{job_id}", args.wrk_seconds) if args.wrk_seconds else {}
 
@@ -261,6 +291,9 @@ def main() -> None:
         if latencies:
             print(f"submit -> first step (warm worker, n={len(latencies)}): p50 {pct(latencies, 0.5):.2f}s "
                   f"p95 {pct(latencies, 0.95):.2f}s")  # fmt: skip
+        if cold:
+            print(f"submit -> first step (no spare trainer, n={len(cold)}): p50 {pct(cold, 0.5):.2f}s "
+                  f"p95 {pct(cold, 0.95):.2f}s")  # fmt: skip
         if load:
             print(f"GET job, wrk 64 connections {args.wrk_seconds}s: {load.get('rps')} req/s, p99 {load.get('p99')}, "
                   f"non-2xx {load.get('non2xx', '0')}")  # fmt: skip

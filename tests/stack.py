@@ -195,7 +195,10 @@ class Stack:
         # each worker serves metrics and /readyz on its own port (the stack's own for the first, if it set one)
         port = extra.get("SAGE_WORKER_METRICS_PORT") or (
             self.env.get("SAGE_WORKER_METRICS_PORT") if not self.workers else None) or str(free_port())  # fmt: skip
-        env = {**self.env, "SAGE_WORKER_NAME": name, "SAGE_WORKER_WORK_DIR": str(self.dir / f"work-{name}"), **extra,
+        # No spare trainer unless a test asks (SAGE_WORKER_SPARE_TRAINER=true): each spare imports the training stack,
+        # and on a 2-core CI machine a spare after every job of every test would cost minutes.
+        env = {"SAGE_WORKER_SPARE_TRAINER": "false", **self.env, "SAGE_WORKER_NAME": name,
+               "SAGE_WORKER_WORK_DIR": str(self.dir / f"work-{name}"), **extra,
                "SAGE_WORKER_METRICS_PORT": port}  # fmt: skip
         proc = Proc(f"worker-{name}", [str(BIN / "sage-ft-worker")], env, self.logs)
         wait_for(lambda: proc.check_alive() and worker_ready(int(port)), 90, f"worker {name} /readyz")

@@ -41,16 +41,17 @@ def die_with_parent(parent: int | None = None) -> None:
         os._exit(1)
 
 
-def spawn(command: list[str], log_path: Path, *, cwd: Path | None = None,
-          env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:  # fmt: skip
-    """Start ``command`` with stdout and stderr appended to ``log_path`` (never an unread pipe)."""
+def spawn(command: list[str], log_path: Path, *, cwd: Path | None = None, env: dict[str, str] | None = None,
+          stdin_pipe: bool = False) -> subprocess.Popen[bytes]:  # fmt: skip
+    """Start ``command`` with stdout and stderr appended to ``log_path`` (never an unread pipe); with
+    ``stdin_pipe`` the caller can write to its standard input (a private channel, unlike the command line)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     parent = os.getpid()
     with log_path.open("ab") as log:
         return subprocess.Popen(
             command,
             cwd=cwd,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

@@ -52,6 +52,7 @@ def _on_ready(**_: Any) -> None:
     from sage_ft_worker import metrics
 
     metrics.set_ready(True)
+    app.context.spare.start()
     settings = app.context.settings.worker
     log.info("worker %s ready on queues %s", settings.name, settings.queues)
 
@@ -61,3 +62,4 @@ def _on_shutdown(**_: Any) -> None:
     from sage_ft_worker import metrics
 
     metrics.set_ready(False)
+    app.context.spare.close()

@@ -8,6 +8,7 @@ from sage_ft.jobs import JobStore
 from sage_ft.storage import ObjectStore, make_store
 from sage_ft.storage.scoped import tenant_store
 from sage_ft_worker.settings import Settings
+from sage_ft_worker.spare import SpareTrainer
 
 
 class WorkerContext:
@@ -23,6 +24,11 @@ class WorkerContext:
     @cached_property
     def store(self) -> ObjectStore:
         return make_store(self.settings.storage)
+
+    @cached_property
+    def spare(self) -> SpareTrainer:
+        worker = self.settings.worker
+        return SpareTrainer(self.settings.work_dir, enabled=worker.spare_trainer and worker.nproc == 1)
 
     def tenant_store(self, tenant: str) -> ObjectStore:
         return tenant_store(self.store, tenant)

@@ -33,10 +33,10 @@ from sage_ft.storage.checkpoints import committed_steps, delete_checkpoints, fet
 from sage_ft.storage.manifest import PublishFencedError, collect_garbage, delete_model
 from sage_ft_worker import job_eval, metrics
 from sage_ft_worker.context import WorkerContext
-from sage_ft_worker.launcher import launch, trainer_command
 from sage_ft_worker.lease import REDIS_DOWN, LeaseKeeper
 from sage_ft_worker.lineage import checkpoint_record, fetch_parent, named_metrics
 from sage_ft_worker.publishing import publish_with_retries
+from sage_ft_worker.spare import start_trainer
 from sage_ft_worker.trainer_files import EVENTS, RESULT, STOP
 
 log = logging.getLogger(__name__)
@@ -161,12 +161,12 @@ class TrainRunner:
         run.keeper = keeper
         with keeper:
             t_launch = time.monotonic()
-            proc = launch(trainer_command(self.ctx.settings.worker.nproc, ["--workdir", str(workdir)]),
-                          workdir / "trainer.log", workdir, secrets=run.secret_env)  # fmt: skip
+            proc = start_trainer(self.ctx.spare, self.ctx.settings.worker.nproc, workdir, run.secret_env)
             try:  # the trainer got the worker's priority; watching it runs below that, so it never slows training
                 lost = call_at_lower_priority(lambda: self._monitor(run, proc), self.ctx.settings.worker.monitor_nice)
             finally:
                 stop(proc)
+                self.ctx.spare.start()  # warms up while this job's output is published
             if lost:
                 return "lease lost"
             t_exit = time.monotonic()

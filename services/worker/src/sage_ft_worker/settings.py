@@ -44,6 +44,11 @@ class WorkerSettings(BaseSettings):
     eval_request_seconds: float = Field(
         default=600.0, gt=0, description="How long one eval request may take, a model server's cold start included."
     )
+    spare_trainer: bool = Field(
+        default=True,
+        description="Keep one trainer process started and its training libraries imported, ready for the next job "
+        "(each job still gets a fresh process; the spare is replaced after use). Single-device workers only.",
+    )
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port of this worker (0: off).")
     metrics_host: str = Field(default="127.0.0.1", description="Address the metrics endpoint binds to.")
     log_level: str = Field(default="INFO", description="Worker log level.")

@@ -1,4 +1,9 @@
-"""The trainer child process: ``python -m sage_ft_worker.trainer_main --config ... --workdir ...``.
+"""The trainer child process: ``python -m sage_ft_worker.trainer_main --workdir DIR``, or ``--spare``.
+
+A spare (``sage_ft_worker.spare``) imports the training stack first, then reads one line from its standard input,
+``{"workdir": ..., "env": {...}}``, and trains that job as if started with ``--workdir``: its output moves to the
+job's ``trainer.log``, its working directory to the job's, and the job's own secrets join its environment. An
+empty read (the worker closed the pipe) ends it.
 
 It knows nothing of Redis, Celery or object storage. It trains with ``sage_ft`` from a config file, appends
 progress as JSON lines to ``events.jsonl``, stops (after a checkpoint) when ``STOP`` appears, and writes
@@ -124,13 +129,46 @@ def run(workdir: Path) -> tuple[dict[str, Any], int]:
     }, 0
 
 
+def await_job() -> Path | None:
+    """The spare's wait: import what every job needs, then block until the worker hands over a job."""
+    started = time.monotonic()
+    import peft  # noqa: F401
+    import trl  # noqa: F401
+
+    import sage_ft.training.trainer  # noqa: F401  (torch, transformers, datasets, accelerate with it)
+
+    print(f"spare trainer {os.getpid()} ready in {time.monotonic() - started:.1f} s", flush=True)
+    line = sys.stdin.readline()
+    if not line.strip():
+        return None
+    order = json.loads(line)
+    workdir = Path(order["workdir"])
+    log = os.open(workdir / "trainer.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    print(f"spare trainer {os.getpid()} takes {workdir.name}", flush=True)
+    sys.stderr.flush()
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    os.chdir(workdir)
+    os.environ.update(order.get("env") or {})
+    print(f"trainer {os.getpid()}: a spare, warm for {time.monotonic() - started:.1f} s; job environment: "
+          f"{sorted(order.get('env') or {})}", flush=True)  # fmt: skip
+    return workdir
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--workdir", type=Path, required=True)
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--workdir", type=Path)
+    target.add_argument("--spare", action="store_true", help="import first, then read the job from stdin")
     args = parser.parse_args(argv)
     # Started by the worker, the request was made before exec (sage_ft.proc.spawn). Started by torchrun, a rank asks
     # here to die with torchrun, which itself dies with the worker.
     die_with_parent()
+    workdir = await_job() if args.spare else args.workdir
+    if workdir is None:
+        return 0
+    args.workdir = workdir
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     body, code = run(args.workdir)
     if TrainerProcessSettings().rank == 0:

@@ -58,6 +58,11 @@ class TrainingEnvSettings(BaseSettings):
         default=False,
         description="Never contact a model hub; resolve models from local paths and caches only.",
     )
+    liger_kernels: bool = Field(
+        default=True,
+        description="On CUDA, train SFT with Liger's fused kernels (RMSNorm, SwiGLU, RoPE, fused linear "
+        "cross-entropy) when the liger-kernel package is installed. Never used off CUDA.",
+    )
 
 
 class StorageSettings(BaseSettings):

@@ -16,6 +16,7 @@ The adapter directory appears atomically: it is written aside and renamed when c
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from sage_ft.config import TrainingConfig, init_adapter_shape
 from sage_ft.data.validate import ValidationReport, load_conversations, load_preferences, validate_file
 from sage_ft.errors import ConfigError, TrainingOOMError
 from sage_ft.fsutil import atomic_directory
+from sage_ft.settings import training_env_settings
 from sage_ft.training.callbacks import TrainingCallback, _HFBridge
 from sage_ft.training.chat import encode_conversation, token_counter
 from sage_ft.training.checkpoints import latest_checkpoint
@@ -179,7 +181,8 @@ class LoRATrainer:
             return dpo_args(self._common_args(has_eval), self.config)
         from trl import SFTConfig
 
-        return SFTConfig(**self._common_args(has_eval), max_length=self.config.max_length, packing=self.config.packing)
+        return SFTConfig(**self._common_args(has_eval), max_length=self.config.max_length, packing=self.config.packing,
+                         use_liger_kernel=use_liger(self.runtime.device))  # fmt: skip
 
     def _peft_config(self) -> Any:
         from peft import LoraConfig
@@ -296,6 +299,12 @@ class LoRATrainer:
             }
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         return target
+
+
+def use_liger(device: str) -> bool:
+    """Liger's fused kernels for SFT: on CUDA only, where the package is installed and the operator allows it."""
+    return (device == "cuda" and training_env_settings().liger_kernels
+            and importlib.util.find_spec("liger_kernel") is not None)  # fmt: skip
 
 
 def _tensorboard(log_dir: Path) -> Any:
