@@ -283,6 +283,8 @@ def main() -> None:
         print("\n## results")
         measures = [("wall", "stack", walls), ("CPU", "stack", cpus), ("trainer child vs bare", "child", children)]
         for what, first, pairs in measures + ([("control: bare vs bare, wall", "bare", controls)] if controls else []):
+            if not pairs:  # --pairs 0: latency only
+                continue
             ratios = [a / b for a, b in pairs]
             print(f"overhead {what} ({steps} steps, sage-wide): {first} median "
                   f"{statistics.median(a for a, _ in pairs):.2f}s, bare median "

@@ -179,14 +179,14 @@ class TrainRunner:
     def _monitor(self, run: _Run, proc: Any) -> bool:
         """Forward progress until the child exits; True if our lease was lost (someone else owns the job now).
 
-        Heartbeats and user flags are handled by the lease keeper's threads, so a slow upload here delays neither.
-        """
+        Heartbeats and user flags are handled by the lease keeper's threads, so a slow upload here delays neither."""
         assert run.keeper is not None
         while proc.poll() is None:
             self._drain(run)
             if run.keeper.lost.is_set():
                 return True
-            wait_exit(proc, self.ctx.settings.worker.poll_seconds)  # returns the moment the trainer exits
+            poll = self.ctx.settings.worker.poll_seconds  # finer until step 1, which a user waits for; either way,
+            wait_exit(proc, poll if run.step else min(poll, 0.05))  # this returns the moment the trainer exits
         return run.keeper.lost.is_set()
 
     def _on_flags(self, run: _Run, current: Job) -> None:
