@@ -28,11 +28,13 @@ def varlen_sdpa_forward(module: Any, query: Any, key: Any, value: Any, attention
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     bounds = kwargs.get("cu_seq_lens_q")
-    if bounds is None or query.shape[0] != 1 or query.shape[2] != key.shape[2]:
+    edges = bounds.tolist() if bounds is not None else []
+    window = kwargs.get("sliding_window")  # a sequence longer than the window needs sdpa's banded mask
+    if (not edges or query.shape[0] != 1 or query.shape[2] != key.shape[2]
+            or (window and max(b - a for a, b in itertools.pairwise(edges)) > window)):  # fmt: skip
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)  # fmt: skip
     gqa = query.shape[1] != key.shape[1]
-    edges = bounds.tolist()
     parts = [
         torch.nn.functional.scaled_dot_product_attention(
             query[:, :, start:end],
