@@ -156,8 +156,8 @@ def child_env(extra_path: str | None = None) -> dict[str, str]:
     return env
 
 
-def check_ids(cell: dict[str, Any], peer: str, stub: str, work: Path) -> None:
-    """LLaMA-Factory's token ids and labels, record by record, equal ours."""
+def check_ids(cell: dict[str, Any], peer: str, stub: str, work: Path) -> int:
+    """LLaMA-Factory's token ids and labels, record by record, equal ours; returns the data set's tokens."""
     from sage_ft.training.chat import encode_conversation
 
     args_file, out = work / "ids-args.json", work / "ids.json"
@@ -171,6 +171,7 @@ def check_ids(cell: dict[str, Any], peer: str, stub: str, work: Path) -> None:
         labels = [t if m else -100 for t, m in zip(enc["input_ids"], enc["assistant_masks"], strict=True)]
         if enc["input_ids"] != row["input_ids"] or labels != row["labels"]:
             raise SystemExit(f"{cell['name']}: record {i} tokenizes differently on the two sides")
+    return sum(len(row["input_ids"]) for row in theirs)
 
 
 def one_run(side: str, cell: dict[str, Any], peer: str, stub: str, work: Path) -> dict[str, Any]:
@@ -197,16 +198,18 @@ KEYS = ("tokens_per_s", "wall", "rss", "loss", "last_loss")
 
 
 def summarise(cell: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    def med(side: str, key: str) -> float:
-        return statistics.median(r[key] for r in runs[side])
+    def med(side: str, key: str) -> float | None:
+        values = [r[key] for r in runs[side] if r[key] is not None]  # no logged loss in a run shorter than 10 steps
+        return statistics.median(values) if values else None
 
-    ratios = [s["tokens_per_s"] / p["tokens_per_s"] for s, p in zip(runs["sage"], runs["llamafactory"], strict=True)]
+    pairs = list(zip(runs["sage"], runs["llamafactory"], strict=True))
+    ratios = [s["tokens_per_s"] / p["tokens_per_s"] for s, p in pairs]
     return dict(
         cell=cell["name"], tokens=cell["tokens"], records=len(cell["records"]),
         ratio=statistics.median(ratios), ratio_range=(min(ratios), max(ratios)),
         **{f"{side}_{key}": med(side, key) for side in runs for key in KEYS},
         sage_steps=runs["sage"][0]["steps"], llamafactory_steps=runs["llamafactory"][0]["steps"],
-        loss_ratio=med("sage", "loss") / med("llamafactory", "loss"),
+        loss_ratio=statistics.median(s["loss"] / p["loss"] for s, p in pairs),
     )  # fmt: skip
 
 
@@ -231,8 +234,7 @@ def main() -> None:
             if args.cells and f"{shape}/{data}" not in args.cells.split(","):
                 continue
             cell = build_cell(work, shape, data, args.steps)
-            cell["tokens"] = _tokens(cell)
-            check_ids(cell, args.peer_python, str(stub), work)
+            cell["tokens"] = check_ids(cell, args.peer_python, str(stub), work)
             runs: dict[str, list[dict[str, Any]]] = {"sage": [], "llamafactory": []}
             for pair in range(args.pairs):
                 order = ("llamafactory", "sage") if pair % 2 == 0 else ("sage", "llamafactory")
@@ -247,14 +249,8 @@ def main() -> None:
     report(results, args)
 
 
-def _tokens(cell: dict[str, Any]) -> int:
-    from sage_ft.training.chat import encode_conversation
-
-    return sum(
-        len(encode_conversation(cell["tokenizer"], [{"role": "user", "content": r["instruction"]},
-                                                    {"role": "assistant", "content": r["output"]}])["input_ids"])
-        for r in cell["records"]
-    )  # fmt: skip
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
@@ -265,8 +261,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
         print(f"| {r['cell']} | {r['tokens']} | {r['sage_tokens_per_s']:.0f} | {r['llamafactory_tokens_per_s']:.0f} | "
               f"**{r['ratio']:.2f}x** ({lo:.2f}-{hi:.2f}) | {r['sage_wall']:.0f} / {r['llamafactory_wall']:.0f} s | "
               f"{r['sage_rss']:.0f} / {r['llamafactory_rss']:.0f} | {r['sage_loss']:.4f} / "
-              f"{r['llamafactory_loss']:.4f} | {r['sage_last_loss']:.4f} / "
-              f"{r['llamafactory_last_loss']:.4f} |")  # fmt: skip
+              f"{r['llamafactory_loss']:.4f} | {_num(r['sage_last_loss'])} / "
+              f"{_num(r['llamafactory_last_loss'])} |")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     if results:

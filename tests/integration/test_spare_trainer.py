@@ -4,10 +4,10 @@ standard input, trains it (loss falls), and is used once; the job's secrets reac
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
+from stack import wait_for
 
 from sage_ft import TrainingConfig
 from sage_ft.proc import wait_exit
@@ -15,13 +15,6 @@ from sage_ft_worker.spare import SPARE_LOG, SpareTrainer, start_trainer
 from sage_ft_worker.trainer_files import EVENTS, RESULT
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for(predicate, timeout: float = 120.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def job_dir(root: Path, name: str, tiny_model: Path, data: Path) -> Path:
@@ -38,7 +31,7 @@ def test_a_spare_trains_one_job_and_is_replaced(tiny_model: Path, qa_file: Path,
     spare.start()
     first = spare.pid
     assert first is not None
-    wait_for(lambda: "ready" in (tmp_path / "worker" / SPARE_LOG).read_text())
+    wait_for(lambda: "ready" in (tmp_path / "worker" / SPARE_LOG).read_text(), 120, "spare ready")
 
     workdir = job_dir(tmp_path, "job-1", tiny_model, qa_file)
     proc = start_trainer(spare, 1, workdir, {"WANDB_API_KEY": "secret-value-123"})
@@ -83,7 +76,7 @@ def test_a_warm_worker_trains_a_job_in_its_spare(make_stack, qa_records: list[di
     stack.start_gateway()
     stack.start_worker("warm")
     spare_log = stack.dir / "work-warm" / SPARE_LOG
-    wait_for(lambda: spare_log.exists() and "ready" in spare_log.read_text())
+    wait_for(lambda: spare_log.exists() and "ready" in spare_log.read_text(), 120, "spare ready")
     client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
     file_id = client.files.create(file=("qa.jsonl", qa_lines(qa_records[:8])), purpose="fine-tune").id
     job = client.fine_tuning.jobs.create(model="sage-tiny", training_file=file_id,
@@ -94,6 +87,6 @@ def test_a_warm_worker_trains_a_job_in_its_spare(make_stack, qa_records: list[di
     # fresh spare replaced it
     first = next(line.split()[2] for line in spare_log.read_text().splitlines() if "ready in" in line)
     assert f"spare trainer {first} takes {job.id}" in spare_log.read_text()
-    wait_for(lambda: spare_log.read_text().count("ready in") == 2)
+    wait_for(lambda: spare_log.read_text().count("ready in") == 2, 120, "a new spare")
     pids = [line.split()[2] for line in spare_log.read_text().splitlines() if "ready in" in line]
     assert pids[0] == first != pids[1]

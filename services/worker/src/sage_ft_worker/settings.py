@@ -71,6 +71,12 @@ def trainer_environment(secrets: dict[str, str] | None = None) -> dict[str, str]
     return child_environment(secrets, keep=("HF_TOKEN",))
 
 
+def join_job_environment(env: dict[str, str]) -> None:
+    """A spare trainer taking a job: the job's own secrets join its environment, as ``trainer_environment`` would
+    have put them there at start."""
+    os.environ.update(env)
+
+
 class Settings:
     """Every group the worker needs, read once at start-up."""
 

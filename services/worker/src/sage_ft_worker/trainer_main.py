@@ -28,7 +28,7 @@ from sage_ft.config import TrainingConfig
 from sage_ft.errors import ConfigError, DataError, ModelNotFoundError, SageFTError, TrainingOOMError
 from sage_ft.proc import die_with_parent
 from sage_ft.training.callbacks import ProgressEvent, TrainingCallback
-from sage_ft_worker.settings import TrainerProcessSettings
+from sage_ft_worker.settings import TrainerProcessSettings, join_job_environment
 from sage_ft_worker.trainer_files import EVENTS, RESULT, STAGED, STOP
 
 __all__ = ["EVENTS", "RESULT", "STAGED", "STOP", "FileProgress", "main", "run", "stage"]
@@ -155,7 +155,7 @@ def await_job() -> Path | None:
     os.dup2(log, 2)
     os.close(log)
     os.chdir(workdir)
-    os.environ.update(order.get("env") or {})
+    join_job_environment(order.get("env") or {})
     print(f"trainer {os.getpid()}: a spare, warm for {time.monotonic() - started:.1f} s; job environment: "
           f"{sorted(order.get('env') or {})}", flush=True)  # fmt: skip
     return workdir
