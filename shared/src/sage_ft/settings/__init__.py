@@ -63,6 +63,12 @@ class TrainingEnvSettings(BaseSettings):
         description="On CUDA, train SFT with Liger's fused kernels (RMSNorm, SwiGLU, RoPE, fused linear "
         "cross-entropy) when the liger-kernel package is installed. Never used off CUDA.",
     )
+    fused_ops: bool = Field(
+        default=True,
+        description="Train through sage-ft's fused LoRA linear, RMSNorm and rotary-embedding ops (same arithmetic, "
+        "fewer memory passes); RMSNorm and rotary are left to Liger where Liger is on. False: PEFT's and the "
+        "model's own.",
+    )
 
 
 class StorageSettings(BaseSettings):

@@ -8,9 +8,11 @@ those positions (label -100). Here the head runs only at positions whose next to
 The objective is the same: summed next-token NLL over ``num_items`` (the trainer's ``num_items_in_batch``), or the
 mean over trained tokens when it is not given.
 
-The same holds one step earlier: the last decoder layer's MLP output at an untrained position reaches only that
-position's logits, so ``last_mlp_rows`` runs that MLP (about 70 % of a layer's linear FLOPs) on trained positions
-only, forward and backward. Attention in that layer still runs everywhere: trained tokens read the prompt's keys.
+The same holds one step earlier: the last decoder layer's output at an untrained position reaches only that
+position's logits, so ``last_layer_rows`` runs that layer's MLP (about 70 % of a layer's linear FLOPs) and its query
+and output projections on trained positions only, forward and backward. Keys and values still run everywhere:
+trained tokens read the prompt's. An untrained position's query is zero, so its (unused) attention output is
+finite and gets no gradient.
 
 ``SageSFTTrainer`` uses both for every single-process training step of a model family whose forward is exactly
 ``lm_head(decoder(...))`` (``head_parts``); anything else keeps the model's own loss.
@@ -75,39 +77,57 @@ def chunk_rows(vocab: int, device: Any) -> int:
     return max(16, budget // (12 * vocab))
 
 
-@contextmanager
-def last_mlp_rows(decoder: Any, rows: Any) -> Iterator[None]:
-    """While open, the last decoder layer's MLP computes only ``rows`` (a (batch, seq) bool mask) and gives zeros
-    elsewhere. Not under gradient checkpointing: its recomputation in backward would run the full MLP."""
+def _rows_only(module: Any, rows: Any) -> Callable[[], None]:
+    """Make ``module`` compute only ``rows`` (a (batch, seq) bool mask) and give zeros elsewhere; returns the undo."""
     import torch
 
-    layers = getattr(decoder, "layers", None)
-    mlp = getattr(layers[-1], "mlp", None) if layers else None
-    if mlp is None or getattr(decoder, "gradient_checkpointing", False):
-        yield
-        return
-    full = type(mlp).forward
+    had_own = "forward" in vars(module)  # an instance forward (fused_training_ops) is kept and restored
+    full = module.forward
 
     def forward(x: Any) -> Any:
-        out = torch.zeros_like(x)
-        out[rows] = full(mlp, x[rows])
+        part = full(x[rows])
+        out = torch.zeros(*rows.shape, part.shape[-1], dtype=part.dtype, device=part.device)
+        out[rows] = part
         return out
 
-    mlp.forward = forward
+    module.forward = forward
+
+    def undo() -> None:
+        if had_own:
+            module.forward = full
+        else:
+            del module.forward
+
+    return undo
+
+
+@contextmanager
+def last_layer_rows(decoder: Any, rows: Any) -> Iterator[None]:
+    """While open, the last decoder layer's MLP, query and output projections compute only ``rows`` and give zeros
+    elsewhere. Not under gradient checkpointing: its recomputation in backward would run them in full."""
+    layers = getattr(decoder, "layers", None)
+    last = layers[-1] if layers else None
+    attn = getattr(last, "self_attn", None)
+    parts = [getattr(last, "mlp", None), getattr(attn, "q_proj", None), getattr(attn, "o_proj", None)]
+    if any(p is None for p in parts) or getattr(decoder, "gradient_checkpointing", False):
+        yield
+        return
+    undo = [_rows_only(p, rows) for p in parts]
     try:
         yield
     finally:
-        del mlp.forward
+        for step in undo:
+            step()
 
 
 def selective_causal_lm_loss(parts: tuple[Any, Any], inputs: dict[str, Any], num_items: Any, chunk_size: int) -> Any:
-    """The decoder on the batch as the model's forward would run it (its last MLP at trained positions only), then
-    ``trained_token_loss``."""
+    """The decoder on the batch as the model's forward would run it (its last layer's MLP, query and output
+    projections at trained positions only), then ``trained_token_loss``."""
     decoder, head = parts
     batch = dict(inputs)
     labels = batch.pop("labels")
     rows = labels.new_zeros(labels.shape, dtype=bool)
     rows[:, :-1] = labels[:, 1:] != IGNORE_INDEX  # position t predicts token t + 1
-    with last_mlp_rows(decoder, rows):
+    with last_layer_rows(decoder, rows):
         hidden = decoder(**batch, use_cache=False).last_hidden_state
     return trained_token_loss(hidden, head, labels, num_items, chunk_size=chunk_size)

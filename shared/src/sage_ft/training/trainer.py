@@ -237,6 +237,11 @@ class LoRATrainer:
             trainer = SageSFTTrainer(**kwargs)
         # progress goes through TrainingCallback; HF's PrinterCallback would print raw log dicts to stdout
         trainer.remove_callback(PrinterCallback)
+        if training_env_settings().fused_ops:
+            from sage_ft.training.fused import fuse_training_ops
+
+            liger = getattr(trainer.args, "use_liger_kernel", False)
+            log.info("fused training ops: %s", fuse_training_ops(trainer.model, elementwise=not liger))
         return trainer, bridge
 
     def train(self, resume_from_checkpoint: bool | str | None = None) -> TrainResult:
