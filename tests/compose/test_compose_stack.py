@@ -93,6 +93,8 @@ def test_up_starts_every_service_healthy_with_the_bucket_made(compose: Compose) 
     assert by_service["minio-init"]["State"] == "exited" and by_service["minio-init"]["ExitCode"] == 0
     ready = httpx.get(f"{compose.gateway_url}/readyz", timeout=10)
     assert ready.status_code == 200, ready.text
+    for asset in ("console/", "console/assets/js/main.js", "console/assets/vendor/uPlot.iife.min.js"):  # packaged
+        assert httpx.get(f"{compose.gateway_url}/{asset}", timeout=10).status_code == 200, asset
     for service in ("gateway", "worker-cpu", "serving"):  # non-root, as built
         assert compose.exec(service, "id", "-u").strip() == "10001"
     published = docker("port", compose.container_id("gateway"))

@@ -5,46 +5,18 @@ with vLLM's CPU build, and a private redis-server. The user story first, then ev
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cli_stack import CLI
 from stack import free_port
 
 pytestmark = pytest.mark.slow
-SAGE = Path(sys.executable).parent / "sage-ft"
 QA_QUESTION = "What does LoRA stand for?"
 QA_ANSWER = "Low-Rank Adaptation. It freezes the base model and trains two small low-rank matrices per adapted layer."
-
-
-class CLI:
-    def __init__(self, home: Path, port: int) -> None:
-        self.home = home
-        self.port = port
-        drop = ("REDIS_URL", "SAGE_REDIS_URL", "SAGE_CHAT_", "SAGE_FT_", "SAGE_STORAGE_", "SAGE_GATEWAY_",
-                "SAGE_SERVING_", "SAGE_WORKER_", "OPENAI_")  # fmt: skip
-        base = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-        self.env = {**base, "SAGE_HOME": str(home), "SAGE_FT_GATEWAY_URL": f"http://127.0.0.1:{port}",
-                    "SAGE_TRAIN_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                    "SAGE_SERVING_MAX_MODEL_LEN": "512", "COLUMNS": "200"}  # fmt: skip
-
-    def run(self, *args: str, timeout: float = 600, stdin: str | None = None,
-            **env: str) -> subprocess.CompletedProcess[str]:  # fmt: skip
-        return subprocess.run([str(SAGE), *args], env={**self.env, **env}, capture_output=True, text=True,
-                              timeout=timeout, input=stdin if stdin is not None else "")  # fmt: skip
-
-    def ok(self, *args: str, **env: str) -> str:
-        out = self.run(*args, **env)
-        assert out.returncode == 0, f"sage-ft {' '.join(args)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}"
-        return out.stdout
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.ok("--json", *args))
 
 
 def stack_pids(home: Path) -> list[int]:
@@ -140,6 +112,21 @@ def test_listing_commands_and_json_output(cli: CLI) -> None:
     assert shown["SAGE_FT_GATEWAY_URL"]["source"] == "env"
     assert shown["SAGE_FT_GATEWAY_URL"]["value"] == f"http://127.0.0.1:{cli.port}"
     assert shown["SAGE_CHAT_BACKEND"]["source"] == "default"
+
+
+def test_start_dry_run_shows_the_estimate_and_starts_nothing(cli: CLI, tmp_path: Path) -> None:
+    data = tmp_path / "est.jsonl"
+    data.write_text("".join(json.dumps({"question": f"q{i}?", "answer": f"a{i}"}) + "\n" for i in range(6)))
+    before = [j["id"] for j in cli.json("jobs", "list")["data"]]
+    args = ("start", "--data", str(data), "--model", "sage-tiny", "--preset", "tiny", "--dry-run")
+    answer = cli.json(*args)
+    est = answer["estimate"]
+    assert answer["object"] == "fine_tuning.job.estimate" and est["steps"] == 100  # 6 records, batch 8, 100 epochs
+    assert est["tokens_exact"] and est["tokens"] == 100 * est["tokens_per_epoch"]
+    assert est["seconds_basis"]["source"] == "history"  # the quickstart job of this model and preset was measured
+    shown = cli.ok(*args)
+    assert "optimizer steps" in shown and "100 (100 epochs, batch 8)" in shown and "Nothing was started" in shown
+    assert [j["id"] for j in cli.json("jobs", "list")["data"]] == before
 
 
 def test_data_files_and_errors(cli: CLI, tmp_path: Path) -> None:

@@ -32,6 +32,15 @@ def make_stack(tmp_path_factory: pytest.TempPathFactory, sage_home: Path,
 
 
 @pytest.fixture(scope="module")
+def stack(make_stack: Callable[..., Stack]) -> Stack:
+    """The default stack: a gateway and one worker ("w1") on the local store. A module defines its own for more."""
+    st = make_stack()
+    st.start_gateway()
+    st.start_worker("w1")
+    return st
+
+
+@pytest.fixture(scope="module")
 def client(stack: Stack) -> openai.OpenAI:
     """The real openai client against the module's ``stack`` fixture."""
     return openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)

@@ -3,13 +3,12 @@ retrieve, list, update, delete), named 4xx errors for bad graders, templates and
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
 import openai
 import pytest
-from stack import Stack
+from stack import Stack, auth_env
 
 pytestmark = pytest.mark.slow
 KEYS = {"acme": "sk-acme-evals-1", "globex": "sk-globex-evals-2"}
@@ -23,8 +22,7 @@ ROUGE = {"type": "text_similarity", "name": "rouge", "input": "{{sample.output_t
 
 @pytest.fixture(scope="module")
 def stack(make_stack: Any) -> Stack:
-    table = ",".join(f"{t}:{hashlib.sha256(k.encode()).hexdigest()}" for t, k in KEYS.items())
-    st: Stack = make_stack(SAGE_GATEWAY_AUTH_ENABLED="true", SAGE_GATEWAY_API_KEYS=table)
+    st: Stack = make_stack(**auth_env(KEYS))
     st.start_gateway()  # definitions need no worker
     return st
 

@@ -56,14 +56,6 @@ def test_starts_without_its_store_then_recovers_and_a_frozen_store_never_hangs_r
     stack.stop()
 
 
-@pytest.fixture(scope="module")
-def stack(make_stack: Any) -> Stack:
-    st: Stack = make_stack()
-    st.start_gateway()
-    st.start_worker("w1")
-    return st
-
-
 @pytest.mark.parametrize("path", ["/v1/deployments/a%01b", "/v1/deployments/abc%0A", "/v1/models/abc%0A",
                                   "/v1/models/x%7Fy/merge", "/v1/fine_tuning/jobs/ftjob-1%0D%0A",
                                   "/v1/files/file-%00", "/v1/fine_tuning/jobs/ftjob-x%0A/events/stream"])  # fmt: skip

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
-from stack import LEARN, Stack, qa_lines, wait_job
+from stack import LEARN, Stack, auth_env, qa_lines, wait_job
 
 from sage_ft.settings import StorageSettings
 from sage_ft.storage import make_store
@@ -20,8 +19,7 @@ KEYS = {"acme": "sk-acme-secret-1", "globex": "sk-globex-secret-2"}
 
 @pytest.fixture(scope="module")
 def stack(make_stack: Any) -> Stack:
-    table = ",".join(f"{t}:{hashlib.sha256(k.encode()).hexdigest()}" for t, k in KEYS.items())
-    st: Stack = make_stack(SAGE_GATEWAY_AUTH_ENABLED="true", SAGE_GATEWAY_API_KEYS=table)
+    st: Stack = make_stack(**auth_env(KEYS))
     st.start_gateway()
     st.start_worker("w1")
     return st
@@ -44,7 +42,8 @@ def test_each_tenant_sees_only_its_own_files_jobs_and_models(stack: Stack, qa_re
     assert c["globex"].fine_tuning.jobs.list().data == []
     assert done.fine_tuned_model in {m.id for m in c["acme"].models.list().data}
     assert done.fine_tuned_model not in {m.id for m in c["globex"].models.list().data}
-    assert "sage-tiny" not in {m.id for m in c["globex"].models.list().data}
+    # globex sees the installation's base models (the models root), never what acme trained
+    assert {(m.id, m.owned_by) for m in c["globex"].models.list().data} == {("sage-tiny", "base")}
     for call in (lambda: c["globex"].fine_tuning.jobs.retrieve(job.id),
                  lambda: c["globex"].fine_tuning.jobs.cancel(job.id),
                  lambda: c["globex"].fine_tuning.jobs.list_events(job.id),

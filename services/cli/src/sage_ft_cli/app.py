@@ -37,6 +37,9 @@ class App:
                 LocalStack(self.settings).up()
         return self._gateway
 
+    def console_url(self) -> str:
+        return self.settings.cli.gateway_url.rstrip("/") + "/console/"
+
     def local_gateway(self) -> bool:
         return urlparse(self.settings.cli.gateway_url).hostname in ("127.0.0.1", "localhost")
 

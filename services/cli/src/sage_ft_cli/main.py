@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+import webbrowser
 
 import click
 
@@ -36,6 +37,23 @@ def up(app: App) -> None:
     for comp in comps:
         app.console.print(f"[green]up[/green] {comp.name:<8} pid {comp.pid:<7} log {comp.log}")
     app.console.print(f"Gateway: {app.settings.cli.gateway_url}")
+    app.console.print(f"Console: {app.console_url()}  (`sage-ft ui` opens it)")
+
+
+@cli.command()
+@click.option("--no-open", is_flag=True, help="Print the console's URL; do not open a browser.")
+@pass_app
+def ui(app: App, no_open: bool) -> None:
+    """Open the web console (jobs, loss curves, new job with estimate, models, evaluation, chat) in a browser."""
+    gateway = app.gateway()  # a local gateway that is not running is started first
+    if not gateway.alive():
+        raise CLIError(f"no gateway answers at {app.settings.cli.gateway_url}")
+    url = app.console_url()
+    opened = False if no_open else webbrowser.open(url)
+    if app.json:
+        app.emit({"url": url, "opened": opened})
+        return
+    app.console.print(f"Console: {url}" + ("" if opened or no_open else "  (no browser here: open it yourself)"))
 
 
 @cli.command()

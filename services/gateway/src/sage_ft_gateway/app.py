@@ -12,7 +12,7 @@ from sage_ft_gateway import errors
 from sage_ft_gateway.deps import Services
 from sage_ft_gateway.metrics import MetricsMiddleware, StateCollector
 from sage_ft_gateway.ratelimit import ReadRateLimit
-from sage_ft_gateway.routes import eval_runs, evals, files, jobs, models, ops, serving
+from sage_ft_gateway.routes import console, eval_runs, evals, files, jobs, models, ops, serving
 from sage_ft_gateway.services import maintenance
 from sage_ft_gateway.settings import Settings
 from sage_ft_gateway.state import GatewayState
@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     for module in (files, jobs, models, ops, serving, evals, eval_runs):
         app.include_router(module.router)
+    console.mount(app)
     if settings.gateway.read_rate_limit:
         app.add_middleware(ReadRateLimit, limit=settings.gateway.read_rate_limit)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: 429s are counted too

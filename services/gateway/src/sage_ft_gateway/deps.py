@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from sage_ft_gateway.services.estimate import EstimateService
 from sage_ft_gateway.services.eval_runs import EvalRunService
 from sage_ft_gateway.services.evals import EvalService
 from sage_ft_gateway.services.files import FileService
@@ -20,6 +21,7 @@ class Services:
         self.files = FileService(state)
         self.jobs = JobService(state, self.files)
         self.models = ModelService(state)
+        self.estimates = EstimateService(state, self.jobs)
         self.evals = EvalService(state)
         self.eval_runs = EvalRunService(state, self.evals, self.files, self.models)
 

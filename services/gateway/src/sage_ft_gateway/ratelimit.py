@@ -37,7 +37,9 @@ class ReadRateLimit:
         return f"addr:{client[0]}"
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD") or scope["path"] in EXEMPT:
+        # the console's own files are not counted (its API calls are)
+        if (scope["type"] != "http" or scope["method"] not in ("GET", "HEAD") or scope["path"] in EXEMPT
+                or scope["path"].startswith("/console")):  # fmt: skip
             await self.app(scope, receive, send)
             return
         key = self._key(scope)

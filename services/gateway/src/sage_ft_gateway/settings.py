@@ -40,6 +40,10 @@ class GatewaySettings(BaseSettings):
         default="", description="GET requests allowed per API key, e.g. '30/second' or '600/minute' (empty: no limit)."
     )
     log_level: str = Field(default="info", description="Uvicorn log level.")
+    estimate_tokens_per_second: float = Field(
+        default=500.0, gt=0, description="Dry-run estimates: the training speed assumed for a base model and preset "
+        "with no succeeded job on record yet (afterwards, measured jobs decide).",
+    )  # fmt: skip
 
     @field_validator("read_rate_limit")
     @classmethod

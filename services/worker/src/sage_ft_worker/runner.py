@@ -378,6 +378,7 @@ class TrainRunner:
             return "lease lost"
         done = lifecycle.finish(jobs, job.id, self.owner, JobStatus.SUCCEEDED, fine_tuned_model=name,
                                 trained_tokens=result.get("trained_tokens"), step=result["global_step"],
+                                train_seconds=result.get("train_seconds"),
                                 total_steps=result["total_steps"], evaluation=evaluation)  # fmt: skip
         if done is None:  # committed, but the job is not ours: hidden until its holder commits over it
             log.warning("job %s: committed %s but the lease had moved on", job.id, name)

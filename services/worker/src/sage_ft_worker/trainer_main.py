@@ -123,6 +123,7 @@ def run(workdir: Path) -> tuple[dict[str, Any], int]:
         "global_step": result.global_step,
         "total_steps": result.total_steps,
         "train_loss": result.metrics.get("train_loss"),
+        "train_seconds": result.metrics.get("train_runtime"),
         "trained_tokens": tokens,
         "resumed_from": result.resumed_from,
         "stop_latency_steps": progress.stop_latency_steps,

@@ -105,6 +105,11 @@ def finish(store: JobStore, job_id: str, owner: str, status: JobStatus, error: J
         return job
 
     job = store.update(job_id, rule)
+    if ours and status == JobStatus.SUCCEEDED:
+        try:
+            store.record_run(job)  # the estimate's history; losing one entry costs nothing
+        except Exception:
+            log.warning("job %s: throughput not recorded", job_id, exc_info=True)
     return job if ours else None
 
 

@@ -74,6 +74,7 @@ class Job(BaseModel):
     )
     error: JobError | None = None
     trained_tokens: int | None = None
+    train_seconds: float | None = Field(default=None, description="The trainer's own runtime (estimates use it).")
     step: int = 0
     total_steps: int = 0
     estimated_finish: float | None = None

@@ -198,6 +198,8 @@ class JobRequest(BaseModel):
     from_checkpoint: str | None = Field(default=None, description="Start from an earlier job's checkpoint.",
                                         json_schema_extra={"pattern": CHECKPOINT_ID.pattern})  # fmt: skip
     eval: JobEval | None = None
+    dry_run: bool | None = Field(default=None, description="Return the job's estimate (tokens, steps, seconds, peak "
+                                 "memory) instead of creating it.")  # fmt: skip
 
     @field_validator("config", mode="before")
     @classmethod

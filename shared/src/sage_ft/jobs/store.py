@@ -195,6 +195,31 @@ class JobStore:
     def base_models(self, tenant: str) -> list[str]:
         return sorted(m for m in self.r.smembers(self._tenant(tenant, "bases")))
 
+    # -- throughput history (for estimates) -------------------------------------------------------------------------
+
+    RUNS_KEPT = 20
+
+    def _runs(self, base_model: str, preset: str) -> str:
+        return f"{self.p}:runs:{base_model}|{preset}"
+
+    def record_run(self, job: Job) -> None:
+        """A succeeded job's trained tokens and wall seconds, newest first, kept per base model and preset for every
+        tenant (speeds only: no names, files or data)."""
+        if not job.trained_tokens or not job.started_at or not job.finished_at or job.attempt > 1:
+            return  # a retried or resumed job's wall time and runtime cover different spans
+        key = self._runs(job.root_model, str(job.spec.get("preset") or "auto"))
+        entry = json.dumps(
+            {
+                "tokens": job.trained_tokens,
+                "seconds": round(job.finished_at - job.started_at, 3),
+                "train_seconds": job.train_seconds,
+            }
+        )
+        self.r.pipeline().lpush(key, entry).ltrim(key, 0, self.RUNS_KEPT - 1).execute()
+
+    def recent_runs(self, base_model: str, preset: str) -> list[dict[str, Any]]:
+        return [json.loads(raw) for raw in self.r.lrange(self._runs(base_model, preset), 0, -1)]
+
     # -- events and checkpoints -----------------------------------------------------------------------------------
 
     def add_event(self, job_id: str, message: str, *, level: str = "info", type: str = "message",

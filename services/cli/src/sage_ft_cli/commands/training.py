@@ -36,7 +36,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
 
 def submit(app: App, *, data: Path, model: str, name: str, preset: str | None, epochs: float | None,
            config: dict[str, Any] | None, task: str | None, method: str = "supervised",
-           beta: float | None = None) -> dict[str, Any]:  # fmt: skip
+           beta: float | None = None, dry_run: bool = False) -> dict[str, Any]:  # fmt: skip
     gateway = app.gateway()
     uploaded = gateway.upload(data)
     if uploaded.get("status") == "error":
@@ -58,8 +58,38 @@ def submit(app: App, *, data: Path, model: str, name: str, preset: str | None, e
         body["config"] = config
     if task and task != "custom" and method == "supervised":
         body["task"] = task
+    if dry_run:
+        body["dry_run"] = True
     job: dict[str, Any] = gateway.post("/v1/fine_tuning/jobs", body)
     return job
+
+
+def show_estimate(app: App, answer: dict[str, Any]) -> None:
+    est = answer["estimate"]
+    if app.json:
+        app.emit(answer)
+        return
+    basis = est["seconds_basis"]
+    if basis["source"] == "history":
+        how = f"from {basis['jobs']} recent job(s) of this model and preset, {basis['tokens_per_second']:.0f} tok/s"
+    else:
+        how = f"no job of this model and preset yet: a default {basis['tokens_per_second']:.0f} tok/s"
+    memory = est.get("peak_memory_bytes")
+    rows = [
+        ("tokens", f"{est['tokens']:,}" + ("" if est["tokens_exact"] else " (estimated: no tokenizer here)")),
+        ("optimizer steps", f"{est['steps']:,} ({est['epochs']:g} epochs, batch {est['batch_size']})"),
+        ("wall time", f"{_duration(est['seconds'])} ({how})"),
+        ("peak GPU memory", f"{memory / 2**30:.2f} GiB" if memory else est["memory_basis"].get("reason", "unknown")),
+    ]
+    for label, value in rows:
+        app.console.print(f"{label:>16}  {value}")
+    app.console.print("Nothing was started (--dry-run).")
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
 def finish(app: App, job: dict[str, Any], name: str) -> None:
@@ -147,10 +177,12 @@ def quickstart(app: App, task: str, model: str, preset: str | None, epochs: floa
               "ftckpt-...) instead of --model.")  # fmt: skip
 @click.option("--beta", type=click.FloatRange(0, 2, min_open=True), help="DPO beta (default: auto, 0.1).")
 @click.option("--follow", "follow_job", is_flag=True, help="Show progress; exit non-zero if the job fails.")
+@click.option("--dry-run", is_flag=True, help="Show the estimate (tokens, steps, time, peak GPU memory); start "
+              "nothing.")  # fmt: skip
 @pass_app
 def start(app: App, task: str, data: Path | None, model: str, preset: str | None, auto_preset: bool,
           config_file: Path | None, name: str | None, method: str, from_model: str | None, beta: float | None,
-          follow_job: bool) -> None:  # fmt: skip
+          follow_job: bool, dry_run: bool) -> None:  # fmt: skip
     """Upload data and start a fine-tuning job (supervised or DPO, from a base model or a fine-tune)."""
     if preset and auto_preset:
         raise click.UsageError("--preset and --auto exclude each other")
@@ -163,8 +195,10 @@ def start(app: App, task: str, data: Path | None, model: str, preset: str | None
     alias = name or task
     job = submit(app, data=data or builtin_dataset_path(task), model=from_model or model, name=alias,
                  preset="auto" if auto_preset else preset, epochs=None, config=config, task=task, method=method,
-                 beta=beta)  # fmt: skip
-    if follow_job:
+                 beta=beta, dry_run=dry_run)  # fmt: skip
+    if dry_run:
+        show_estimate(app, job)
+    elif follow_job:
         finish(app, job, alias)
     elif app.json:
         app.emit(job)

@@ -15,6 +15,23 @@ class JobError(ApiModel):
     param: str | None = None
 
 
+class Estimate(ApiModel):
+    tokens: int
+    steps: int
+    seconds: float
+    peak_memory_bytes: int | None = None
+    tokens_exact: bool
+    seconds_basis: dict[str, Any]
+    memory_basis: dict[str, Any]
+
+
+class JobEstimate(ApiModel):
+    """``dry_run: true``: what the job would cost; no job is created."""
+
+    object: Literal["fine_tuning.job.estimate"]
+    estimate: Estimate
+
+
 class FineTuningJob(ApiModel):
     object: Literal["fine_tuning.job"]
     id: str

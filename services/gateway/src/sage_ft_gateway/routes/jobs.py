@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -17,9 +18,10 @@ from sage_ft.jobs.spec import JobRequest
 from sage_ft_gateway.deps import Svc, Tenant
 from sage_ft_gateway.errors import ApiError
 from sage_ft_gateway.protocol.common import IdPath, sse_response
-from sage_ft_gateway.protocol.jobs import CheckpointList, EventList, FineTuningJob, JobList
+from sage_ft_gateway.protocol.jobs import CheckpointList, EventList, FineTuningJob, JobEstimate, JobList
 
 _SHUTDOWN_CHECK_S = 0.5  # how often an idle stream looks for a shutdown
+_SETTLE_S = 2.0  # a job's last events (model created, completed) are written just after its status: wait for them
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"], responses=error_responses(400, 401, 404, 503))
 Limit = Annotated[int, Query(ge=1, le=100)]
 JobCursor = Annotated[str | None, Query(pattern=r"^ftjob-[0-9a-f]{1,64}$", description="A job id: list after it.")]
@@ -29,9 +31,12 @@ LastEventId = Annotated[str, Header(pattern=r"^([0-9]{1,11}|ftevent-[0-9a-f]{1,6
 CheckpointCursor = Annotated[str | None, Query(pattern=r"^ftckpt-[0-9a-f]{1,64}-[0-9]{1,12}$")]
 
 
-@router.post("", response_model=FineTuningJob)
+@router.post("", response_model=FineTuningJob | JobEstimate)
 def create_job(body: JobRequest, tenant: Tenant, svc: Svc,
                idempotency_key: Annotated[str | None, Header(max_length=256)] = None) -> dict[str, Any]:  # fmt: skip
+    """Create a job; with ``dry_run: true``, return its estimate (tokens, steps, seconds, peak memory) instead."""
+    if body.dry_run:
+        return svc.estimates.estimate(tenant, body)
     job, _ = svc.jobs.create(tenant, body, idempotency_key)
     return job.to_openai()
 
@@ -121,6 +126,9 @@ async def stream_events(job_id: IdPath, tenant: Tenant, svc: Svc,
                 if events:
                     continue
                 job = await run_in_threadpool(store.get_job, job_id)
+                if job is not None and job.status in TERMINAL and (job.finished_at or 0) + _SETTLE_S > time.time():
+                    await anyio.sleep(min(_SETTLE_S, job.finished_at + _SETTLE_S - time.time()))  # type: ignore[operator]
+                    continue
                 if job is None or job.status in TERMINAL:
                     yield ServerSentEvent(data=json.dumps(job.to_openai() if job else {}), event="end")
                     return

@@ -6,8 +6,9 @@ process dies between the two, the reconciler finds a queued job the broker does 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
+from sage_ft.config import TrainingConfig
 from sage_ft.jobs import Job, JobStatus, lifecycle
 from sage_ft.jobs.model import event_seq, new_id, now
 from sage_ft.jobs.secrets import masked_integrations, request_secrets
@@ -18,7 +19,15 @@ from sage_ft_gateway.services.files import FileService
 from sage_ft_gateway.services.models import ModelService
 from sage_ft_gateway.state import GatewayState
 
-_SECRET_FIELDS: Any = {"integrations": {"__all__": {"wandb": {"api_key"}}}}  # never in the stored request
+
+class Checked(NamedTuple):
+    config: TrainingConfig
+    hyperparameters: dict[str, Any]
+    base: str | None
+    parent: str | None
+
+
+_SECRET_FIELDS: Any = {"integrations": {"__all__": {"wandb": {"api_key"}}}, "dry_run": True}  # not stored
 
 
 class JobService:
@@ -29,8 +38,9 @@ class JobService:
 
     # -- create -----------------------------------------------------------------------------------------------
 
-    def _check_request(self, tenant: str, request: JobRequest) -> tuple[dict[str, Any], str | None, str | None]:
-        """The resolved hyperparameters, and the base and parent models when the job continues a fine-tune."""
+    def check_request(self, tenant: str, request: JobRequest) -> Checked:
+        """The resolved config and hyperparameters, and the base and parent models when the job continues a
+        fine-tune; every 4xx a bad request earns."""
         base, parent = self._lineage(tenant, request)
         if not request.training_file and not request.task:
             raise ApiError(400, "training_file is required (or a built-in 'task').", param="training_file")
@@ -57,7 +67,7 @@ class JobService:
         if parent is not None and request.lora is not None:
             raise ApiError(400, f"A job that continues {parent} keeps its adapter's shape; leave 'lora' out.",
                            param="lora")  # fmt: skip
-        _, hyper = build_training_config(
+        config, hyper = build_training_config(
             request,
             preset=_display_preset(request.preset),
             data_path=None,
@@ -65,7 +75,7 @@ class JobService:
             validation_path=request.validation_file,
             base_model=base,
         )  # fmt: skip  (validation only)
-        return hyper, base, parent
+        return Checked(config, hyper, base, parent)
 
     def _lineage(self, tenant: str, request: JobRequest) -> tuple[str | None, str | None]:
         """(base, parent) for a job that starts from a fine-tune or a checkpoint; (None, None) from a base model."""
@@ -118,7 +128,7 @@ class JobService:
                            code="base_model_not_found")  # fmt: skip
 
     def create(self, tenant: str, request: JobRequest, idempotency_key: str | None) -> tuple[Job, bool]:
-        hyper, base, parent = self._check_request(tenant, request)
+        _, hyper, base, parent = self.check_request(tenant, request)
         job = Job(
             id=new_id("ftjob"), tenant=tenant, status=JobStatus.QUEUED, model=request.model,
             training_file=request.training_file, validation_file=request.validation_file, suffix=request.suffix,

@@ -1,4 +1,5 @@
-"""The model registry as callers see it: fine-tuned models from manifests (with aliases) and base models in use.
+"""The model registry as callers see it: fine-tuned models from manifests (with aliases), and base models: those
+installed under the models root and those the tenant's jobs used.
 
 A manifest made by a job is visible only once that job is ``succeeded`` with this model and this attempt: a stale
 attempt's commit (its worker froze past its lease, then came back) stays hidden until the live attempt replaces it.
@@ -70,8 +71,10 @@ class ModelService:
         jobs = self.state.jobs.get_jobs(sorted({m.job_id for m in manifests if m.job_id}))
         tuned = sorted((m for m in manifests if self.job_blocks(m, jobs) is None), key=lambda m: m.created_at,
                        reverse=True)  # fmt: skip
+        root = self.state.settings.paths.resolved_models_root()
+        installed = {p.name for p in root.iterdir() if local_model_dir(root, p.name)} if root.is_dir() else set()
         data = [{"id": base, "object": "model", "created": 0, "owned_by": "base", "aliases": [], "parts": []}
-                for base in self.state.jobs.base_models(tenant)]  # fmt: skip
+                for base in sorted(installed | set(self.state.jobs.base_models(tenant)))]  # fmt: skip
         data += [model_object(m) for m in tuned]
         return {"object": "list", "data": data}
 

@@ -1,0 +1,77 @@
+"""``POST /v1/fine_tuning/jobs`` with ``dry_run: true``: the job's cost (``sage_ft.jobs.estimate``), no job made.
+
+The request is checked exactly as a real one is (same 4xx). Token lengths are exact when the base model is installed
+under the models root and ``transformers`` is importable here (the embedded stack); otherwise they are the
+validator's estimate (characters / 4), and ``tokens_exact`` says so.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sage_ft.data.builtin import builtin_dataset_path
+from sage_ft.data.loader import read_file
+from sage_ft.data.validate import validate_raw
+from sage_ft.jobs.estimate import RunRecord, estimate
+from sage_ft.jobs.spec import JobRequest, local_model_dir
+from sage_ft_gateway.services.jobs import JobService
+from sage_ft_gateway.state import GatewayState
+
+log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=4)
+def _token_counter(model_dir: str) -> Any:
+    """Exact lengths through the model's tokenizer and chat template; None where transformers is not installed."""
+    try:
+        from transformers import AutoTokenizer
+
+        from sage_ft.training.chat import ensure_chat_template, token_counter
+    except ImportError:
+        return None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
+        ensure_chat_template(tokenizer)
+    except (OSError, ValueError) as err:
+        log.info("estimate: no tokenizer from %s (%s); lengths are estimated", model_dir, err)
+        return None
+    return token_counter(tokenizer)
+
+
+class EstimateService:
+    def __init__(self, state: GatewayState, jobs: JobService) -> None:
+        self.state = state
+        self.jobs = jobs
+
+    def estimate(self, tenant: str, request: JobRequest) -> dict[str, Any]:
+        checked = self.jobs.check_request(tenant, request)
+        config = checked.config
+        base = checked.base or request.model
+        model_dir = local_model_dir(self.state.settings.paths.resolved_models_root(), base)
+        counter = _token_counter(str(model_dir)) if model_dir is not None else None
+        lengths, exact = self._lengths(tenant, request, counter)
+        preset = request.preset or "auto"
+        history = [RunRecord(int(r["tokens"]), float(r["seconds"]), r.get("train_seconds"))
+                   for r in self.state.jobs.recent_runs(base, preset)]  # fmt: skip
+        model = json.loads((model_dir / "config.json").read_text(encoding="utf-8")) if model_dir else None
+        default_rate = self.state.settings.gateway.estimate_tokens_per_second
+        body = estimate(lengths, config, has_validation_file=bool(request.validation_file), model=model,
+                        history=history, default_rate=default_rate)  # fmt: skip
+        body.update(tokens_exact=exact, model=request.model, base_model=base, preset=preset,
+                    method=request.method_type, hyperparameters=checked.hyperparameters)  # fmt: skip
+        return {"object": "fine_tuning.job.estimate", "estimate": body}
+
+    def _lengths(self, tenant: str, request: JobRequest, counter: Any) -> tuple[list[int], bool]:
+        if not request.training_file:  # a built-in task
+            raw = read_file(builtin_dataset_path(str(request.task)))
+            return validate_raw(raw, token_counter=counter).token_lengths, counter is not None
+        with tempfile.TemporaryDirectory(prefix="sage-estimate-") as tmp:
+            record = self.jobs.files.get(tenant, request.training_file)
+            path = self.state.tenant_store(tenant).get_file(f"files/{record.id}", Path(tmp) / "train.jsonl")
+            raw = read_file(path, name=record.filename)
+            return validate_raw(raw, token_counter=counter).token_lengths, counter is not None

@@ -1,0 +1,190 @@
+"""What a job will cost, before it runs: tokens, optimizer steps, wall time and peak accelerator memory.
+
+- **Tokens and steps** come from the validated file's per-record token lengths and the resolved training config:
+  the same hold-out split, truncation, packing and schedule arithmetic the trainer uses. Packing is estimated with
+  first-fit-decreasing bins, which is what TRL's best-fit-decreasing gives to within a bin or two.
+- **Seconds** come from recent succeeded jobs of the same base model and preset on this installation:
+  ``seconds = fixed + tokens / rate``, where each job's wall time (start to finish) splits into the trainer's own
+  runtime (its tokens at its speed) and the rest (process start, model load, evaluation, publishing): the fixed
+  part is the median over the jobs, the speed their tokens over their runtimes (so long jobs, whose per-step
+  overheads weigh less, count for more). Jobs recorded without a runtime fall back to a line fitted through (tokens,
+  seconds), or with one such job its plain rate; with no job, a stated default rate.
+- **Peak memory** is arithmetic on the model's ``config.json``: weights at the quantization's bytes per parameter,
+  LoRA weights with gradients and optimizer state, saved activations (layer inputs only under gradient
+  checkpointing), the logits and their gradient in fp32, and a fixed allowance for the CUDA context.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import median
+from typing import Any
+
+from sage_ft.config import TrainingConfig
+
+GIB = 1024**3
+CUDA_CONTEXT_BYTES = 512 * 1024**2  # CUDA context, cuBLAS workspace and allocator slack
+ATTN_PROJ = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP_PROJ = ("gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One finished job, as the throughput history keeps it."""
+
+    tokens: int
+    seconds: float  # wall time, start to finish
+    train_seconds: float | None = None  # the trainer's own runtime within it
+
+
+def train_lengths(lengths: list[int], config: TrainingConfig, has_validation_file: bool) -> list[int]:
+    """The records the trainer trains on (the hold-out split removed), each cut at ``max_length``."""
+    kept = list(lengths)
+    if config.validation_split and not has_validation_file and len(kept) > 1:
+        held = math.ceil(config.validation_split * len(kept))  # datasets' train_test_split rounds the test side up
+        kept = kept[: len(kept) - held]  # which ones are held is random; their mean length is the same in expectation
+    return [min(n, config.max_length) for n in kept]
+
+
+def packed_sequences(lengths: list[int], capacity: int) -> int:
+    """How many sequences of ``capacity`` tokens the records fill, packed first-fit decreasing."""
+    bins: list[int] = []
+    for n in sorted(lengths, reverse=True):
+        for i, free in enumerate(bins):
+            if n <= free:
+                bins[i] -= n
+                break
+        else:
+            bins.append(capacity - n)
+    return len(bins)
+
+
+def optimizer_steps(sequences: int, config: TrainingConfig) -> int:
+    """Optimizer steps as transformers' ``Trainer`` counts them for ``sequences`` rows on one device."""
+    if config.max_steps and config.max_steps > 0:
+        return config.max_steps
+    batches = math.ceil(sequences / config.per_device_train_batch_size)
+    accum = config.gradient_accumulation_steps
+    per_epoch = max(batches // accum + int(batches % accum > 0), 1)
+    return math.ceil(config.num_train_epochs * per_epoch)
+
+
+def fit_seconds(history: list[RunRecord], tokens: int, default_rate: float) -> tuple[float, dict[str, Any]]:
+    """Wall seconds for ``tokens`` trained tokens, and how the figure was reached."""
+    runs = [r for r in history if r.tokens > 0 and r.seconds > 0]
+    if not runs:
+        return tokens / default_rate, {"source": "default", "tokens_per_second": default_rate, "jobs": 0}
+    timed = [r for r in runs if r.train_seconds and 0 < r.train_seconds <= r.seconds]
+    if timed:  # each job splits into a fixed part (start, load, evaluate, publish) and tokens at the trainer's speed
+        fixed = median(r.seconds - float(r.train_seconds or 0) for r in timed)
+        rate = sum(r.tokens for r in timed) / sum(float(r.train_seconds or 0) for r in timed)  # weighted by tokens
+        basis = {"source": "history", "jobs": len(timed), "fit": "fixed + tokens / rate",
+                 "fixed_seconds": round(fixed, 2), "tokens_per_second": round(rate, 1)}  # fmt: skip
+        return fixed + tokens / rate, basis
+    sizes = {r.tokens for r in runs}
+    if len(sizes) >= 2:
+        n = len(runs)
+        mx = sum(r.tokens for r in runs) / n
+        my = sum(r.seconds for r in runs) / n
+        sxx = sum((r.tokens - mx) ** 2 for r in runs)
+        slope = sum((r.tokens - mx) * (r.seconds - my) for r in runs) / sxx
+        fixed = my - slope * mx
+        if slope > 0 and fixed >= 0:
+            return fixed + slope * tokens, {"source": "history", "jobs": n, "fit": "fixed + tokens / rate",
+                                            "fixed_seconds": round(fixed, 2),
+                                            "tokens_per_second": round(1 / slope, 1)}  # fmt: skip
+    rate = median(r.tokens / r.seconds for r in runs)
+    return tokens / rate, {"source": "history", "jobs": len(runs), "fit": "tokens / rate",
+                           "tokens_per_second": round(rate, 1)}  # fmt: skip
+
+
+def _dims(model: dict[str, Any]) -> dict[str, int]:
+    cfg = model.get("text_config") or model  # multimodal configs keep the language model's under text_config
+    h = int(cfg["hidden_size"])
+    heads = int(cfg.get("num_attention_heads") or 1)
+    hd = int(cfg.get("head_dim") or h // heads)
+    return {"h": h, "layers": int(cfg["num_hidden_layers"]), "inter": int(cfg.get("intermediate_size") or 4 * h),
+            "vocab": int(cfg.get("vocab_size") or 32000), "q": heads * hd,
+            "kv": int(cfg.get("num_key_value_heads") or heads) * hd,
+            "tied": int(bool(cfg.get("tie_word_embeddings", model.get("tie_word_embeddings", False))))}  # fmt: skip
+
+
+def _linear_shapes(d: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """(in, out) of each projection of one decoder layer."""
+    h, inter = d["h"], d["inter"]
+    return {"q_proj": (h, d["q"]), "k_proj": (h, d["kv"]), "v_proj": (h, d["kv"]), "o_proj": (d["q"], h),
+            "gate_proj": (h, inter), "up_proj": (h, inter), "down_proj": (inter, h)}  # fmt: skip
+
+
+def parameter_count(model: dict[str, Any]) -> int:
+    d = _dims(model)
+    per_layer = sum(i * o for i, o in _linear_shapes(d).values()) + 2 * d["h"]
+    return d["layers"] * per_layer + d["vocab"] * d["h"] * (2 - d["tied"]) + d["h"]
+
+
+def peak_memory(model: dict[str, Any], config: TrainingConfig, sequence_tokens: int) -> dict[str, Any]:
+    """Peak accelerator bytes for one training step, with the parts that make it up."""
+    d = _dims(model)
+    shapes = _linear_shapes(d)
+    linear = d["layers"] * sum(i * o for i, o in shapes.values())
+    other = d["vocab"] * d["h"] * (2 - d["tied"]) + d["layers"] * 2 * d["h"] + d["h"]
+    half = 2  # the compute dtype (bf16/fp16 on a GPU)
+    if config.load_in_4bit:
+        linear_bytes = linear * (4.127 if config.bnb_4bit_use_double_quant else 4.5) / 8  # NF4 plus block scales
+    elif config.load_in_8bit:
+        linear_bytes = linear * 1.0 + d["layers"] * sum(o for _, o in shapes.values()) * 4  # int8, fp32 row scales
+    else:
+        linear_bytes = linear * (half if config.bf16 or config.fp16 else 4)
+    act = half if config.bf16 or config.fp16 or config.load_in_4bit or config.load_in_8bit else 4
+    weights = linear_bytes + other * (half if act == 2 else 4)
+    targets = set(shapes) if config.lora.target_modules == "all-linear" else set(config.lora.target_modules)
+    lora_params = d["layers"] * sum(config.lora.r * (i + o) for name, (i, o) in shapes.items() if name in targets)
+    state = 2 if "8bit" in config.optim else 8  # Adam's two moments, fp32 or 8-bit
+    lora_bytes = lora_params * (4 + 4 + state)  # fp32 weights and gradients, optimizer state
+    tokens = config.per_device_train_batch_size * sequence_tokens
+    per_layer = act * (6 * d["h"] + 2 * d["kv"] + 3 * d["inter"])  # inputs kept for backward, per token
+    if config.gradient_checkpointing:
+        activations = tokens * (d["layers"] * d["h"] * act + per_layer)  # layer inputs, then one layer recomputed
+    else:
+        activations = tokens * d["layers"] * per_layer
+    logits = tokens * d["vocab"] * 4 * 2  # fp32 logits and their gradient
+    total = int(weights + lora_bytes + activations + logits + CUDA_CONTEXT_BYTES)
+    return {"peak_memory_bytes": total, "parameters": linear + other, "trainable_parameters": lora_params,
+            "memory_breakdown": {"weights": int(weights), "lora_and_optimizer": int(lora_bytes),
+                                 "activations": int(activations), "logits": int(logits),
+                                 "cuda_context": CUDA_CONTEXT_BYTES}}  # fmt: skip
+
+
+def estimate(lengths: list[int], config: TrainingConfig, *, has_validation_file: bool, model: dict[str, Any] | None,
+             history: list[RunRecord], default_rate: float) -> dict[str, Any]:  # fmt: skip
+    """The ``estimate`` object of ``fine_tuning.job.estimate``."""
+    kept = train_lengths(lengths, config, has_validation_file)
+    cut = sum(1 for n in lengths if n > config.max_length)
+    per_epoch = sum(kept)
+    rows = packed_sequences(kept, config.max_length) if config.packing else len(kept)
+    steps = optimizer_steps(rows, config)
+    batch = config.per_device_train_batch_size * config.gradient_accumulation_steps
+    # max_steps: as many passes over the rows as the steps take
+    epochs = steps * batch / max(rows, 1) if config.max_steps and config.max_steps > 0 else config.num_train_epochs
+    tokens = int(per_epoch * epochs)
+    seconds, basis = fit_seconds(history, tokens, default_rate)
+    out: dict[str, Any] = {
+        "tokens": tokens, "tokens_per_epoch": per_epoch, "records": len(kept), "sequences_per_epoch": rows,
+        "steps": steps, "epochs": round(epochs, 3), "batch_size": batch, "max_length": config.max_length,
+        "packing": config.packing, "truncated": cut,
+        "truncated_share": round(cut / len(lengths), 4) if lengths else 0.0,
+        "seconds": round(seconds, 1), "seconds_basis": basis,
+    }  # fmt: skip
+    longest = max(kept, default=config.max_length)
+    seq = config.max_length if config.packing else longest  # padded to the batch's longest; packed rows are full
+    if model is not None:
+        out.update(peak_memory(model, config, seq))
+        out["memory_basis"] = {"sequence_tokens": seq, "batch": config.per_device_train_batch_size,
+                               "quantization": "4bit" if config.load_in_4bit else "8bit" if config.load_in_8bit
+                               else "none", "lora_rank": config.lora.r,
+                               "gradient_checkpointing": config.gradient_checkpointing}  # fmt: skip
+    else:
+        out.update(peak_memory_bytes=None, memory_basis={"reason": "the model's config.json is not on this "
+                                                         "installation (a hub id); no memory estimate"})  # fmt: skip
+    return out

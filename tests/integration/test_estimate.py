@@ -1,0 +1,84 @@
+"""``dry_run: true`` through the real openai client: the estimate, no job; then real jobs of two shapes (padded, and
+packed at another max_length and rank) on a real worker, whose trained tokens and steps the estimate predicted, and
+whose measured speed the next estimate uses."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import openai
+import pytest
+from stack import Stack, qa_lines, wait_job
+
+pytestmark = pytest.mark.slow
+SHAPES = {
+    "padded": {"batch_size": 4, "n_epochs": 3, "extra": {"lora": {"r": 4, "lora_alpha": 8}}},
+    "packed": {"batch_size": 2, "n_epochs": 2, "extra": {"packing": True, "max_length": 48,
+                                                         "lora": {"r": 16, "lora_alpha": 32}}},
+}  # fmt: skip
+
+
+def body(shape: str, file_id: str, dry_run: bool) -> dict[str, Any]:
+    s = SHAPES[shape]
+    return {"model": "sage-tiny", "training_file": file_id, "suffix": shape, "preset": "cpu",
+            "method": {"type": "supervised", "supervised": {"hyperparameters": {
+                "n_epochs": s["n_epochs"], "batch_size": s["batch_size"]}}},
+            **s["extra"], **({"dry_run": True} if dry_run else {})}  # fmt: skip
+
+
+OPENAI_FIELDS = ("model", "training_file", "method", "suffix")
+
+
+def as_call(request: dict[str, Any]) -> dict[str, Any]:
+    """``jobs.create`` keyword arguments: OpenAI's own fields, and sage-ft's through ``extra_body``."""
+    return {**{k: request[k] for k in OPENAI_FIELDS},
+            "extra_body": {k: v for k, v in request.items() if k not in OPENAI_FIELDS}}  # fmt: skip
+
+
+def dry_run(client: openai.OpenAI, request: dict[str, Any]) -> dict[str, Any]:
+    raw = client.fine_tuning.jobs.with_raw_response.create(**as_call(request))
+    answer: dict[str, Any] = json.loads(raw.http_response.text)
+    return answer
+
+
+def test_dry_run_estimates_and_creates_nothing(stack: Stack, client: openai.OpenAI, qa_records: list[dict]) -> None:
+    file = client.files.create(file=("qa.jsonl", qa_lines(qa_records[:12])), purpose="fine-tune").id
+    before = client.fine_tuning.jobs.list().data
+    answer = dry_run(client, body("padded", file, True))
+    assert answer["object"] == "fine_tuning.job.estimate"
+    est = answer["estimate"]
+    assert est["steps"] == 3 * 3 and est["tokens_exact"] and est["records"] == 12  # 12 rows / batch 4, 3 epochs
+    assert est["seconds_basis"]["source"] == "default" and est["seconds"] > 0
+    assert est["peak_memory_bytes"] > est["memory_breakdown"]["cuda_context"]
+    assert client.fine_tuning.jobs.list().data == before  # no job was made
+
+    with pytest.raises(openai.NotFoundError) as err:  # checked as a real request is
+        client.fine_tuning.jobs.create(model="sage-tiny", training_file="file-nope", extra_body={"dry_run": True})
+    assert err.value.body["param"] == "training_file"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.fine_tuning.jobs.create(model="sage-tiny", training_file=file, extra_body={"dry_run": True,
+                                       "lora": {"r": 0}})  # fmt: skip
+    assert "lora.r" in str(bad.value)
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_the_estimate_predicts_the_real_job(stack: Stack, client: openai.OpenAI, qa_records: list[dict],
+                                            shape: str) -> None:  # fmt: skip
+    file = client.files.create(file=("qa.jsonl", qa_lines(qa_records)), purpose="fine-tune").id
+    est = dry_run(client, body(shape, file, True))["estimate"]
+    job = client.fine_tuning.jobs.create(**as_call(body(shape, file, False)))
+    done = wait_job(client, job.id)
+    assert done.status == "succeeded", done.error
+    total_steps = done.model_extra["total_steps"]  # type: ignore[index]
+    if shape == "padded":
+        assert est["steps"] == total_steps and est["tokens"] == done.trained_tokens
+    else:  # TRL packs best-fit decreasing; the estimate first-fit decreasing: a bin apart at most, tokens the same
+        assert abs(est["steps"] - total_steps) <= 1 and est["tokens"] == done.trained_tokens
+        assert est["sequences_per_epoch"] < len(qa_records)  # packing did pack
+    # the job's measured speed is what the next estimate of this model and preset uses
+    after = dry_run(client, body(shape, file, True))["estimate"]
+    basis = after["seconds_basis"]
+    assert basis["source"] == "history" and basis["jobs"] >= 1
+    if basis["jobs"] == 1:  # this job alone: the estimate for the same tokens is its own wall time, start to end
+        assert 0 < after["seconds"] <= done.finished_at - done.created_at + 1  # type: ignore[operator]
