@@ -90,6 +90,7 @@ def start_job(tab: Tab, url: str, good: Path, epochs: int, name: str, batch: int
     page.fill("#f-name", name)
     page.click("#estimate-button")
     page.wait_for_selector("#est-seconds")
+    assert re.match(r"0 \(0\.0 %\) over \d+ tokens", page.inner_text("#report-truncated"))  # the share, inline
     page.click("#start")
     page.wait_for_url(re.compile(r"#/jobs/ftjob-[0-9a-f]+$"))
     return page.url.rsplit("/", 1)[-1]
@@ -147,14 +148,17 @@ def test_a_fine_tuning_session_in_the_browser(cli: CLI, url: str, browser: Any, 
     done = page.wait_for_selector(".msg.assistant.done", timeout=600_000)
     assert done.inner_text().strip() == answer
     assert "cold start" in page.inner_text(".pane .status")
-    tab.shot("chat-1280")
 
-    # models and deployments
-    page.goto(url + "#/models")
-    row = page.wait_for_selector("#models tr[data-model^='ft:sage-tiny:facts:']")
-    assert "sage-tiny" in row.inner_text() and "alias: facts" in row.inner_text()
-    dep = page.wait_for_selector("#deployments tr[data-deployment^='ft:sage-tiny:facts:']")
-    assert "vllm" in dep.inner_text() and "ready" in dep.inner_text()
+    # two models side by side: the fine-tune and its base answer the same question
+    page.fill("#chat-compare", "sage-tiny")
+    page.dispatch_event("#chat-compare", "change")
+    page.wait_for_selector(".panes.two")
+    page.fill("#chat-input", question)
+    page.click("#chat-send")
+    page.wait_for_function("document.querySelectorAll('.msg.assistant.done').length === 2", timeout=300_000)
+    tuned_answer, base_answer = page.locator(".msg.assistant.done").all_inner_texts()
+    assert tuned_answer.strip() == answer and base_answer.strip() != answer
+    tab.shot("chat-1280")
 
     # cancel from the job page
     second = start_job(tab, url, files["good"], epochs=50, name="spare", batch=1)  # 400 steps: cancelled long before
@@ -168,8 +172,9 @@ def test_a_fine_tuning_session_in_the_browser(cli: CLI, url: str, browser: Any, 
     page.set_input_files("#upload", str(files["prefs"]))
     page.wait_for_selector("#report h2:has-text('valid')")
     assert page.input_value("#f-method") == "dpo" and "preference" in page.inner_text("#report")
-    page.fill("#f-model", "sage-tiny")
+    page.fill("#f-model", "facts")  # DPO on the SFT model: the lineage shows both
     page.select_option("#f-preset", "tiny")
+    page.fill("#f-name", "pref")
     page.fill("#f-epochs", "3")
     page.fill("#f-batch", "2")
     page.click("#start")
@@ -177,6 +182,31 @@ def test_a_fine_tuning_session_in_the_browser(cli: CLI, url: str, browser: Any, 
     page.wait_for_selector("#job-status:has-text('succeeded')", timeout=300_000)
     assert page.locator("#loss-chart").get_attribute("data-series") == "train_loss reward_accuracy"
     tab.shot("job-dpo-1280")
+
+    # models: lineage, deployments, merge, undeploy, delete
+    page.goto(url + "#/models")
+    row = page.wait_for_selector("#models tr[data-model^='ft:sage-tiny:facts:']")
+    facts = str(row.get_attribute("data-model"))
+    assert "alias: facts" in row.inner_text()
+    dpo = page.wait_for_selector("#models tr[data-model^='ft:sage-tiny:pref:']")
+    assert dpo.inner_text().index("sage-tiny") < dpo.inner_text().index(facts)  # base -> SFT parent -> DPO model
+    pref = str(dpo.get_attribute("data-model"))
+    dep = page.wait_for_selector(f"#deployments tr[data-deployment='{facts}']")
+    assert "vllm" in dep.inner_text() and "ready" in dep.inner_text()
+    page.click(f"#models tr[data-model='{facts}'] button:has-text('Merge')")
+    page.wait_for_selector("#models-message:has-text('done')")
+
+    def merged() -> bool:
+        page.reload()
+        return "merged" in page.wait_for_selector(f"#models tr[data-model='{facts}'] td:nth-child(3)").inner_text()
+
+    wait_until(merged, 300, "the merged part")
+    page.click(f"#models tr[data-model='{facts}'] button:has-text('Undeploy')")
+    page.wait_for_selector(f"#deployments tr[data-deployment='{facts}']", state="detached")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click(f"#models tr[data-model='{pref}'] button:has-text('Delete')")
+    page.wait_for_selector(f"#models tr[data-model='{pref}']", state="detached")
+    assert cli.run("chat", pref, "--ask", "hi").returncode != 0  # gone for the API too
 
     # the jobs list, filtered
     page.goto(url + "#/jobs")
@@ -189,7 +219,7 @@ def test_a_fine_tuning_session_in_the_browser(cli: CLI, url: str, browser: Any, 
     # every page at phone width: no sideways scrolling, nothing broken
     phone = new_tab(browser, width=390, height=844)
     for route, ready in (("#/jobs", f"tr[data-job='{job_id}']"), (f"#/jobs/{job_id}", "#evaluation table"),
-                         ("#/new", "#job-form"), ("#/models", "#deployments table"), ("#/evals", "table"),
+                         ("#/new", "#job-form"), ("#/models", "#deployments"), ("#/evals", "table"),
                          ("#/chat?model=facts", "#chat-input")):  # fmt: skip
         phone.page.goto(url + route)
         phone.page.wait_for_selector(ready)

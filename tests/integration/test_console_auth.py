@@ -61,7 +61,8 @@ def test_each_tenant_sees_only_its_own_jobs(stack: Stack, qa_records: list[dict]
 
 def test_the_job_page_resumes_its_event_stream_across_a_gateway_restart(stack: Stack, qa_records: list[dict]) -> None:
     """A rollout restarts the gateway under an open job page: the stream ends with a frame to resume from, the page
-    reconnects with Last-Event-ID, and what happens next arrives once, with nothing shown twice."""
+    reconnects with Last-Event-ID, and what happens next (pause, then resume, from the page's buttons) arrives once,
+    with nothing shown twice."""
     acme = openai.OpenAI(base_url=f"{stack.url}/v1", api_key=KEYS["acme"], max_retries=0)
     file = acme.files.create(file=("b.jsonl", qa_lines(qa_records[:4])), purpose="fine-tune")
     job = acme.fine_tuning.jobs.create(model="sage-tiny", training_file=file.id, suffix="restart")
@@ -74,9 +75,14 @@ def test_the_job_page_resumes_its_event_stream_across_a_gateway_restart(stack: S
         assert stack.gateway is not None
         stack.gateway.stop()
         stack.start_gateway()
-        acme.fine_tuning.jobs.pause(job.id)
+        page.click("button[data-action='pause']")  # the page's own buttons, through the restarted gateway
         page.wait_for_selector("#job-status:has-text('paused')")
         page.wait_for_selector("#events li:has-text('paused')")
-        shown = page.locator("#events li").all_inner_texts()
+        page.click("button[data-action='resume']")
+        page.wait_for_selector("#job-status:has-text('queued')")
+        page.wait_for_selector("#events li:has-text('resumed')")
+        assert acme.fine_tuning.jobs.retrieve(job.id).status == "queued"
         events = acme.fine_tuning.jobs.list_events(job.id, limit=100).data
+        page.wait_for_function(f"document.querySelectorAll('#events li').length >= {len(events)}")
+        shown = page.locator("#events li").all_inner_texts()
         assert len(shown) == len(events) > before  # each event once: the stream resumed after the last one shown

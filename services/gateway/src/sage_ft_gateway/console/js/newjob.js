@@ -13,8 +13,9 @@ export function report(file) {
     ["formats", Object.entries(r.formats || {}).map(([f, n]) => `${f}: ${n}`).join(", ") || "—"],
     ["tokens", tokens.total === undefined ? "—" : `${num(tokens.total)} in all; min ${tokens.min}, mean ${tokens.mean}, `
       + `p95 ${tokens.p95}, max ${tokens.max}${tokens.exact ? "" : " (estimated)"}`],
-    ["truncated", r.max_length ? `${num(r.truncated)} (${(100 * (r.truncated_share || 0)).toFixed(1)} %) over `
-      + `${r.max_length} tokens` : "—"],
+    ["truncated", h("span", { id: "report-truncated" }, r.max_length ? `${num(r.truncated)} `
+      + `(${(100 * (r.truncated_share || 0)).toFixed(1)} %) over ${r.max_length} tokens` : "with the job's max length: "
+      + "see the estimate")],
   ])];
   if (file.status_details) parts.push(h("p", { class: "error", role: "alert" }, file.status_details));
   if ((r.errors || []).length) {
@@ -88,6 +89,9 @@ export async function newJobPage(view) {
       ["peak GPU memory", e.peak_memory_bytes ? bytes(e.peak_memory_bytes) : (e.memory_basis || {}).reason],
       ["resolved", Object.entries(hp).map(([k, v]) => `${k} ${v}`).join(", ")],
     ])));
+    const cut = document.getElementById("report-truncated");
+    if (cut) cut.textContent = `${num(e.truncated)} (${(100 * e.truncated_share).toFixed(1)} %) over ${e.max_length} `
+      + `tokens${e.tokens_exact ? "" : " (estimated)"}`;
     inputs.n_epochs.placeholder = `auto (${hp.n_epochs})`;
     inputs.batch_size.placeholder = `auto (${hp.batch_size})`;
     inputs.learning_rate_multiplier.placeholder = `auto (${hp.learning_rate_multiplier})`;
