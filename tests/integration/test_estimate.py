@@ -5,6 +5,7 @@ whose measured speed the next estimate uses."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -82,3 +83,37 @@ def test_the_estimate_predicts_the_real_job(stack: Stack, client: openai.OpenAI,
     assert basis["source"] == "history" and basis["jobs"] >= 1
     if basis["jobs"] == 1:  # this job alone: the estimate for the same tokens is its own wall time, start to end
         assert 0 < after["seconds"] <= done.finished_at - done.created_at + 1  # type: ignore[operator]
+
+
+def test_a_hub_model_is_estimated_from_the_cached_config_without_its_tokenizer(
+    make_stack: Any, tmp_path: Path, qa_records: list[dict]
+) -> None:
+    """The other shape: a hub model (Llama 3.2 1B's config in this host's Hugging Face cache, no tokenizer here):
+    memory from its config, tokens estimated and marked so; a hub model with nothing cached gets no memory figure."""
+    snapshot = tmp_path / "hub" / "models--acme--llama-1b" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps({
+        "architectures": ["LlamaForCausalLM"], "hidden_size": 2048, "intermediate_size": 8192,
+        "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64,
+        "vocab_size": 128256, "tie_word_embeddings": True}))  # fmt: skip
+    (tmp_path / "hub" / "models--acme--llama-1b" / "refs").mkdir()
+    (tmp_path / "hub" / "models--acme--llama-1b" / "refs" / "main").write_text("0123abcd")
+    st: Stack = make_stack(HF_HUB_CACHE=str(tmp_path / "hub"))
+    st.start_gateway()  # estimates need no worker
+    client = openai.OpenAI(base_url=f"{st.url}/v1", api_key="x", max_retries=0)
+    file = client.files.create(file=("qa.jsonl", qa_lines(qa_records)), purpose="fine-tune").id
+    request = {
+        "model": "acme/llama-1b",
+        "training_file": file,
+        "suffix": "hub",
+        "preset": "minimal",
+        "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1}}},
+        "dry_run": True,
+    }
+    est = dry_run(client, request)["estimate"]
+    assert not est["tokens_exact"] and est["tokens"] > 0
+    assert est["memory_basis"]["quantization"] == "4bit" and est["memory_basis"]["lora_rank"] == 4  # the preset's
+    assert est["parameters"] == pytest.approx(1.24e9, rel=0.01)
+    assert 1 * 2**30 < est["peak_memory_bytes"] < 4 * 2**30
+    est = dry_run(client, {**request, "model": "acme/not-cached"})["estimate"]
+    assert est["peak_memory_bytes"] is None and "Hugging Face cache" in est["memory_basis"]["reason"]

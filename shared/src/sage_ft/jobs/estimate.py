@@ -186,5 +186,6 @@ def estimate(lengths: list[int], config: TrainingConfig, *, has_validation_file:
                                "gradient_checkpointing": config.gradient_checkpointing}  # fmt: skip
     else:
         out.update(peak_memory_bytes=None, memory_basis={"reason": "the model's config.json is not on this "
-                                                         "installation (a hub id); no memory estimate"})  # fmt: skip
+                                                         "installation (neither under the models root nor in the "
+                                                         "Hugging Face cache); no memory estimate"})  # fmt: skip
     return out

@@ -2,7 +2,8 @@
 
 The request is checked exactly as a real one is (same 4xx). Token lengths are exact when the base model is installed
 under the models root and ``transformers`` is importable here (the embedded stack); otherwise they are the
-validator's estimate (characters / 4), and ``tokens_exact`` says so.
+validator's estimate (characters / 4), and ``tokens_exact`` says so. The memory estimate needs the model's
+``config.json``: from the models root, or for a hub id from this host's Hugging Face cache.
 """
 
 from __future__ import annotations
@@ -43,6 +44,26 @@ def _token_counter(model_dir: str) -> Any:
     return token_counter(tokenizer)
 
 
+def _model_config(model_dir: Path | None, base: str) -> dict[str, Any] | None:
+    """The base model's ``config.json``: under the models root, or for a hub id in this host's Hugging Face cache
+    (where a worker on the same machine downloaded it); None when neither has it."""
+    path: Path | None = model_dir / "config.json" if model_dir is not None else None
+    if path is None and "/" in base:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            return None
+        found = try_to_load_from_cache(base, "config.json")
+        path = Path(found) if isinstance(found, str) else None
+    if path is None:
+        return None
+    try:
+        config: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config
+
+
 class EstimateService:
     def __init__(self, state: GatewayState, jobs: JobService) -> None:
         self.state = state
@@ -58,7 +79,7 @@ class EstimateService:
         preset = request.preset or "auto"
         history = [RunRecord(int(r["tokens"]), float(r["seconds"]), r.get("train_seconds"))
                    for r in self.state.jobs.recent_runs(base, preset)]  # fmt: skip
-        model = json.loads((model_dir / "config.json").read_text(encoding="utf-8")) if model_dir else None
+        model = _model_config(model_dir, base)
         default_rate = self.state.settings.gateway.estimate_tokens_per_second
         body = estimate(lengths, config, has_validation_file=bool(request.validation_file), model=model,
                         history=history, default_rate=default_rate)  # fmt: skip
