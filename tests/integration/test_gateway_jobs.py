@@ -197,31 +197,37 @@ def _assert_watching_runs_below_the_trainer(worker_pid: int) -> None:
     assert {_nice(trainer, int(t)) for t in os.listdir(f"/proc/{trainer}/task")} == {base}
 
 
+# long enough that a pause asked for at step 3 (as the job record shows it, a moment behind the trainer) lands well
+# before the last step on a fast machine: 8 records, batch 4
+PAUSE_EPOCHS = 40
+PAUSE_STEPS = PAUSE_EPOCHS * 2
+
+
 def test_pause_then_resume_continues_from_the_checkpoint(client: openai.OpenAI, good_file: str) -> None:
     job = client.fine_tuning.jobs.create(model="sage-tiny", training_file=good_file,
-                                         hyperparameters={"n_epochs": 15, "batch_size": 4},
-                                         extra_body={**LEARN, "save_steps": 100})  # fmt: skip
+                                         hyperparameters={"n_epochs": PAUSE_EPOCHS, "batch_size": 4},
+                                         extra_body={**LEARN, "save_steps": 1000})  # fmt: skip
     wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id).model_extra["step"] >= 3, 120, "step 3")
     client.post(f"/fine_tuning/jobs/{job.id}/pause", cast_to=httpx.Response)
     paused = wait_job(client, job.id, ("paused",), timeout=60)
     at = paused.model_extra["step"]
-    assert 3 <= at < 30
+    assert 3 <= at < PAUSE_STEPS
     assert [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id).data] == [at]
     client.post(f"/fine_tuning/jobs/{job.id}/resume", cast_to=httpx.Response)
     done = wait_job(client, job.id)
-    assert done.status == "succeeded" and done.model_extra["step"] == 30
+    assert done.status == "succeeded" and done.model_extra["step"] == PAUSE_STEPS
     messages = [e.message for e in all_events(client, job.id)]
     assert f"Resuming from checkpoint at step {at}" in messages
     steps = [e.data["step"] for e in all_events(client, job.id) if e.type == "metrics"]
-    assert steps == list(range(1, 31))  # no step trained twice, none skipped
+    assert steps == list(range(1, PAUSE_STEPS + 1))  # no step trained twice, none skipped
 
 
 def test_a_resume_accepted_while_the_trainer_is_pausing_wins(client: openai.OpenAI, good_file: str) -> None:
     """Pause, then resume while the trainer is still writing its checkpoint: both calls answer 200, so the job must
     continue (here: be re-queued from that checkpoint) and never be parked as paused."""
     job = client.fine_tuning.jobs.create(model="sage-tiny", training_file=good_file,
-                                         hyperparameters={"n_epochs": 15, "batch_size": 4},
-                                         extra_body={**LEARN, "save_steps": 100})  # fmt: skip
+                                         hyperparameters={"n_epochs": PAUSE_EPOCHS, "batch_size": 4},
+                                         extra_body={**LEARN, "save_steps": 1000})  # fmt: skip
     wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id).model_extra["step"] >= 3, 120, "step 3")
     client.post(f"/fine_tuning/jobs/{job.id}/pause", cast_to=httpx.Response)
     wait_for(lambda: any(e.message.startswith("Pausing at step") for e in all_events(client, job.id)), 30,
@@ -229,7 +235,7 @@ def test_a_resume_accepted_while_the_trainer_is_pausing_wins(client: openai.Open
     resumed = client.post(f"/fine_tuning/jobs/{job.id}/resume", cast_to=httpx.Response)
     assert resumed.status_code == 200 and resumed.json()["status"] == "running"  # caught while pausing
     done = wait_job(client, job.id, ("succeeded", "failed", "cancelled", "paused"), timeout=180)
-    assert done.status == "succeeded" and done.model_extra["step"] == 30
+    assert done.status == "succeeded" and done.model_extra["step"] == PAUSE_STEPS
     messages = [e.message for e in all_events(client, job.id)]
     assert any(m.startswith("Resumed while pausing at step") for m in messages), messages
     assert not any(m.startswith("Job paused") for m in messages)

@@ -12,6 +12,8 @@ import functools
 import json
 import logging
 import tempfile
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +67,14 @@ def _model_config(model_dir: Path | None, base: str) -> dict[str, Any] | None:
 
 
 class EstimateService:
+    LENGTHS_KEPT = 16  # files whose token lengths are kept: a form asks again on every change of a field
+
     def __init__(self, state: GatewayState, jobs: JobService) -> None:
         self.state = state
         self.jobs = jobs
+        # (tenant, file id, model dir) -> lengths: an uploaded file never changes under its id
+        self._known: OrderedDict[tuple[str, str, str | None], tuple[list[int], bool]] = OrderedDict()
+        self._lock = threading.Lock()  # requests run on a thread pool
 
     def estimate(self, tenant: str, request: JobRequest) -> dict[str, Any]:
         checked = self.jobs.check_request(tenant, request)
@@ -75,7 +82,7 @@ class EstimateService:
         base = checked.base or request.model
         model_dir = local_model_dir(self.state.settings.paths.resolved_models_root(), base)
         counter = _token_counter(str(model_dir)) if model_dir is not None else None
-        lengths, exact = self._lengths(tenant, request, counter)
+        lengths, exact = self._lengths(tenant, request, counter, str(model_dir) if model_dir else None)
         preset = request.preset or "auto"
         history = [RunRecord(int(r["tokens"]), float(r["seconds"]), r.get("train_seconds"))
                    for r in self.state.jobs.recent_runs(base, preset)]  # fmt: skip
@@ -87,12 +94,22 @@ class EstimateService:
                     method=request.method_type, hyperparameters=checked.hyperparameters)  # fmt: skip
         return {"object": "fine_tuning.job.estimate", "estimate": body}
 
-    def _lengths(self, tenant: str, request: JobRequest, counter: Any) -> tuple[list[int], bool]:
+    def _lengths(self, tenant: str, request: JobRequest, counter: Any, model: str | None) -> tuple[list[int], bool]:
         if not request.training_file:  # a built-in task
             raw = read_file(builtin_dataset_path(str(request.task)))
             return validate_raw(raw, token_counter=counter).token_lengths, counter is not None
+        record = self.jobs.files.get(tenant, request.training_file)  # the tenant's own, or a 404
+        key = (tenant, record.id, model)
+        with self._lock:
+            if key in self._known:
+                self._known.move_to_end(key)
+                return self._known[key]
         with tempfile.TemporaryDirectory(prefix="sage-estimate-") as tmp:
-            record = self.jobs.files.get(tenant, request.training_file)
             path = self.state.tenant_store(tenant).get_file(f"files/{record.id}", Path(tmp) / "train.jsonl")
             raw = read_file(path, name=record.filename)
-            return validate_raw(raw, token_counter=counter).token_lengths, counter is not None
+            found = validate_raw(raw, token_counter=counter).token_lengths, counter is not None
+        with self._lock:
+            self._known[key] = found
+            while len(self._known) > self.LENGTHS_KEPT:
+                self._known.popitem(last=False)
+        return found
