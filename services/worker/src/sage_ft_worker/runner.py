@@ -134,7 +134,7 @@ class TrainRunner:
         config.save(workdir / "config.yaml")
         run.secret_env = SecretBox(self.ctx.settings.jobs.secrets_key).open(self.ctx.jobs.secrets(job.id))
         run.extra["config"] = config.model_dump(mode="json", exclude={"data_path", "output_dir", "validation_file"})
-        self.ctx.jobs.update(job.id, lambda j: _set(j, hyperparameters=hyper))
+        self.ctx.jobs.update(job.id, lambda j: j.model_copy(update={"hyperparameters": hyper}))
         steps = committed_steps(store, job.id)
         if steps:
             fetch_checkpoint(store, job.id, steps[-1], workdir / "out" / "checkpoints" / f"checkpoint-{steps[-1]}")
@@ -228,7 +228,7 @@ class TrainRunner:
                 del run.pending[: len(batch)]
             if run.eta is not None:
                 step, eta = run.step, time.time() + run.eta
-                self.ctx.jobs.update(run.job.id, lambda j: _set(j, step=step, estimated_finish=eta))
+                self.ctx.jobs.update(run.job.id, lambda j: j.model_copy(update={"step": step, "estimated_finish": eta}))
                 run.eta = None
         except REDIS_DOWN as err:
             log.info("job %s: Redis unavailable (%s); %d events buffered", run.job.id, type(err).__name__,
@@ -377,9 +377,9 @@ class TrainRunner:
                         job.id, job.attempt, err)  # fmt: skip
             return "lease lost"
         done = lifecycle.finish(jobs, job.id, self.owner, JobStatus.SUCCEEDED, fine_tuned_model=name,
-                                trained_tokens=result.get("trained_tokens"), step=result["global_step"],
-                                train_seconds=result.get("train_seconds"),
-                                total_steps=result["total_steps"], evaluation=evaluation)  # fmt: skip
+                                trained_tokens=result.get("trained_tokens"), train_seconds=result.get("train_seconds"),
+                                step=result["global_step"], total_steps=result["total_steps"],
+                                evaluation=evaluation)  # fmt: skip
         if done is None:  # committed, but the job is not ours: hidden until its holder commits over it
             log.warning("job %s: committed %s but the lease had moved on", job.id, name)
             job_eval.discard(jobs, evaluation, job.tenant)
@@ -393,9 +393,3 @@ class TrainRunner:
         jobs.add_event(job.id, "The job has successfully completed")
         shutil.rmtree(run.workdir, ignore_errors=True)
         return "succeeded"
-
-
-def _set(job: Job, **fields: Any) -> Job:
-    for key, value in fields.items():
-        setattr(job, key, value)
-    return job
