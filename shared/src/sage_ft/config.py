@@ -98,7 +98,13 @@ class TrainingConfig(BaseModel):
     )
     seed: int = 42
 
-    packing: bool = Field(default=False, description="Pack several examples into one sequence (TRL BFD).")
+    packing: bool | Literal["auto"] = Field(
+        default="auto",
+        description="true: pack records into rows of max_length (TRL best-fit decreasing; fewer, fuller steps). "
+        "false: one record a row, padded. auto: each batch's records end to end in one row (padding-free: the "
+        "steps of a padded run without its padding) when lengths vary, padded when they do not. Each record "
+        "attends only to itself either way.",
+    )
     train_on_prompt: bool = Field(default=False, description="Also compute loss on prompt tokens.")
     trust_remote_code: bool = Field(default=False, description="Run model code from the hub. Off by default.")
     preset: str | None = Field(default=None, description="Name of the preset this config came from, if any.")

@@ -44,6 +44,11 @@ class GatewaySettings(BaseSettings):
         default=500.0, gt=0, description="Dry-run estimates: the training speed assumed for a base model and preset "
         "with no succeeded job on record yet (afterwards, measured jobs decide).",
     )  # fmt: skip
+    estimate_liger: bool = Field(
+        default=True,
+        description="Dry-run estimates: the GPU workers train SFT with Liger's kernels (the GPU image installs "
+        "liger-kernel), which keep less activation memory. False for workers without it.",
+    )
 
     @field_validator("read_rate_limit")
     @classmethod

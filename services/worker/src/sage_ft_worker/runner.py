@@ -25,6 +25,7 @@ from sage_ft.jobs.model import Job, JobError, JobStatus, fine_tuned_model_name
 from sage_ft.jobs.secrets import SecretBox
 from sage_ft.jobs.spec import JobRequest, build_training_config
 from sage_ft.jobs.store import event_record
+from sage_ft.packing import describe_setup
 from sage_ft.presets import PresetConfigs
 from sage_ft.proc import call_at_lower_priority, stop, tail, wait_exit
 from sage_ft.storage import ObjectStore, publish_model
@@ -58,6 +59,7 @@ class _Run:
     last_uploaded: int = 0
     pending: list[dict[str, Any]] = field(default_factory=list)  # events not yet sent to the job store
     eta: float | None = None  # newest ETA in seconds, not yet written to the job
+    training: dict[str, Any] | None = None  # the trainer's batch layout, not yet written to the job
     started: float = field(default_factory=time.monotonic)
     extra: dict[str, Any] = field(default_factory=dict)
     latest: dict[str, float] = field(default_factory=dict)  # newest named metrics (accuracy, rewards, valid loss)
@@ -226,6 +228,10 @@ class TrainRunner:
                 batch = list(run.pending)
                 self.ctx.jobs.add_events(run.job.id, batch)
                 del run.pending[: len(batch)]
+            if run.training is not None:
+                training = run.training
+                self.ctx.jobs.update(run.job.id, lambda j: j.model_copy(update={"training": training}))
+                run.training = None
             if run.eta is not None:
                 step, eta = run.step, time.time() + run.eta
                 self.ctx.jobs.update(run.job.id, lambda j: j.model_copy(update={"step": step, "estimated_finish": eta}))
@@ -239,7 +245,11 @@ class TrainRunner:
         run.tokens = int(ev.get("tokens_seen") or run.tokens)
         kind, step = ev["kind"], int(ev["step"])
         if kind == "start":
-            run.pending.append(event_record(f"Training started at step {step} of {run.total_steps}"))
+            run.training = ev.get("setup") or None
+            message = f"Training started at step {step} of {run.total_steps}"
+            if run.training:
+                message += f": {describe_setup(run.training)}"
+            run.pending.append(event_record(message, data={"setup": run.training} if run.training else None))
         elif kind == "log" and ev.get("loss") is not None:
             if step > run.step:
                 metrics.STEPS.inc(step - run.step)

@@ -10,8 +10,11 @@
   overheads weigh less, count for more). Jobs recorded without a runtime fall back to a line fitted through (tokens,
   seconds), or with one such job its plain rate; with no job, a stated default rate.
 - **Peak memory** is arithmetic on the model's ``config.json``: weights at the quantization's bytes per parameter,
-  LoRA weights with gradients and optimizer state, saved activations (layer inputs only under gradient
-  checkpointing), the logits and their gradient in fp32, and a fixed allowance for the CUDA context.
+  LoRA weights with gradients and optimizer state, the activations a token keeps for backward in each layer
+  (``activation_bytes``; layer inputs only under gradient checkpointing), the logits as the loss meets the head
+  (``head_mode``: Liger's fused cross-entropy materializes none, sage-ft's selective head one chunk, preference
+  training all of them), and a fixed allowance for the CUDA context, for the fullest step the layout allows
+  (``sage_ft.packing.step_tokens``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from statistics import median
 from typing import Any
 
 from sage_ft.config import TrainingConfig
+from sage_ft.packing import decide_packing, step_tokens
 
 GIB = 1024**3
 CUDA_CONTEXT_BYTES = 512 * 1024**2  # CUDA context, cuBLAS workspace and allocator slack
@@ -105,7 +109,7 @@ def _dims(model: dict[str, Any]) -> dict[str, int]:
     heads = int(cfg.get("num_attention_heads") or 1)
     hd = int(cfg.get("head_dim") or h // heads)
     return {"h": h, "layers": int(cfg["num_hidden_layers"]), "inter": int(cfg.get("intermediate_size") or 4 * h),
-            "vocab": int(cfg.get("vocab_size") or 32000), "q": heads * hd,
+            "vocab": int(cfg.get("vocab_size") or 32000), "q": heads * hd, "heads": heads, "head_dim": hd,
             "kv": int(cfg.get("num_key_value_heads") or heads) * hd,
             "tied": int(bool(cfg.get("tie_word_embeddings", model.get("tie_word_embeddings", False))))}  # fmt: skip
 
@@ -123,46 +127,130 @@ def parameter_count(model: dict[str, Any]) -> int:
     return d["layers"] * per_layer + d["vocab"] * d["h"] * (2 - d["tied"]) + d["h"]
 
 
-def peak_memory(model: dict[str, Any], config: TrainingConfig, sequence_tokens: int) -> dict[str, Any]:
-    """Peak accelerator bytes for one training step, with the parts that make it up."""
+def activation_bytes(model: dict[str, Any], config: TrainingConfig, *, liger: bool = False) -> int:
+    """Bytes one token keeps for the backward pass in one decoder layer (PEFT LoRA, SDPA attention).
+
+    Counted tensor by tensor from what autograd saves (checked on a CPU by ``tests/unit/test_estimate_activations``
+    for two shapes), in the two ways a run computes:
+    - **16-bit** (bf16/fp16 under autocast, and every quantized run): each RMSNorm keeps an fp32 copy of its input;
+      the q/k/v and gate/up projections each keep their 16-bit input; rotary keeps cos and sin; attention keeps q,
+      k, v, its output and its log-sum-exp; the MLP keeps the gate and up outputs, the SiLU and the down
+      projection's input. Liger's kernels keep each norm's input in 16 bits and recompute the SiLU.
+    - **fp32**: the same tensors at 4 bytes, the norms without a copy.
+    LoRA dropout (``lora_dropout > 0``) keeps the dropped input of every adapted projection, in the adapter's
+    dtype (fp32 unless the base is quantized), and its mask.
+    """
+    d = _dims(model)
+    h, q, kv, inter = d["h"], d["q"], d["kv"], d["inter"]
+    head_dim, heads = d["head_dim"], d["heads"]
+    shapes = _linear_shapes(d)
+    targets = set(shapes) if config.lora.target_modules == "all-linear" else set(config.lora.target_modules)
+    adapted_inputs = sum(i for name, (i, _) in shapes.items() if name in targets)
+    rank = 2 * config.lora.r * len(targets & set(shapes))  # each adapter's down-projected rows
+    half = _half(config)
+    if half:
+        per = 18 * h + 6 * q + 4 * kv + 8 * inter + 4 * head_dim + 4 * heads + rank
+        if liger:
+            per -= 4 * h + 2 * inter
+        adapter = 2 if config.quantization else 4  # TRL keeps a quantized model's adapters in bf16
+    else:
+        per = 16 * h + 8 * q + 8 * kv + 16 * inter + 8 * head_dim + 2 * rank
+        adapter = 4
+    if config.lora.lora_dropout > 0:
+        per += (adapter + 1) * adapted_inputs  # the dropped input and its one-byte mask
+    return per
+
+
+def _half(config: TrainingConfig) -> bool:
+    return bool(config.bf16 or config.fp16 or config.quantization)
+
+
+def head_mode(config: TrainingConfig, *, liger: bool) -> str:
+    """How the training loss meets the LM head: Liger's fused linear cross-entropy (SFT with Liger), sage-ft's
+    head at trained positions in chunks (SFT otherwise), or the model's own full logits (preference training)."""
+    if config.method != "sft":
+        return "full"
+    return "liger" if liger else "selective"
+
+
+HEAD_CHUNK_BYTES = 1 << 30  # sage_ft.training.selective_head.chunk_rows' largest chunk, reached on GPUs of 16 GiB+
+
+
+def logits_bytes(model: dict[str, Any], config: TrainingConfig, tokens: int, *, liger: bool) -> int:
+    """Peak bytes of the logits and their gradient for ``tokens`` tokens in one step."""
+    d = _dims(model)
+    vocab, h = d["vocab"], d["h"]
+    mode = head_mode(config, liger=liger)
+    if mode == "liger":  # one chunk of rows at a time, sized by Liger from the vocabulary-to-hidden ratio
+        chunk = 1 << max(0, math.ceil(math.log2(max(1, math.ceil(tokens / math.ceil(vocab / h))))))
+        return min(chunk, tokens) * vocab * 4 * 2 + tokens * h * 4
+    if mode == "selective":  # fp32 logits, their gradient and the log-softmax of one chunk (12 bytes an entry)
+        return min(tokens * vocab * 12, HEAD_CHUNK_BYTES)
+    return tokens * vocab * (10 if _half(config) else 8)  # 16-bit logits, their fp32 copy and its gradient
+
+
+def peak_memory(
+    model: dict[str, Any], config: TrainingConfig, sequence_tokens: int, *, liger: bool = False
+) -> dict[str, Any]:
+    """Peak accelerator bytes for one training step of ``per_device_train_batch_size`` rows of ``sequence_tokens``
+    (a packed row is ``max_length`` long), with the parts that make it up. ``liger``: the worker trains SFT with
+    Liger's kernels (CUDA workers with liger-kernel installed, as the GPU image is)."""
     d = _dims(model)
     shapes = _linear_shapes(d)
     linear = d["layers"] * sum(i * o for i, o in shapes.values())
     other = d["vocab"] * d["h"] * (2 - d["tied"]) + d["layers"] * 2 * d["h"] + d["h"]
-    half = 2  # the compute dtype (bf16/fp16 on a GPU)
+    half = _half(config)
     if config.load_in_4bit:
         linear_bytes = linear * (4.127 if config.bnb_4bit_use_double_quant else 4.5) / 8  # NF4 plus block scales
     elif config.load_in_8bit:
         linear_bytes = linear * 1.0 + d["layers"] * sum(o for _, o in shapes.values()) * 4  # int8, fp32 row scales
     else:
-        linear_bytes = linear * (half if config.bf16 or config.fp16 else 4)
-    act = half if config.bf16 or config.fp16 or config.load_in_4bit or config.load_in_8bit else 4
-    weights = linear_bytes + other * (half if act == 2 else 4)
+        linear_bytes = linear * (2 if config.bf16 or config.fp16 else 4)
+    weights = linear_bytes + other * (2 if half else 4)
     targets = set(shapes) if config.lora.target_modules == "all-linear" else set(config.lora.target_modules)
     lora_params = d["layers"] * sum(config.lora.r * (i + o) for name, (i, o) in shapes.items() if name in targets)
     state = 2 if "8bit" in config.optim else 8  # Adam's two moments, fp32 or 8-bit
     lora_bytes = lora_params * (4 + 4 + state)  # fp32 weights and gradients, optimizer state
     tokens = config.per_device_train_batch_size * sequence_tokens
-    per_layer = act * (6 * d["h"] + 2 * d["kv"] + 3 * d["inter"])  # inputs kept for backward, per token
-    if config.gradient_checkpointing:
-        activations = tokens * (d["layers"] * d["h"] * act + per_layer)  # layer inputs, then one layer recomputed
+    per_layer = activation_bytes(model, config, liger=liger and config.method == "sft")
+    if config.gradient_checkpointing:  # each layer's input, then one layer recomputed at a time
+        activations = tokens * (d["layers"] * d["h"] * (2 if half else 4) + per_layer)
     else:
         activations = tokens * d["layers"] * per_layer
-    logits = tokens * d["vocab"] * 4 * 2  # fp32 logits and their gradient
+    logits = logits_bytes(model, config, tokens, liger=liger)
     total = int(weights + lora_bytes + activations + logits + CUDA_CONTEXT_BYTES)
-    return {"peak_memory_bytes": total, "parameters": linear + other, "trainable_parameters": lora_params,
-            "memory_breakdown": {"weights": int(weights), "lora_and_optimizer": int(lora_bytes),
-                                 "activations": int(activations), "logits": int(logits),
-                                 "cuda_context": CUDA_CONTEXT_BYTES}}  # fmt: skip
+    breakdown = {
+        "weights": int(weights),
+        "lora_and_optimizer": int(lora_bytes),
+        "activations": int(activations),
+        "logits": int(logits),
+        "cuda_context": CUDA_CONTEXT_BYTES,
+    }
+    return {
+        "peak_memory_bytes": total,
+        "parameters": linear + other,
+        "trainable_parameters": lora_params,
+        "memory_breakdown": breakdown,
+    }
 
 
-def estimate(lengths: list[int], config: TrainingConfig, *, has_validation_file: bool, model: dict[str, Any] | None,
-             history: list[RunRecord], default_rate: float) -> dict[str, Any]:  # fmt: skip
+def estimate(
+    lengths: list[int],
+    config: TrainingConfig,
+    *,
+    has_validation_file: bool,
+    model: dict[str, Any] | None,
+    history: list[RunRecord],
+    default_rate: float,
+    liger: bool = False,
+) -> dict[str, Any]:
     """The ``estimate`` object of ``fine_tuning.job.estimate``."""
     kept = train_lengths(lengths, config, has_validation_file)
     cut = sum(1 for n in lengths if n > config.max_length)
     per_epoch = sum(kept)
-    rows = packed_sequences(kept, config.max_length) if config.packing else len(kept)
+    batch_rows = config.per_device_train_batch_size
+    packing = decide_packing(config.packing, kept, config.max_length, batch_rows, config.method)
+    rows = packed_sequences(kept, config.max_length) if packing.layout == "packed" else len(kept)
     steps = optimizer_steps(rows, config)
     batch = config.per_device_train_batch_size * config.gradient_accumulation_steps
     # max_steps: as many passes over the rows as the steps take
@@ -170,22 +258,39 @@ def estimate(lengths: list[int], config: TrainingConfig, *, has_validation_file:
     tokens = int(per_epoch * epochs)
     seconds, basis = fit_seconds(history, tokens, default_rate)
     out: dict[str, Any] = {
-        "tokens": tokens, "tokens_per_epoch": per_epoch, "records": len(kept), "sequences_per_epoch": rows,
-        "steps": steps, "epochs": round(epochs, 3), "batch_size": batch, "max_length": config.max_length,
-        "packing": config.packing, "truncated": cut,
+        "tokens": tokens,
+        "tokens_per_epoch": per_epoch,
+        "records": len(kept),
+        "sequences_per_epoch": rows,
+        "steps": steps,
+        "epochs": round(epochs, 3),
+        "batch_size": batch,
+        "max_length": config.max_length,
+        "packing": packing.layout,
+        "packing_reason": packing.reason,
+        "truncated": cut,
         "truncated_share": round(cut / len(lengths), 4) if lengths else 0.0,
-        "seconds": round(seconds, 1), "seconds_basis": basis,
-    }  # fmt: skip
-    longest = max(kept, default=config.max_length)
-    seq = config.max_length if config.packing else longest  # padded to the batch's longest; packed rows are full
-    if model is not None:
-        out.update(peak_memory(model, config, seq))
-        out["memory_basis"] = {"sequence_tokens": seq, "batch": config.per_device_train_batch_size,
-                               "quantization": "4bit" if config.load_in_4bit else "8bit" if config.load_in_8bit
-                               else "none", "lora_rank": config.lora.r,
-                               "gradient_checkpointing": config.gradient_checkpointing}  # fmt: skip
-    else:
-        out.update(peak_memory_bytes=None, memory_basis={"reason": "the model's config.json is not on this "
-                                                         "installation (neither under the models root nor in the "
-                                                         "Hugging Face cache); no memory estimate"})  # fmt: skip
+        "seconds": round(seconds, 1),
+        "seconds_basis": basis,
+    }
+    seq = math.ceil(step_tokens(packing, kept, config.max_length, batch_rows) / batch_rows)  # the fullest step's
+    if model is None:
+        reason = (
+            "the model's config.json is not on this installation (neither under the models root nor in the Hugging "
+            "Face cache); no memory estimate"
+        )
+        out.update(peak_memory_bytes=None, memory_basis={"reason": reason})
+        return out
+    out.update(peak_memory(model, config, seq, liger=liger))
+    out["memory_basis"] = {
+        "sequence_tokens": seq,
+        "batch": config.per_device_train_batch_size,
+        "quantization": config.quantization or "none",
+        "lora_rank": config.lora.r,
+        "lora_dropout": config.lora.lora_dropout,
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "packing": packing.layout,
+        "liger": liger and config.method == "sft",
+        "lm_head": head_mode(config, liger=liger),
+    }
     return out

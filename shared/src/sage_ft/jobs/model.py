@@ -75,6 +75,11 @@ class Job(BaseModel):
     error: JobError | None = None
     trained_tokens: int | None = None
     train_seconds: float | None = Field(default=None, description="The trainer's own runtime (estimates use it).")
+    training: dict[str, Any] | None = Field(
+        default=None,
+        description="How the trainer laid out the batches, from its start: packing (and why), the packed-attention "
+        "backend, records and rows per epoch (sage_ft.training.LoRATrainer.setup).",
+    )
     step: int = 0
     total_steps: int = 0
     estimated_finish: float | None = None
@@ -139,6 +144,7 @@ class Job(BaseModel):
             "base_model": self.root_model,
             "parent_model": self.parent_model,
             "evaluation": self.evaluation,
+            "training": self.training,
         }
 
 

@@ -188,7 +188,10 @@ class JobRequest(BaseModel):
     lora: LoRAConfig | None = None
     quantization: Literal["none", "8bit", "4bit"] | None = None
     max_length: int | None = Field(default=None, ge=16, le=131072)
-    packing: bool | None = None
+    packing: bool | Literal["auto"] | None = Field(
+        default=None,
+        description="Pack several records into each row (auto, the default: when record lengths vary).",
+    )
     train_on_prompt: bool | None = None
     learning_rate: float | None = Field(default=None, gt=0, lt=1)
     name: str | None = Field(default=None, json_schema_extra={"pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"})

@@ -69,6 +69,12 @@ class TrainingEnvSettings(BaseSettings):
         "fewer memory passes); RMSNorm and rotary are left to Liger where Liger is on. False: PEFT's and the "
         "model's own.",
     )
+    packed_attention: Literal["auto", "varlen", "flex", "flash_attn", "sdpa"] = Field(
+        default="auto",
+        description="Attention for packed batches. auto: torch's varlen_attn on CUDA in fp16/bf16, else "
+        "FlexAttention with a document mask, else flash_attn where installed; per-sequence SDPA off CUDA. A named "
+        "one is used, or the job fails with the reason it cannot run here.",
+    )
 
 
 class StorageSettings(BaseSettings):

@@ -32,6 +32,7 @@ class ProgressEvent:
     elapsed_seconds: float = 0.0
     checkpoint: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    setup: dict[str, Any] = field(default_factory=dict)  # on "start": how batches are laid out (LoRATrainer.setup)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,6 +70,7 @@ class _HFBridge(TrainerCallback):
         self._start_step = 0
         self._start_tokens = 0
         self.stopped_early = False
+        self.setup: dict[str, Any] = {}
 
     def _emit(self, event: ProgressEvent) -> None:
         for cb in self.callbacks:
@@ -100,7 +102,7 @@ class _HFBridge(TrainerCallback):
         self._t0 = time.monotonic()
         self._start_step = state.global_step
         self._start_tokens = int(state.num_input_tokens_seen or 0)
-        self._emit(self._event("start", state))
+        self._emit(self._event("start", state, setup=dict(self.setup)))
 
     def on_log(
         self,

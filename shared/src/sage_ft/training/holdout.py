@@ -12,9 +12,20 @@ from typing import Any
 from sage_ft.config import TrainingConfig
 from sage_ft.evals.compare import cases_from, compare
 from sage_ft.evals.local import answer_all
+from sage_ft.training.attention import unpacked_attention
 
 log = logging.getLogger(__name__)
-_MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids", "labels")
+# a packed eval batch's boundaries go with it: the packed attention reads them (and builds no mask from positions)
+_MODEL_INPUTS = (
+    "input_ids",
+    "attention_mask",
+    "position_ids",
+    "labels",
+    "cu_seq_lens_q",
+    "cu_seq_lens_k",
+    "max_length_q",
+    "max_length_k",
+)
 
 
 def heldout_loss(trainer: Any, model: Any) -> float | None:
@@ -48,10 +59,12 @@ def evaluate_holdout(trainer: Any, tokenizer: Any, conversations: list[Any], con
     model.eval()
     try:
         tuned_loss = heldout_loss(trainer, model)
-        tuned = answer_all(model, tokenizer, cases, config.eval_max_new_tokens)
+        with unpacked_attention(model):  # generation pads its prompts, which needs masks
+            tuned = answer_all(model, tokenizer, cases, config.eval_max_new_tokens)
         with model.disable_adapter():
             base_loss = heldout_loss(trainer, model)
-            base = answer_all(model, tokenizer, cases, config.eval_max_new_tokens)
+            with unpacked_attention(model):
+                base = answer_all(model, tokenizer, cases, config.eval_max_new_tokens)
     finally:
         model.train(was_training)
     report = compare(cases, {"tuned": tuned, "base": base})

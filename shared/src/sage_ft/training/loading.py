@@ -15,7 +15,7 @@ from typing import Any
 from sage_ft.config import TrainingConfig
 from sage_ft.errors import ConfigError, ModelNotFoundError
 from sage_ft.settings import path_settings, training_env_settings
-from sage_ft.training.attention import attention_for
+from sage_ft.training.attention import AttentionChoice
 from sage_ft.training.chat import ensure_chat_template
 
 log = logging.getLogger(__name__)
@@ -141,8 +141,26 @@ def quantization_config(config: TrainingConfig, runtime: Runtime) -> Any:
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
-def load_model(model_path: str, config: TrainingConfig, runtime: Runtime, tokenizer: Any) -> Any:
-    """The base model, quantized if asked and prepared for k-bit training, with gradient checkpointing set."""
+def model_head_dim(model_path: str, config: TrainingConfig) -> int:
+    """The attention head size of the model at ``model_path``, from its config alone (no weights loaded)."""
+    from transformers import AutoConfig
+
+    try:
+        model_config = AutoConfig.from_pretrained(
+            model_path, trust_remote_code=config.trust_remote_code, local_files_only=training_env_settings().offline
+        )
+    except (OSError, ValueError) as err:
+        raise _hub_error(config.model_name, err) from None
+    text = model_config.get_text_config()
+    head_dim = getattr(text, "head_dim", None)
+    return int(head_dim or text.hidden_size // text.num_attention_heads)
+
+
+def load_model(
+    model_path: str, config: TrainingConfig, runtime: Runtime, tokenizer: Any, attention: AttentionChoice | None = None
+) -> Any:
+    """The base model, quantized if asked and prepared for k-bit training, with gradient checkpointing set.
+    ``attention``: the packed-attention backend of a packed run (None: the model's default attention)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -153,9 +171,8 @@ def load_model(model_path: str, config: TrainingConfig, runtime: Runtime, tokeni
         "use_safetensors": True,
         "local_files_only": training_env_settings().offline,
     }
-    attention = attention_for(runtime.device, config.packing and config.method == "sft")
-    if attention:
-        kwargs["attn_implementation"] = attention
+    if attention is not None:
+        kwargs["attn_implementation"] = attention.implementation
     if quant is not None:
         kwargs["quantization_config"] = quant
         kwargs["device_map"] = {"": 0} if runtime.device == "cuda" else {"": "cpu"}

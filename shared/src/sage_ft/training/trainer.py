@@ -27,12 +27,14 @@ from sage_ft.config import TrainingConfig, init_adapter_shape
 from sage_ft.data.validate import ValidationReport, load_conversations, load_preferences, validate_file
 from sage_ft.errors import ConfigError, TrainingOOMError
 from sage_ft.fsutil import atomic_directory
+from sage_ft.packing import PackingDecision, decide_packing
 from sage_ft.settings import training_env_settings
+from sage_ft.training.attention import AttentionChoice, attention_for
 from sage_ft.training.callbacks import TrainingCallback, _HFBridge
 from sage_ft.training.chat import encode_conversation, token_counter
 from sage_ft.training.checkpoints import latest_checkpoint
 from sage_ft.training.holdout import evaluate_holdout
-from sage_ft.training.loading import load_model, load_tokenizer, plan_runtime, resolve_model
+from sage_ft.training.loading import load_model, load_tokenizer, model_head_dim, plan_runtime, resolve_model
 from sage_ft.training.sft import SageSFTTrainer
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
     log_history: list[dict[str, Any]] = field(default_factory=list)
     evaluation: dict[str, Any] | None = None  # fine-tune vs base on held-out records (``config.eval_items``)
+    setup: dict[str, Any] = field(default_factory=dict)  # how the run was laid out (``LoRATrainer.setup``)
 
     @property
     def losses(self) -> list[float]:
@@ -68,6 +71,8 @@ class LoRATrainer:
             self.config = config = config.update(lora=init_adapter_shape(Path(config.init_adapter)))
         self._tokenizer: Any = None
         self.holdout: list[Any] = []  # the held-out conversations (validation file or split), once datasets are built
+        self.packing: PackingDecision | None = None  # decided from the training records in build_trainer
+        self.attention: AttentionChoice | None = None  # the packed-attention backend of a packed run
 
     @property
     def output_dir(self) -> Path:
@@ -181,8 +186,18 @@ class LoRATrainer:
             return dpo_args(self._common_args(has_eval), self.config)
         from trl import SFTConfig
 
-        return SFTConfig(**self._common_args(has_eval), max_length=self.config.max_length, packing=self.config.packing,
-                         use_liger_kernel=use_liger(self.runtime.device))  # fmt: skip
+        layout = self.packing.layout if self.packing is not None else "padded"
+        liger = use_liger(self.runtime.device)
+        batching: dict[str, Any] = {"max_length": self.config.max_length}
+        if layout == "packed":
+            batching["packing"] = True
+        elif layout == "padding_free":  # records arrive cut at max_length (build_trainer); TRL refuses to cut them
+            batching.update(padding_free=True, max_length=None)
+        else:
+            # Batches of similar lengths pad little; Triton kernels (Liger) compile per shape, so rows are padded to
+            # a multiple of 64 where they run instead of each new length compiling again.
+            batching.update(_length_grouping(), pad_to_multiple_of=64 if liger else None)
+        return SFTConfig(**self._common_args(has_eval), use_liger_kernel=liger, **batching)
 
     def _peft_config(self) -> Any:
         from peft import LoraConfig
@@ -209,7 +224,16 @@ class LoRATrainer:
             log.warning(note)
         set_seed(cfg.seed)  # before PEFT initialises lora_A, so a run is reproducible from its config
         train, evaluation = self.build_datasets()
-        model = load_model(self.model_path, cfg, self.runtime, self.tokenizer)
+        lengths = [len(ids) for ids in train["input_ids"]] if cfg.method == "sft" else []
+        self.packing = decide_packing(
+            cfg.packing, lengths, cfg.max_length, cfg.per_device_train_batch_size, cfg.method
+        )
+        if self.packing.layout == "padding_free":
+            train, evaluation = (_truncated(d, cfg.max_length) if d is not None else None for d in (train, evaluation))
+        if self.packing.shares_rows:
+            head_dim = model_head_dim(self.model_path, cfg)
+            self.attention = attention_for(self.runtime.device, self.runtime.compute_dtype, head_dim, True)
+        model = load_model(self.model_path, cfg, self.runtime, self.tokenizer, self.attention)
         peft_config = None
         if cfg.init_adapter:
             model = PeftModel.from_pretrained(model, cfg.init_adapter, is_trainable=True)
@@ -237,12 +261,31 @@ class LoRATrainer:
             trainer = SageSFTTrainer(**kwargs)
         # progress goes through TrainingCallback; HF's PrinterCallback would print raw log dicts to stdout
         trainer.remove_callback(PrinterCallback)
+        bridge.setup = self.setup(
+            len(train), len(trainer.train_dataset), getattr(trainer.args, "use_liger_kernel", False)
+        )
         if training_env_settings().fused_ops:
             from sage_ft.training.fused import fuse_training_ops
 
             liger = getattr(trainer.args, "use_liger_kernel", False)
             log.info("fused training ops: %s", fuse_training_ops(trainer.model, elementwise=not liger))
         return trainer, bridge
+
+    def setup(self, records: int, rows: int, liger: bool) -> dict[str, Any]:
+        """How the run lays out its batches, for the start event and the result: packed or padded and why, the
+        attention backend of packed rows, and rows per epoch (packed rows hold several records)."""
+        packing = self.packing or decide_packing(False, [], self.config.max_length, 1, self.config.method)
+        return {
+            "layout": packing.layout,
+            "packing_requested": packing.requested,
+            "packing_reason": packing.reason,
+            "attention": self.attention.backend if self.attention else None,
+            "attention_reason": self.attention.reason if self.attention else None,
+            "records": records,
+            "rows_per_epoch": rows,
+            "liger": bool(liger),
+            "device": self.runtime.device,
+        }
 
     def train(self, resume_from_checkpoint: bool | str | None = None) -> TrainResult:
         """Train, save the adapter and return a summary.
@@ -280,6 +323,7 @@ class LoRATrainer:
             resumed_from=resume,
             metrics=dict(output.metrics),
             log_history=list(state.log_history),
+            setup=dict(bridge.setup),
         )
         if not bridge.stopped_early and self.config.eval_items and self.holdout:
             result.evaluation = evaluate_holdout(trainer, self.tokenizer, self.holdout, self.config)
@@ -310,6 +354,23 @@ def use_liger(device: str) -> bool:
     """Liger's fused kernels for SFT: on CUDA only, where the package is installed and the operator allows it."""
     return (device == "cuda" and training_env_settings().liger_kernels
             and importlib.util.find_spec("liger_kernel") is not None)  # fmt: skip
+
+
+def _truncated(dataset: Any, max_length: int) -> Any:
+    """Token ids and loss mask cut at ``max_length`` (keeping the start, as TRL's own truncation does)."""
+    if max(len(ids) for ids in dataset["input_ids"]) <= max_length:
+        return dataset
+    return dataset.map(lambda row: {k: row[k][:max_length] for k in ("input_ids", "assistant_masks")})
+
+
+def _length_grouping() -> dict[str, Any]:
+    """``TrainingArguments`` for a sampler that batches records of similar length (its name changed in
+    transformers 5.19: ``train_sampling_strategy``, before it ``group_by_length``)."""
+    from transformers import TrainingArguments
+
+    if "train_sampling_strategy" in TrainingArguments.__dataclass_fields__:
+        return {"train_sampling_strategy": "group_by_length"}
+    return {"group_by_length": True}
 
 
 def _tensorboard(log_dir: Path) -> Any:

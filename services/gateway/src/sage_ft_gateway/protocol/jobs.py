@@ -58,6 +58,7 @@ class FineTuningJob(ApiModel):
     total_steps: int | None = None
     attempt: int | None = None
     evaluation: dict[str, Any] | None = None
+    training: dict[str, Any] | None = None
 
 
 class JobList(ApiModel):

@@ -87,9 +87,16 @@ class EstimateService:
         history = [RunRecord(int(r["tokens"]), float(r["seconds"]), r.get("train_seconds"))
                    for r in self.state.jobs.recent_runs(base, preset)]  # fmt: skip
         model = _model_config(model_dir, base)
-        default_rate = self.state.settings.gateway.estimate_tokens_per_second
-        body = estimate(lengths, config, has_validation_file=bool(request.validation_file), model=model,
-                        history=history, default_rate=default_rate)  # fmt: skip
+        gateway = self.state.settings.gateway
+        body = estimate(
+            lengths,
+            config,
+            has_validation_file=bool(request.validation_file),
+            model=model,
+            history=history,
+            default_rate=gateway.estimate_tokens_per_second,
+            liger=gateway.estimate_liger,
+        )
         body.update(tokens_exact=exact, model=request.model, base_model=base, preset=preset,
                     method=request.method_type, hyperparameters=checked.hyperparameters)  # fmt: skip
         return {"object": "fine_tuning.job.estimate", "estimate": body}
