@@ -1,6 +1,7 @@
-"""``dry_run: true`` through the real openai client: the estimate, no job; then real jobs of two shapes (padded, and
-packed at another max_length and rank) on a real worker, whose trained tokens and steps the estimate predicted, and
-whose measured speed the next estimate uses."""
+"""``dry_run: true`` through the real openai client: the estimate, no job; then real jobs of two shapes (the default
+layout, padding-free for these records, and packed at another max_length and rank) on a real worker, whose layout,
+trained tokens and steps the estimate predicted (the job's object and events say which layout ran), and whose
+measured speed the next estimate uses."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from stack import Stack, qa_lines, wait_job
 
 pytestmark = pytest.mark.slow
 SHAPES = {
-    "padded": {"batch_size": 4, "n_epochs": 3, "extra": {"lora": {"r": 4, "lora_alpha": 8}}},
+    "auto": {"batch_size": 4, "n_epochs": 3, "extra": {"lora": {"r": 4, "lora_alpha": 8}}},
     "packed": {"batch_size": 2, "n_epochs": 2, "extra": {"packing": True, "max_length": 48,
                                                          "lora": {"r": 16, "lora_alpha": 32}}},
 }  # fmt: skip
@@ -46,7 +47,7 @@ def dry_run(client: openai.OpenAI, request: dict[str, Any]) -> dict[str, Any]:
 def test_dry_run_estimates_and_creates_nothing(stack: Stack, client: openai.OpenAI, qa_records: list[dict]) -> None:
     file = client.files.create(file=("qa.jsonl", qa_lines(qa_records[:12])), purpose="fine-tune").id
     before = client.fine_tuning.jobs.list().data
-    answer = dry_run(client, body("padded", file, True))
+    answer = dry_run(client, body("auto", file, True))
     assert answer["object"] == "fine_tuning.job.estimate"
     est = answer["estimate"]
     assert est["steps"] == 3 * 3 and est["tokens_exact"] and est["records"] == 12  # 12 rows / batch 4, 3 epochs
@@ -72,7 +73,14 @@ def test_the_estimate_predicts_the_real_job(stack: Stack, client: openai.OpenAI,
     done = wait_job(client, job.id)
     assert done.status == "succeeded", done.error
     total_steps = done.model_extra["total_steps"]  # type: ignore[index]
-    if shape == "padded":
+    # the layout the estimate assumed is the one the trainer used, and the job says so in its object and events
+    layout = {"auto": "padding_free", "packed": "packed"}[shape]  # auto: the QA records' lengths vary
+    training = done.model_extra["training"]  # type: ignore[index]
+    assert est["packing"] == training["layout"] == layout and training["records"] == len(qa_records)
+    started = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data
+               if e.message.startswith("Training started")]  # fmt: skip
+    assert started and {"auto": "padding-free batches (record lengths vary", "packed": "packed rows"}[shape] in started[0]
+    if shape == "auto":  # padding-free: the steps of a padded run, one record a row
         assert est["steps"] == total_steps and est["tokens"] == done.trained_tokens
     else:  # TRL packs best-fit decreasing; the estimate first-fit decreasing: a bin apart at most, tokens the same
         assert abs(est["steps"] - total_steps) <= 1 and est["tokens"] == done.trained_tokens
