@@ -31,7 +31,8 @@ UPLOT_NPM := uplot@1.6.32
 CONSOLE_VENDOR := services/gateway/src/sage_ft_gateway/console/vendor
 CONSOLE_STAMP := $(CONSOLE_VENDOR)/uPlot.iife.min.js
 
-.PHONY: help install tools console images lint format test test-compose test-fast demo bench bench-peer clean
+.PHONY: help install tools console images lint format test test-compose test-fast demo bench bench-peer bench-gpu \
+	gpu-wheels clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -140,6 +141,17 @@ $(PEER_STAMP): Makefile
 bench-peer: $(STAMP) $(PEER_STAMP) ## sage-ft vs LLaMA-Factory on identical work; last line: peer: min ratio
 	$(PY) benchmarks/peer_llamafactory.py --peer-python $(PEER_VENV)/bin/python --pairs 5 --steps 100 \
 		--json docs/peer_llamafactory.json
+
+bench-gpu: $(STAMP) ## GPU training speed and memory (1.5B and 7B shapes, random weights); --shape tiny on a CPU
+	@if command -v nvidia-smi >/dev/null; then $(PY) benchmarks/gpu_train.py --json docs/gpu_train.json; \
+	else $(PY) benchmarks/gpu_train.py --shape tiny; fi
+
+# The packages benchmarks/gpu_train.py needs beyond a CUDA PyTorch image, as wheels for Python 3.12 on x86_64, to
+# carry to a GPU machine without network (docs/benchmarks.md says how to run it there).
+gpu-wheels: ## download benchmarks/gpu_wheels.txt into .whl/ for an offline GPU machine
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 -d .whl -r benchmarks/gpu_wheels.txt
 
 clean: ## remove the virtualenv, caches and demo outputs
 	rm -rf $(VENV) $(PEER_VENV) .sage-demo .pytest_cache .mypy_cache .ruff_cache

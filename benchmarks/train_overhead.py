@@ -12,6 +12,7 @@ Usage: python benchmarks/train_overhead.py [--steps 60] [--repeats 2] [--json ou
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import statistics
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bare_loop import bare_train, load_bare_model, padded_batch
 
 from sage_ft import LoRAConfig, TrainingConfig
 from sage_ft.data import BUILTIN_TASKS, builtin_dataset_path, load_conversations
@@ -67,40 +69,21 @@ def sage_run(cfg: TrainingConfig) -> Measure:
 
 
 def bare_run(model_dir: Path, data: Path, steps: int, batch: int, max_length: int) -> Measure:
-    """The same work with nothing but PEFT and a hand-written torch loop."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """The same work with nothing but PEFT and a hand-written torch loop (``bare_loop``)."""
+    from transformers import AutoTokenizer
 
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(model_dir)
     rows = [encode_conversation(tok, c.messages) for c in load_conversations(data)]
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(r=LORA.r, lora_alpha=LORA.lora_alpha, lora_dropout=0.0,
-                                             target_modules="all-linear", task_type="CAUSAL_LM"))  # fmt: skip
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    model.train()
-    tokens, start, cpu = 0, time.perf_counter(), time.process_time()
+    model = load_bare_model(model_dir, LORA.r, LORA.lora_alpha, "cpu")
     order = torch.randperm(len(rows)).tolist()
-    for step in range(steps):
-        idx = [order[(step * batch + i) % len(rows)] for i in range(batch)]
-        seqs = [rows[i] for i in idx]
-        width = min(max_length, max(len(s["input_ids"]) for s in seqs))
-        ids = torch.full((batch, width), tok.pad_token_id)
-        labels = torch.full((batch, width), -100)
-        att = torch.zeros((batch, width), dtype=torch.long)
-        for j, s in enumerate(seqs):
-            n = min(width, len(s["input_ids"]))
-            ids[j, :n] = torch.tensor(s["input_ids"][:n])
-            mask = torch.tensor(s["assistant_masks"][:n]).bool()
-            labels[j, :n] = torch.where(mask, ids[j, :n], -100)
-            att[j, :n] = 1
-        loss = model(input_ids=ids, attention_mask=att, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad()
-        tokens += int(att.sum())
-    return Measure(tokens, time.perf_counter() - start, time.process_time() - cpu)
+    batches = (
+        padded_batch([rows[order[(step * batch + i) % len(rows)]] for i in range(batch)], tok.pad_token_id, max_length)
+        for step in itertools.count()
+    )
+    start, cpu = time.perf_counter(), time.process_time()
+    done = bare_train(model, batches, steps, lr=1e-3)
+    return Measure(sum(s.tokens for s in done), time.perf_counter() - start, time.process_time() - cpu)
 
 
 def uniform_length_data(path: Path, max_length: int, batch: int) -> Path:

@@ -79,7 +79,9 @@ def test_the_estimate_predicts_the_real_job(stack: Stack, client: openai.OpenAI,
     assert est["packing"] == training["layout"] == layout and training["records"] == len(qa_records)
     started = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data
                if e.message.startswith("Training started")]  # fmt: skip
-    assert started and {"auto": "padding-free batches (record lengths vary", "packed": "packed rows"}[shape] in started[0]
+    assert (
+        started and {"auto": "padding-free batches (record lengths vary", "packed": "packed rows"}[shape] in started[0]
+    )
     if shape == "auto":  # padding-free: the steps of a padded run, one record a row
         assert est["steps"] == total_steps and est["tokens"] == done.trained_tokens
     else:  # TRL packs best-fit decreasing; the estimate first-fit decreasing: a bin apart at most, tokens the same

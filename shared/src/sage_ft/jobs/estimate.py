@@ -166,24 +166,25 @@ def _half(config: TrainingConfig) -> bool:
 
 
 def head_mode(config: TrainingConfig, *, liger: bool) -> str:
-    """How the training loss meets the LM head: Liger's fused linear cross-entropy (SFT with Liger), sage-ft's
-    head at trained positions in chunks (SFT otherwise), or the model's own full logits (preference training)."""
+    """How the training loss meets the LM head: TRL's chunked log-prob head (SFT under Liger, whose own fused
+    cross-entropy TRL turns off), sage-ft's head at trained positions in chunks (SFT otherwise), or the model's own
+    full logits (preference training)."""
     if config.method != "sft":
         return "full"
-    return "liger" if liger else "selective"
+    return "chunked" if liger else "selective"
 
 
 HEAD_CHUNK_BYTES = 1 << 30  # sage_ft.training.selective_head.chunk_rows' largest chunk, reached on GPUs of 16 GiB+
+TRL_TILE = (4096, 32768)  # trl.kernels.chunked_logprob: tokens x vocabulary entries per projection tile
 
 
 def logits_bytes(model: dict[str, Any], config: TrainingConfig, tokens: int, *, liger: bool) -> int:
-    """Peak bytes of the logits and their gradient for ``tokens`` tokens in one step."""
+    """Peak bytes of the logits (or the head's working tiles) and their gradient for ``tokens`` tokens in a step."""
     d = _dims(model)
     vocab, h = d["vocab"], d["h"]
     mode = head_mode(config, liger=liger)
-    if mode == "liger":  # one chunk of rows at a time, sized by Liger from the vocabulary-to-hidden ratio
-        chunk = 1 << max(0, math.ceil(math.log2(max(1, math.ceil(tokens / math.ceil(vocab / h))))))
-        return min(chunk, tokens) * vocab * 4 * 2 + tokens * h * 4
+    if mode == "chunked":  # a 16-bit tile forward and one backward, and the hidden states' fp32 gradient
+        return min(tokens, TRL_TILE[0]) * min(vocab, TRL_TILE[1]) * 2 * 2 + tokens * h * 4
     if mode == "selective":  # fp32 logits, their gradient and the log-softmax of one chunk (12 bytes an entry)
         return min(tokens * vocab * 12, HEAD_CHUNK_BYTES)
     return tokens * vocab * (10 if _half(config) else 8)  # 16-bit logits, their fp32 copy and its gradient

@@ -90,14 +90,19 @@ def build_tiny_model(
     tie_embeddings: bool = True,
     num_kv_heads: int | None = None,
     vocab_size: int | None = None,
+    intermediate_size: int | None = None,
+    dtype: str = "float32",
+    device: str = "cpu",
 ) -> Path:
     """Write tokenizer + random-weight Qwen2 or Llama (safetensors) to ``<models_root>/<name>`` and return the path.
 
     The shape knobs (``architecture``, ``max_positions``, ``tie_embeddings``, sizes) give tests models that differ
     the way users' models do. ``num_kv_heads`` below ``num_heads`` makes grouped-query attention; ``vocab_size``
     above the tokenizer's pads the embedding and LM head (as Qwen2.5's 151,936 rows do for 151,665 tokens), which
-    sets the LM head's share of the FLOPs without changing tokenization. Reuses an existing build unless
-    ``overwrite``. The directory appears atomically.
+    sets the LM head's share of the FLOPs without changing tokenization. ``intermediate_size`` defaults to three
+    times the hidden size. ``dtype`` and ``device`` say where the weights are made: a billion-parameter shape
+    (``benchmarks/gpu_train.py``) is initialized on the GPU in bf16, not in fp32 on the CPU. Reuses an existing build
+    unless ``overwrite``. The directory appears atomically.
     """
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
@@ -121,7 +126,7 @@ def build_tiny_model(
     config = config_class(
         vocab_size=max(vocab_size or 0, len(tokenizer)),
         hidden_size=hidden_size,
-        intermediate_size=hidden_size * 3,
+        intermediate_size=intermediate_size or hidden_size * 3,
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
         num_key_value_heads=num_kv_heads or num_heads,
@@ -137,7 +142,8 @@ def build_tiny_model(
         initializer_range=init_std,
     )
     torch.manual_seed(seed)
-    model = model_class(config).to(torch.float32)
+    with torch.device(device):
+        model = model_class._from_config(config, dtype=getattr(torch, dtype))
     model.generation_config = GenerationConfig(
         eos_token_id=[tokenizer.eos_token_id, tokenizer.pad_token_id],
         pad_token_id=tokenizer.pad_token_id,

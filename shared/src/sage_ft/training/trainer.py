@@ -73,6 +73,7 @@ class LoRATrainer:
         self.holdout: list[Any] = []  # the held-out conversations (validation file or split), once datasets are built
         self.packing: PackingDecision | None = None  # decided from the training records in build_trainer
         self.attention: AttentionChoice | None = None  # the packed-attention backend of a packed run
+        self._varied_lengths = False
 
     @property
     def output_dir(self) -> Path:
@@ -194,9 +195,11 @@ class LoRATrainer:
         elif layout == "padding_free":  # records arrive cut at max_length (build_trainer); TRL refuses to cut them
             batching.update(padding_free=True, max_length=None)
         else:
-            # Batches of similar lengths pad little; Triton kernels (Liger) compile per shape, so rows are padded to
-            # a multiple of 64 where they run instead of each new length compiling again.
-            batching.update(_length_grouping(), pad_to_multiple_of=64 if liger else None)
+            # Batches of similar lengths pad little (when lengths vary); Triton kernels (Liger) compile per shape, so
+            # rows are padded to a multiple of 64 where they run instead of each new length compiling again.
+            batching.update(
+                _length_grouping() if self._varied_lengths else {}, pad_to_multiple_of=64 if liger else None
+            )
         return SFTConfig(**self._common_args(has_eval), use_liger_kernel=liger, **batching)
 
     def _peft_config(self) -> Any:
@@ -225,9 +228,9 @@ class LoRATrainer:
         set_seed(cfg.seed)  # before PEFT initialises lora_A, so a run is reproducible from its config
         train, evaluation = self.build_datasets()
         lengths = [len(ids) for ids in train["input_ids"]] if cfg.method == "sft" else []
-        self.packing = decide_packing(
-            cfg.packing, lengths, cfg.max_length, cfg.per_device_train_batch_size, cfg.method
-        )
+        self._varied_lengths = len({min(n, cfg.max_length) for n in lengths}) > 1
+        self.packing = decide_packing(cfg.packing, lengths, cfg.max_length, cfg.per_device_train_batch_size, cfg.method)
+        records = len(train)
         if self.packing.layout == "padding_free":
             train, evaluation = (_truncated(d, cfg.max_length) if d is not None else None for d in (train, evaluation))
         if self.packing.shares_rows:
@@ -261,9 +264,8 @@ class LoRATrainer:
             trainer = SageSFTTrainer(**kwargs)
         # progress goes through TrainingCallback; HF's PrinterCallback would print raw log dicts to stdout
         trainer.remove_callback(PrinterCallback)
-        bridge.setup = self.setup(
-            len(train), len(trainer.train_dataset), getattr(trainer.args, "use_liger_kernel", False)
-        )
+        liger = getattr(trainer.args, "use_liger_kernel", False)
+        bridge.setup = self.setup(records, len(trainer.train_dataset), liger)
         if training_env_settings().fused_ops:
             from sage_ft.training.fused import fuse_training_ops
 
@@ -272,8 +274,9 @@ class LoRATrainer:
         return trainer, bridge
 
     def setup(self, records: int, rows: int, liger: bool) -> dict[str, Any]:
-        """How the run lays out its batches, for the start event and the result: packed or padded and why, the
-        attention backend of packed rows, and rows per epoch (packed rows hold several records)."""
+        """How the run lays out its batches, for the start event and the result: the layout and why, the attention
+        backend where records share rows, the training records, and the rows an epoch trains (packed rows hold
+        several records; records that truncation left with nothing to train are dropped)."""
         packing = self.packing or decide_packing(False, [], self.config.max_length, 1, self.config.method)
         return {
             "layout": packing.layout,
@@ -357,10 +360,12 @@ def use_liger(device: str) -> bool:
 
 
 def _truncated(dataset: Any, max_length: int) -> Any:
-    """Token ids and loss mask cut at ``max_length`` (keeping the start, as TRL's own truncation does)."""
+    """Token ids and loss mask cut at ``max_length``, keeping the start, and the records the cut left with nothing to
+    train dropped: what TRL's own truncation does on the padded and packed paths."""
     if max(len(ids) for ids in dataset["input_ids"]) <= max_length:
         return dataset
-    return dataset.map(lambda row: {k: row[k][:max_length] for k in ("input_ids", "assistant_masks")})
+    cut = dataset.map(lambda row: {k: row[k][:max_length] for k in ("input_ids", "assistant_masks")})
+    return cut.filter(lambda row: any(row["assistant_masks"]))
 
 
 def _length_grouping() -> dict[str, Any]:
