@@ -28,10 +28,10 @@ import argparse
 import fnmatch
 import json
 import math
+import multiprocessing
 import os
 import random
 import resource
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -71,10 +71,7 @@ CELLS = (
     "mixed/bare",
     "qlora/sage",
 )
-DEFAULT_PLAN = {
-    "1.5b": [c for c in CELLS if not c.startswith("qlora")],
-    "7b": ["uniform/sage", "uniform/bare", "qlora/sage"],
-}
+DEFAULT_PLAN = {"1.5b": [c for c in CELLS if not c.startswith("qlora")], "7b": ["uniform/sage", "qlora/sage"]}
 LORA = LoRAConfig(r=16, lora_alpha=32, lora_dropout=0.0)  # on both sides; dropout would differ between them
 PACKING = {"packed": True, "auto": "auto", "padded": False}
 
@@ -188,10 +185,13 @@ def prepare(shape: str, work: Path, sizes: Sizes, cuda: bool) -> dict[str, Any]:
         "mixed": (data / "mixed.jsonl", mixed_lengths(*sizes.mixed, count=mixed_count, seed=1)),
         "qlora": (data / "qlora.jsonl", [sizes.qlora] * steps),
     }
+    found: dict[str, Any] = {"model": str(model_dir), "lengths": {}}
     for name, (path, lengths) in files.items():
         if not path.exists():
             write_data(tokenizer, path, lengths, seed=len(name))
-    return {"model": str(model_dir), **{name: str(path) for name, (path, _) in files.items()}}
+        found[name] = str(path)
+        found["lengths"][name] = [len(r["input_ids"]) for r in encoded(str(model_dir), str(path))]
+    return found
 
 
 # -- one cell, in its own process --------------------------------------------------------------------------------
@@ -322,10 +322,10 @@ def estimate_for(
     """The dry run's peak memory for this run: for the fullest step its layout allows, and for the fullest step it
     actually trained (what the measured peak can be held against)."""
     model = json.loads((Path(files["model"]) / "config.json").read_text())
-    tokenizer_lengths = [len(r["input_ids"]) for r in _encoded(files["model"], config.data_path or "")]
+    lengths = files["lengths"][result.cell.split("/")[0]]
     rows = config.per_device_train_batch_size
-    decision = decide_packing(config.packing, tokenizer_lengths, config.max_length, rows, config.method)
-    worst = step_tokens(decision, tokenizer_lengths, config.max_length, rows)
+    decision = decide_packing(config.packing, lengths, config.max_length, rows, config.method)
+    worst = step_tokens(decision, lengths, config.max_length, rows)
     seen = max((b[0] if result.layout != "padded" else b[1]) for b in stats.batches)
     out: dict[str, Any] = {}
     for name, tokens in (("worst_step", worst), ("largest_step_seen", seen)):
@@ -341,7 +341,7 @@ def estimate_for(
     return out
 
 
-def _encoded(model_dir: str, data: str) -> list[dict[str, list[int]]]:
+def encoded(model_dir: str, data: str) -> list[dict[str, list[int]]]:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -353,7 +353,7 @@ def run_bare(shape: str, cell: str, files: dict[str, str], sizes: Sizes, cuda: b
 
     family = cell.split("/")[0]
     tokenizer = AutoTokenizer.from_pretrained(files["model"])
-    rows = _encoded(files["model"], files[family])
+    rows = encoded(files["model"], files[family])
     random.Random(0).shuffle(rows)
     max_length = sizes.mixed[1] if family == "mixed" else sizes.uniform
     batches = (
@@ -439,16 +439,20 @@ def plan(shapes: list[str] | None, patterns: list[str] | None, cuda: bool) -> li
     return cells
 
 
-def child(args: argparse.Namespace) -> None:
-    sizes = Sizes(**json.loads(args.sizes))
-    if args.cell == "prepare":
-        Path(args.result).write_text(json.dumps(prepare(args.cell_shape, args.work, sizes, torch.cuda.is_available())))
-        return
-    files = json.loads(args.files) if args.files else {}
-    if args.cell == "uniform/sage-no-liger":
-        os.environ["SAGE_TRAIN_LIGER_KERNELS"] = "false"  # read by the settings when the trainer is built
-    result = run_cell(args.cell_shape, args.cell, files, sizes, Path(args.work) / "runs" / args.cell.replace("/", "-"))
-    Path(args.result).write_text(json.dumps(asdict(result)))
+def child_main(job: tuple[str, str, dict[str, Any], dict[str, Any], str], result: str, log: str) -> None:
+    """A cell's process (or a shape's preparation): its output goes to its own log, its answer to ``result``."""
+    shape, cell, files, sizes_dict, work = job
+    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    sizes = Sizes(**sizes_dict)
+    if cell == "prepare":
+        answer: dict[str, Any] = prepare(shape, Path(work), sizes, torch.cuda.is_available())
+    else:
+        if cell == "uniform/sage-no-liger":
+            os.environ["SAGE_TRAIN_LIGER_KERNELS"] = "false"  # read by the settings when the trainer is built
+        answer = asdict(run_cell(shape, cell, files, sizes, Path(work) / "runs" / cell.replace("/", "-")))
+    Path(result).write_text(json.dumps(answer))
 
 
 def ratios(results: list[CellResult], peak: float | None) -> dict[str, Any]:
@@ -541,7 +545,7 @@ def main() -> None:
         "--shape",
         action="append",
         choices=sorted(SHAPES),
-        help="shapes to run (repeatable); default on a GPU: 1.5b (all cells) and 7b (uniform and qlora)",
+        help="shapes to run (repeatable); default on a GPU: 1.5b (all cells but qlora) and 7b (uniform/sage and qlora)",
     )
     parser.add_argument("--cells", action="append", help="glob of cell names to run, e.g. 'mixed/*' (repeatable)")
     parser.add_argument("--warmup", type=int, help="steps before timing (default: 5 on a GPU, 1 on a CPU)")
@@ -553,15 +557,7 @@ def main() -> None:
         help="where models and data are built once and kept",
     )
     parser.add_argument("--json", type=Path, help="write every cell, the ratios and the targets here")
-    parser.add_argument("--cell", help=argparse.SUPPRESS)  # a child process: run this one cell (or "prepare")
-    parser.add_argument("--cell-shape", help=argparse.SUPPRESS)
-    parser.add_argument("--sizes", help=argparse.SUPPRESS)
-    parser.add_argument("--files", help=argparse.SUPPRESS)
-    parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.cell:
-        child(args)
-        return
     cuda = torch.cuda.is_available()
     if not cuda and not args.shape:
         parser.error("no GPU here: name a shape a CPU can train, e.g. --shape tiny")
@@ -572,8 +568,8 @@ def main() -> None:
     prepared: dict[str, dict[str, Any]] = {}
     for shape, cell in plan(args.shape, args.cells, cuda):
         if shape != "-" and shape not in prepared:
-            prepared[shape] = spawn(["--cell", "prepare", "--cell-shape", shape], args, sizes, {})
-        result = CellResult(**spawn(["--cell", cell, "--cell-shape", shape], args, sizes, prepared.get(shape, {})))
+            prepared[shape] = spawn(shape, "prepare", args, sizes, {})
+        result = CellResult(**spawn(shape, cell, args, sizes, prepared.get(shape, {})))
         results.append(result)
         print(
             f"{shape} {cell}: {result.tokens_per_second:,.0f} tok/s, {result.tflops:.1f} TFLOP/s"
@@ -597,22 +593,33 @@ def main() -> None:
         args.json.write_text(json.dumps(summary, indent=2))
 
 
-def spawn(cell_args: list[str], args: argparse.Namespace, sizes: Sizes, files: dict[str, Any]) -> dict[str, Any]:
+# Cells run in processes forked from a server that has imported the training stack once (not from this process,
+# which may have touched CUDA): each has its own CUDA context and peak memory, and none pays the imports again.
+PRELOAD = ["torch", "transformers", "peft", "trl", "datasets", "sage_ft.training.trainer", "bare_loop"]
+
+
+def spawn(shape: str, cell: str, args: argparse.Namespace, sizes: Sizes, files: dict[str, Any]) -> dict[str, Any]:
     """Run one cell (or the preparation of a shape) in a fresh process and return what it wrote; a cell that fails
-    comes back as skipped with the end of its output, so one broken cell does not cost the others their run."""
+    comes back as skipped with the end of its log, so one broken cell does not cost the others their run."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
     result = args.work / "result.json"
     result.unlink(missing_ok=True)
-    command = [sys.executable, __file__, *cell_args, "--work", str(args.work), "--sizes", json.dumps(asdict(sizes))]
-    command += ["--files", json.dumps(files), "--result", str(result)]
-    done = subprocess.run(command, check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if done.returncode == 0 and result.exists():
+    log = args.work / "logs" / f"{shape}-{cell.replace('/', '-')}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    job = (shape, cell, files, asdict(sizes), str(args.work))
+    process = context.Process(target=child_main, args=(job, str(result), str(log)))
+    process.start()
+    process.join()
+    if process.exitcode == 0 and result.exists():
         answer: dict[str, Any] = json.loads(result.read_text())
         return answer
-    print(done.stdout[-4000:], file=sys.stderr)
-    if cell_args[1] == "prepare":
-        raise SystemExit(f"preparing shape {cell_args[3]} failed (exit {done.returncode})")
-    last = [line for line in done.stdout.splitlines() if line.strip()][-1:] or ["no output"]
-    return asdict(CellResult(cell_args[3], cell_args[1], "?", skipped=f"failed (exit {done.returncode}): {last[0]}"))
+    tail = log.read_text(errors="replace")[-4000:] if log.exists() else ""
+    print(tail, file=sys.stderr)
+    if cell == "prepare":
+        raise SystemExit(f"preparing shape {shape} failed (exit {process.exitcode}); log: {log}")
+    last = [line for line in tail.splitlines() if line.strip()][-1:] or ["no output"]
+    return asdict(CellResult(shape, cell, "?", skipped=f"failed (exit {process.exitcode}): {last[0]}"))
 
 
 def machine() -> dict[str, Any]:
