@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from stack import Stack, free_port, s3_env, start_moto, wait_for, wait_job
+from stack import BIN, Proc, Stack, free_port, s3_env, start_moto, wait_for, wait_job
 
 pytestmark = pytest.mark.slow
 
@@ -125,6 +125,31 @@ def test_reads_are_rate_limited_per_key_with_retry_after(make_stack: Any, stack:
     limited.stop()
     # off by default (the embedded stack): a burst of reads is never refused
     assert {httpx.get(f"{stack.url}/v1/fine_tuning/jobs", timeout=30).status_code for _ in range(40)} == {200}
+
+
+def test_the_read_limit_holds_across_gateway_replicas(make_stack: Any) -> None:
+    """Two gateways on one Redis share one window per key: the configured limit in all, not the limit times the
+    replicas (each kept its own window before)."""
+    limited: Stack = make_stack(SAGE_GATEWAY_READ_RATE_LIMIT="6/minute")
+    limited.start_gateway()
+    port = free_port()
+    env = {**limited.env, "SAGE_GATEWAY_PORT": str(port)}
+    second = Proc("gateway-2", [str(BIN / "sage-ft-gateway")], env, limited.logs)
+    urls = [limited.url, f"http://127.0.0.1:{port}"]
+
+    def read(url: str, key: str) -> int:
+        return httpx.get(
+            f"{url}/v1/fine_tuning/jobs", headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ).status_code
+
+    try:
+        wait_for(lambda: second.check_alive() and read(urls[1], "probe") == 200, 60, "the second gateway")
+        codes = [read(urls[i % 2], "key-a") for i in range(10)]
+        assert codes == [200] * 6 + [429] * 4, codes  # whichever replica is asked once the key's budget is spent
+        assert read(urls[1], "key-b") == 200, "each key has its own budget, on every replica"
+    finally:
+        second.stop()
+        limited.stop()
 
 
 def test_a_manifest_whose_job_has_not_succeeded_is_invisible(stack: Stack, qa_records: list[dict],

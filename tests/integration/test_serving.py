@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,13 @@ def test_a_corrupted_artifact_is_refused_by_name_and_starts_nothing(
     assert model_servers(stack.serving.pid, "vllm") == servers  # type: ignore[union-attr]
     dep = httpx.get(f"{stack.url}/v1/deployments/corrupt-copy", timeout=10).json()
     assert dep["state"] == "failed" and dep["error"]["code"] == "checksum_mismatch"
+    # a deploy that waits for it is an error response in OpenAI's shape, not 200 with state "failed"
+    resp = httpx.post(f"{stack.url}/v1/deployments", json={"model": "corrupt-copy", "wait": True}, timeout=120)
+    assert resp.status_code == 422 and resp.json()["error"]["code"] == "checksum_mismatch", resp.text
+    command = [str(Path(sys.executable).parent / "sage-ft"), "--gateway", stack.url, "deploy", "corrupt-copy"]
+    env = {**os.environ, "SAGE_HOME": str(tmp_path)}
+    cli = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert cli.returncode != 0 and "422" in cli.stderr and "does not match its manifest" in cli.stderr, cli.stderr
 
 
 def test_a_client_can_ask_for_status_instead_of_waiting(
@@ -214,8 +222,9 @@ def test_a_failed_merge_reaches_the_request_at_once_with_the_workers_reason(
         direct.chat.completions.create(model="broken-merge", messages=[{"role": "user", "content": "hi"}])
     assert time.monotonic() - started < 120
     body = exc.value.body
-    assert isinstance(body, dict) and body["code"] == "merge_failed", body
-    assert "adapter_model.safetensors" in body["message"] and "w1" in body["message"]
+    # the same cause as serving's own check of the bytes, so the same name (it was merge_failed on this path)
+    assert isinstance(body, dict) and body["code"] == "checksum_mismatch", body
+    assert exc.value.status_code == 422 and "adapter_model.safetensors" in body["message"] and "w1" in body["message"]
     assert "merged" not in read_manifest(store, "broken-merge").parts  # type: ignore[union-attr]
 
 

@@ -1,12 +1,16 @@
-"""``sage_ft.proc.call_at_lower_priority``: the worker watches its trainer from a thread that yields CPU to it."""
+"""``sage_ft.proc``: the worker watches its trainer from a thread that yields CPU to it; a dead server's reason is its
+last exception; children inherit no secret; and children start with no Python between fork and exec, yet still die
+with their parent."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,3 +88,113 @@ def test_children_inherit_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     assert env["SAGE_REDIS_URL"] == "redis://127.0.0.1:1/0"  # passed explicitly, not inherited
     assert env["SAGE_STORAGE_S3_ENDPOINT"] == "minio:9000" and env["TOKENIZERS_PARALLELISM"] == "false"
     assert child_environment(keep=("HF_TOKEN",))["HF_TOKEN"] == "hf_x"
+
+
+# -- starting children: no Python between fork and exec (issue 28) ------------------------------------------------
+
+
+def test_spawn_runs_no_python_code_between_fork_and_exec(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A ``preexec_fn`` runs Python in the forked child of a multi-threaded parent, where a lock another thread held
+    at the fork (the loader's, the allocator's) can deadlock it. ``spawn`` hands Popen none: the tie to the parent is
+    made after exec, by ``setpriv``."""
+    from sage_ft import proc
+
+    seen: dict[str, Any] = {}
+
+    class Recorder:
+        def __init__(self, command: list[str], **kwargs: Any) -> None:
+            seen.update(command=command, **kwargs)
+
+    monkeypatch.setattr(proc.subprocess, "Popen", Recorder)
+    proc.spawn(["/bin/true"], tmp_path / "log")
+    assert seen.get("preexec_fn") is None and seen["start_new_session"]
+    assert seen["command"][:3] == [shutil.which("setpriv"), "--pdeathsig", "KILL"]
+    assert seen["command"][-1] == "/bin/true" and str(os.getpid()) in seen["command"]
+
+
+@linux_only
+def test_hundreds_of_children_start_while_threads_load_libraries_and_allocate(tmp_path: Path) -> None:
+    """What a worker or serving process does all day: start children (200 here) while its other threads import,
+    dlopen and allocate. Every child must start and exit; none may hang between fork and exec."""
+    import ctypes
+    import ctypes.util
+    import importlib
+
+    from sage_ft.proc import spawn, wait_exit
+
+    stop = threading.Event()
+
+    def busy(n: int) -> None:
+        libs = [ctypes.util.find_library(name) for name in ("m", "c", "z", "ssl", "crypto")]
+        while not stop.is_set():
+            for lib in filter(None, libs):
+                ctypes.CDLL(lib)  # the loader's lock, as a fork would catch it
+            junk = [bytearray(4096 + n) for _ in range(200)]  # the allocator's locks
+            del junk
+            importlib.invalidate_caches()
+
+    threads = [threading.Thread(target=busy, args=(i,), daemon=True) for i in range(12)]
+    for t in threads:
+        t.start()
+    hung = []
+    try:
+        for _ in range(200):
+            child = spawn(["/bin/true"], tmp_path / "children.log")
+            if not wait_exit(child, 20):
+                hung.append(child.pid)
+                child.kill()
+            elif child.returncode != 0:
+                hung.append(-child.returncode)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert not hung, f"{len(hung)} of 200 children hung or failed"
+
+
+PARENT = """
+import sys, time
+from pathlib import Path
+from sage_ft.proc import spawn
+child = spawn(["sleep", "120"], Path(sys.argv[1]))
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+@linux_only
+def test_a_child_still_dies_with_its_parent_even_by_sigkill(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path / "log")], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    time.sleep(0.5)  # the child has made its request and is sleeping
+    assert Path(f"/proc/{child}").exists()
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists() and "Z" not in _state(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{child}").exists() or "Z" in _state(child), "the child outlived its parent"
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "gone"
+
+
+@linux_only
+def test_a_child_whose_parent_is_already_gone_does_not_run(tmp_path: Path) -> None:
+    """The request is made after the fork: a parent that died in between would never send the signal, so the child
+    checks who its parent is and exits instead of running the command."""
+    from sage_ft.proc import tethered
+
+    marker = tmp_path / "ran"
+    command = tethered(["/bin/sh", "-c", f"touch {marker}"], parent=1)  # not this test's pid: "already gone"
+    assert subprocess.run(command, check=False).returncode == 1 and not marker.exists()
+    command = tethered(["/bin/sh", "-c", f"touch {marker}"], parent=os.getpid())
+    assert subprocess.run(command, check=False).returncode == 0 and marker.exists()

@@ -173,9 +173,12 @@ def test_a_server_that_dies_while_starting_fails_the_deployment_with_its_reason(
     publish_model(world["store"], "small", {"adapter": adapter_dir(world["tmp"] / "a", 8)}, base_model="stub-base")
     dying = StubLauncher(fail_with="exited with 1: ValueError: no such kernel")
     for client in make_client(world, dying):
-        dep = deploy(client, "small")
+        resp = client.post("/v1/deployments", json={"model": "small", "wait": True})
+        assert resp.status_code == 502, resp.text  # an engine that did not start: never a 200 to a waiting script
+        assert resp.json()["error"]["code"] == "engine_start_failed"
+        assert "ValueError: no such kernel" in resp.json()["error"]["message"]
+        dep = client.get("/v1/deployments/small").json()
         assert dep["state"] == "failed" and dep["error"]["code"] == "engine_start_failed"
-        assert "ValueError: no such kernel" in dep["error"]["message"]
         chat = client.post(
             "/v1/chat/completions", json={"model": "small", "messages": [{"role": "user", "content": "x"}]}
         )
@@ -294,3 +297,31 @@ def test_sigterm_cuts_an_open_chat_stream_after_the_grace_period(world: dict, tm
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_waiting_deploy_of_an_artifact_that_cannot_be_served_is_a_422_named_as_serving_names_it(
+    world: dict, stub: StubLauncher, client: TestClient
+) -> None:
+    """The worker's merge found the adapter's bytes were not the published ones: the same cause as serving's own
+    check, so the same code (``checksum_mismatch``), and an error status for a deploy that waited (not 200 with
+    ``state: failed``)."""
+    adapter = adapter_dir(world["tmp"] / "a", 8, modules_to_save=["lm_head"])  # vLLM needs it merged
+    publish_model(world["store"], "head", {"adapter": adapter}, base_model="stub-base")
+
+    def worker_fails_the_merge() -> None:
+        deadline = time.monotonic() + 10
+        while not world["merges"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        reason = "IntegrityError: adapter/adapter_model.safetensors: sha256 differs from the manifest"
+        record_merge_failure(world["store"], "head", reason, "w1", code="checksum_mismatch")
+
+    failing = threading.Thread(target=worker_fails_the_merge)
+    failing.start()
+    resp = client.post("/v1/deployments", json={"model": "head", "wait": True})
+    failing.join()
+    assert resp.status_code == 422, resp.text
+    error = resp.json()["error"]
+    assert error["code"] == "checksum_mismatch" and "adapter_model.safetensors" in error["message"]
+    assert error["param"] == "model" and not stub.specs
+    dep = client.get("/v1/deployments/head").json()
+    assert dep["state"] == "failed" and dep["error"]["code"] == "checksum_mismatch"

@@ -3,6 +3,13 @@
 A child is tied to its parent with ``PR_SET_PDEATHSIG``: if the parent dies, even by SIGKILL, the kernel kills the
 child, so no orphan keeps holding a GPU or a port. It runs in its own process group, so stopping it stops everything
 it started (torchrun's ranks, vLLM's engine core).
+
+The request is made after ``exec``, never between ``fork`` and ``exec``: the parents are multi-threaded (uvicorn,
+Celery, the launcher thread), and Python code in the forked child (``preexec_fn``) can deadlock on a lock another
+thread held at the fork (the loader's, the allocator's). The child execs util-linux's ``setpriv --pdeathsig KILL``,
+which makes the request and execs a shell that checks the parent is still the one that started it (a parent gone
+before the request would never send the signal), then execs the command. Where ``setpriv`` is missing, a Python
+interpreter started fresh (single-threaded) does the same.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import ctypes
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,21 +49,46 @@ def die_with_parent(parent: int | None = None) -> None:
         os._exit(1)
 
 
-def spawn(command: list[str], log_path: Path, *, cwd: Path | None = None, env: dict[str, str] | None = None,
-          stdin_pipe: bool = False) -> subprocess.Popen[bytes]:  # fmt: skip
+# The shell's $PPID is the pid that started it (setpriv execs it in the same process): if that is no longer the
+# parent, the parent died before the request was made, and nothing would ever kill this child.
+_CHECK_PARENT = 'test "$PPID" = "$0" || exit 1; exec "$@"'
+_PYTHON_TETHER = (
+    "import ctypes, os, signal, sys; ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0); "
+    "os.getppid() == int(sys.argv[1]) or os._exit(1); os.execvp(sys.argv[2], sys.argv[2:])"
+)
+
+
+def tethered(command: list[str], parent: int) -> list[str]:
+    """``command`` made to die with ``parent`` once it runs: under ``setpriv --pdeathsig KILL`` (util-linux), else a
+    fresh Python interpreter that asks the same. Unchanged off Linux, where there is no such request."""
+    if not sys.platform.startswith("linux"):
+        return command
+    setpriv = shutil.which("setpriv")
+    if setpriv is not None:
+        return [setpriv, "--pdeathsig", "KILL", "--", "/bin/sh", "-c", _CHECK_PARENT, str(parent), *command]
+    return [sys.executable, "-I", "-S", "-c", _PYTHON_TETHER, str(parent), *command]
+
+
+def spawn(
+    command: list[str],
+    log_path: Path,
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    stdin_pipe: bool = False,
+) -> subprocess.Popen[bytes]:
     """Start ``command`` with stdout and stderr appended to ``log_path`` (never an unread pipe); with
-    ``stdin_pipe`` the caller can write to its standard input (a private channel, unlike the command line)."""
+    ``stdin_pipe`` the caller can write to its standard input (a private channel, unlike the command line). Between
+    fork and exec only ``subprocess``'s own C code runs (``setsid`` and the file descriptors)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    parent = os.getpid()
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            command,
+            tethered(command, os.getpid()),
             cwd=cwd,
             stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
-            preexec_fn=lambda: die_with_parent(parent),  # in the child, before exec: no window for an orphan
             start_new_session=True,
         )
 

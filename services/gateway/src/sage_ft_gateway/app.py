@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from sage_ft_gateway import errors
 from sage_ft_gateway.deps import Services
 from sage_ft_gateway.metrics import MetricsMiddleware, StateCollector
-from sage_ft_gateway.ratelimit import ReadRateLimit
+from sage_ft_gateway.ratelimit import ReadRateLimit, shared_storage
 from sage_ft_gateway.routes import console, eval_runs, evals, files, jobs, models, ops, serving
 from sage_ft_gateway.services import maintenance
 from sage_ft_gateway.settings import Settings
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     console.mount(app)
     if settings.gateway.read_rate_limit:
-        app.add_middleware(ReadRateLimit, limit=settings.gateway.read_rate_limit)
+        storage = shared_storage(settings.jobs.redis_url.get_secret_value(), settings.jobs.key_prefix)
+        app.add_middleware(ReadRateLimit, limit=settings.gateway.read_rate_limit, storage=storage)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: 429s are counted too
     return app

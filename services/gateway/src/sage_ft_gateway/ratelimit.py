@@ -3,30 +3,49 @@
 ``SAGE_GATEWAY_READ_RATE_LIMIT`` (e.g. ``30/second``; empty: off, the embedded default) caps GET requests per
 API key (its sha256; the client address when no key is sent). Over the limit is a 429 in OpenAI's shape with
 ``Retry-After``, which the ``openai`` client honours. Health, readiness and metrics are never limited, and an event
-stream counts once, at its opening: following a job's stream is the way to watch it. The window is kept per gateway
-replica (the ``limits`` library's moving window, in memory).
+stream counts once, at its opening: following a job's stream is the way to watch it.
+
+The window (the ``limits`` library's moving window) is kept in the job store's Redis, under ``<prefix>:ratelimit``,
+so the limit is the configured one across every gateway replica, not the rate times the replicas. If Redis does not
+answer, reads are let through (the routes that need Redis answer 503 on their own): a limiter never turns an outage
+into refusals of its own.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import time
 from typing import Any
 
 from limits import parse
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter
 
 EXEMPT = ("/healthz", "/readyz", "/metrics")
+log = logging.getLogger(__name__)
+
+
+def shared_storage(redis_url: str, prefix: str) -> RedisStorage:
+    """The limiter's storage in the job store's Redis, beside the installation's other keys (``prefix``)."""
+    scheme, rest = redis_url.split("://", 1)
+    return RedisStorage(
+        f"async+{scheme}://{rest}",
+        implementation="redispy",
+        key_prefix=f"{prefix}:ratelimit",
+        socket_timeout=2,
+        socket_connect_timeout=2,
+    )
 
 
 class ReadRateLimit:
-    def __init__(self, app: Any, limit: str) -> None:
+    def __init__(self, app: Any, limit: str, storage: RedisStorage) -> None:
         self.app = app
         self.item = parse(limit)
-        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        self.limiter = MovingWindowRateLimiter(storage)
+        self._warned = 0.0
 
     @staticmethod
     def _key(scope: Any) -> str:
@@ -43,10 +62,17 @@ class ReadRateLimit:
             await self.app(scope, receive, send)
             return
         key = self._key(scope)
-        if self.limiter.hit(self.item, key):
+        try:
+            allowed = await self.limiter.hit(self.item, key)
+            reset = (await self.limiter.get_window_stats(self.item, key)).reset_time if not allowed else 0.0
+        except Exception as err:  # Redis away: let the read through, say so now and then
+            if time.monotonic() - self._warned > 60:
+                self._warned = time.monotonic()
+                log.warning("read rate limit not applied: its Redis storage failed (%s)", type(err).__name__)
+            allowed = True
+        if allowed:
             await self.app(scope, receive, send)
             return
-        reset = self.limiter.get_window_stats(self.item, key).reset_time
         retry = max(1, math.ceil(reset - time.time()))
         body = json.dumps({"error": {
             "message": f"Rate limit reached for reads ({self.item}); retry after {retry} s, or follow the job's "

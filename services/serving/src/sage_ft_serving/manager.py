@@ -100,7 +100,7 @@ class DeploymentManager:
             raise ApiError(422, f"'{manifest.name}' cannot be served by {engine.name}: {err}", param="model",
                            code=err.code) from None  # fmt: skip
         except IntegrityError as err:
-            raise ApiError(502, f"refused to serve {manifest.name}: {err}", param="model",
+            raise ApiError(422, f"refused to serve {manifest.name}: {err}", param="model",
                            code="checksum_mismatch") from None  # fmt: skip
         except ArtifactError as err:
             raise ApiError(422, f"refused to serve {manifest.name}: {err}", param="model",
@@ -168,7 +168,7 @@ class DeploymentManager:
         except ArtifactError as err:
             dep.fail("unsafe_artifact", f"refused to serve {dep.model}: {err}")
         except MergeFailedError as err:
-            dep.fail("merge_failed", str(err))
+            dep.fail(err.code, str(err))
         except (EngineStartError, TimeoutError) as err:
             dep.fail("engine_start_failed", str(err))
         except Exception as err:
@@ -197,7 +197,8 @@ class DeploymentManager:
             failure = await run_in_threadpool(merge_failure, store, manifest.name)
             if failure:
                 raise MergeFailedError(f"merging {manifest.name} failed on worker {failure.get('worker', '?')}: "
-                                  f"{failure.get('error', 'unknown error')}")  # fmt: skip
+                                       f"{failure.get('error', 'unknown error')}",
+                                       code=failure.get("code") or "merge_failed")  # fmt: skip
         raise TimeoutError(f"merging {manifest.name} did not finish within "
                            f"{self.settings.serving.merge_timeout_seconds:.0f} s; is a worker running?")  # fmt: skip
 
@@ -311,7 +312,7 @@ class DeploymentManager:
         if dep.state == "deploying" and wait:
             await self.wait(dep, self.settings.serving.request_wait_seconds)
         if dep.state == "failed":
-            raise ApiError(502, dep.error or "deployment failed", param="model", code=dep.error_code)
+            raise dep.failure()
         server = self.servers.get(dep.server_key or "")
         if dep.state != "ready" or server is None:
             raise ApiError(503, f"The model '{name}' is starting (deployment {dep.state}); retry shortly.",
@@ -401,4 +402,9 @@ class DeploymentManager:
 
 
 class MergeFailedError(RuntimeError):
-    """The worker's merge of an adapter failed; its reason reaches the deployment at once."""
+    """The worker's merge of an adapter failed; its reason and code (``checksum_mismatch`` when the adapter's bytes
+    were not the published ones, as serving's own check calls it) reach the deployment at once."""
+
+    def __init__(self, message: str, code: str = "merge_failed") -> None:
+        super().__init__(message)
+        self.code = code

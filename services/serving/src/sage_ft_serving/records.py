@@ -8,12 +8,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from sage_ft.api_errors import ApiError
 from sage_ft_serving.artifacts import Artifact
 from sage_ft_serving.launchers import ServerHandle
 from sage_ft_serving.plan import Plan
 
 STATES = ("deploying", "ready", "failed", "stopped")
 Key = tuple[str, str]  # (tenant, model)
+# The HTTP status of a failed deployment, by its one code per cause: an artifact that cannot be served (its bytes,
+# its format, its merge) is a 422 whichever path found it; an engine that did not start, or anything else, a 502.
+FAILURE_STATUS = {"checksum_mismatch": 422, "unsafe_artifact": 422, "merge_failed": 422}
 
 
 class EngineStartError(RuntimeError):
@@ -63,6 +67,11 @@ class Deployment:
 
     def fail(self, code: str, message: str) -> None:
         self.state, self.error_code, self.error = "failed", code, message
+
+    def failure(self) -> ApiError:
+        """A failed deployment as the error a request (a deploy that waited, a chat) answers with."""
+        status = FAILURE_STATUS.get(self.error_code or "", 502)
+        return ApiError(status, self.error or "deployment failed", param="model", code=self.error_code)
 
     def to_api(self, server: Server | None) -> dict[str, Any]:
         healthy = server is not None and server.state == "ready" and self.state == "ready"

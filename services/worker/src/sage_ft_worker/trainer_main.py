@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     target.add_argument("--workdir", type=Path)
     target.add_argument("--spare", action="store_true", help="import first, then read the job from stdin")
     args = parser.parse_args(argv)
-    # Started by the worker, the request was made before exec (sage_ft.proc.spawn). Started by torchrun, a rank asks
+    # Started by the worker, the request was made as it started (sage_ft.proc.spawn). Started by torchrun, a rank asks
     # here to die with torchrun, which itself dies with the worker.
     die_with_parent()
     workdir = await_job() if args.spare else args.workdir

@@ -16,8 +16,9 @@ def _key(model: str) -> str:
     return f"merges/{check_model_name(model)}.failed.json"
 
 
-def record_merge_failure(store: ObjectStore, model: str, error: str, worker: str) -> None:
-    body = {"model": model, "error": error[:2000], "worker": worker, "at": time.time()}
+def record_merge_failure(store: ObjectStore, model: str, error: str, worker: str, code: str = "merge_failed") -> None:
+    """``code``: ``checksum_mismatch`` when the adapter's bytes were not the published ones, else ``merge_failed``."""
+    body = {"model": model, "error": error[:2000], "worker": worker, "code": code, "at": time.time()}
     store.put_bytes(_key(model), json.dumps(body).encode())
 
 

@@ -20,6 +20,8 @@ async def deploy(req: DeployRequest, tenant: Tenant, manager: Manager, state: St
     dep = await manager.deploy(tenant, req.model, req.engine)
     if req.wait:
         await manager.wait(dep, state.settings.serving.start_timeout_seconds)
+        if dep.state == "failed":  # a script that checks the status code must not read this as a success
+            raise dep.failure()
     return manager.describe(dep)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sage_ft.jobs.broker import MERGE_TASK
 from sage_ft.storage import fetch_part, publish_model, read_manifest
+from sage_ft.storage.base import IntegrityError
 from sage_ft.storage.manifest import model_prefix
 from sage_ft.storage.merges import clear_merge_failure, record_merge_failure
 from sage_ft_worker.celery_app import app
@@ -41,7 +42,8 @@ def merge(tenant: str, model: str) -> str:
         clear_merge_failure(store, model)
     except Exception as err:  # serving is waiting for merged/: tell it why it will not come, then fail the task
         log.exception("merge of %s failed", model)
-        record_merge_failure(store, model, f"{type(err).__name__}: {err}", ctx.settings.worker.name)
+        code = "checksum_mismatch" if isinstance(err, IntegrityError) else "merge_failed"  # serving's name for it
+        record_merge_failure(store, model, f"{type(err).__name__}: {err}", ctx.settings.worker.name, code)
         raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
