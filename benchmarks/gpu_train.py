@@ -296,23 +296,24 @@ def run_sage(shape: str, cell: str, files: dict[str, str], sizes: Sizes, cuda: b
     stats = BatchStats(trainer.data_collator)
     trainer.data_collator = stats
     trainer.train()
-    tps, measured = rate(clock.marks, sizes.warmup)
-    real, slots, squares = (sum(b[i] for b in stats.batches) for i in range(3))
     setup = bridge.setup
-    result = CellResult(
-        shape,
-        cell,
-        "cuda" if cuda else "cpu",
-        tokens_per_second=tps,
-        steps=measured,
-        padding_share=1 - real / max(slots, 1),
-        peak_memory_bytes=peak_bytes(cuda),
-        layout=setup.get("layout"),
-        attention=setup.get("attention"),
-        liger=bool(setup.get("liger")),
-    )
-    result.tflops = tps * flops_per_token(files["model"], squares, real) / 1e12
+    totals = tuple(sum(b[i] for b in stats.batches) for i in range(3))
+    result = measured(shape, cell, cuda, files, rate(clock.marks, sizes.warmup), totals)
+    result.layout, result.attention, result.liger = setup.get("layout"), setup.get("attention"), bool(setup["liger"])
     result.estimate = estimate_for(files, config, stats, result)
+    return result
+
+
+def measured(
+    shape: str, cell: str, cuda: bool, files: dict[str, str], speed: tuple[float, int], totals: tuple[int, ...]
+) -> CellResult:
+    """A cell's figures from its speed (tokens/s, timed steps) and its batches' totals (real tokens, slots, sum of
+    squared sequence lengths)."""
+    (tps, steps), (real, slots, squares) = speed, totals
+    result = CellResult(shape, cell, "cuda" if cuda else "cpu", tokens_per_second=tps, steps=steps)
+    result.padding_share = 1 - real / max(slots, 1)
+    result.peak_memory_bytes = peak_bytes(cuda)
+    result.tflops = tps * flops_per_token(files["model"], squares, real) / 1e12
     return result
 
 
@@ -366,20 +367,9 @@ def run_bare(shape: str, cell: str, files: dict[str, str], sizes: Sizes, cuda: b
     start = time.perf_counter()
     done: list[BareStep] = bare_train(model, batches, sizes.warmup + sizes.steps)
     marks = [(start, 0)] + [(s.ended, sum(d.tokens for d in done[: i + 1])) for i, s in enumerate(done)]
-    tps, measured = rate(marks[1:], sizes.warmup)
-    real, slots, squares = (sum(getattr(s, f) for s in done) for f in ("tokens", "slots", "squares"))
-    result = CellResult(
-        shape,
-        cell,
-        "cuda" if cuda else "cpu",
-        tokens_per_second=tps,
-        steps=measured,
-        padding_share=1 - real / slots,
-        peak_memory_bytes=peak_bytes(cuda),
-        layout="padded",
-        attention="sdpa",
-    )
-    result.tflops = tps * flops_per_token(files["model"], squares, real) / 1e12
+    totals = tuple(sum(getattr(s, f) for s in done) for f in ("tokens", "slots", "squares"))
+    result = measured(shape, cell, cuda, files, rate(marks[1:], sizes.warmup), totals)
+    result.layout, result.attention = "padded", "sdpa"
     return result
 
 
