@@ -77,8 +77,8 @@ def test_the_estimate_predicts_the_real_job(stack: Stack, client: openai.OpenAI,
     layout = {"auto": "padding_free", "packed": "packed"}[shape]  # auto: the QA records' lengths vary
     training = done.model_extra["training"]  # type: ignore[index]
     assert est["packing"] == training["layout"] == layout and training["records"] == len(qa_records)
-    started = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data
-               if e.message.startswith("Training started")]  # fmt: skip
+    events = client.fine_tuning.jobs.list_events(job.id, limit=100).data
+    started = [e.message for e in events if e.message.startswith("Training started")]
     assert (
         started and {"auto": "padding-free batches (record lengths vary", "packed": "packed rows"}[shape] in started[0]
     )

@@ -196,9 +196,9 @@ class DeploymentManager:
                 return current
             failure = await run_in_threadpool(merge_failure, store, manifest.name)
             if failure:
-                raise MergeFailedError(f"merging {manifest.name} failed on worker {failure.get('worker', '?')}: "
-                                       f"{failure.get('error', 'unknown error')}",
-                                       code=failure.get("code") or "merge_failed")  # fmt: skip
+                worker, error = failure.get("worker", "?"), failure.get("error", "unknown error")
+                message = f"merging {manifest.name} failed on worker {worker}: {error}"
+                raise MergeFailedError(message, code=failure.get("code") or "merge_failed")
         raise TimeoutError(f"merging {manifest.name} did not finish within "
                            f"{self.settings.serving.merge_timeout_seconds:.0f} s; is a worker running?")  # fmt: skip
 
