@@ -5,6 +5,7 @@ visible."""
 from __future__ import annotations
 
 import hashlib
+import os
 import signal
 import threading
 import time
@@ -14,10 +15,24 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from stack import LEARN, Proc, Stack, all_events, qa_lines, s3_env, signal_tree, start_moto, wait_for, wait_job
+from stack import (
+    LEARN,
+    Proc,
+    Stack,
+    all_events,
+    children,
+    object_store,
+    qa_lines,
+    s3_env,
+    signal_tree,
+    start_moto,
+    wait_for,
+    wait_job,
+)
 
 from sage_ft.settings import StorageSettings
 from sage_ft.storage import ObjectStore, make_store
+from sage_ft.storage.checkpoints import committed
 from sage_ft.storage.manifest import Manifest, read_manifest
 
 pytestmark = pytest.mark.slow
@@ -181,6 +196,65 @@ def test_a_worker_frozen_past_its_lease_writes_nothing_visible(
     stack.stop()
 
 
+def _checkpoint_events(workdir: Path) -> list[int]:
+    """Steps of the checkpoints a trainer handed to its worker (its own events file)."""
+    import json
+
+    path = workdir / "events.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [int(e["step"]) for e in map(json.loads, lines) if e.get("kind") == "checkpoint"]
+
+
+def _resumed(client: openai.OpenAI, job_id: str) -> list[Any]:
+    return [e for e in all_events(client, job_id) if e.message.startswith("Resuming from checkpoint")]
+
+
+def test_an_attempt_frozen_past_its_lease_adds_no_checkpoint_the_next_attempt_resumes_from(
+    make_stack: Any, moto: Any, qa_records: list[dict], wide_model: str
+) -> None:
+    """Worker A is frozen (SIGSTOP) in the middle of a checkpoint upload, and stays frozen past its lease; attempt 2
+    on B resumes from A's earlier checkpoint. A wakes up and finishes its upload. Whatever it uploaded, the next
+    attempt (3, after B is killed) resumes only from a checkpoint committed while its writer held the job."""
+    server, endpoint = moto
+    env = {**s3_env(endpoint, "ckptfence"), **FAST_S3}
+    stack: Stack = make_stack(env, SAGE_LEASE_SECONDS="4", SAGE_VISIBILITY_TIMEOUT="600")
+    client, job, a = started_job(
+        stack, qa_records[:8], wide_model, epochs=8, batch=4, save_steps=4, at_step=0, suffix="ckfence", worker="wa"
+    )
+    wait_for(lambda: client.fine_tuning.jobs.checkpoints.list(job.id).data, 180, "attempt 1's first checkpoint")
+    first = {c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id).data}
+    work_a = stack.dir / "work-wa" / job.id
+    server.proc.send_signal(signal.SIGSTOP)  # the next checkpoint upload hangs in the store
+    try:
+        wait_for(lambda: [s for s in _checkpoint_events(work_a) if s not in first], 120, "attempt 1's next checkpoint")
+        time.sleep(2.0)  # the worker has read the event and is inside the upload
+        signal_tree(a.pid, signal.SIGSTOP)
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+    try:
+        wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id).status == "queued", 30, "the reaper to re-queue")
+        b = stack.start_worker("wb")
+        wait_for(lambda: _resumed(client, job.id), 60, "attempt 2 to resume")
+    finally:
+        signal_tree(a.pid, signal.SIGCONT)
+    wait_for(lambda: "lease lost" in a.log_path.read_text(errors="replace"), 60, "worker A to leave its attempt")
+    signal_tree(b.pid, signal.SIGKILL)
+    b.proc.wait(timeout=30)
+    allowed = first | set(_checkpoint_events(stack.dir / "work-wb" / job.id))  # attempt 2 may have committed some
+    stack.start_worker("wc")
+    done = wait_job(client, job.id, timeout=240, stack=stack)
+    assert done.status == "succeeded" and done.model_extra["attempt"] == 3, done
+    resumed = _resumed(client, job.id)
+    assert len(resumed) == 2, [e.message for e in resumed]
+    step = int(resumed[-1].message.rsplit(" ", 1)[1])
+    assert step in allowed, f"attempt 3 resumed from step {step}, which no lease holder committed ({allowed})"
+    store = s3(endpoint, "ckptfence")
+    stale = {c.step for c in committed(store, job.id).values() if c.attempt == 1}
+    assert stale <= first, f"attempt 1 committed {stale - first} after it lost the job"
+    assert_one_complete_model(store, done.fine_tuned_model)
+    stack.stop()
+
+
 def test_redis_restarted_mid_training_keeps_the_attempt(
     make_stack: Any, qa_records: list[dict], wide_model: str
 ) -> None:
@@ -245,4 +319,123 @@ def test_failed_uploads_never_discard_a_finished_training(
     log = stack.workers[0].log_path.read_text(errors="replace")
     assert "publish failed" in log or "could not be uploaded" in " ".join(messages)
     assert_one_complete_model(s3(endpoint, "flaky"), done.fine_tuned_model)
+    stack.stop()
+
+
+def _trainer_pid(worker: Proc) -> int | None:
+    pids = [pid for pid, cmd in children(worker.pid) if "trainer_main" in cmd and "--spare" not in cmd]
+    return pids[-1] if pids else None
+
+
+def test_a_trainer_killed_by_the_kernel_is_retried_then_fails_with_the_reason(
+    make_stack: Any, qa_records: list[dict], wide_model: str
+) -> None:
+    """SIGKILL to the trainer alone, as the out-of-memory killer sends it, in each attempt: every attempt ends
+    saying so with the peak memory the trainer had reached, the job is re-queued up to its attempts and then fails
+    with that reason (no third attempt), nothing is published, and the same worker then trains the next job."""
+    stack: Stack = make_stack(SAGE_MAX_ATTEMPTS="2")
+    client, job, worker = started_job(stack, qa_records[:8], wide_model, epochs=50, batch=4, save_steps=1000, at_step=0)
+    for attempt in (1, 2):
+
+        def training(attempt: int = attempt) -> bool:
+            messages = [e.message for e in all_events(client, job.id)]
+            began = [i for i, m in enumerate(messages) if m.startswith(f"Attempt {attempt} started")]
+            return bool(began) and any(m.startswith("Step ") for m in messages[began[0] :])
+
+        wait_for(training, 180, f"attempt {attempt} to train")
+        pid = wait_for(lambda: _trainer_pid(worker), 30, "the trainer process")
+        os.kill(pid, signal.SIGKILL)
+    done = wait_job(client, job.id, timeout=120, stack=stack)
+    assert done.status == "failed" and done.error.code == "trainer_killed", done.error
+    assert done.error.message.startswith("the trainer was killed (signal 9; out of memory?); peak RSS ")
+    peak_mib = int(done.error.message.split("peak RSS ", 1)[1].split(" MiB")[0])
+    assert peak_mib > 100, done.error.message  # a trainer with torch and a model loaded
+    events = all_events(client, job.id)
+    ended = [e for e in events if e.message.startswith("Attempt 1 of 2 ended: the trainer was killed (signal 9")]
+    assert len(ended) == 1 and ended[0].data["peak_rss_bytes"] > 100 * 2**20, [e.message for e in events]
+    assert not any(e.message.startswith("Attempt 3") for e in events)
+    assert done.model_extra["attempt"] == 2
+    assert "the trainer was killed (signal 9; out of memory?)" in worker.log_path.read_text(errors="replace")
+    store = object_store(stack)
+    assert not [o.key for o in store.list_objects("models/")]
+    # the worker is healthy: it trains the next job
+    file_id = client.files.create(file=("qa.jsonl", qa_lines(qa_records[:4])), purpose="fine-tune").id
+    after = client.fine_tuning.jobs.create(model="sage-tiny", training_file=file_id, hyperparameters={"n_epochs": 1})
+    assert wait_job(client, after.id, timeout=180, stack=stack).status == "succeeded"
+    stack.stop()
+
+
+def _fill_redis(url: str) -> int:
+    """Redis at its memory limit with noeviction: filler written until it refuses, then the limit held just under
+    what it holds, so that every write is refused (not only those that cross the line)."""
+    import redis
+
+    r = redis.Redis.from_url(url)
+    r.config_set("maxmemory-policy", "noeviction")
+    r.config_set("maxmemory", str(int(r.info("memory")["used_memory"]) + 2 * 2**20))
+    written = 0
+    try:
+        while written < 10_000:
+            r.set(f"filler:{written}", b"x" * 16384)
+            written += 1
+    except redis.exceptions.OutOfMemoryError:
+        r.config_set("maxmemory", str(int(r.info("memory")["used_memory"]) - 2**20))
+        return written
+    raise AssertionError("Redis never refused a write")
+
+
+def _free_redis(url: str, written: int) -> None:
+    import redis
+
+    r = redis.Redis.from_url(url)
+    for start in range(0, written, 500):
+        r.delete(*[f"filler:{i}" for i in range(start, min(written, start + 500))])
+    r.config_set("maxmemory", "0")
+
+
+def test_redis_at_its_memory_limit_answers_503_with_retry_after_and_loses_nothing(
+    make_stack: Any, qa_records: list[dict], wide_model: str
+) -> None:
+    """Redis refuses writes (maxmemory, noeviction) while a job trains: the gateway answers 503 with Retry-After to
+    writes (never a 500) and still serves reads; the running job keeps its attempt, its progress is sent once
+    memory is freed, and it succeeds; the refused upload and job left nothing behind; new jobs run afterwards."""
+    stack: Stack = make_stack(SAGE_LEASE_SECONDS="30", SAGE_VISIBILITY_TIMEOUT="600")
+    client, job, _ = started_job(stack, qa_records[:8], wide_model, epochs=8, batch=4, save_steps=4, at_step=1)
+    file_id = client.files.create(file=("more.jsonl", qa_lines(qa_records[:4])), purpose="fine-tune").id
+    jobs_before = {j.id for j in client.fine_tuning.jobs.list()}
+    store = object_store(stack)
+    files_before = {o.key for o in store.list_objects("") if o.key.startswith(("files/", "tenants/"))}
+    codes: list[int] = []
+    written = _fill_redis(stack.redis_url)
+    try:
+        for _ in range(3):
+            upload = httpx.post(
+                f"{stack.url}/v1/files",
+                files={"file": ("q.jsonl", qa_lines(qa_records[:2]))},
+                data={"purpose": "fine-tune"},
+                timeout=60,
+            )
+            create = httpx.post(
+                f"{stack.url}/v1/fine_tuning/jobs", json={"model": "sage-tiny", "training_file": file_id}, timeout=60
+            )
+            read = httpx.get(f"{stack.url}/v1/fine_tuning/jobs/{job.id}", timeout=60)
+            codes += [upload.status_code, create.status_code, read.status_code]
+            for resp in (upload, create):
+                assert resp.status_code == 503 and int(resp.headers["retry-after"]) > 0, resp.text
+                assert resp.json()["error"]["code"] == "jobstore_full", resp.text
+            assert read.status_code == 200 and read.json()["status"] == "running"
+            time.sleep(2)
+    finally:
+        _free_redis(stack.redis_url, written)
+    assert 500 not in codes
+    done = wait_job(client, job.id, timeout=240, stack=stack)
+    assert done.status == "succeeded" and done.model_extra["attempt"] == 1, done
+    steps = [e.data["step"] for e in all_events(client, job.id) if e.type == "metrics"]
+    assert steps == sorted(set(steps)) and steps[-1] == done.model_extra["total_steps"]
+    assert {j.id for j in client.fine_tuning.jobs.list()} == jobs_before  # the refused creates made no job
+    files_after = {o.key for o in store.list_objects("") if o.key.startswith(("files/", "tenants/"))}
+    assert files_after == files_before, files_after - files_before  # nor did the refused uploads leave objects
+    after = client.fine_tuning.jobs.create(model="sage-tiny", training_file=file_id, hyperparameters={"n_epochs": 1})
+    assert wait_job(client, after.id, timeout=180, stack=stack).status == "succeeded"
+    assert "unhandled error" not in stack.gateway.log_path.read_text(errors="replace")
     stack.stop()

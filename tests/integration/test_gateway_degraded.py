@@ -183,3 +183,81 @@ def test_a_manifest_whose_job_has_not_succeeded_is_invisible(stack: Stack, qa_re
     wait_job(client, job.id, stack=stack)
     assert name not in [m.id for m in client.models.list().data]  # cancelled: never visible
     assert read_manifest(store, name) is None and not list(store.list_objects(f"models/{name}/"))  # and removed
+
+
+def test_an_alias_is_served_only_by_a_model_whose_job_succeeded(
+    stack: Stack, qa_records: list[dict], tmp_path: Any
+) -> None:
+    """A stale attempt's commit that carries an alias is newer than the alias's visible model: chat by the alias
+    is still served by the visible one (real serving process, stub engine), and answers name the alias. An alias
+    whose only carrier is stale is a 404, like the stale model's own name."""
+    import sys
+    from pathlib import Path
+
+    from serving_stub import BASE, adapter_dir
+    from stack import qa_lines
+
+    from sage_ft.jobs.model import fine_tuned_model_name
+    from sage_ft.settings import StorageSettings
+    from sage_ft.storage import make_store, publish_model
+
+    home = tmp_path / "serving-home"
+    (home / "models" / "stub-base").mkdir(parents=True)
+    (home / "models" / "stub-base" / "config.json").write_text(json.dumps(BASE))
+    env = {**stack.env, "SAGE_HOME": str(home), "SAGE_SERVING_ENGINE": "vllm", "SAGE_SERVING_LOG_LEVEL": "warning"}
+    script = Path(__file__).resolve().parents[1] / "serving_stub.py"
+    serving = Proc("serving-stub", [sys.executable, str(script)], env, stack.logs)
+    try:
+        wait_for(
+            lambda: serving.check_alive() and httpx.get(f"{stack.serving_url}/healthz", timeout=2).status_code == 200,
+            60,
+            "serving /healthz",
+        )
+        store = make_store(StorageSettings(backend="local", local_root=stack.env["SAGE_STORAGE_LOCAL_ROOT"]))
+        publish_model(
+            store, "helper-v1", {"adapter": adapter_dir(tmp_path / "v1", 8)}, base_model="stub-base", alias="helper"
+        )
+        client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
+        file_id = client.files.create(file=("qa.jsonl", qa_lines(qa_records)), purpose="fine-tune").id
+        job = client.fine_tuning.jobs.create(
+            model="sage-tiny", training_file=file_id, hyperparameters={"n_epochs": 50, "batch_size": 1}
+        )
+        wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id).status == "running", 60, "the job to run")
+        stale = fine_tuned_model_name("sage-tiny", None, job.id)
+        publish_model(
+            store,
+            stale,
+            {"adapter": adapter_dir(tmp_path / "stale", 4)},
+            base_model="stub-base",
+            job_id=job.id,
+            attempt=1,
+            scope="attempts/1",
+            alias="helper",
+        )
+        messages = [{"role": "user", "content": "hi"}]
+        answer = client.chat.completions.create(model="helper", messages=messages)
+        assert answer.model == "helper"
+        assert "helper-v1" in (answer.choices[0].message.content or ""), answer
+        streamed = "".join(
+            c.choices[0].delta.content or ""
+            for c in client.chat.completions.create(model="helper", messages=messages, stream=True)
+            if c.choices and c.model == "helper"
+        )
+        assert "helper-v1" in streamed, streamed
+
+        publish_model(
+            store,
+            stale,
+            {"adapter": adapter_dir(tmp_path / "stale", 4)},
+            base_model="stub-base",
+            job_id=job.id,
+            attempt=1,
+            scope="attempts/1",
+            alias="lonely",
+        )
+        with pytest.raises(openai.NotFoundError, match="is running"):
+            client.chat.completions.create(model="lonely", messages=messages)
+        client.fine_tuning.jobs.cancel(job.id)
+        wait_job(client, job.id, stack=stack)
+    finally:
+        serving.stop()

@@ -278,3 +278,95 @@ class _RaceOnce(ObjectStore):
 
     def delete(self, key):  # type: ignore[no-untyped-def]
         self.inner.delete(key)
+
+
+def _checkpoint_dir(tmp_path: Path, step: int) -> Path:
+    local = tmp_path / f"checkpoint-{step}"
+    local.mkdir()
+    (local / "adapter_model.safetensors").write_bytes(f"weights of step {step}".encode())
+    (local / "optimizer.pt").write_bytes(b"state")
+    return local
+
+
+def test_checkpoints_are_committed_by_their_attempt_and_a_stale_one_commits_nothing(
+    store: ObjectStore, tmp_path: Path
+) -> None:
+    """Attempt 2 began (it resumes from attempt 1's step 2): attempt 1, stale but unaware of it (its fence still
+    says yes), commits nothing and leaves no upload; the next attempt resumes from attempt 2's checkpoint only."""
+    from sage_ft.storage.checkpoints import begin_attempt, commit_checkpoint, committed, fetch_checkpoint
+
+    def holds() -> bool:
+        return True
+
+    assert begin_attempt(store, "ftjob-c1", 1) is None
+    commit_checkpoint(store, "ftjob-c1", 1, 2, _checkpoint_dir(tmp_path, 2), holds)
+    resumed = begin_attempt(store, "ftjob-c1", 2)
+    assert resumed is not None and (resumed.step, resumed.attempt) == (2, 1)
+    with pytest.raises(PublishFencedError, match="attempt 2 owns"):
+        commit_checkpoint(store, "ftjob-c1", 1, 4, _checkpoint_dir(tmp_path, 4), holds)
+    assert not list(store.list_objects("jobs/ftjob-c1/checkpoints/attempt-1/step-4/"))
+    assert list(committed(store, "ftjob-c1")) == [2]
+    with pytest.raises(PublishFencedError):  # a stale delivery cannot take the checkpoints back either
+        begin_attempt(store, "ftjob-c1", 1)
+
+    # the window between the fence and the commit: attempt 2 is frozen there while attempt 3 begins
+    def frozen_while_attempt_3_begins() -> bool:
+        begin_attempt(store, "ftjob-c1", 3)
+        return True
+
+    with pytest.raises(PublishFencedError):
+        commit_checkpoint(store, "ftjob-c1", 2, 6, _checkpoint_dir(tmp_path, 6), frozen_while_attempt_3_begins)
+    latest = begin_attempt(store, "ftjob-c1", 4)
+    assert latest is not None and (latest.step, latest.attempt) == (2, 1)
+    commit_checkpoint(store, "ftjob-c1", 4, 8, _checkpoint_dir(tmp_path, 8), holds)
+    latest = begin_attempt(store, "ftjob-c1", 5)
+    assert latest is not None and (latest.step, latest.attempt, latest.location) == (8, 4, "attempt-4/step-8/")
+    out = fetch_checkpoint(store, "ftjob-c1", latest, tmp_path / "resume")
+    assert (out / "adapter_model.safetensors").read_bytes() == b"weights of step 8"
+    assert not list(store.list_objects("jobs/ftjob-c1/checkpoints/attempt-2/"))
+
+
+def test_a_refused_fence_commits_no_checkpoint_and_leftovers_are_collected(store: ObjectStore, tmp_path: Path) -> None:
+    from sage_ft.storage.checkpoints import begin_attempt, commit_checkpoint, committed, remove_uncommitted
+
+    begin_attempt(store, "ftjob-c2", 1)
+    with pytest.raises(PublishFencedError, match="lease moved on"):
+        commit_checkpoint(store, "ftjob-c2", 1, 2, _checkpoint_dir(tmp_path, 2), lambda: False)
+    assert committed(store, "ftjob-c2") == {}
+    commit_checkpoint(store, "ftjob-c2", 1, 4, _checkpoint_dir(tmp_path, 4), lambda: True)
+    store.put_bytes("jobs/ftjob-c2/checkpoints/attempt-1/step-6/optimizer.pt", b"a killed upload")
+    assert remove_uncommitted(store, "ftjob-c2") == 1
+    assert {o.key for o in store.list_objects("jobs/ftjob-c2/")} == {
+        "jobs/ftjob-c2/checkpoints/index.json",
+        "jobs/ftjob-c2/checkpoints/attempt-1/step-4/adapter_model.safetensors",
+        "jobs/ftjob-c2/checkpoints/attempt-1/step-4/optimizer.pt",
+    }
+
+
+def test_checkpoints_of_the_older_layout_stay_resumable_and_servable(store: ObjectStore, tmp_path: Path) -> None:
+    """``step-N/checkpoint.json`` from before fencing: read as committed, carried into the index by the next
+    attempt, and still served as ``<model>:ckpt-step-N``."""
+    import hashlib
+
+    from sage_ft.storage.checkpoints import begin_attempt, checkpoint_manifest, commit_checkpoint, committed
+
+    data = b"old weights"
+    store.put_bytes("jobs/ftjob-c3/checkpoints/step-5/adapter_model.safetensors", data)
+    files = {"adapter_model.safetensors": {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}}
+    store.put_bytes(
+        "jobs/ftjob-c3/checkpoints/step-5/checkpoint.json", json.dumps({"step": 5, "files": files}).encode()
+    )
+    assert list(committed(store, "ftjob-c3")) == [5]
+    resumed = begin_attempt(store, "ftjob-c3", 2)
+    assert resumed is not None and (resumed.step, resumed.attempt, resumed.location) == (5, None, "step-5/")
+    commit_checkpoint(store, "ftjob-c3", 2, 7, _checkpoint_dir(tmp_path, 7), lambda: True)
+    assert list(committed(store, "ftjob-c3")) == [5, 7]
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"final")
+    publish_model(store, "ft:m:x:c3", {"adapter": adapter}, base_model="b", job_id="ftjob-c3")
+    for step in (5, 7):
+        manifest = checkpoint_manifest(store, "ft:m:x:c3", step)
+        assert manifest is not None
+        key = manifest.key("adapter/adapter_model.safetensors")
+        assert store.get_bytes(key) == (data if step == 5 else b"weights of step 7")

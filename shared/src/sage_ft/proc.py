@@ -197,3 +197,52 @@ def failure_reason(path: Path, lines: int = 3) -> str:
     if not path.exists():
         return f"(no log at {path})"
     return last_error_line(path.read_text(errors="replace")) or tail(path, lines)
+
+
+def _descendants(pid: int) -> list[int]:
+    out, frontier = [], [pid]
+    while frontier:
+        current = frontier.pop()
+        try:
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            with contextlib.suppress(OSError, ValueError):
+                found = [int(c) for c in (task / "children").read_text().split()]
+                out += found
+                frontier += found
+    return out
+
+
+def peak_rss(pid: int) -> int:
+    """The peak resident memory (``VmHWM``) of ``pid`` and every process under it, in bytes; 0 where /proc cannot
+    tell (off Linux, or the process is gone). Each process's peak is the kernel's own high-water mark, so a sample
+    taken now and then still sees a spike between samples."""
+    total = 0
+    for each in [pid, *_descendants(pid)]:
+        try:
+            status = Path(f"/proc/{each}/status").read_text()
+        except OSError:
+            continue
+        match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+        total += int(match.group(1)) * 1024 if match else 0
+    return total
+
+
+def describe_exit(returncode: int | None, peak_rss_bytes: int = 0) -> str:
+    """Why a child ended without a result, for a job's error and its events: a signal by name (SIGKILL is what the
+    kernel's out-of-memory killer sends), else the exit status; with the peak memory it had reached."""
+    if returncode is not None and returncode < 0:
+        number = -returncode
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        why = f"signal {number}; out of memory?" if number == signal.SIGKILL else f"signal {number}, {name}"
+        text = f"the trainer was killed ({why})"
+    else:
+        text = f"the trainer exited with status {returncode} without a result"
+    if peak_rss_bytes:
+        text += f"; peak RSS {peak_rss_bytes / 2**20:.0f} MiB"
+    return text

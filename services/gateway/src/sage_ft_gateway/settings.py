@@ -36,6 +36,11 @@ class GatewaySettings(BaseSettings):
         default=2.0, gt=0, le=30, description="/readyz waits this long for each dependency's answer, at most."
     )
     probe_cache_seconds: float = Field(default=2.0, ge=0, description="/readyz reuses a dependency's answer this long.")
+    alias_cache_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long an alias stays resolved to its newest servable model (0: every request).",
+    )
     read_rate_limit: str = Field(
         default="", description="GET requests allowed per API key, e.g. '30/second' or '600/minute' (empty: no limit)."
     )

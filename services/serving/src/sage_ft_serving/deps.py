@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from sage_ft.protocol.common import MODEL_ID
 from sage_ft.storage.scoped import LOCAL_TENANT
 from sage_ft_serving.manager import DeploymentManager
 from sage_ft_serving.state import ServingState
@@ -36,7 +37,13 @@ async def wait_for_deploy(x_sage_no_wait: Annotated[str | None, Header()] = None
     return not x_sage_no_wait
 
 
+async def asked_as(x_sage_model_as: Annotated[str | None, Header(pattern=MODEL_ID)] = None) -> str | None:
+    """``X-Sage-Model-As``: the name the caller used (an alias the gateway resolved); answers show it."""
+    return x_sage_model_as
+
+
 Tenant = Annotated[str, Depends(tenant)]
+AskedAs = Annotated[str | None, Depends(asked_as)]
 Manager = Annotated[DeploymentManager, Depends(manager)]
 State = Annotated[ServingState, Depends(state)]
 Wait = Annotated[bool, Depends(wait_for_deploy)]

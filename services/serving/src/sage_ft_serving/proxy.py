@@ -20,10 +20,13 @@ from sage_ft_serving.manager import DeploymentManager
 from sage_ft_serving.records import Deployment
 
 
-async def forward(manager: DeploymentManager, body: dict[str, Any], route: str, tenant: str, wait: bool) -> Response:
-    """``body`` (validated by the route's model) to the model server serving ``body["model"]``."""
-    requested = body["model"]
-    dep, server = await manager.for_request(tenant, requested, wait)
+async def forward(
+    manager: DeploymentManager, body: dict[str, Any], route: str, tenant: str, wait: bool, asked: str | None = None
+) -> Response:
+    """``body`` (validated by the route's model) to the model server serving ``body["model"]``; answers name
+    ``asked`` when given (the alias the caller used), else ``body["model"]``."""
+    dep, server = await manager.for_request(tenant, body["model"], wait)
+    requested = asked or body["model"]
     body["model"] = dep.engine_model
     url = server.handle.url + route
     started = time.monotonic()

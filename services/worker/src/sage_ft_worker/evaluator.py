@@ -197,8 +197,13 @@ class EvalRunner:
         item = row["item"]
         messages = prompt(request, item)
         params = request.data_source.sampling_params
-        body: dict[str, Any] = {"model": run.model, "messages": messages, "temperature": params.temperature,
-                                "top_p": params.top_p, "max_tokens": params.max_completion_tokens}  # fmt: skip
+        body: dict[str, Any] = {
+            "model": run.serve_as or run.model,
+            "messages": messages,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_completion_tokens,
+        }
         if params.seed is not None:
             body["seed"] = params.seed
         started = time.perf_counter()

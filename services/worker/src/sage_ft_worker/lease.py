@@ -24,7 +24,9 @@ from sage_ft.jobs import JobStore, lifecycle
 from sage_ft.jobs.model import Job
 
 log = logging.getLogger(__name__)
-REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+# Redis away, or refusing writes at its memory limit (maxmemory with noeviction): both pass once an operator acts,
+# and both are ridden out the same way (progress buffered, the lease kept while a whole lease has not passed)
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.OutOfMemoryError)
 OnFlags = Callable[[Job], None]
 
 

@@ -27,10 +27,16 @@ from sage_ft.jobs.spec import JobRequest, build_training_config
 from sage_ft.jobs.store import event_record
 from sage_ft.packing import describe_setup
 from sage_ft.presets import PresetConfigs
-from sage_ft.proc import call_at_lower_priority, stop, tail, wait_exit
+from sage_ft.proc import call_at_lower_priority, describe_exit, peak_rss, stop, tail, wait_exit
 from sage_ft.storage import ObjectStore, publish_model
 from sage_ft.storage.base import PreconditionFailedError
-from sage_ft.storage.checkpoints import committed_steps, delete_checkpoints, fetch_checkpoint, upload_checkpoint
+from sage_ft.storage.checkpoints import (
+    begin_attempt,
+    commit_checkpoint,
+    delete_checkpoints,
+    fetch_checkpoint,
+    remove_uncommitted,
+)
 from sage_ft.storage.manifest import PublishFencedError, collect_garbage, delete_model
 from sage_ft_worker import job_eval, metrics
 from sage_ft_worker.context import WorkerContext
@@ -64,6 +70,7 @@ class _Run:
     extra: dict[str, Any] = field(default_factory=dict)
     latest: dict[str, float] = field(default_factory=dict)  # newest named metrics (accuracy, rewards, valid loss)
     keeper: LeaseKeeper | None = None
+    peak_rss: int = 0  # the trainer's peak resident memory, sampled while it runs (the kernel's high-water mark)
     secret_env: dict[str, str] = field(default_factory=dict, repr=False)  # for the trainer's environment only
 
 
@@ -137,11 +144,12 @@ class TrainRunner:
         run.secret_env = SecretBox(self.ctx.settings.jobs.secrets_key).open(self.ctx.jobs.secrets(job.id))
         run.extra["config"] = config.model_dump(mode="json", exclude={"data_path", "output_dir", "validation_file"})
         self.ctx.jobs.update(job.id, lambda j: j.model_copy(update={"hyperparameters": hyper}))
-        steps = committed_steps(store, job.id)
-        if steps:
-            fetch_checkpoint(store, job.id, steps[-1], workdir / "out" / "checkpoints" / f"checkpoint-{steps[-1]}")
-            run.last_uploaded = steps[-1]
-            self.ctx.jobs.add_event(job.id, f"Resuming from checkpoint at step {steps[-1]}")
+        latest = begin_attempt(store, job.id, job.attempt)  # from here on, older attempts commit no checkpoint
+        if latest is not None:
+            fetch_checkpoint(store, job.id, latest, workdir / "out" / "checkpoints" / f"checkpoint-{latest.step}")
+            run.last_uploaded = latest.step
+            resumed = {"step": latest.step, "attempt": latest.attempt}
+            self.ctx.jobs.add_event(job.id, f"Resuming from checkpoint at step {latest.step}", data=resumed)
 
     def _train(self, job: Job) -> str:
         store = self.ctx.tenant_store(job.tenant)
@@ -151,6 +159,9 @@ class TrainRunner:
         run = _Run(job=job, store=store, workdir=workdir, spec=JobRequest.model_validate(job.spec))
         try:
             self._prepare(run)
+        except PublishFencedError as err:  # a later attempt already began: this delivery is stale
+            log.warning("job %s: attempt %d is stale (%s); leaving", job.id, job.attempt, err)
+            return "lease lost"
         except Exception as err:
             from sage_ft.errors import SageFTError
             from sage_ft.storage import StorageError
@@ -184,6 +195,7 @@ class TrainRunner:
         Heartbeats and user flags are handled by the lease keeper's threads, so a slow upload here delays neither."""
         assert run.keeper is not None
         while proc.poll() is None:
+            run.peak_rss = max(run.peak_rss, peak_rss(proc.pid))
             self._drain(run)
             if run.keeper.lost.is_set():
                 return True
@@ -288,8 +300,13 @@ class TrainRunner:
             shutil.rmtree(local, ignore_errors=True)
             return
         t0 = time.monotonic()
+        keeper = run.keeper
         try:
-            size = upload_checkpoint(run.store, run.job.id, step, local)
+            fence = keeper.holds if keeper is not None else lambda: True
+            ckpt = commit_checkpoint(run.store, run.job.id, run.job.attempt, step, local, fence)
+        except (PublishFencedError, PreconditionFailedError) as err:  # stale: nothing committed, uploads removed
+            log.warning("job %s: checkpoint %d not committed: %s", run.job.id, step, err)
+            return
         except OSError as err:  # a store outage (StorageError) or a vanished file: training goes on, the next
             # checkpoint is uploaded in its place
             log.warning("job %s: checkpoint %d not uploaded: %s", run.job.id, step, err)
@@ -299,8 +316,7 @@ class TrainRunner:
         finally:
             shutil.rmtree(local, ignore_errors=True)
         metrics.CHECKPOINT_UPLOAD.observe(time.monotonic() - t0)
-        if run.keeper is not None and run.keeper.lost.is_set():
-            return  # a stale attempt records nothing
+        size = ckpt.size
         run.last_uploaded = step
         job = run.job
         record = checkpoint_record(job, step, size, {"train_loss": run.loss, **run.latest})
@@ -328,12 +344,17 @@ class TrainRunner:
         result_path = run.workdir / RESULT
         result = json.loads(result_path.read_text()) if result_path.exists() else None
         if result is None:
-            log_tail = tail(run.workdir / "trainer.log")
+            reason = describe_exit(returncode, run.peak_rss)
+            log.warning("job %s: attempt %d ended: %s", job.id, job.attempt, reason)
             if job.attempt < job.max_attempts:
                 lifecycle.finish(jobs, job.id, self.owner, JobStatus.QUEUED, enqueued_at=0.0)
-                jobs.add_event(job.id, f"Trainer exited with {returncode} and no result; re-queued", level="warn")
+                exit_data = {"returncode": returncode, "peak_rss_bytes": run.peak_rss}
+                message = f"Attempt {job.attempt} of {job.max_attempts} ended: {reason}; re-queued"
+                jobs.add_event(job.id, message, level="warn", data=exit_data)
                 return "requeued"
-            return self._fail(run, "trainer_crashed", f"the trainer exited with {returncode}: {log_tail}")
+            if returncode is not None and returncode < 0:
+                return self._fail(run, "trainer_killed", f"{reason} (attempt {job.attempt} of {job.max_attempts})")
+            return self._fail(run, "trainer_crashed", f"{reason}: {tail(run.workdir / 'trainer.log')}")
         if result["status"] == "error":
             return self._fail(run, result["error"]["code"], result["error"]["message"])
         current = jobs.get_job(job.id)
@@ -397,6 +418,7 @@ class TrainRunner:
         if evaluation:
             jobs.add_event(job.id, job_eval.describe(evaluation), data=evaluation)
         removed = collect_garbage(run.store, name)  # final: superseded attempts and crash leftovers go
+        removed += remove_uncommitted(run.store, job.id)
         if removed:
             log.info("job %s: removed %d superseded objects of %s", job.id, removed, name)
         jobs.add_event(job.id, f"New fine-tuned model created: {name}")

@@ -47,6 +47,7 @@ class RunRecord(BaseModel):
     tenant: str
     name: str
     model: str
+    serve_as: str | None = None  # what serving is asked for: ``model``, or the model its alias meant at creation
     data_source: dict[str, Any]
     metadata: dict[str, str] | None = None
     criteria: list[str] = Field(default_factory=list)  # grader names, in order, for per-criteria counts

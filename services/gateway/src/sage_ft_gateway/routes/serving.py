@@ -31,28 +31,34 @@ _STREAM: dict[int | str, dict[str, Any]] = {200: {"description": _STREAMED, "con
     "text/event-stream": {"schema": SSE_EVENT}}}}  # fmt: skip
 
 
+def _resolved(body: ChatRequest | CompletionRequest | EmbeddingRequest | DeployRequest, model: str) -> dict[str, Any]:
+    return {**body.model_dump(exclude_unset=True), "model": model}
+
+
 @router.post("/v1/chat/completions", response_model=Completion, responses=_STREAM)
 async def chat_completions(body: ChatRequest, request: Request, tenant: Tenant, svc: Svc) -> Response:
-    await run_in_threadpool(svc.models.check_servable, tenant, body.model)
-    return await svc.state.serving.forward(request, "/v1/chat/completions", tenant, body.model_dump(exclude_unset=True))
+    model = await run_in_threadpool(svc.models.servable_name, tenant, body.model)
+    return await svc.state.serving.forward(
+        request, "/v1/chat/completions", tenant, _resolved(body, model), asked=body.model
+    )
 
 
 @router.post("/v1/completions", response_model=Completion, responses=_STREAM)
 async def completions(body: CompletionRequest, request: Request, tenant: Tenant, svc: Svc) -> Response:
-    await run_in_threadpool(svc.models.check_servable, tenant, body.model)
-    return await svc.state.serving.forward(request, "/v1/completions", tenant, body.model_dump(exclude_unset=True))
+    model = await run_in_threadpool(svc.models.servable_name, tenant, body.model)
+    return await svc.state.serving.forward(request, "/v1/completions", tenant, _resolved(body, model), asked=body.model)
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingList)
 async def embeddings(body: EmbeddingRequest, request: Request, tenant: Tenant, svc: Svc) -> Response:
-    await run_in_threadpool(svc.models.check_servable, tenant, body.model)
-    return await svc.state.serving.forward(request, "/v1/embeddings", tenant, body.model_dump(exclude_unset=True))
+    model = await run_in_threadpool(svc.models.servable_name, tenant, body.model)
+    return await svc.state.serving.forward(request, "/v1/embeddings", tenant, _resolved(body, model), asked=body.model)
 
 
 @router.post("/v1/deployments", response_model=DeploymentObject)
 async def deploy(body: DeployRequest, request: Request, tenant: Tenant, svc: Svc) -> Response:
-    await run_in_threadpool(svc.models.check_servable, tenant, body.model)
-    return await svc.state.serving.forward(request, "/v1/deployments", tenant, body.model_dump(exclude_unset=True))
+    model = await run_in_threadpool(svc.models.servable_name, tenant, body.model)
+    return await svc.state.serving.forward(request, "/v1/deployments", tenant, _resolved(body, model), asked=body.model)
 
 
 @router.get("/v1/deployments", response_model=DeploymentList)

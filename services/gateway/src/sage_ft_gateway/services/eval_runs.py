@@ -52,12 +52,21 @@ class EvalRunService:
         record = self.evals.get(tenant, eval_id)
         request = parse_run(body, record.item_schema)
         source = request.data_source
-        self.models.check_evaluable(tenant, source.model, "data_source.model")
+        serve_as = self.models.check_evaluable(tenant, source.model, "data_source.model")
         total = (self._rows(tenant, source.source, record.item_schema) if isinstance(source.source, FileIdSource)
                  else len(source.source.content))  # fmt: skip
-        run = RunRecord(id=new_id("evalrun"), eval_id=eval_id, tenant=tenant, name=request.name or source.model,
-                        model=source.model, data_source=source.model_dump(), metadata=request.metadata,
-                        criteria=[c["name"] for c in record.testing_criteria], total=total)  # fmt: skip
+        run = RunRecord(
+            id=new_id("evalrun"),
+            eval_id=eval_id,
+            tenant=tenant,
+            name=request.name or source.model,
+            model=source.model,
+            serve_as=serve_as,
+            data_source=source.model_dump(),
+            metadata=request.metadata,
+            criteria=[c["name"] for c in record.testing_criteria],
+            total=total,
+        )
         self.runs.create(run)
         try:
             self.state.enqueue_eval(run)

@@ -58,8 +58,13 @@ class FileService:
         return self._store(tenant, path, record)
 
     def _store(self, tenant: str, path: Path, record: FileRecord) -> FileRecord:
-        self.state.tenant_store(tenant).put_file(f"files/{record.id}", path)
-        self.state.jobs.put_file(record)
+        store = self.state.tenant_store(tenant)
+        store.put_file(f"files/{record.id}", path)
+        try:
+            self.state.jobs.put_file(record)  # the file exists once it is recorded
+        except BaseException:
+            store.delete(f"files/{record.id}")  # never recorded: no object left behind
+            raise
         return record
 
     def get(self, tenant: str, file_id: str, param: str | None = None) -> FileRecord:

@@ -6,7 +6,10 @@ process dies between the two, the reconciler finds a queued job the broker does 
 
 from __future__ import annotations
 
+import logging
 from typing import Any, NamedTuple
+
+import redis
 
 from sage_ft.config import TrainingConfig
 from sage_ft.jobs import Job, JobStatus, lifecycle
@@ -18,6 +21,8 @@ from sage_ft_gateway.errors import ApiError, not_found
 from sage_ft_gateway.services.files import FileService
 from sage_ft_gateway.services.models import ModelService
 from sage_ft_gateway.state import GatewayState
+
+log = logging.getLogger(__name__)
 
 
 class Checked(NamedTuple):
@@ -139,11 +144,14 @@ class JobService:
             max_attempts=self.state.settings.jobs.max_attempts, enqueued_at=now(),
         )  # fmt: skip
         sealed = self.state.secrets.seal(request_secrets(request.integrations), "integrations.wandb.api_key")
-        job, created = self.state.jobs.create_job(job, idempotency_key, sealed)
+        job, created = self.state.jobs.create_job(job, idempotency_key, sealed)  # accepted from here on
         if created:
-            self.state.jobs.add_event(job.id, f"Created fine-tuning job: {job.id}")
-            self.state.enqueue_train(job)
-            self.state.jobs.add_event(job.id, "Job queued")
+            try:
+                self.state.jobs.add_event(job.id, f"Created fine-tuning job: {job.id}")
+                self.state.enqueue_train(job)
+                self.state.jobs.add_event(job.id, "Job queued")
+            except redis.RedisError as err:  # the reconciler enqueues a queued job the broker does not hold
+                log.warning("job %s accepted; enqueue left to the reconciler (%s)", job.id, err)
         return job, created
 
     # -- read -------------------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ attempt's commit (its worker froze past its lease, then came back) stays hidden 
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +16,7 @@ from sage_ft.jobs.model import Job, JobStatus
 from sage_ft.jobs.spec import local_model_dir
 from sage_ft.storage import Manifest, delete_model, list_models
 from sage_ft.storage.checkpoints import CHECKPOINT_NAME
-from sage_ft.storage.manifest import CorruptManifestError, not_found_message, resolve_model_name
+from sage_ft.storage.manifest import CorruptManifestError, not_found_message, read_manifest, resolve_model_name
 from sage_ft_gateway.errors import ApiError
 from sage_ft_gateway.state import GatewayState
 
@@ -24,6 +26,10 @@ def _created(manifest: Manifest) -> int:
         return int(datetime.fromisoformat(manifest.created_at).timestamp())
     except ValueError:
         return 0
+
+
+def _unavailable(model: str, why: str) -> ApiError:
+    return ApiError(404, f"The model '{model}' is not available: {why}.", param="model", code="model_not_found")
 
 
 def model_object(manifest: Manifest) -> dict[str, Any]:
@@ -38,6 +44,8 @@ def model_object(manifest: Manifest) -> dict[str, Any]:
 class ModelService:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
+        self._aliases: dict[tuple[str, str], tuple[float, str]] = {}  # (tenant, alias) -> (expires, model name)
+        self._aliases_lock = threading.Lock()
 
     def job_blocks(self, manifest: Manifest, jobs: dict[str, Job] | None = None) -> str | None:
         """Why a job's model is not visible yet (None: it is). A manifest without a job, or whose job record is
@@ -53,18 +61,53 @@ class ModelService:
             return f"its job {job.id} has not committed this attempt"
         return None
 
-    def check_servable(self, tenant: str, model: str) -> None:
-        """Before a request reaches serving: a fine-tuned name (``ft:...:<job hex>``) whose job has not succeeded
-        is a 404, as if the model did not exist yet. One Redis read; other names pass to serving as they are."""
+    def servable_name(self, tenant: str, model: str) -> str:
+        """The name to hand serving for ``model``, checked like a listing: a fine-tuned name (``ft:...:<job hex>``,
+        or its checkpoint) whose job has not succeeded is a 404, as if it did not exist yet; an alias becomes the
+        newest model carrying it that is visible (a stale attempt's commit never is). Other names pass as they are:
+        serving knows base models."""
         match = CHECKPOINT_NAME.match(model)
         published = match.group(1) if match else model  # a checkpoint is servable once its model is
         parts = published.split(":")
-        if len(parts) < 4 or parts[0] != "ft":
-            return
-        job = self.state.jobs.get_for(tenant, f"ftjob-{parts[-1]}")
-        if job is not None and (job.status != JobStatus.SUCCEEDED or job.fine_tuned_model != published):
-            raise ApiError(404, f"The model '{model}' is not available: its job {job.id} is {job.status.value}.",
-                           param="model", code="model_not_found")  # fmt: skip
+        if len(parts) >= 4 and parts[0] == "ft":
+            job = self.state.jobs.get_for(tenant, f"ftjob-{parts[-1]}")
+            if job is not None and (job.status != JobStatus.SUCCEEDED or job.fine_tuned_model != published):
+                raise _unavailable(model, f"its job {job.id} is {job.status.value}")
+            return model
+        if "/" in model:  # a hub id: never an alias
+            return model
+        return self._resolve_alias(tenant, model)
+
+    def _resolve_alias(self, tenant: str, name: str) -> str:
+        ttl = self.state.settings.gateway.alias_cache_seconds
+        key = (tenant, name)
+        with self._aliases_lock:
+            cached = self._aliases.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        store = self.state.tenant_store(tenant)
+        try:
+            direct = read_manifest(store, name)
+        except CorruptManifestError as err:
+            raise ApiError(404, str(err), param="model", code="model_not_found") from None
+        if direct is not None:
+            why = self.job_blocks(direct)
+            if why is not None:
+                raise _unavailable(name, why)
+            return name
+        carrying = [m for m in list_models(store) if m.alias == name]
+        jobs = self.state.jobs.get_jobs(sorted({m.job_id for m in carrying if m.job_id}))
+        visible = [m for m in carrying if self.job_blocks(m, jobs) is None]
+        if carrying and not visible:
+            newest = max(carrying, key=lambda m: m.created_at)
+            raise _unavailable(name, str(self.job_blocks(newest, jobs)))
+        resolved = max(visible, key=lambda m: m.created_at).name if visible else name  # none: a base model's name
+        if ttl > 0:
+            with self._aliases_lock:
+                if len(self._aliases) > 10_000:
+                    self._aliases.clear()
+                self._aliases[key] = (time.monotonic() + ttl, resolved)
+        return resolved
 
     def list(self, tenant: str) -> dict[str, Any]:
         manifests = list_models(self.state.tenant_store(tenant))
@@ -90,19 +133,22 @@ class ModelService:
         return manifest
 
     def check_evaluable(self, tenant: str, model: str, param: str) -> str:
-        """The name serving knows ``model`` by: a visible fine-tune (or alias, or checkpoint), or an installed base
-        (or a hub id); anything else is a 404 naming ``param``."""
+        """The name serving is to be asked for ``model``: a visible fine-tune or checkpoint, the newest visible
+        model carrying the alias, or an installed base (or a hub id); anything else is a 404 naming ``param``."""
         store = self.state.tenant_store(tenant)
         try:
-            manifest = resolve_model_name(store, model)
+            name = self.servable_name(tenant, model)
+            manifest = resolve_model_name(store, name)
         except CorruptManifestError as err:
             raise ApiError(404, str(err), param=param, code="model_not_found") from None
+        except ApiError as err:
+            raise ApiError(err.status, err.message, param=param, code=err.code) from None
         if manifest is not None:
             why = self.job_blocks(manifest)
             if why is not None:
                 raise ApiError(404, f"The model '{manifest.name}' is not available: {why}.", param=param,
                                code="model_not_found")  # fmt: skip
-            return model
+            return name
         if "/" in model or local_model_dir(self.state.settings.paths.resolved_models_root(), model) is not None:
             return model
         raise ApiError(404, not_found_message(store, model).replace("is not published.", "is not published, and no "

@@ -32,9 +32,14 @@ class ServingClient:
         return ApiError(503, "The serving service is unavailable; try again shortly.", code="serving_unavailable",
                         headers={"Retry-After": "5"})  # fmt: skip
 
-    async def forward(self, request: Request, path: str, tenant: str, body: dict[str, Any] | None = None) -> Response:
-        """``request`` to serving's ``path``, with ``body`` (the validated JSON) when it has one."""
+    async def forward(
+        self, request: Request, path: str, tenant: str, body: dict[str, Any] | None = None, asked: str | None = None
+    ) -> Response:
+        """``request`` to serving's ``path``, with ``body`` (the validated JSON) when it has one. ``asked``: the name
+        the caller used, when the body names the model it resolved to (an alias): answers show that name."""
         headers = {"X-Sage-Tenant": tenant, "Content-Type": "application/json"}
+        if asked is not None and body is not None and asked != body.get("model"):
+            headers["X-Sage-Model-As"] = asked
         if request.headers.get("x-sage-no-wait"):
             headers["X-Sage-No-Wait"] = "1"
         content = json.dumps(body).encode() if body is not None else None

@@ -11,7 +11,7 @@ from sage_ft.api_errors import error_responses
 from sage_ft.protocol.common import SSE_EVENT
 from sage_ft.protocol.serving import ChatRequest, Completion, CompletionRequest, EmbeddingList, EmbeddingRequest
 from sage_ft_serving import proxy
-from sage_ft_serving.deps import Manager, Tenant, Wait
+from sage_ft_serving.deps import AskedAs, Manager, Tenant, Wait
 
 router = APIRouter(tags=["inference"], responses=error_responses(400, 404, 409, 422, 502, 503))
 _STREAM: dict[int | str, dict[str, Any]] = {
@@ -26,13 +26,17 @@ _STREAM: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/v1/chat/completions", response_model=Completion, responses=_STREAM)
-async def chat(body: ChatRequest, tenant: Tenant, manager: Manager, wait: Wait) -> Response:
-    return await proxy.forward(manager, body.model_dump(exclude_unset=True), "/v1/chat/completions", tenant, wait)
+async def chat(body: ChatRequest, tenant: Tenant, manager: Manager, wait: Wait, asked: AskedAs) -> Response:
+    payload = body.model_dump(exclude_unset=True)
+    return await proxy.forward(manager, payload, "/v1/chat/completions", tenant, wait, asked)
 
 
 @router.post("/v1/completions", response_model=Completion, responses=_STREAM)
-async def completions(body: CompletionRequest, tenant: Tenant, manager: Manager, wait: Wait) -> Response:
-    return await proxy.forward(manager, body.model_dump(exclude_unset=True), "/v1/completions", tenant, wait)
+async def completions(
+    body: CompletionRequest, tenant: Tenant, manager: Manager, wait: Wait, asked: AskedAs
+) -> Response:
+    payload = body.model_dump(exclude_unset=True)
+    return await proxy.forward(manager, payload, "/v1/completions", tenant, wait, asked)
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingList)
