@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from stack import (
     Stack,
     all_events,
     children,
+    free_port,
     object_store,
     qa_lines,
     s3_env,
@@ -28,6 +32,7 @@ from stack import (
     start_moto,
     wait_for,
     wait_job,
+    worker_ready,
 )
 
 from sage_ft.settings import StorageSettings
@@ -438,4 +443,135 @@ def test_redis_at_its_memory_limit_answers_503_with_retry_after_and_loses_nothin
     after = client.fine_tuning.jobs.create(model="sage-tiny", training_file=file_id, hyperparameters={"n_epochs": 1})
     assert wait_job(client, after.id, timeout=180, stack=stack).status == "succeeded"
     assert "unhandled error" not in stack.gateway.log_path.read_text(errors="replace")
+    stack.stop()
+
+
+def _serving_stub(stack: Stack, home: Path) -> Proc:
+    """The real serving service with a stub engine (tests/serving_stub.py): deployments without a model server."""
+    import json
+    import sys
+
+    from serving_stub import BASE
+
+    (home / "models" / "stub-base").mkdir(parents=True)
+    (home / "models" / "stub-base" / "config.json").write_text(json.dumps(BASE))
+    env = {**stack.env, "SAGE_HOME": str(home), "SAGE_SERVING_ENGINE": "vllm", "SAGE_SERVING_LOG_LEVEL": "warning"}
+    serving = Proc(
+        "serving-stub", [sys.executable, str(Path(__file__).parents[1] / "serving_stub.py")], env, stack.logs
+    )
+    wait_for(
+        lambda: serving.check_alive() and httpx.get(f"{stack.serving_url}/healthz", timeout=2).status_code == 200,
+        60,
+        "serving /healthz",
+    )
+    return serving
+
+
+def test_revoked_storage_credentials_fail_the_job_as_access_denied_and_deployments_keep_serving(
+    make_stack: Any, moto: Any, qa_records: list[dict], wide_model: str, tmp_path: Path
+) -> None:
+    """The S3 server starts refusing the stack's credentials (403 InvalidAccessKeyId) while a job trains and a model
+    is deployed: the job fails at once as storage_access_denied (one attempt, no retry loop, nothing published), the
+    worker stays ready, and the deployed model still answers, by its name and by its alias."""
+    from serving_stub import adapter_dir
+
+    from sage_ft.storage import publish_model
+
+    _, endpoint = moto
+    auth = f"http://{endpoint['endpoint']}/moto-api/reset-auth"
+    stack: Stack = make_stack(s3_env(endpoint, "revoked"), SAGE_WORKER_METRICS_PORT=str(free_port()))
+    stack.start_gateway()
+    serving = _serving_stub(stack, tmp_path / "serving-home")
+    store = s3(endpoint, "revoked")
+    publish_model(
+        store, "helper-v1", {"adapter": adapter_dir(tmp_path / "v1", 8)}, base_model="stub-base", alias="helper"
+    )
+    deployed = httpx.post(f"{stack.url}/v1/deployments", json={"model": "helper", "wait": True}, timeout=120)
+    assert deployed.status_code == 200 and deployed.json()["state"] == "ready", deployed.text
+    client, job, worker = started_job(
+        stack, qa_records[:8], wide_model, epochs=20, batch=4, save_steps=2, at_step=1, suffix="revoked"
+    )
+    httpx.post(auth, content=b"0")  # from now on every request is checked: the stack's key is unknown
+    try:
+        done = wait_job(client, job.id, timeout=120, stack=stack)
+        assert done.status == "failed" and done.error.code == "storage_access_denied", done.error
+        assert "access denied by the object store (S3 InvalidAccessKeyId" in done.error.message
+        assert done.model_extra["attempt"] == 1
+        events = [e.message for e in all_events(client, job.id)]
+        assert any(m.startswith("Job failed: access denied") for m in events), events
+        assert not any("re-queued" in m for m in events), events
+        assert "access denied by the object store" in worker.log_path.read_text(errors="replace")
+        assert worker_ready(int(stack.env["SAGE_WORKER_METRICS_PORT"])) and worker.alive()
+        for model in ("helper", "helper-v1"):
+            answer = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
+            assert answer.model == model and "helper-v1" in (answer.choices[0].message.content or "")
+    finally:
+        httpx.post(auth, content=b"inf")
+        serving.stop()
+    assert [o.key for o in store.list_objects("models/") if o.key.endswith("manifest.json")] == [
+        "models/helper-v1/manifest.json"
+    ]
+    stack.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 MiB tmpfs of the test's own, for a worker's work directory."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode(errors='replace').strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _leave_free(mount: Path, free: int) -> Path:
+    """Fill ``mount`` until only ``free`` bytes are left."""
+    filler = mount / "filler"
+    filler.unlink(missing_ok=True)
+    with filler.open("wb") as fh:
+        os.posix_fallocate(fh.fileno(), 0, shutil.disk_usage(mount).free - free)
+    return filler
+
+
+def test_a_full_disk_fails_the_attempt_saying_so_and_the_worker_trains_once_it_is_freed(
+    make_stack: Any, qa_records: list[dict], wide_model: str, small_disk: Path
+) -> None:
+    """The worker's work directory is a small filesystem with 256 KiB left: the first checkpoint save fails (job A),
+    and with no checkpoints the adapter save before publish fails (job B). Each attempt ends with "no space left on
+    device in <its directory>", is re-queued once, then the job fails with that reason, publishing nothing. Once
+    the disk is freed, the same worker trains the next job."""
+    stack: Stack = make_stack(SAGE_MAX_ATTEMPTS="2")
+    stack.start_gateway()
+    worker = stack.start_worker("w1", SAGE_WORKER_WORK_DIR=str(small_disk))
+    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
+    file_id = client.files.create(file=("qa.jsonl", qa_lines(qa_records[:8])), purpose="fine-tune").id
+    failed = []
+    for save_steps in (2, 1000):  # a checkpoint save, then the adapter save at the end
+        _leave_free(small_disk, 256 * 1024)
+        job = client.fine_tuning.jobs.create(
+            model=wide_model,
+            training_file=file_id,
+            hyperparameters={"n_epochs": 4, "batch_size": 4},
+            extra_body={**LEARN, "save_steps": save_steps},
+        )
+        done = wait_job(client, job.id, timeout=240, stack=stack)
+        assert done.status == "failed" and done.error.code == "disk_full", done.error
+        assert done.error.message.startswith(f"no space left on device in {small_disk / job.id} ("), done.error
+        assert done.model_extra["attempt"] == 2
+        events = [e.message for e in all_events(client, job.id)]
+        assert any(m.startswith("Attempt 1 of 2 ended: no space left on device in") for m in events), events
+        failed.append(done)
+    assert "no space left on device in" in worker.log_path.read_text(errors="replace")
+    store = object_store(stack)
+    assert not [o.key for o in store.list_objects("models/")]  # nothing published, not even in part
+    assert failed[0].model_extra["step"] < failed[0].model_extra["total_steps"]  # A stopped at its checkpoint
+    assert failed[1].model_extra["step"] == failed[1].model_extra["total_steps"]  # B trained to the end first
+    (small_disk / "filler").unlink()
+    after = client.fine_tuning.jobs.create(model="sage-tiny", training_file=file_id, hyperparameters={"n_epochs": 1})
+    assert wait_job(client, after.id, timeout=180, stack=stack).status == "succeeded"
+    assert worker.alive()
     stack.stop()

@@ -1,5 +1,6 @@
 """Publishing a finished training through a storage outage: the same attempt retries (tenacity, exponential backoff)
-for as long as its lease holds, up to a budget. A fenced or lost commit is final and never retried."""
+for as long as its lease holds, up to a budget. A fenced or lost commit is final and never retried, and so are
+refused credentials."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_de
 from tenacity.stop import stop_base
 
 from sage_ft.storage import StorageError
-from sage_ft.storage.base import PreconditionFailedError
+from sage_ft.storage.base import AccessDeniedError, PreconditionFailedError
 from sage_ft.storage.manifest import PublishFencedError
 from sage_ft_worker.lease import LeaseKeeper
 
@@ -20,7 +21,8 @@ T = TypeVar("T")
 
 
 def _transient(err: BaseException) -> bool:
-    return isinstance(err, StorageError) and not isinstance(err, PublishFencedError | PreconditionFailedError)
+    final = PublishFencedError | PreconditionFailedError | AccessDeniedError  # no retry changes these
+    return isinstance(err, StorageError) and not isinstance(err, final)
 
 
 def publish_with_retries(publish: Callable[[], T], keeper: LeaseKeeper, budget_s: float, job_id: str) -> T:

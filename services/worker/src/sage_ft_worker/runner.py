@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sage_ft.data.builtin import builtin_dataset_path
+from sage_ft.fsutil import disk_full_reason
 from sage_ft.jobs import lifecycle
 from sage_ft.jobs.model import Job, JobError, JobStatus, fine_tuned_model_name
 from sage_ft.jobs.secrets import SecretBox
@@ -29,7 +30,7 @@ from sage_ft.packing import describe_setup
 from sage_ft.presets import PresetConfigs
 from sage_ft.proc import call_at_lower_priority, describe_exit, peak_rss, stop, tail, wait_exit
 from sage_ft.storage import ObjectStore, publish_model
-from sage_ft.storage.base import PreconditionFailedError
+from sage_ft.storage.base import AccessDeniedError, PreconditionFailedError, StorageError
 from sage_ft.storage.checkpoints import (
     begin_attempt,
     commit_checkpoint,
@@ -96,6 +97,13 @@ class TrainRunner:
         outcome = "error"
         try:
             outcome = self._train(job)
+            return outcome
+        except AccessDeniedError as err:  # revoked or wrong storage credentials: every retry would meet the same
+            log.error("job %s: attempt %d: %s", job.id, job.attempt, err)
+            error = JobError(code="storage_access_denied", message=f"{err}; nothing was published")
+            lifecycle.finish(self.ctx.jobs, job.id, self.owner, JobStatus.FAILED, error)
+            self.ctx.jobs.add_event(job.id, f"Job failed: {error.message}", level="error")
+            outcome = "failed"
             return outcome
         except Exception as err:
             log.exception("job %s: attempt %d failed in the worker", job.id, job.attempt)
@@ -307,6 +315,8 @@ class TrainRunner:
         except (PublishFencedError, PreconditionFailedError) as err:  # stale: nothing committed, uploads removed
             log.warning("job %s: checkpoint %d not committed: %s", run.job.id, step, err)
             return
+        except AccessDeniedError:
+            raise  # ends the attempt: the adapter could not be published either
         except OSError as err:  # a store outage (StorageError) or a vanished file: training goes on, the next
             # checkpoint is uploaded in its place
             log.warning("job %s: checkpoint %d not uploaded: %s", run.job.id, step, err)
@@ -333,29 +343,44 @@ class TrainRunner:
     def _fail(self, run: _Run, code: str, message: str) -> str:
         # the job's model name is its own and it never succeeded: whatever is there (a stale attempt's commit or
         # uploads) goes
-        delete_model(run.store, fine_tuned_model_name(run.job.root_model, run.job.suffix, run.job.id))
+        try:
+            delete_model(run.store, fine_tuned_model_name(run.job.root_model, run.job.suffix, run.job.id))
+        except StorageError as err:  # nothing of it is visible (its job never succeeded); the failure still counts
+            log.warning("job %s: could not remove its uploads: %s", run.job.id, err)
         lifecycle.finish(self.ctx.jobs, run.job.id, self.owner, JobStatus.FAILED,
                          JobError(code=code, message=message))  # fmt: skip
         self.ctx.jobs.add_event(run.job.id, f"Job failed: {message}", level="error")
         return "failed"
 
+    def _retry_or_fail(self, run: _Run, code: str, reason: str, returncode: int | None, detail: str = "") -> str:
+        """An attempt that ended for a reason another attempt may not meet: re-queued while attempts remain, then
+        failed with that reason. Bounded by the job's attempts: it never loops."""
+        job = run.job
+        log.warning("job %s: attempt %d ended: %s", job.id, job.attempt, reason)
+        if job.attempt < job.max_attempts:
+            lifecycle.finish(self.ctx.jobs, job.id, self.owner, JobStatus.QUEUED, enqueued_at=0.0)
+            message = f"Attempt {job.attempt} of {job.max_attempts} ended: {reason}; re-queued"
+            data = {"code": code, "returncode": returncode, "peak_rss_bytes": run.peak_rss}
+            self.ctx.jobs.add_event(job.id, message, level="warn", data=data)
+            return "requeued"
+        return self._fail(run, code, f"{reason} (attempt {job.attempt} of {job.max_attempts}){detail}")
+
     def _conclude(self, run: _Run, returncode: int | None) -> str:
         job, jobs = run.job, self.ctx.jobs
         result_path = run.workdir / RESULT
         result = json.loads(result_path.read_text()) if result_path.exists() else None
-        if result is None:
+        if result is None:  # the trainer died: a signal (the kernel's OOM killer), a full disk, or a crash
+            log_tail = tail(run.workdir / "trainer.log")
+            killed = returncode is not None and returncode < 0
+            full = None if killed else disk_full_reason(run.workdir, log_text=log_tail)
+            if full is not None:
+                return self._retry_or_fail(run, "disk_full", full, returncode)
             reason = describe_exit(returncode, run.peak_rss)
-            log.warning("job %s: attempt %d ended: %s", job.id, job.attempt, reason)
-            if job.attempt < job.max_attempts:
-                lifecycle.finish(jobs, job.id, self.owner, JobStatus.QUEUED, enqueued_at=0.0)
-                exit_data = {"returncode": returncode, "peak_rss_bytes": run.peak_rss}
-                message = f"Attempt {job.attempt} of {job.max_attempts} ended: {reason}; re-queued"
-                jobs.add_event(job.id, message, level="warn", data=exit_data)
-                return "requeued"
-            if returncode is not None and returncode < 0:
-                return self._fail(run, "trainer_killed", f"{reason} (attempt {job.attempt} of {job.max_attempts})")
-            return self._fail(run, "trainer_crashed", f"{reason}: {tail(run.workdir / 'trainer.log')}")
+            code = "trainer_killed" if killed else "trainer_crashed"
+            return self._retry_or_fail(run, code, reason, returncode, detail="" if killed else f": {log_tail}")
         if result["status"] == "error":
+            if result["error"]["code"] == "disk_full":  # another attempt, maybe on another worker, may have room
+                return self._retry_or_fail(run, "disk_full", result["error"]["message"], returncode)
             return self._fail(run, result["error"]["code"], result["error"]["message"])
         current = jobs.get_job(job.id)
         cancel = run.stop_reason == "cancel" or (current is not None and current.cancel_requested)

@@ -26,6 +26,7 @@ from typing import Any
 
 from sage_ft.config import TrainingConfig
 from sage_ft.errors import ConfigError, DataError, ModelNotFoundError, SageFTError, TrainingOOMError
+from sage_ft.fsutil import disk_full_reason
 from sage_ft.proc import die_with_parent
 from sage_ft.training.callbacks import ProgressEvent, TrainingCallback
 from sage_ft_worker.settings import TrainerProcessSettings, join_job_environment
@@ -114,6 +115,11 @@ def run(workdir: Path) -> tuple[dict[str, Any], int]:
         return _error("training_error", err), 1
     except Exception as err:  # reported to the job, and the traceback is in the log
         logging.getLogger(__name__).exception("training failed")
+        full = disk_full_reason(workdir, err)
+        if full is not None:  # make room for the result: what this attempt wrote is lost with it anyway
+            for part in (workdir / "out", workdir / STAGED):
+                shutil.rmtree(part, ignore_errors=True)
+            return _error("disk_full", RuntimeError(f"{full}; the attempt's files were removed")), 1
         return _error(
             "training_error", RuntimeError(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
         ), 1

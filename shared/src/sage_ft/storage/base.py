@@ -32,6 +32,11 @@ class IntegrityError(StorageError):
     """A file's size or sha256 does not match its manifest."""
 
 
+class AccessDeniedError(StorageError):
+    """The store refused the credentials or their permissions (S3's 403: revoked or wrong keys, a missing grant).
+    Retrying does not help until an operator fixes the credentials."""
+
+
 class PreconditionFailedError(StorageError):
     """A conditional write found another version of the object than the one the writer read: someone else wrote."""
 

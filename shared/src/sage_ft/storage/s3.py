@@ -17,6 +17,7 @@ from minio.error import S3Error, ServerError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from sage_ft.storage.base import (
+    AccessDeniedError,
     ObjectInfo,
     ObjectNotFoundError,
     ObjectStore,
@@ -30,6 +31,17 @@ T = TypeVar("T")
 _TRANSIENT_CODES = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "RequestTimeTooSkewed"}
 _MISSING_CODES = {"NoSuchKey", "NoSuchObject", "ResourceNotFound"}
 _PRECONDITION_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
+# 403s: the credentials are revoked, wrong or expired, or lack a grant; no retry fixes that
+_DENIED_CODES = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidToken",
+    "ExpiredToken",
+    "AllAccessDisabled",
+    "AccountProblem",
+    "InvalidSecurity",
+}
 
 
 def _transient(err: BaseException) -> bool:
@@ -105,6 +117,11 @@ class S3Store(ObjectStore):
                 raise PreconditionFailedError(f"{err.object_name or 'object'} changed since it was read") from None
             if err.code in _MISSING_CODES:
                 raise ObjectNotFoundError(f"no object {err.object_name or ''}") from None
+            if err.code in _DENIED_CODES:
+                why = f"S3 {err.code} on bucket {self.bucket}: {err.message}"
+                raise AccessDeniedError(
+                    f"access denied by the object store ({why}); its credentials were refused"
+                ) from err
             raise StorageError(f"S3 {err.code}: {err.message}") from err
         except (ServerError, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as err:
             raise StorageError(f"S3 endpoint unavailable after {self.attempts} attempts: {err}") from err

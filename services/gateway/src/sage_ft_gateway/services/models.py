@@ -7,6 +7,7 @@ attempt's commit (its worker froze past its lease, then came back) stays hidden 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import datetime
@@ -14,7 +15,7 @@ from typing import Any
 
 from sage_ft.jobs.model import Job, JobStatus
 from sage_ft.jobs.spec import local_model_dir
-from sage_ft.storage import Manifest, delete_model, list_models
+from sage_ft.storage import Manifest, StorageError, delete_model, list_models
 from sage_ft.storage.checkpoints import CHECKPOINT_NAME
 from sage_ft.storage.manifest import CorruptManifestError, not_found_message, read_manifest, resolve_model_name
 from sage_ft_gateway.errors import ApiError
@@ -26,6 +27,9 @@ def _created(manifest: Manifest) -> int:
         return int(datetime.fromisoformat(manifest.created_at).timestamp())
     except ValueError:
         return 0
+
+
+log = logging.getLogger(__name__)
 
 
 def _unavailable(model: str, why: str) -> ApiError:
@@ -79,12 +83,25 @@ class ModelService:
         return self._resolve_alias(tenant, model)
 
     def _resolve_alias(self, tenant: str, name: str) -> str:
-        ttl = self.state.settings.gateway.alias_cache_seconds
         key = (tenant, name)
         with self._aliases_lock:
             cached = self._aliases.get(key)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
+        try:
+            resolved = self._newest_visible(tenant, name)
+        except StorageError as err:  # the store is away or refuses us: deployments keep serving what they hold
+            log.warning("resolving %r without the object store (%s)", name, err)
+            return cached[1] if cached is not None else name
+        ttl = self.state.settings.gateway.alias_cache_seconds
+        if ttl > 0:
+            with self._aliases_lock:
+                if len(self._aliases) > 10_000:
+                    self._aliases.clear()
+                self._aliases[key] = (time.monotonic() + ttl, resolved)
+        return resolved
+
+    def _newest_visible(self, tenant: str, name: str) -> str:
         store = self.state.tenant_store(tenant)
         try:
             direct = read_manifest(store, name)
@@ -101,13 +118,7 @@ class ModelService:
         if carrying and not visible:
             newest = max(carrying, key=lambda m: m.created_at)
             raise _unavailable(name, str(self.job_blocks(newest, jobs)))
-        resolved = max(visible, key=lambda m: m.created_at).name if visible else name  # none: a base model's name
-        if ttl > 0:
-            with self._aliases_lock:
-                if len(self._aliases) > 10_000:
-                    self._aliases.clear()
-                self._aliases[key] = (time.monotonic() + ttl, resolved)
-        return resolved
+        return max(visible, key=lambda m: m.created_at).name if visible else name  # none: a base model's name
 
     def list(self, tenant: str) -> dict[str, Any]:
         manifests = list_models(self.state.tenant_store(tenant))
