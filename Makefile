@@ -31,7 +31,7 @@ UPLOT_NPM := uplot@1.6.32
 CONSOLE_VENDOR := services/gateway/src/sage_ft_gateway/console/vendor
 CONSOLE_STAMP := $(CONSOLE_VENDOR)/uPlot.iife.min.js
 
-.PHONY: help install tools console images lint format test test-compose test-fast demo bench bench-peer bench-gpu \
+.PHONY: help install tools console images lint format test test-compose test-fast demo bench bench-peer bench-soak bench-gpu \
 	gpu-wheels clean
 
 help: ## list the targets
@@ -141,6 +141,9 @@ $(PEER_STAMP): Makefile
 bench-peer: $(STAMP) $(PEER_STAMP) ## sage-ft vs LLaMA-Factory on identical work; last line: peer: min ratio
 	$(PY) benchmarks/peer_llamafactory.py --peer-python $(PEER_VENV)/bin/python --pairs 5 --steps 100 \
 		--json docs/peer_llamafactory.json
+
+bench-soak: $(STAMP) ## 200 jobs on two workers under SIGKILL chaos; all must succeed once, Redis must not grow
+	$(PY) benchmarks/soak.py --jobs 200 --chaos-every 5 --json docs/soak.json
 
 bench-gpu: $(STAMP) ## GPU training speed and memory (1.5B and 7B shapes, random weights); --shape tiny on a CPU
 	@if command -v nvidia-smi >/dev/null; then $(PY) benchmarks/gpu_train.py --json docs/gpu_train.json; \

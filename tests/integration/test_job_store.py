@@ -152,3 +152,21 @@ def test_a_stale_attempt_is_fenced_off_the_commit_by_the_real_lease(
     committed = publish_model(objects, "m", {"adapter": adapter}, base_model="b", job_id=job.id,
                               scope="attempts/2", attempt=2, fence=keeper.holds)  # fmt: skip
     assert read_manifest(objects, "m") == committed and committed.attempt == 2 and not keeper.lost.is_set()
+
+
+def test_finished_jobs_leave_redis_after_their_retention_and_active_ones_stay(store: JobStore) -> None:
+    done, running = new_job(store, tenant="ret"), new_job(store, tenant="ret")
+    for job in (done, running):
+        assert lifecycle.claim(store, job.id, "w", lease_s=30).job is not None
+        store.add_event(job.id, "Step 1/2: training loss=1.0")
+        store.add_checkpoint(job.id, {"step_number": 1})
+    assert lifecycle.finish(store, done.id, "w", JobStatus.SUCCEEDED) is not None
+    ended = store.get_job(done.id).finished_at  # type: ignore[union-attr]
+    assert done.id not in store.purge_finished(ended - 1)  # not yet past its retention (others of this module may be)
+    assert done.id in store.purge_finished(ended + 1)
+    assert store.get_job(done.id) is None
+    assert not store.r.exists(f"test:job:{done.id}:events", f"test:job:{done.id}:ckpts")
+    assert [j.id for j in store.list_jobs("ret")[0]] == [running.id]
+    assert store.get_job(running.id) is not None and store.r.exists(f"test:job:{running.id}:events")
+    assert running.id not in store.purge_finished(time.time() + 3600)  # a running job is never purged
+    assert store.get_job(running.id) is not None

@@ -160,6 +160,7 @@ class JobStore:
                 pipe.delete(self._secrets(job_id))  # a finished job needs no secret: none is kept
                 if current.status in ACTIVE:
                     pipe.hincrby(f"{self.p}:stats:finished", new.status.value, 1)
+                    pipe.zadd(self._finished, {job_id: new.finished_at or now()})
 
         return compare_and_set(self.r, self._job(job_id), job_id, Job, rule, write)
 
@@ -188,6 +189,25 @@ class JobStore:
                     continue
                 out.append(job)
         return out[:limit], len(out) > limit
+
+    @property
+    def _finished(self) -> str:
+        return f"{self.p}:finished"
+
+    def purge_finished(self, ended_before: float, limit: int = 500) -> list[str]:
+        """Delete jobs that ended before ``ended_before`` (record, events, checkpoint list, tenant index): the
+        retention of finished work, so Redis does not grow with every job ever run."""
+        ids = self.r.zrangebyscore(self._finished, "-inf", ended_before, start=0, num=limit)
+        for job_id in ids:
+            job = self.get_job(job_id)
+            pipe = self.r.pipeline(transaction=True)
+            if job is not None and job.status not in ACTIVE:
+                keys = [self._job(job_id), *(f"{self._job(job_id)}:{part}" for part in ("events", "ckpts", "secrets"))]
+                pipe.delete(*keys)
+                pipe.zrem(self._tenant(job.tenant, "jobs"), job_id)
+            pipe.zrem(self._finished, job_id)
+            pipe.execute()
+        return list(ids)
 
     def active_ids(self) -> list[str]:
         return sorted(m for m in self.r.smembers(f"{self.p}:active"))

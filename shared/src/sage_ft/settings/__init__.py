@@ -121,6 +121,12 @@ class JobSettings(BaseSettings):
     reconcile_after_seconds: float = Field(
         default=30.0, gt=0, description="A queued job missing from the broker this long after enqueue is re-enqueued."
     )
+    finished_retention_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="A finished job's record, events and checkpoint list leave Redis this long after it ends "
+        "(0: kept for ever). Its model stays in the object store.",
+    )
     secrets_key: SecretStr | None = Field(
         default=None, description="Fernet key sealing secrets users put in job requests (a W&B api_key); unset: "
         "such requests are refused.",

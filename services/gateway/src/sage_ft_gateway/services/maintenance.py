@@ -7,6 +7,7 @@ import logging
 
 from sage_ft.evals import runlife
 from sage_ft.jobs import lifecycle
+from sage_ft.jobs.model import now
 from sage_ft_gateway.state import GatewayState
 
 log = logging.getLogger(__name__)
@@ -15,7 +16,7 @@ log = logging.getLogger(__name__)
 def run_once(state: GatewayState) -> dict[str, list[str]]:
     period = state.settings.gateway.maintenance_seconds
     if not state.jobs.try_lock("maintenance", state.instance, ttl_s=max(period * 0.9, 0.5)):
-        return {"reaped": [], "reconciled": [], "eval_runs": []}
+        return {"reaped": [], "reconciled": [], "eval_runs": [], "purged": []}
     reaped = lifecycle.reap(state.jobs, state.enqueue_train)
     reconciled = lifecycle.reconcile(state.jobs, state.enqueue_train, state.in_broker,
                                      state.settings.jobs.reconcile_after_seconds)  # fmt: skip
@@ -24,7 +25,12 @@ def run_once(state: GatewayState) -> dict[str, list[str]]:
                         jobs.reconcile_after_seconds)  # fmt: skip
     if reaped or reconciled or runs:
         log.warning("maintenance: re-queued %s, re-enqueued %s, eval runs re-queued %s", reaped, reconciled, runs)
-    return {"reaped": reaped, "reconciled": reconciled, "eval_runs": runs}
+    purged = (
+        state.jobs.purge_finished(now() - jobs.finished_retention_seconds) if jobs.finished_retention_seconds else []
+    )
+    if purged:
+        log.info("maintenance: %d finished jobs past their retention removed from Redis", len(purged))
+    return {"reaped": reaped, "reconciled": reconciled, "eval_runs": runs, "purged": purged}
 
 
 async def loop(state: GatewayState) -> None:
