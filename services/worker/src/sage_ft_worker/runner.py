@@ -347,9 +347,9 @@ class TrainRunner:
             delete_model(run.store, fine_tuned_model_name(run.job.root_model, run.job.suffix, run.job.id))
         except StorageError as err:  # nothing of it is visible (its job never succeeded); the failure still counts
             log.warning("job %s: could not remove its uploads: %s", run.job.id, err)
-        lifecycle.finish(self.ctx.jobs, run.job.id, self.owner, JobStatus.FAILED,
-                         JobError(code=code, message=message))  # fmt: skip
-        self.ctx.jobs.add_event(run.job.id, f"Job failed: {message}", level="error")
+        failed = [event_record(f"Job failed: {message}", level="error")]
+        error = JobError(code=code, message=message)
+        lifecycle.finish(self.ctx.jobs, run.job.id, self.owner, JobStatus.FAILED, error, events=failed)
         return "failed"
 
     def _retry_or_fail(self, run: _Run, code: str, reason: str, returncode: int | None, detail: str = "") -> str:
@@ -432,21 +432,31 @@ class TrainRunner:
             log.warning("job %s: attempt %d lost its lease before committing; nothing visible: %s",
                         job.id, job.attempt, err)  # fmt: skip
             return "lease lost"
-        done = lifecycle.finish(jobs, job.id, self.owner, JobStatus.SUCCEEDED, fine_tuned_model=name,
-                                trained_tokens=result.get("trained_tokens"), train_seconds=result.get("train_seconds"),
-                                step=result["global_step"], total_steps=result["total_steps"],
-                                evaluation=evaluation)  # fmt: skip
+        final = [event_record(job_eval.describe(evaluation), data=evaluation)] if evaluation else []
+        final += [
+            event_record(f"New fine-tuned model created: {name}"),
+            event_record("The job has successfully completed"),
+        ]
+        done = lifecycle.finish(
+            jobs,
+            job.id,
+            self.owner,
+            JobStatus.SUCCEEDED,
+            events=final,  # with the state: whoever sees the job succeeded sees how it ended
+            fine_tuned_model=name,
+            trained_tokens=result.get("trained_tokens"),
+            train_seconds=result.get("train_seconds"),
+            step=result["global_step"],
+            total_steps=result["total_steps"],
+            evaluation=evaluation,
+        )
         if done is None:  # committed, but the job is not ours: hidden until its holder commits over it
             log.warning("job %s: committed %s but the lease had moved on", job.id, name)
             job_eval.discard(jobs, evaluation, job.tenant)
             return "lease lost"
-        if evaluation:
-            jobs.add_event(job.id, job_eval.describe(evaluation), data=evaluation)
         removed = collect_garbage(run.store, name)  # final: superseded attempts and crash leftovers go
         removed += remove_uncommitted(run.store, job.id)
         if removed:
             log.info("job %s: removed %d superseded objects of %s", job.id, removed, name)
-        jobs.add_event(job.id, f"New fine-tuned model created: {name}")
-        jobs.add_event(job.id, "The job has successfully completed")
         shutil.rmtree(run.workdir, ignore_errors=True)
         return "succeeded"

@@ -85,8 +85,9 @@ def heartbeat(store: JobStore, job_id: str, owner: str, lease_s: float, **progre
 
 
 def finish(store: JobStore, job_id: str, owner: str, status: JobStatus, error: JobError | None = None,
-           **fields: Any) -> Job | None:  # fmt: skip
-    """Move our running job to ``status`` (succeeded/failed/cancelled/paused/queued). None if it is not ours."""
+           events: list[dict[str, Any]] | None = None, **fields: Any) -> Job | None:  # fmt: skip
+    """Move our running job to ``status`` (succeeded/failed/cancelled/paused/queued). None if it is not ours.
+    ``events`` are recorded with the change, in one transaction."""
     ours = True
 
     def rule(job: Job) -> Job | None:
@@ -104,7 +105,7 @@ def finish(store: JobStore, job_id: str, owner: str, status: JobStatus, error: J
         job.pause_requested = False
         return job
 
-    job = store.update(job_id, rule)
+    job = store.update(job_id, rule, events)
     if ours and status == JobStatus.SUCCEEDED:
         try:
             store.record_run(job)  # the estimate's history; losing one entry costs nothing

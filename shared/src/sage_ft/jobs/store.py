@@ -143,15 +143,19 @@ class JobStore:
         job = self.get_job(job_id)
         return job if job is not None and job.tenant == tenant else None
 
-    def update(self, job_id: str, rule: Callable[[Job], Job | None]) -> Job:
+    def update(self, job_id: str, rule: Callable[[Job], Job | None], events: list[dict[str, Any]] | None = None) -> Job:
         """Compare-and-set: ``rule`` gets the current job and returns the new one (None: leave it as is).
 
         ``rule`` may raise ``JobConflictError``. It can run more than once if another writer got there first.
+        ``events`` (from ``event_record``) are appended in the same transaction, only if the job changed: a reader
+        that sees the new state sees them too.
         """
 
         def write(pipe: Any, current: Job, new: Job) -> None:
             new.version = current.version + 1
             pipe.set(self._job(job_id), new.model_dump_json())
+            if events:
+                pipe.rpush(f"{self._job(job_id)}:events", *(json.dumps(e) for e in events))
             pipe.publish(self.notify_channel(job_id), "job")
             if new.status in ACTIVE:
                 pipe.sadd(f"{self.p}:active", job_id)
