@@ -224,16 +224,15 @@ def test_an_alias_is_served_only_by_a_model_whose_job_succeeded(
         )
         wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id).status == "running", 60, "the job to run")
         stale = fine_tuned_model_name("sage-tiny", None, job.id)
-        publish_model(
-            store,
-            stale,
-            {"adapter": adapter_dir(tmp_path / "stale", 4)},
-            base_model="stub-base",
-            job_id=job.id,
-            attempt=1,
-            scope="attempts/1",
-            alias="helper",
-        )
+
+        def stale_commit(alias: str) -> None:  # attempt 1's commit while the job runs on: never visible
+            adapter = adapter_dir(tmp_path / "stale", 4)
+            parts = {"adapter": adapter}
+            publish_model(
+                store, stale, parts, base_model="stub-base", job_id=job.id, attempt=1, scope="attempts/1", alias=alias
+            )
+
+        stale_commit("helper")
         messages = [{"role": "user", "content": "hi"}]
         answer = client.chat.completions.create(model="helper", messages=messages)
         assert answer.model == "helper"
@@ -245,16 +244,7 @@ def test_an_alias_is_served_only_by_a_model_whose_job_succeeded(
         )
         assert "helper-v1" in streamed, streamed
 
-        publish_model(
-            store,
-            stale,
-            {"adapter": adapter_dir(tmp_path / "stale", 4)},
-            base_model="stub-base",
-            job_id=job.id,
-            attempt=1,
-            scope="attempts/1",
-            alias="lonely",
-        )
+        stale_commit("lonely")
         with pytest.raises(openai.NotFoundError, match="is running"):
             client.chat.completions.create(model="lonely", messages=messages)
         client.fine_tuning.jobs.cancel(job.id)

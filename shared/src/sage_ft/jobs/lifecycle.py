@@ -84,8 +84,15 @@ def heartbeat(store: JobStore, job_id: str, owner: str, lease_s: float, **progre
     return None if lost else job
 
 
-def finish(store: JobStore, job_id: str, owner: str, status: JobStatus, error: JobError | None = None,
-           events: list[dict[str, Any]] | None = None, **fields: Any) -> Job | None:  # fmt: skip
+def finish(
+    store: JobStore,
+    job_id: str,
+    owner: str,
+    status: JobStatus,
+    error: JobError | None = None,
+    events: list[dict[str, Any]] | None = None,
+    **fields: Any,
+) -> Job | None:
     """Move our running job to ``status`` (succeeded/failed/cancelled/paused/queued). None if it is not ours.
     ``events`` are recorded with the change, in one transaction."""
     ours = True

@@ -136,6 +136,14 @@ class ObjectStore(ABC):
             self.delete(key)
         return len(keys)
 
+    def delete_unlisted(self, prefix: str, keep: tuple[str, ...]) -> int:
+        """Delete every object under ``prefix`` whose key starts with none of ``keep`` (whole keys or key prefixes):
+        the garbage collection of a commit point, which keeps what it lists."""
+        doomed = [o.key for o in self.list_objects(check_prefix(prefix)) if not o.key.startswith(keep)]
+        for key in doomed:
+            self.delete(key)
+        return len(doomed)
+
     def upload_dir(self, local_dir: Path, prefix: str) -> list[ObjectInfo]:
         prefix = check_prefix(prefix.rstrip("/") + "/")
         return [self.put_file(prefix + p.relative_to(local_dir).as_posix(), p)

@@ -157,8 +157,8 @@ def commit_checkpoint(
         for _ in range(_COMMIT_TRIES):
             index, token = _read_index(store, job_id)
             if index["epoch"] != attempt:
-                raise PublishFencedError(f"checkpoint {step} of {job_id}: attempt {index['epoch']} owns the job's "
-                                         f"checkpoints, not {attempt}; nothing committed")  # fmt: skip
+                owner = f"attempt {index['epoch']} owns the job's checkpoints, not {attempt}"
+                raise PublishFencedError(f"checkpoint {step} of {job_id}: {owner}; nothing committed")
             if not fence():
                 raise PublishFencedError(f"checkpoint {step} of {job_id}: the lease moved on; nothing committed")
             index["steps"][str(step)] = _entry(ckpt)
@@ -216,12 +216,7 @@ def remove_uncommitted(store: ObjectStore, job_id: str) -> int:
     """Remove uploads no index entry points at (a stale or killed attempt's); call it once the job is final."""
     prefix = checkpoint_prefix(job_id)
     live = tuple(prefix + c.location for c in committed(store, job_id).values())
-    removed = 0
-    for obj in list(store.list_objects(prefix)):
-        if obj.key != prefix + INDEX and not obj.key.startswith(live):
-            store.delete(obj.key)
-            removed += 1
-    return removed
+    return store.delete_unlisted(prefix, (prefix + INDEX, *live))
 
 
 def delete_checkpoints(store: ObjectStore, job_id: str) -> int:

@@ -246,12 +246,7 @@ def collect_garbage(store: ObjectStore, name: str) -> int:
         return 0
     prefix = model_prefix(name)
     live = tuple(prefix + manifest.location(p) for p in manifest.parts)
-    removed = 0
-    for obj in list(store.list_objects(prefix)):
-        if obj.key != prefix + MANIFEST and not obj.key.startswith(live):
-            store.delete(obj.key)
-            removed += 1
-    return removed
+    return store.delete_unlisted(prefix, (prefix + MANIFEST, *live))
 
 
 def list_models(store: ObjectStore) -> list[Manifest]:
