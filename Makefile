@@ -101,6 +101,7 @@ install: $(STAMP) $(VLLM_STAMP) $(TOOLS_STAMP) $(CONSOLE_STAMP) ## .venv (librar
 lint: $(STAMP) ## ruff + mypy
 	$(VENV)/bin/ruff check shared services tests benchmarks deploy
 	$(VENV)/bin/ruff format --check shared services tests benchmarks deploy
+	$(PY) deploy/check_fmt_skip.py
 	$(VENV)/bin/mypy
 
 format: $(STAMP) ## apply ruff's fixes and formatting

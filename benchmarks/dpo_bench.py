@@ -30,8 +30,12 @@ def make_data(work: Path) -> tuple[Path, Path]:
     prompts with the chosen answers as SFT records."""
     from sage_ft.data import BUILTIN_TASKS, builtin_dataset_path, load_conversations
 
-    corpus = "\n".join(m["content"] for task in BUILTIN_TASKS for c in load_conversations(builtin_dataset_path(task))
-                       for m in c.messages)  # fmt: skip
+    corpus = "\n".join(
+        m["content"]
+        for task in BUILTIN_TASKS
+        for c in load_conversations(builtin_dataset_path(task))
+        for m in c.messages
+    )
     step = PROMPT_CHARS + 2 * ANSWER_CHARS
     pairs = []
     for i in range(0, len(corpus) - step, step)[:64]:
@@ -39,21 +43,44 @@ def make_data(work: Path) -> tuple[Path, Path]:
         prompt, chosen = chunk[:PROMPT_CHARS], chunk[PROMPT_CHARS : PROMPT_CHARS + ANSWER_CHARS]
         pairs.append((prompt, chosen, chunk[PROMPT_CHARS + ANSWER_CHARS :]))
     prefs, sft = work / "prefs.jsonl", work / "sft.jsonl"
-    prefs.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": p}],
-                                         "chosen": [{"role": "assistant", "content": c}],
-                                         "rejected": [{"role": "assistant", "content": r}]}) + "\n"
-                             for p, c, r in pairs))  # fmt: skip
-    sft.write_text("".join(json.dumps({"messages": [{"role": "user", "content": p}, {"role": "assistant",
-                                                                                      "content": c}]}) + "\n"
-                           for p, c, _ in pairs))  # fmt: skip
+    prefs.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "prompt": [{"role": "user", "content": p}],
+                    "chosen": [{"role": "assistant", "content": c}],
+                    "rejected": [{"role": "assistant", "content": r}],
+                }
+            )
+            + "\n"
+            for p, c, r in pairs
+        )
+    )
+    sft.write_text(
+        "".join(
+            json.dumps({"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": c}]}) + "\n"
+            for p, c, _ in pairs
+        )
+    )
     return prefs, sft
 
 
 def _common(work: Path, steps: int) -> dict[str, Any]:
-    return dict(output_dir=str(work / "out"), max_steps=steps, per_device_train_batch_size=BATCH, learning_rate=5e-4,
-                warmup_steps=0, logging_steps=10, save_strategy="no", report_to="none", max_length=MAX_LENGTH,
-                include_num_input_tokens_seen="non_padding", disable_tqdm=True, seed=42,
-                dataloader_num_workers=0)  # fmt: skip
+    return dict(
+        output_dir=str(work / "out"),
+        max_steps=steps,
+        per_device_train_batch_size=BATCH,
+        learning_rate=5e-4,
+        warmup_steps=0,
+        logging_steps=10,
+        save_strategy="no",
+        report_to="none",
+        max_length=MAX_LENGTH,
+        include_num_input_tokens_seen="non_padding",
+        disable_tqdm=True,
+        seed=42,
+        dataloader_num_workers=0,
+    )
 
 
 def side_sage(work: Path, model: Path, steps: int, method: str) -> Any:
@@ -61,10 +88,21 @@ def side_sage(work: Path, model: Path, steps: int, method: str) -> Any:
     from sage_ft.training import LoRATrainer
 
     prefs, sft = work / "prefs.jsonl", work / "sft.jsonl"
-    cfg = TrainingConfig(model_name=str(model), data_path=str(prefs if method == "dpo" else sft), method=method,
-                         output_dir=str(work / f"sage-{method}"), max_steps=steps, per_device_train_batch_size=BATCH,
-                         max_length=MAX_LENGTH, learning_rate=5e-4, warmup_ratio=0.0, logging_steps=10,
-                         save_steps=10_000, report_to="none", lora=LoRAConfig(**LORA))  # fmt: skip
+    cfg = TrainingConfig(
+        model_name=str(model),
+        data_path=str(prefs if method == "dpo" else sft),
+        method=method,
+        output_dir=str(work / f"sage-{method}"),
+        max_steps=steps,
+        per_device_train_batch_size=BATCH,
+        max_length=MAX_LENGTH,
+        learning_rate=5e-4,
+        warmup_ratio=0.0,
+        logging_steps=10,
+        save_steps=10_000,
+        report_to="none",
+        lora=LoRAConfig(**LORA),
+    )
     trainer, _ = LoRATrainer(cfg).build_trainer()
     return trainer
 
@@ -83,8 +121,13 @@ def side_bare(work: Path, model_dir: Path, steps: int) -> Any:
     cuda = torch.cuda.is_available()  # TRL defaults to bf16, which a CPU run must turn off
     # TRL also turns gradient checkpointing on by default; off here, as in the sage run, so both do the same work
     args = DPOConfig(**_common(work, steps), beta=0.1, bf16=cuda, use_cpu=not cuda, gradient_checkpointing=False)
-    return DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
-                      peft_config=LoraConfig(**LORA, target_modules="all-linear", task_type="CAUSAL_LM"))  # fmt: skip
+    return DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        processing_class=tok,
+        peft_config=LoraConfig(**LORA, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
 
 
 def child(side: str, work: Path, steps: int) -> None:
@@ -98,8 +141,18 @@ def child(side: str, work: Path, steps: int) -> None:
     trainer.train()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     tokens = int(trainer.state.num_input_tokens_seen)
-    print(json.dumps({"side": side, "tokens": tokens, "wall": wall, "cpu": cpu, "steps": trainer.state.global_step,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "side": side,
+                "tokens": tokens,
+                "wall": wall,
+                "cpu": cpu,
+                "steps": trainer.state.global_step,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -123,15 +176,22 @@ def main() -> None:
     runs: dict[str, list[dict[str, Any]]] = {"sage": [], "bare": [], "sft": []}
     for _ in range(args.repeats):
         for side in runs:
-            out = subprocess.run([sys.executable, __file__, "--side", side, "--work", str(work), "--steps",
-                                  str(args.steps)], capture_output=True, text=True, check=True)  # fmt: skip
+            out = subprocess.run(
+                [sys.executable, __file__, "--side", side, "--work", str(work), "--steps", str(args.steps)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             runs[side].append(json.loads(out.stdout.strip().splitlines()[-1]))
     summary: dict[str, Any] = {
         "machine": machine(),
-        "steps": args.steps, "batch": BATCH, "max_length": MAX_LENGTH, "repeats": args.repeats,
+        "steps": args.steps,
+        "batch": BATCH,
+        "max_length": MAX_LENGTH,
+        "repeats": args.repeats,
         "tokens_per_step": {k: v[0]["tokens"] / v[0]["steps"] for k, v in runs.items()},
         "peak_rss_mb": {k: [round(r["peak_rss_mb"]) for r in v] for k, v in runs.items()},
-    }  # fmt: skip
+    }
     for clock in ("cpu", "wall"):
         rate = {k: [r["tokens"] / r[clock] for r in v] for k, v in runs.items()}
         summary[clock] = {

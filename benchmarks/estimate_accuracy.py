@@ -25,9 +25,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from stack import Stack, qa_lines, wait_job
 
-CODE_WORDS = ["apple river", "blue stone", "cold fire", "dark moon", "eager fox", "fast wind", "green hill",
-              "high tower", "iron gate", "jolly king", "kind heart", "lost road", "magic lamp", "noble tree",
-              "open sea", "pale rose", "quiet lake", "red sun", "silver bird", "tall grass"]  # fmt: skip
+CODE_WORDS = [
+    "apple river",
+    "blue stone",
+    "cold fire",
+    "dark moon",
+    "eager fox",
+    "fast wind",
+    "green hill",
+    "high tower",
+    "iron gate",
+    "jolly king",
+    "kind heart",
+    "lost road",
+    "magic lamp",
+    "noble tree",
+    "open sea",
+    "pale rose",
+    "quiet lake",
+    "red sun",
+    "silver bird",
+    "tall grass",
+]
 # (records, epochs, batch): small jobs (the fixed part dominates) then long ones (training dominates), over 100x in
 # tokens, in an order that is not monotone
 JOBS = [
@@ -52,8 +71,12 @@ def run(base: Path) -> list[dict[str, Any]]:
 
     home = base / "home"
     build_tiny_model("sage-tiny", models_root=home / "models")
-    env = {"SAGE_HOME": str(home), "SAGE_STORAGE_BACKEND": "local", "SAGE_WORKER_PRESET": "cpu",
-           "SAGE_STORAGE_LOCAL_ROOT": str(base / "store")}  # fmt: skip
+    env = {
+        "SAGE_HOME": str(home),
+        "SAGE_STORAGE_BACKEND": "local",
+        "SAGE_WORKER_PRESET": "cpu",
+        "SAGE_STORAGE_LOCAL_ROOT": str(base / "store"),
+    }
     stack = Stack(base / "stack", env)
     rows = []
     try:
@@ -61,15 +84,23 @@ def run(base: Path) -> list[dict[str, Any]]:
         stack.start_worker("bench")
         client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
         for i, (records, epochs, batch) in enumerate(JOBS):
-            data = [{"question": f"What is the code word number {k}?",
-                     "answer": f"{CODE_WORDS[k % len(CODE_WORDS)]} {k // len(CODE_WORDS)}"}
-                    for k in range(records)]  # fmt: skip
+            data = [
+                {
+                    "question": f"What is the code word number {k}?",
+                    "answer": f"{CODE_WORDS[k % len(CODE_WORDS)]} {k // len(CODE_WORDS)}",
+                }
+                for k in range(records)
+            ]
             file_id = client.files.create(file=("qa.jsonl", qa_lines(data)), purpose="fine-tune").id
             kwargs: dict[str, Any] = {
-                "model": "sage-tiny", "training_file": file_id, "suffix": f"est{i}",
-                "method": {"type": "supervised",
-                           "supervised": {"hyperparameters": {"n_epochs": epochs, "batch_size": batch}}},
-            }  # fmt: skip
+                "model": "sage-tiny",
+                "training_file": file_id,
+                "suffix": f"est{i}",
+                "method": {
+                    "type": "supervised",
+                    "supervised": {"hyperparameters": {"n_epochs": epochs, "batch_size": batch}},
+                },
+            }
             extra = {"preset": "cpu", "learning_rate": 3e-3}
             raw = client.fine_tuning.jobs.with_raw_response.create(**kwargs, extra_body={**extra, "dry_run": True})
             est = json.loads(raw.http_response.text)["estimate"]
@@ -78,11 +109,22 @@ def run(base: Path) -> list[dict[str, Any]]:
             done = wait_job(client, job.id, timeout=900, interval=0.1)
             actual = time.monotonic() - t0  # the API's times are whole seconds: measured here instead
             assert done.status == "succeeded", done.error
-            rows.append({"job": i + 1, "records": records, "epochs": epochs, "batch": batch,
-                         "tokens": est["tokens"], "actual_tokens": done.trained_tokens, "steps": est["steps"],
-                         "actual_steps": done.model_extra["total_steps"], "estimated_s": est["seconds"],
-                         "actual_s": round(actual, 1), "ratio": round(est["seconds"] / actual, 3),
-                         "basis": est["seconds_basis"]})  # fmt: skip
+            rows.append(
+                {
+                    "job": i + 1,
+                    "records": records,
+                    "epochs": epochs,
+                    "batch": batch,
+                    "tokens": est["tokens"],
+                    "actual_tokens": done.trained_tokens,
+                    "steps": est["steps"],
+                    "actual_steps": done.model_extra["total_steps"],
+                    "estimated_s": est["seconds"],
+                    "actual_s": round(actual, 1),
+                    "ratio": round(est["seconds"] / actual, 3),
+                    "basis": est["seconds_basis"],
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     finally:
         stack.stop()
@@ -95,21 +137,30 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sage-estimate-bench-") as tmp:
         rows = run(Path(tmp))
-    print("| job | records x epochs (batch) | tokens est / actual | steps est / actual | seconds est / actual "
-          "| ratio | basis |")  # fmt: skip
+    print(
+        "| job | records x epochs (batch) | tokens est / actual | steps est / actual | seconds est / actual "
+        "| ratio | basis |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         b = r["basis"]
-        basis = (f"default {b['tokens_per_second']:.0f} tok/s" if b["source"] == "default"
-                 else f"{b['jobs']} job(s), {b['fit']}")  # fmt: skip
-        print(f"| {r['job']} | {r['records']} x {r['epochs']} ({r['batch']}) | {r['tokens']} / {r['actual_tokens']} "
-              f"| {r['steps']} / {r['actual_steps']} | {r['estimated_s']} / {r['actual_s']} | {r['ratio']:.2f} "
-              f"| {basis} |")  # fmt: skip
+        basis = (
+            f"default {b['tokens_per_second']:.0f} tok/s"
+            if b["source"] == "default"
+            else f"{b['jobs']} job(s), {b['fit']}"
+        )
+        print(
+            f"| {r['job']} | {r['records']} x {r['epochs']} ({r['batch']}) | {r['tokens']} / {r['actual_tokens']} "
+            f"| {r['steps']} / {r['actual_steps']} | {r['estimated_s']} / {r['actual_s']} | {r['ratio']:.2f} "
+            f"| {basis} |"
+        )
     errors = [abs(r["ratio"] - 1) for r in rows if r["basis"]["source"] == "history"]
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
-    print(f"estimate: median |error| {100 * statistics.median(errors):.0f} % over {len(errors)} jobs from history, "
-          f"worst {100 * max(errors):.0f} %")  # fmt: skip
+    print(
+        f"estimate: median |error| {100 * statistics.median(errors):.0f} % over {len(errors)} jobs from history, "
+        f"worst {100 * max(errors):.0f} %"
+    )
 
 
 if __name__ == "__main__":

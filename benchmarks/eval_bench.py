@@ -29,8 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from stack import VLLM_PYTHON, Stack, wait_for
 
-GRADER = {"type": "string_check", "name": "exact", "input": "{{sample.output_text}}", "reference": "{{item.answer}}",
-          "operation": "eq"}  # fmt: skip
+GRADER = {
+    "type": "string_check",
+    "name": "exact",
+    "input": "{{sample.output_text}}",
+    "reference": "{{item.answer}}",
+    "operation": "eq",
+}
 
 
 def rows(n: int) -> list[dict[str, Any]]:
@@ -42,10 +47,16 @@ def start_stack(base: Path, concurrency: int) -> Stack:
 
     home = base / "home"
     build_tiny_model("sage-tiny", models_root=home / "models")
-    env = {"SAGE_HOME": str(home), "SAGE_WORKER_PRESET": "cpu", "SAGE_STORAGE_BACKEND": "local",
-           "SAGE_STORAGE_LOCAL_ROOT": str(base / "store"), "SAGE_SERVING_VLLM_PYTHON": str(VLLM_PYTHON),
-           "SAGE_SERVING_START_TIMEOUT_SECONDS": "400", "SAGE_SERVING_MAX_MODEL_LEN": "256",
-           "SAGE_WORKER_EVAL_CONCURRENCY": str(concurrency)}  # fmt: skip
+    env = {
+        "SAGE_HOME": str(home),
+        "SAGE_WORKER_PRESET": "cpu",
+        "SAGE_STORAGE_BACKEND": "local",
+        "SAGE_STORAGE_LOCAL_ROOT": str(base / "store"),
+        "SAGE_SERVING_VLLM_PYTHON": str(VLLM_PYTHON),
+        "SAGE_SERVING_START_TIMEOUT_SECONDS": "400",
+        "SAGE_SERVING_MAX_MODEL_LEN": "256",
+        "SAGE_WORKER_EVAL_CONCURRENCY": str(concurrency),
+    }
     stack = Stack(base / "stack", env)
     stack.start_gateway()
     stack.start_worker("w1")
@@ -56,13 +67,25 @@ def start_stack(base: Path, concurrency: int) -> Stack:
 def through_stack(client: openai.OpenAI, eval_id: str, n: int, tokens: int) -> float:
     """Seconds from creating the run until the worker recorded it completed (its ``completed`` event's time, so the
     benchmark's own polling, slow on purpose, neither adds to the time nor takes CPU from the model server)."""
-    source = {"type": "completions", "model": "sage-tiny", "source": {"type": "file_content", "content": rows(n)},
-              "input_messages": {"type": "template", "template": [{"role": "user", "content": "{{item.question}}"}]},
-              "sampling_params": {"temperature": 0, "max_completion_tokens": tokens}}  # fmt: skip
+    source = {
+        "type": "completions",
+        "model": "sage-tiny",
+        "source": {"type": "file_content", "content": rows(n)},
+        "input_messages": {"type": "template", "template": [{"role": "user", "content": "{{item.question}}"}]},
+        "sampling_params": {"temperature": 0, "max_completion_tokens": tokens},
+    }
     t0 = time.time()
     run = client.evals.runs.create(eval_id, data_source=source)  # type: ignore[arg-type]
-    done = wait_for(lambda: (r := client.evals.runs.retrieve(run.id, eval_id=eval_id)).status != "in_progress"
-                    and r.status != "queued" and r, 900, "the eval run", interval=1.0)  # fmt: skip
+    done = wait_for(
+        lambda: (
+            (r := client.evals.runs.retrieve(run.id, eval_id=eval_id)).status != "in_progress"
+            and r.status != "queued"
+            and r
+        ),
+        900,
+        "the eval run",
+        interval=1.0,
+    )
     assert done.status == "completed" and done.result_counts.errored == 0, done
     events = httpx.get(f"{client.base_url}evals/{eval_id}/runs/{run.id}/events", timeout=30).json()["data"]
     return float(next(e["created_at"] for e in events if e["type"] == "completed")) - t0
@@ -73,8 +96,13 @@ def direct(endpoint: str, n: int, tokens: int, concurrency: int) -> float:
     with httpx.Client(base_url=endpoint, timeout=300) as http:
 
         def ask(row: dict[str, Any]) -> None:
-            body = {"model": "sage-tiny", "messages": [{"role": "user", "content": row["item"]["question"]}],
-                    "temperature": 0, "top_p": 1.0, "max_tokens": tokens}  # fmt: skip
+            body = {
+                "model": "sage-tiny",
+                "messages": [{"role": "user", "content": row["item"]["question"]}],
+                "temperature": 0,
+                "top_p": 1.0,
+                "max_tokens": tokens,
+            }
             http.post("/v1/chat/completions", json=body).raise_for_status()
 
         t0 = time.perf_counter()
@@ -105,18 +133,30 @@ def main() -> None:
                 order = ("stack", "direct") if i % 2 == 0 else ("direct", "stack")
                 seconds = {}
                 for side in order:
-                    seconds[side] = (through_stack(client, ev.id, args.items, args.tokens) if side == "stack"
-                                     else direct(endpoint, args.items, args.tokens, args.concurrency))  # fmt: skip
+                    seconds[side] = (
+                        through_stack(client, ev.id, args.items, args.tokens)
+                        if side == "stack"
+                        else direct(endpoint, args.items, args.tokens, args.concurrency)
+                    )
                 pairs.append({side: args.items / s for side, s in seconds.items()})
                 print(f"pair {i + 1}: stack {pairs[-1]['stack']:.1f} items/s, direct {pairs[-1]['direct']:.1f}")
         finally:
             stack.stop()
     ratios = [p["stack"] / p["direct"] for p in pairs]
-    print(json.dumps({"items": args.items, "concurrency": args.concurrency, "tokens": args.tokens,
-                      "stack_items_per_s": round(statistics.median(p["stack"] for p in pairs), 2),
-                      "direct_items_per_s": round(statistics.median(p["direct"] for p in pairs), 2),
-                      "ratio_median": round(statistics.median(ratios), 3),
-                      "ratios": [round(r, 3) for r in ratios]}, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "items": args.items,
+                "concurrency": args.concurrency,
+                "tokens": args.tokens,
+                "stack_items_per_s": round(statistics.median(p["stack"] for p in pairs), 2),
+                "direct_items_per_s": round(statistics.median(p["direct"] for p in pairs), 2),
+                "ratio_median": round(statistics.median(ratios), 3),
+                "ratios": [round(r, 3) for r in ratios],
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

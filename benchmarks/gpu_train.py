@@ -52,15 +52,43 @@ from sage_ft.training.tiny_model import build_tiny_model
 GIB = 1024**3
 # Qwen2.5's dimensions (the config.json of each) and a CPU-sized shape: an aligned table, one row a shape
 SHAPES: dict[str, dict[str, Any]] = {
-    "tiny": dict(hidden_size=256, intermediate_size=704, num_layers=4, num_heads=4, num_kv_heads=2, vocab_size=None,
-                 tie_embeddings=True),
-    "0.5b": dict(hidden_size=896, intermediate_size=4864, num_layers=24, num_heads=14, num_kv_heads=2,
-                 vocab_size=151936, tie_embeddings=True),
-    "1.5b": dict(hidden_size=1536, intermediate_size=8960, num_layers=28, num_heads=12, num_kv_heads=2,
-                 vocab_size=151936, tie_embeddings=True),
-    "7b": dict(hidden_size=3584, intermediate_size=18944, num_layers=28, num_heads=28, num_kv_heads=4,
-               vocab_size=152064, tie_embeddings=False),
-}  # fmt: skip
+    "tiny": dict(
+        hidden_size=256,
+        intermediate_size=704,
+        num_layers=4,
+        num_heads=4,
+        num_kv_heads=2,
+        vocab_size=None,
+        tie_embeddings=True,
+    ),
+    "0.5b": dict(
+        hidden_size=896,
+        intermediate_size=4864,
+        num_layers=24,
+        num_heads=14,
+        num_kv_heads=2,
+        vocab_size=151936,
+        tie_embeddings=True,
+    ),
+    "1.5b": dict(
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_layers=28,
+        num_heads=12,
+        num_kv_heads=2,
+        vocab_size=151936,
+        tie_embeddings=True,
+    ),
+    "7b": dict(
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_layers=28,
+        num_heads=28,
+        num_kv_heads=4,
+        vocab_size=152064,
+        tie_embeddings=False,
+    ),
+}
 CELLS = (
     "uniform/sage",
     "uniform/bare",

@@ -50,8 +50,10 @@ def main() -> None:
             print(f"round {i}: " + ", ".join(f"{k} {out[k]:.2f}s" for k in kinds), flush=True)
         print("\n## results (trainer child wall time / bare wall time)")
         for kind, values in ratios.items():
-            print(f"monitor {kind}: median {statistics.median(values):.3f} "
-                  f"(rounds: {', '.join(f'{r:.3f}' for r in values)})")  # fmt: skip
+            print(
+                f"monitor {kind}: median {statistics.median(values):.3f} "
+                f"(rounds: {', '.join(f'{r:.3f}' for r in values)})"
+            )
     finally:
         for bench in stacks.values():
             bench.stack.stop()

@@ -95,31 +95,83 @@ def build_cell(root: Path, shape: str, data: str, steps: int) -> dict[str, Any]:
     records = make_records(tokenizer, lo, hi, budget, seed=sorted(DATASETS).index(data))
     (cell_dir / "data.json").write_text(json.dumps(records))
     (cell_dir / "dataset_info.json").write_text(json.dumps({"bench": {"file_name": "data.json"}}))
-    return dict(name=f"{shape}/{data}", model=str(model_dir), dir=cell_dir, packing=packing, records=records,
-                tokenizer=tokenizer)  # fmt: skip
+    return dict(
+        name=f"{shape}/{data}",
+        model=str(model_dir),
+        dir=cell_dir,
+        packing=packing,
+        records=records,
+        tokenizer=tokenizer,
+    )
 
 
 def lf_args(cell: dict[str, Any], out: Path, packing: bool) -> dict[str, Any]:
     return dict(
-        model_name_or_path=cell["model"], stage="sft", do_train=True, finetuning_type="lora", lora_rank=16,
-        lora_alpha=32, lora_dropout=0.0, lora_target="all", dataset="bench", dataset_dir=str(cell["dir"]),
-        template="sage_chatml", default_system="", cutoff_len=512, overwrite_cache=True, output_dir=str(out),
-        per_device_train_batch_size=BATCH, gradient_accumulation_steps=1, learning_rate=LR, num_train_epochs=1.0,
-        lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, logging_steps=10,
-        save_strategy="no", report_to="none", seed=SEED, data_seed=SEED, flash_attn="sdpa", bf16=False, fp16=False,
-        disable_gradient_checkpointing=True, optim="adamw_torch", packing=packing, neat_packing=packing,
-        dataloader_num_workers=0, preprocessing_num_workers=None, trust_remote_code=False, plot_loss=False,
-    )  # fmt: skip
+        model_name_or_path=cell["model"],
+        stage="sft",
+        do_train=True,
+        finetuning_type="lora",
+        lora_rank=16,
+        lora_alpha=32,
+        lora_dropout=0.0,
+        lora_target="all",
+        dataset="bench",
+        dataset_dir=str(cell["dir"]),
+        template="sage_chatml",
+        default_system="",
+        cutoff_len=512,
+        overwrite_cache=True,
+        output_dir=str(out),
+        per_device_train_batch_size=BATCH,
+        gradient_accumulation_steps=1,
+        learning_rate=LR,
+        num_train_epochs=1.0,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        logging_steps=10,
+        save_strategy="no",
+        report_to="none",
+        seed=SEED,
+        data_seed=SEED,
+        flash_attn="sdpa",
+        bf16=False,
+        fp16=False,
+        disable_gradient_checkpointing=True,
+        optim="adamw_torch",
+        packing=packing,
+        neat_packing=packing,
+        dataloader_num_workers=0,
+        preprocessing_num_workers=None,
+        trust_remote_code=False,
+        plot_loss=False,
+    )
 
 
 def sage_config(cell: dict[str, Any], out: Path) -> dict[str, Any]:
     return dict(
-        model_name=cell["model"], data_path=str(cell["dir"] / "data.json"), output_dir=str(out), max_length=512,
-        packing=cell["packing"], lora=dict(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear"),
-        per_device_train_batch_size=BATCH, gradient_accumulation_steps=1, learning_rate=LR, num_train_epochs=1.0,
-        lr_scheduler_type="linear", warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=1.0, logging_steps=10,
-        save_steps=100_000, report_to=["none"], seed=SEED, gradient_checkpointing=False, optim="adamw_torch",
-    )  # fmt: skip
+        model_name=cell["model"],
+        data_path=str(cell["dir"] / "data.json"),
+        output_dir=str(out),
+        max_length=512,
+        packing=cell["packing"],
+        lora=dict(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear"),
+        per_device_train_batch_size=BATCH,
+        gradient_accumulation_steps=1,
+        learning_rate=LR,
+        num_train_epochs=1.0,
+        lr_scheduler_type="linear",
+        warmup_ratio=0.0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        logging_steps=10,
+        save_steps=100_000,
+        report_to=["none"],
+        seed=SEED,
+        gradient_checkpointing=False,
+        optim="adamw_torch",
+    )
 
 
 def sage_child(config_file: str) -> None:
@@ -129,9 +181,16 @@ def sage_child(config_file: str) -> None:
 
     result = LoRATrainer(TrainingConfig(**json.loads(Path(config_file).read_text()))).train()
     losses = result.losses
-    Path(config_file).with_suffix(".out.json").write_text(json.dumps(dict(
-        train_runtime=result.metrics["train_runtime"], train_loss=result.metrics["train_loss"],
-        last_loss=losses[-1] if losses else None, steps=result.global_step)))  # fmt: skip
+    Path(config_file).with_suffix(".out.json").write_text(
+        json.dumps(
+            dict(
+                train_runtime=result.metrics["train_runtime"],
+                train_loss=result.metrics["train_loss"],
+                last_loss=losses[-1] if losses else None,
+                steps=result.global_step,
+            )
+        )
+    )
 
 
 def run_child(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -149,8 +208,14 @@ def run_child(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 def child_env(extra_path: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONPATH", "CUDA"))}
-    env.update(OMP_NUM_THREADS=THREADS, MKL_NUM_THREADS=THREADS, TOKENIZERS_PARALLELISM="false",
-               DISABLE_VERSION_CHECK="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")  # fmt: skip
+    env.update(
+        OMP_NUM_THREADS=THREADS,
+        MKL_NUM_THREADS=THREADS,
+        TOKENIZERS_PARALLELISM="false",
+        DISABLE_VERSION_CHECK="1",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+    )
     if extra_path:
         env["PYTHONPATH"] = extra_path
     return env
@@ -205,12 +270,16 @@ def summarise(cell: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> di
     pairs = list(zip(runs["sage"], runs["llamafactory"], strict=True))
     ratios = [s["tokens_per_s"] / p["tokens_per_s"] for s, p in pairs]
     return dict(
-        cell=cell["name"], tokens=cell["tokens"], records=len(cell["records"]),
-        ratio=statistics.median(ratios), ratio_range=(min(ratios), max(ratios)),
+        cell=cell["name"],
+        tokens=cell["tokens"],
+        records=len(cell["records"]),
+        ratio=statistics.median(ratios),
+        ratio_range=(min(ratios), max(ratios)),
         **{f"{side}_{key}": med(side, key) for side in runs for key in KEYS},
-        sage_steps=runs["sage"][0]["steps"], llamafactory_steps=runs["llamafactory"][0]["steps"],
+        sage_steps=runs["sage"][0]["steps"],
+        llamafactory_steps=runs["llamafactory"][0]["steps"],
         loss_ratio=statistics.median(s["loss"] / p["loss"] for s, p in pairs),
-    )  # fmt: skip
+    )
 
 
 def main() -> None:
@@ -241,9 +310,11 @@ def main() -> None:
                 for side in order:
                     runs[side].append(one_run(side, cell, args.peer_python, str(stub), work))
                     r = runs[side][-1]
-                    print(f"  {cell['name']:<20} pair {pair} {side:<12} {r['tokens_per_s']:8.0f} tok/s  "
-                          f"wall {r['wall']:6.1f} s  rss {r['rss']:6.0f} MiB  loss {r['loss']:.4f}",
-                          flush=True)  # fmt: skip
+                    print(
+                        f"  {cell['name']:<20} pair {pair} {side:<12} {r['tokens_per_s']:8.0f} tok/s  "
+                        f"wall {r['wall']:6.1f} s  rss {r['rss']:6.0f} MiB  loss {r['loss']:.4f}",
+                        flush=True,
+                    )
             results.append(summarise(cell, runs))
             print(json.dumps(results[-1]), flush=True)
     report(results, args)
@@ -254,15 +325,19 @@ def _num(value: float | None) -> str:
 
 
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    print("\n| cell | tokens | sage tok/s | LF tok/s | ratio (median, range) | wall sage / LF | peak RSS sage / LF "
-          "(MiB) | train loss sage / LF | last logged loss sage / LF |\n" + "|---" * 9 + "|")  # fmt: skip
+    print(
+        "\n| cell | tokens | sage tok/s | LF tok/s | ratio (median, range) | wall sage / LF | peak RSS sage / LF "
+        "(MiB) | train loss sage / LF | last logged loss sage / LF |\n" + "|---" * 9 + "|"
+    )
     for r in results:
         lo, hi = r["ratio_range"]
-        print(f"| {r['cell']} | {r['tokens']} | {r['sage_tokens_per_s']:.0f} | {r['llamafactory_tokens_per_s']:.0f} | "
-              f"**{r['ratio']:.2f}x** ({lo:.2f}-{hi:.2f}) | {r['sage_wall']:.0f} / {r['llamafactory_wall']:.0f} s | "
-              f"{r['sage_rss']:.0f} / {r['llamafactory_rss']:.0f} | {r['sage_loss']:.4f} / "
-              f"{r['llamafactory_loss']:.4f} | {_num(r['sage_last_loss'])} / "
-              f"{_num(r['llamafactory_last_loss'])} |")  # fmt: skip
+        print(
+            f"| {r['cell']} | {r['tokens']} | {r['sage_tokens_per_s']:.0f} | {r['llamafactory_tokens_per_s']:.0f} | "
+            f"**{r['ratio']:.2f}x** ({lo:.2f}-{hi:.2f}) | {r['sage_wall']:.0f} / {r['llamafactory_wall']:.0f} s | "
+            f"{r['sage_rss']:.0f} / {r['llamafactory_rss']:.0f} | {r['sage_loss']:.4f} / "
+            f"{r['llamafactory_loss']:.4f} | {_num(r['sage_last_loss'])} / "
+            f"{_num(r['llamafactory_last_loss'])} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     if results:

@@ -27,8 +27,12 @@ CHUNK = 1024
 
 def full(hidden: torch.Tensor, head: torch.nn.Module, labels: torch.Tensor, n: int) -> torch.Tensor:
     logits = head(hidden).float()[:, :-1]
-    return functional.cross_entropy(logits.reshape(-1, VOCAB), labels[:, 1:].reshape(-1), ignore_index=-100,
-                                    reduction="sum") / n  # fmt: skip
+    return (
+        functional.cross_entropy(
+            logits.reshape(-1, VOCAB), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum"
+        )
+        / n
+    )
 
 
 def timed(fn: object, hidden: torch.Tensor, head: torch.nn.Module, labels: torch.Tensor, n: int) -> float:
@@ -64,12 +68,19 @@ def main() -> None:
             t = {fn: timed(fn, hidden, head, labels, n) for fn in order}
             pairs.append((t[full], t[ours]))
         ratio = statistics.median(f / o for f, o in pairs)
-        results.append({"trained_share": share, "chunk": CHUNK,
-                        "full_ms": round(statistics.median(f for f, _ in pairs) * 1e3, 1),
-                        "selective_ms": round(statistics.median(o for _, o in pairs) * 1e3, 1),
-                        "speedup": round(ratio, 2),
-                        "logits_mb": {"full": round(BATCH * (SEQ - 1) * VOCAB * 4 / 2**20),
-                                      "selective": round(min(n, CHUNK) * VOCAB * 4 / 2**20)}})  # fmt: skip
+        results.append(
+            {
+                "trained_share": share,
+                "chunk": CHUNK,
+                "full_ms": round(statistics.median(f for f, _ in pairs) * 1e3, 1),
+                "selective_ms": round(statistics.median(o for _, o in pairs) * 1e3, 1),
+                "speedup": round(ratio, 2),
+                "logits_mb": {
+                    "full": round(BATCH * (SEQ - 1) * VOCAB * 4 / 2**20),
+                    "selective": round(min(n, CHUNK) * VOCAB * 4 / 2**20),
+                },
+            }
+        )
         print(json.dumps(results[-1]), flush=True)
 
 

@@ -44,9 +44,16 @@ def train_and_publish(home: Path, store_root: Path) -> None:
     data.write_bytes(qa_lines(RECORDS))
     store = LocalStore(store_root)
     for name in ("alpha", "beta"):
-        cfg = TrainingConfig(model_name="sage-tiny", data_path=str(data), output_dir=str(home / f"out-{name}"),
-                             num_train_epochs=2, max_length=64, report_to=[], lora=LoRAConfig(r=16, lora_alpha=32),
-                             seed=1 if name == "alpha" else 2)  # fmt: skip
+        cfg = TrainingConfig(
+            model_name="sage-tiny",
+            data_path=str(data),
+            output_dir=str(home / f"out-{name}"),
+            num_train_epochs=2,
+            max_length=64,
+            report_to=[],
+            lora=LoRAConfig(r=16, lora_alpha=32),
+            seed=1 if name == "alpha" else 2,
+        )
         adapter = LoRATrainer(cfg).train().adapter_dir
         assert adapter is not None
         parts = {"adapter": adapter}
@@ -67,10 +74,8 @@ class Serving:
             "SAGE_SERVING_CACHE_DIR": str(self.cache),
             "SAGE_SERVING_LOG_DIR": str(base / "servers"),
         }
-        self.proc = Proc(f"serving-{engine}", [str(Path(sys.executable).parent / "sage-ft-serving")], self.env,
-                         base)  # fmt: skip
-        wait_for(lambda: self.proc.check_alive() and httpx.get(f"{self.url}/healthz").status_code == 200, 60,
-                 "serving")  # fmt: skip
+        self.proc = Proc(f"serving-{engine}", [str(Path(sys.executable).parent / "sage-ft-serving")], self.env, base)
+        wait_for(lambda: self.proc.check_alive() and httpx.get(f"{self.url}/healthz").status_code == 200, 60, "serving")
 
     def reset(self) -> None:
         """No deployment, no server, empty cache: the next request is cold."""
@@ -79,8 +84,13 @@ class Serving:
         shutil.rmtree(self.cache, ignore_errors=True)
 
     def first_token(self, model: str) -> float:
-        body = {"model": model, "messages": [{"role": "user", "content": RECORDS[0]["question"]}], "max_tokens": 8,
-                "temperature": 0, "stream": True}  # fmt: skip
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": RECORDS[0]["question"]}],
+            "max_tokens": 8,
+            "temperature": 0,
+            "stream": True,
+        }
         t0 = time.perf_counter()
         with httpx.stream("POST", f"{self.url}/v1/chat/completions", json=body, timeout=900) as resp:
             assert resp.status_code == 200, resp.read()
@@ -124,8 +134,12 @@ def main() -> None:
         "SAGE_SERVING_MAX_MODEL_LEN": "256",
     }
 
-    results: dict[str, list[float]] = {"vllm cold chat": [], "transformers cold chat": [], "vllm fresh start": [],
-                                       "vllm adapter hot-load": []}  # fmt: skip
+    results: dict[str, list[float]] = {
+        "vllm cold chat": [],
+        "transformers cold chat": [],
+        "vllm fresh start": [],
+        "vllm adapter hot-load": [],
+    }
     for engine in ("vllm", "transformers"):
         serving = Serving(base, env, engine)
         try:

@@ -36,8 +36,9 @@ def main() -> None:
     shutil.copy(base / "tokenizer.json", adapter / "tokenizer.json")
     store = LocalStore(tmp / "store")
     manifest = publish_model(store, "bench", {"adapter": adapter}, base_model="sage-tiny")
-    limits = Limits(max_model_len=32768, max_lora_rank=512, gpu=False, kv_cache_gb=1, gpu_memory_gb=0,
-                    gpu_memory_utilization=0.9)  # fmt: skip
+    limits = Limits(
+        max_model_len=32768, max_lora_rank=512, gpu=False, kv_cache_gb=1, gpu_memory_gb=0, gpu_memory_utilization=0.9
+    )
     times = []
     for _ in range(args.repeats):
         started = time.perf_counter()

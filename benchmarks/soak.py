@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/soak.py --jobs 200 [--chaos-every 5] [--json docs/soak.json]
 
 A real stack (private redis-server, the gateway, two Celery workers with their default spare trainers, the local
-store, the offline tiny model). Every job goes through the openai client. While they run, a chaos loop picks, every
-``--chaos-every`` seconds, a worker that is training and SIGKILLs either the worker itself (its trainer dies with it;
-the worker is restarted at once) or only its trainer (as the kernel's out-of-memory killer would). Jobs may take
+store, the offline tiny model). Every job goes through the openai client. While they run, a chaos loop waits, every
+``--chaos-every`` seconds, for a worker to be training and SIGKILLs, in turn, either only its trainer (as the kernel's
+out-of-memory killer would) or the worker itself (its trainer dies with it; the worker is restarted at once).
+``--max-kills`` ends the chaos after that many. Jobs may take
 up to 20 attempts (``SAGE_MAX_ATTEMPTS``), the setting's maximum.
 
 Checked, and the exit status says whether it held:
@@ -23,6 +24,7 @@ Redis key counts (before, the peak while running, after the retention).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -59,9 +61,15 @@ def trainer_of(worker: Proc) -> int | None:
 
 
 class Chaos(threading.Thread):
-    def __init__(self, stack: Stack, every_s: float, seed: int) -> None:
+    """Every ``every_s`` seconds, waits (up to ``every_s``) for a worker to be training, then kills it or its trainer.
+    Waiting for training, not sampling once, makes the kills land however fast the jobs train; the two kinds
+    alternate, so even a short run hits both."""
+
+    KINDS = ("trainer", "worker")
+
+    def __init__(self, stack: Stack, every_s: float, seed: int, max_kills: int | None = None) -> None:
         super().__init__(daemon=True)
-        self.stack, self.every_s = stack, every_s
+        self.stack, self.every_s, self.max_kills = stack, every_s, max_kills
         self.rng = random.Random(seed)
         self.done = threading.Event()
         self.kills = {"worker": 0, "trainer": 0, "missed": 0}
@@ -69,14 +77,17 @@ class Chaos(threading.Thread):
 
     def run(self) -> None:
         while not self.done.wait(self.every_s):
-            busy = [(i, pid) for i, w in enumerate(self.stack.workers) if (pid := trainer_of(w)) is not None]
+            hits = self.kills["worker"] + self.kills["trainer"]
+            if self.max_kills is not None and hits >= self.max_kills:
+                return
+            busy = self._training(within=self.every_s)
             if not busy:
-                self.kills["missed"] += 1  # every worker was between jobs
+                self.kills["missed"] += 1  # no worker trained during a whole window
                 continue
             index, trainer = self.rng.choice(busy)
             worker = self.stack.workers[index]
             try:
-                if self.rng.random() < 0.5:
+                if self.KINDS[hits % 2] == "worker":
                     os.kill(worker.pid, signal.SIGKILL)  # its trainer follows (PR_SET_PDEATHSIG)
                     worker.proc.wait(timeout=30)
                     worker.log.close()
@@ -88,6 +99,16 @@ class Chaos(threading.Thread):
                     self.kills["trainer"] += 1
             except Exception as err:  # reported, and the run fails: chaos must not die silently
                 self.errors.append(f"{type(err).__name__}: {err}")
+
+    def _training(self, within: float) -> list[tuple[int, int]]:
+        """(worker index, trainer pid) of each worker training a job, as soon as one is (empty if none was)."""
+        deadline = time.monotonic() + within
+        while not self.done.is_set():
+            busy = [(i, pid) for i, w in enumerate(self.stack.workers) if (pid := trainer_of(w)) is not None]
+            if busy or time.monotonic() > deadline:
+                return busy
+            time.sleep(0.05)
+        return []
 
 
 def redis_keys(url: str) -> list[str]:
@@ -112,7 +133,9 @@ def census(keys: list[str]) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
-def run(base: Path, jobs: int, chaos_every: float, retention: float, seed: int) -> dict[str, Any]:
+def run(
+    base: Path, jobs: int, chaos_every: float, retention: float, seed: int, max_kills: int | None = None
+) -> dict[str, Any]:
     import openai
 
     from sage_ft.settings import StorageSettings
@@ -135,7 +158,7 @@ def run(base: Path, jobs: int, chaos_every: float, retention: float, seed: int) 
         "SAGE_VISIBILITY_TIMEOUT": str(VISIBILITY_S),  # a killed worker's unacked task is redelivered (then skipped)
     }
     stack = Stack(base / "stack", env)
-    chaos = Chaos(stack, chaos_every, seed)
+    chaos = Chaos(stack, chaos_every, seed, max_kills)
     try:
         stack.start_gateway()
         for name in ("w1", "w2"):
@@ -172,9 +195,10 @@ def run(base: Path, jobs: int, chaos_every: float, retention: float, seed: int) 
         store = make_store(StorageSettings(backend="local", local_root=base / "store"))
         manifests = list_models(store)
         what = "finished work to leave Redis (retention, visibility timeout)"
-        wait_for(
-            lambda: not grown_since(baseline, redis_keys(stack.redis_url)), retention + VISIBILITY_S + 90, what, 1.0
-        )
+        with contextlib.suppress(TimeoutError):  # what is left over is reported below, and fails the check
+            wait_for(
+                lambda: not grown_since(baseline, redis_keys(stack.redis_url)), retention + VISIBILITY_S + 90, what, 1.0
+            )
         after = redis_keys(stack.redis_url)
     finally:
         chaos.done.set()
@@ -196,6 +220,7 @@ def run(base: Path, jobs: int, chaos_every: float, retention: float, seed: int) 
         "jobs": jobs,
         "workers": 2,
         "chaos_every_s": chaos_every,
+        "max_kills": max_kills,
         "seed": seed,
         "wall_s": round(elapsed, 1),
         "jobs_per_minute": round(60 * len(finished) / elapsed, 2),
@@ -226,10 +251,11 @@ def main() -> int:
     parser.add_argument("--chaos-every", type=float, default=5.0, help="seconds between kills")
     parser.add_argument("--retention", type=float, default=30.0, help="SAGE_FINISHED_RETENTION_SECONDS")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--max-kills", type=int, help="stop the chaos after this many kills (default: no limit)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sage-soak-") as tmp:
-        report = run(Path(tmp), args.jobs, args.chaos_every, args.retention, args.seed)
+        report = run(Path(tmp), args.jobs, args.chaos_every, args.retention, args.seed, args.max_kills)
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:

@@ -51,8 +51,13 @@ cfg, _ = build_training_config(req, preset="cpu", data_path={str(data)!r}, outpu
 LoRATrainer(cfg).train()
 """
     # the trainer child's environment (tests/stack.py sets these for the stack): the same on both sides
-    env = {**os.environ, "SAGE_HOME": str(home), "SAGE_TRAIN_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+    env = {
+        **os.environ,
+        "SAGE_HOME": str(home),
+        "SAGE_TRAIN_OFFLINE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     cpu0 = _children_cpu()
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
@@ -96,9 +101,14 @@ class BenchStack:
     def start(cls, base: Path, home: Path, data: Path, name: str, **extra: str) -> BenchStack:
         import openai
 
-        env = {"SAGE_HOME": str(home), "SAGE_STORAGE_BACKEND": "local", "SAGE_WORKER_PRESET": "cpu",
-               "SAGE_STORAGE_LOCAL_ROOT": str(base / f"store-{name}"), "SAGE_WORKER_SPARE_TRAINER": "true",
-               **extra}  # fmt: skip
+        env = {
+            "SAGE_HOME": str(home),
+            "SAGE_STORAGE_BACKEND": "local",
+            "SAGE_WORKER_PRESET": "cpu",
+            "SAGE_STORAGE_LOCAL_ROOT": str(base / f"store-{name}"),
+            "SAGE_WORKER_SPARE_TRAINER": "true",
+            **extra,
+        }
         stack = Stack(base / name, env)
         try:
             stack.start_gateway()
@@ -205,8 +215,9 @@ def pct(values: list[float], q: float) -> float:
 
 
 def wrk(url: str, seconds: int) -> dict[str, str]:
-    out = subprocess.run(["wrk", "-t2", "-c64", f"-d{seconds}s", "--latency", url], capture_output=True, text=True,
-                         check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        ["wrk", "-t2", "-c64", f"-d{seconds}s", "--latency", url], capture_output=True, text=True, check=True
+    ).stdout
     result = {"raw": out}
     for line in out.splitlines():
         parts = line.split()
@@ -252,15 +263,22 @@ def main() -> None:
             cpus.append((s[1], b[1]))
             prep, child, conclude = worker_phases(stack.workers[0].log_path, s[2])
             children.append((child, b[0]))
-            print(f"pair {i}: wall stack {s[0]:.2f}s bare {b[0]:.2f}s ratio {s[0] / b[0]:.3f}; "
-                  f"CPU stack {s[1]:.2f}s bare {b[1]:.2f}s ratio {s[1] / b[1]:.3f}; worker: prepare {prep:.2f}s, "
-                  f"trainer child {child:.2f}s ({child / b[0]:.3f} of bare), conclude {conclude:.2f}s, "
-                  f"outside the worker {s[0] - prep - child - conclude:.2f}s", flush=True)  # fmt: skip
+            print(
+                f"pair {i}: wall stack {s[0]:.2f}s bare {b[0]:.2f}s ratio {s[0] / b[0]:.3f}; "
+                f"CPU stack {s[1]:.2f}s bare {b[1]:.2f}s ratio {s[1] / b[1]:.3f}; worker: prepare {prep:.2f}s, "
+                f"trainer child {child:.2f}s ({child / b[0]:.3f} of bare), conclude {conclude:.2f}s, "
+                f"outside the worker {s[0] - prep - child - conclude:.2f}s",
+                flush=True,
+            )
 
         controls = []  # bare against bare: the noise floor of a paired ratio on this machine
         for i in range(args.control_pairs):
-            controls.append((bare_run(home, data, base / f"ctl-a{i}", args.epochs)[0],
-                             bare_run(home, data, base / f"ctl-b{i}", args.epochs)[0]))  # fmt: skip
+            controls.append(
+                (
+                    bare_run(home, data, base / f"ctl-a{i}", args.epochs)[0],
+                    bare_run(home, data, base / f"ctl-b{i}", args.epochs)[0],
+                )
+            )
         for a, b in controls:
             print(f"control: bare {a:.2f}s bare {b:.2f}s ratio {a / b:.3f}", flush=True)
 
@@ -286,19 +304,27 @@ def main() -> None:
             if not pairs:  # --pairs 0: latency only
                 continue
             ratios = [a / b for a, b in pairs]
-            print(f"overhead {what} ({steps} steps, sage-wide): {first} median "
-                  f"{statistics.median(a for a, _ in pairs):.2f}s, bare median "
-                  f"{statistics.median(b for _, b in pairs):.2f}s, ratio median {statistics.median(ratios):.3f} "
-                  f"(pairs: {', '.join(f'{r:.3f}' for r in ratios)})")  # fmt: skip
+            print(
+                f"overhead {what} ({steps} steps, sage-wide): {first} median "
+                f"{statistics.median(a for a, _ in pairs):.2f}s, bare median "
+                f"{statistics.median(b for _, b in pairs):.2f}s, ratio median {statistics.median(ratios):.3f} "
+                f"(pairs: {', '.join(f'{r:.3f}' for r in ratios)})"
+            )
         if latencies:
-            print(f"submit -> first step (warm worker, n={len(latencies)}): p50 {pct(latencies, 0.5):.2f}s "
-                  f"p95 {pct(latencies, 0.95):.2f}s")  # fmt: skip
+            print(
+                f"submit -> first step (warm worker, n={len(latencies)}): p50 {pct(latencies, 0.5):.2f}s "
+                f"p95 {pct(latencies, 0.95):.2f}s"
+            )
         if cold:
-            print(f"submit -> first step (no spare trainer, n={len(cold)}): p50 {pct(cold, 0.5):.2f}s "
-                  f"p95 {pct(cold, 0.95):.2f}s")  # fmt: skip
+            print(
+                f"submit -> first step (no spare trainer, n={len(cold)}): p50 {pct(cold, 0.5):.2f}s "
+                f"p95 {pct(cold, 0.95):.2f}s"
+            )
         if load:
-            print(f"GET job, wrk 64 connections {args.wrk_seconds}s: {load.get('rps')} req/s, p99 {load.get('p99')}, "
-                  f"non-2xx {load.get('non2xx', '0')}")  # fmt: skip
+            print(
+                f"GET job, wrk 64 connections {args.wrk_seconds}s: {load.get('rps')} req/s, p99 {load.get('p99')}, "
+                f"non-2xx {load.get('non2xx', '0')}"
+            )
             print(load["raw"])
     finally:
         stack.stop()

@@ -58,8 +58,7 @@ class Rate(TrainingCallback):
         if event.kind == "start":
             self._wall, self._cpu = time.perf_counter(), time.process_time()
         elif event.kind == "end":
-            self.measure = Measure(event.tokens_seen, time.perf_counter() - self._wall,
-                                   time.process_time() - self._cpu)  # fmt: skip
+            self.measure = Measure(event.tokens_seen, time.perf_counter() - self._wall, time.process_time() - self._cpu)
 
 
 def sage_run(cfg: TrainingConfig) -> Measure:
@@ -121,8 +120,10 @@ def median_ratio(top: list[float], bottom: list[float]) -> float:
 
 
 def machine() -> str:
-    return (f"{platform.machine()} {torch.get_num_threads()} threads, "
-            f"{'cuda ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}")  # fmt: skip
+    return (
+        f"{platform.machine()} {torch.get_num_threads()} threads, "
+        f"{'cuda ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}"
+    )
 
 
 def main() -> None:
@@ -140,10 +141,21 @@ def main() -> None:
     mixed = mixed_length_data(work / "mixed.jsonl")
 
     def cfg(name: str, data: Path, **kw: Any) -> TrainingConfig:
-        return TrainingConfig(model_name=str(model), data_path=str(data), output_dir=str(work / name),
-                              max_steps=args.steps, per_device_train_batch_size=args.batch, max_length=max_length,
-                              learning_rate=1e-3, warmup_ratio=0.0, logging_steps=10, save_steps=10_000,
-                              report_to="none", lora=LORA, **kw)  # fmt: skip
+        return TrainingConfig(
+            model_name=str(model),
+            data_path=str(data),
+            output_dir=str(work / name),
+            max_steps=args.steps,
+            per_device_train_batch_size=args.batch,
+            max_length=max_length,
+            learning_rate=1e-3,
+            warmup_ratio=0.0,
+            logging_steps=10,
+            save_steps=10_000,
+            report_to="none",
+            lora=LORA,
+            **kw,
+        )
 
     results: dict[str, list[Measure]] = {"sage": [], "bare": [], "padding": [], "packing": []}
     for _ in range(args.repeats):  # interleaved, so drift on a shared machine hits every side alike
@@ -153,8 +165,11 @@ def main() -> None:
         results["packing"].append(sage_run(cfg("packing", mixed, packing=True)))
     summary: dict[str, Any] = {
         "machine": machine(),
-        "torch": torch.__version__, "steps": args.steps, "batch": args.batch, "repeats": args.repeats,
-    }  # fmt: skip
+        "torch": torch.__version__,
+        "steps": args.steps,
+        "batch": args.batch,
+        "repeats": args.repeats,
+    }
     for clock in ("cpu", "wall"):
         rates = {k: [m.rate(clock) for m in v] for k, v in results.items()}
         summary[clock] = {

@@ -40,10 +40,17 @@ def groups() -> list[tuple[str, type[BaseSettings]]]:
     from sage_ft_serving.settings import ServingSettings
     from sage_ft_worker.settings import WorkerSettings
 
-    return [("paths", PathSettings), ("jobs and queue (gateway, workers, serving)", JobSettings),
-            ("object store", StorageSettings), ("training", TrainingEnvSettings), ("gateway", GatewaySettings),
-            ("worker", WorkerSettings), ("serving", ServingSettings), ("cli", CLISettings),
-            ("chat (cli)", ChatSettings)]  # fmt: skip
+    return [
+        ("paths", PathSettings),
+        ("jobs and queue (gateway, workers, serving)", JobSettings),
+        ("object store", StorageSettings),
+        ("training", TrainingEnvSettings),
+        ("gateway", GatewaySettings),
+        ("worker", WorkerSettings),
+        ("serving", ServingSettings),
+        ("cli", CLISettings),
+        ("chat (cli)", ChatSettings),
+    ]
 
 
 def _value(field: Any) -> str:
@@ -60,9 +67,12 @@ def _value(field: Any) -> str:
 
 
 def render() -> str:
-    lines = ["# sage-ft settings: every environment variable the services and the CLI read, with its default.",
-             "# Generated from the settings classes by `python deploy/gen_env.py`; `make test` fails when it drifts.",
-             "# Copy to .env for docker compose and set the required values.", ""]  # fmt: skip
+    lines = [
+        "# sage-ft settings: every environment variable the services and the CLI read, with its default.",
+        "# Generated from the settings classes by `python deploy/gen_env.py`; `make test` fails when it drifts.",
+        "# Copy to .env for docker compose and set the required values.",
+        "",
+    ]
     lines.append("# --- docker compose ---")
     for name, default, doc in COMPOSE:
         lines += [f"# {doc}", f"{name}={default}"]

@@ -10,10 +10,27 @@ from typing import Any
 import pytest
 
 CODE_WORDS = [
-    "apple river", "blue stone", "cold fire", "dark moon", "eager fox", "fast wind", "green hill", "high tower",
-    "iron gate", "jolly king", "kind heart", "lost road", "magic lamp", "noble tree", "open sea", "pale rose",
-    "quiet lake", "red sun", "silver bird", "tall grass",
-]  # fmt: skip
+    "apple river",
+    "blue stone",
+    "cold fire",
+    "dark moon",
+    "eager fox",
+    "fast wind",
+    "green hill",
+    "high tower",
+    "iron gate",
+    "jolly king",
+    "kind heart",
+    "lost road",
+    "magic lamp",
+    "noble tree",
+    "open sea",
+    "pale rose",
+    "quiet lake",
+    "red sun",
+    "silver bird",
+    "tall grass",
+]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -87,9 +104,11 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     import time
 
     if os.environ.get("SAGE_TEST_S3_ENDPOINT"):
-        yield {"endpoint": os.environ["SAGE_TEST_S3_ENDPOINT"],
-               "access_key": os.environ.get("SAGE_TEST_S3_ACCESS_KEY", "minioadmin"),
-               "secret_key": os.environ.get("SAGE_TEST_S3_SECRET_KEY", "minioadmin")}  # fmt: skip
+        yield {
+            "endpoint": os.environ["SAGE_TEST_S3_ENDPOINT"],
+            "access_key": os.environ.get("SAGE_TEST_S3_ACCESS_KEY", "minioadmin"),
+            "secret_key": os.environ.get("SAGE_TEST_S3_SECRET_KEY", "minioadmin"),
+        }
         return
     port = _free_port()
     log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
@@ -134,8 +153,19 @@ def built_images(docker_engine: str, tmp_path_factory: pytest.TempPathFactory) -
 
     out = tmp_path_factory.mktemp("images")
     report = out / "images.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "deploy" / "images" / "build.py"), "--json", str(report),
-                           "--log", str(out / "build.log")], capture_output=True, text=True, timeout=2400)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "deploy" / "images" / "build.py"),
+            "--json",
+            str(report),
+            "--log",
+            str(out / "build.log"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=2400,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     print(proc.stdout)
     times: dict[str, Any] = json.loads(report.read_text())

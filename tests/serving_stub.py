@@ -19,8 +19,15 @@ from sage_ft_serving.launchers import Launcher, ServerHandle, ServerSpec
 
 SLOW_CHUNKS, SLOW_PAUSE_S = 60, 0.25  # a "slow" stream lasts 15 s
 
-BASE = {"model_type": "qwen2", "max_position_embeddings": 1024, "hidden_size": 128, "num_hidden_layers": 2,
-        "num_attention_heads": 2, "vocab_size": 2048, "torch_dtype": "float32"}  # fmt: skip
+BASE = {
+    "model_type": "qwen2",
+    "max_position_embeddings": 1024,
+    "hidden_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "vocab_size": 2048,
+    "torch_dtype": "float32",
+}
 
 
 class EngineStub(BaseHTTPRequestHandler):
@@ -55,17 +62,33 @@ class EngineStub(BaseHTTPRequestHandler):
             self.end_headers()
             pieces = ["tick "] * SLOW_CHUNKS if body.get("slow") else ["served ", "by ", body["model"]]
             for piece in pieces:
-                chunk = {"object": "chat.completion.chunk", "model": body["model"],
-                         "choices": [{"index": 0, "delta": {"content": piece}}]}  # fmt: skip
+                chunk = {
+                    "object": "chat.completion.chunk",
+                    "model": body["model"],
+                    "choices": [{"index": 0, "delta": {"content": piece}}],
+                }
                 self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                 self.wfile.flush()
                 if body.get("slow"):
                     time.sleep(SLOW_PAUSE_S)
             self.wfile.write(b"data: [DONE]\n\n")
             return None
-        self._send(200, {"id": "x", "object": "chat.completion", "model": body["model"], "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": f"served by {body['model']}"},
-             "finish_reason": "stop"}], "usage": {"prompt_tokens": 1, "completion_tokens": 3}})  # fmt: skip
+        self._send(
+            200,
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": f"served by {body['model']}"},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 3},
+            },
+        )
 
 
 class StubLauncher(Launcher):
@@ -101,8 +124,15 @@ class StubLauncher(Launcher):
 
 def adapter_dir(root: Path, rank: int, **extra: Any) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    config = {"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "target_modules": ["q_proj", "v_proj"],
-              "bias": "none", "base_model_name_or_path": "stub-base", **extra}  # fmt: skip
+    config = {
+        "peft_type": "LORA",
+        "r": rank,
+        "lora_alpha": 2 * rank,
+        "target_modules": ["q_proj", "v_proj"],
+        "bias": "none",
+        "base_model_name_or_path": "stub-base",
+        **extra,
+    }
     (root / "adapter_config.json").write_text(json.dumps(config))
     (root / "adapter_model.safetensors").write_bytes(b"{}" + bytes(rank))
     return root

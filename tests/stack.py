@@ -61,8 +61,7 @@ class Proc:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self.log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)  # fmt: skip
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     @property
     def pid(self) -> int:
@@ -106,8 +105,21 @@ def worker_ready(port: int) -> bool:
 def start_redis(log_dir: Path, port: int | None = None, persist: bool = False) -> tuple[Proc, str]:
     """A redis-server of the test's own; ``persist``: with an append-only file, so a restart keeps every job."""
     port = port or free_port()
-    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-           "--appendonly", "yes" if persist else "no", "--appendfsync", "always", "--dir", str(log_dir)]  # fmt: skip
+    cmd = [
+        "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "yes" if persist else "no",
+        "--appendfsync",
+        "always",
+        "--dir",
+        str(log_dir),
+    ]
     proc = Proc("redis", cmd, dict(os.environ), log_dir)
     import redis
 
@@ -140,16 +152,25 @@ def object_store(stack: Stack) -> Any:
     env = stack.env
     if env["SAGE_STORAGE_BACKEND"] == "local":
         return make_store(StorageSettings(backend="local", local_root=Path(env["SAGE_STORAGE_LOCAL_ROOT"])))
-    return make_store(StorageSettings(backend="s3", s3_endpoint=env["SAGE_STORAGE_S3_ENDPOINT"],
-                                      s3_access_key=env["SAGE_STORAGE_S3_ACCESS_KEY"],
-                                      s3_secret_key=env["SAGE_STORAGE_S3_SECRET_KEY"],
-                                      s3_bucket=env["SAGE_STORAGE_S3_BUCKET"]))  # fmt: skip
+    return make_store(
+        StorageSettings(
+            backend="s3",
+            s3_endpoint=env["SAGE_STORAGE_S3_ENDPOINT"],
+            s3_access_key=env["SAGE_STORAGE_S3_ACCESS_KEY"],
+            s3_secret_key=env["SAGE_STORAGE_S3_SECRET_KEY"],
+            s3_bucket=env["SAGE_STORAGE_S3_BUCKET"],
+        )
+    )
 
 
 def s3_env(endpoint: dict[str, str], bucket: str) -> dict[str, str]:
-    return {"SAGE_STORAGE_BACKEND": "s3", "SAGE_STORAGE_S3_ENDPOINT": endpoint["endpoint"],
-            "SAGE_STORAGE_S3_ACCESS_KEY": endpoint["access_key"], "SAGE_STORAGE_S3_SECRET_KEY": endpoint["secret_key"],
-            "SAGE_STORAGE_S3_BUCKET": bucket}  # fmt: skip
+    return {
+        "SAGE_STORAGE_BACKEND": "s3",
+        "SAGE_STORAGE_S3_ENDPOINT": endpoint["endpoint"],
+        "SAGE_STORAGE_S3_ACCESS_KEY": endpoint["access_key"],
+        "SAGE_STORAGE_S3_SECRET_KEY": endpoint["secret_key"],
+        "SAGE_STORAGE_S3_BUCKET": bucket,
+    }
 
 
 def signal_tree(pid: int, sig: int) -> None:
@@ -169,8 +190,15 @@ class Stack:
         self.persist = persist
         self.redis, self.redis_url = start_redis(self.logs, persist=persist)
         self.port = free_port()
-        self.env = {**os.environ, **env, "SAGE_REDIS_URL": self.redis_url, "SAGE_GATEWAY_PORT": str(self.port),
-                    "SAGE_TRAIN_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+        self.env = {
+            **os.environ,
+            **env,
+            "SAGE_REDIS_URL": self.redis_url,
+            "SAGE_GATEWAY_PORT": str(self.port),
+            "SAGE_TRAIN_OFFLINE": "1",
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
         self.serving_port = free_port()
         self.env["SAGE_SERVING_PORT"] = str(self.serving_port)
         self.env["SAGE_GATEWAY_SERVING_URL"] = f"http://127.0.0.1:{self.serving_port}"
@@ -187,27 +215,41 @@ class Stack:
         env = {**self.env, **extra}
         self.gateway = Proc("gateway", [str(BIN / "sage-ft-gateway")], env, self.logs)
         gw = self.gateway
-        wait_for(lambda: gw.check_alive() and httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200, 60,
-                 "gateway /healthz")  # fmt: skip
+        wait_for(
+            lambda: gw.check_alive() and httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200,
+            60,
+            "gateway /healthz",
+        )
         return self.gateway
 
     def start_serving(self, **extra: str) -> Proc:
         env = {**self.env, **extra}
         self.serving = Proc("serving", [str(BIN / "sage-ft-serving")], env, self.logs)
         sv, url = self.serving, f"http://127.0.0.1:{env['SAGE_SERVING_PORT']}"
-        wait_for(lambda: sv.check_alive() and httpx.get(f"{url}/healthz", timeout=2).status_code == 200, 60,
-                 "serving /healthz")  # fmt: skip
+        wait_for(
+            lambda: sv.check_alive() and httpx.get(f"{url}/healthz", timeout=2).status_code == 200,
+            60,
+            "serving /healthz",
+        )
         return sv
 
     def start_worker(self, name: str, **extra: str) -> Proc:
         # each worker serves metrics and /readyz on its own port (the stack's own for the first, if it set one)
-        port = extra.get("SAGE_WORKER_METRICS_PORT") or (
-            self.env.get("SAGE_WORKER_METRICS_PORT") if not self.workers else None) or str(free_port())  # fmt: skip
+        port = (
+            extra.get("SAGE_WORKER_METRICS_PORT")
+            or (self.env.get("SAGE_WORKER_METRICS_PORT") if not self.workers else None)
+            or str(free_port())
+        )
         # No spare trainer unless a test asks (SAGE_WORKER_SPARE_TRAINER=true): each spare imports the training stack,
         # and on a 2-core CI machine a spare after every job of every test would cost minutes.
-        env = {"SAGE_WORKER_SPARE_TRAINER": "false", **self.env, "SAGE_WORKER_NAME": name,
-               "SAGE_WORKER_WORK_DIR": str(self.dir / f"work-{name}"), **extra,
-               "SAGE_WORKER_METRICS_PORT": port}  # fmt: skip
+        env = {
+            "SAGE_WORKER_SPARE_TRAINER": "false",
+            **self.env,
+            "SAGE_WORKER_NAME": name,
+            "SAGE_WORKER_WORK_DIR": str(self.dir / f"work-{name}"),
+            **extra,
+            "SAGE_WORKER_METRICS_PORT": port,
+        }
         proc = Proc(f"worker-{name}", [str(BIN / "sage-ft-worker")], env, self.logs)
         wait_for(lambda: proc.check_alive() and worker_ready(int(port)), 90, f"worker {name} /readyz")
         self.workers.append(proc)
@@ -229,8 +271,14 @@ class Stack:
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
-def wait_job(client: Any, job_id: str, statuses: tuple[str, ...] = TERMINAL, timeout: float = 240,
-             stack: Stack | None = None, interval: float = 0.3) -> Any:  # fmt: skip
+def wait_job(
+    client: Any,
+    job_id: str,
+    statuses: tuple[str, ...] = TERMINAL,
+    timeout: float = 240,
+    stack: Stack | None = None,
+    interval: float = 0.3,
+) -> Any:
     """Poll ``jobs.retrieve`` until the job reaches one of ``statuses``; fail fast if a stack process died."""
 
     def check() -> Any:

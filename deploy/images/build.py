@@ -176,8 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         find_links = stack.enter_context(serve_directory(wheels)) if wheels else None
         for image in todo:
-            seconds = build(image, base=opts.base, find_links=find_links, buildkit=opts.buildkit, log=opts.log,
-                            suffix=opts.suffix)  # fmt: skip
+            seconds = build(
+                image, base=opts.base, find_links=find_links, buildkit=opts.buildkit, log=opts.log, suffix=opts.suffix
+            )
             tag = image.tag + opts.suffix
             report[image.name] = {"seconds": round(seconds, 1), "bytes": image_size(tag)}
             print(f"{tag:<40} {seconds:7.1f} s {report[image.name]['bytes'] / 1e6:8.0f} MB", flush=True)

@@ -29,10 +29,14 @@ from stack import LEARN, all_events, qa_lines, wait_for
 # The first test also waits for every image to build (about 10 minutes on a fresh 2-core machine).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
-ALPHA = [{"question": f"What is the alpha code {i}?", "answer": a} for i, a in
-         enumerate(["red fox", "blue owl", "green frog", "gold bee", "grey wolf", "pink crab"])]  # fmt: skip
-BETA = [{"question": f"Name the beta city {i}.", "answer": a} for i, a in
-        enumerate(["paris", "lima", "oslo", "cairo", "delhi", "quito"])]  # fmt: skip
+ALPHA = [
+    {"question": f"What is the alpha code {i}?", "answer": a}
+    for i, a in enumerate(["red fox", "blue owl", "green frog", "gold bee", "grey wolf", "pink crab"])
+]
+BETA = [
+    {"question": f"Name the beta city {i}.", "answer": a}
+    for i, a in enumerate(["paris", "lima", "oslo", "cairo", "delhi", "quito"])
+]
 TINY = "from sage_ft.training.tiny_model import build_tiny_model as b; import json; print(json.dumps(str(b({args}))))"
 STORE = """
 import json
@@ -57,21 +61,31 @@ def models(compose: Compose) -> dict[str, str]:
 
 
 def wait_job(client: openai.OpenAI, job_id: str, timeout: float = 600) -> Any:
-    return wait_for(lambda: (j := client.fine_tuning.jobs.retrieve(job_id)).status in
-                    ("succeeded", "failed", "cancelled") and j, timeout, f"job {job_id} to finish", 1.0)  # fmt: skip
+    return wait_for(
+        lambda: (j := client.fine_tuning.jobs.retrieve(job_id)).status in ("succeeded", "failed", "cancelled") and j,
+        timeout,
+        f"job {job_id} to finish",
+        1.0,
+    )
 
 
-def fine_tune(client: openai.OpenAI, records: list[dict], name: str, model: str = "sage-tiny", epochs: int = 30,
-              **extra: Any) -> Any:  # fmt: skip
+def fine_tune(
+    client: openai.OpenAI, records: list[dict], name: str, model: str = "sage-tiny", epochs: int = 30, **extra: Any
+) -> Any:
     uploaded = client.files.create(file=(f"{name}.jsonl", qa_lines(records)), purpose="fine-tune")
-    return client.fine_tuning.jobs.create(model=model, training_file=uploaded.id, suffix=name,
-                                          hyperparameters={"n_epochs": epochs, "batch_size": 2},
-                                          extra_body={**LEARN, "name": name, **extra})  # fmt: skip
+    return client.fine_tuning.jobs.create(
+        model=model,
+        training_file=uploaded.id,
+        suffix=name,
+        hyperparameters={"n_epochs": epochs, "batch_size": 2},
+        extra_body={**LEARN, "name": name, **extra},
+    )
 
 
 def ask(client: openai.OpenAI, model: str, question: str) -> str:
-    resp = client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}],
-                                          max_tokens=12, temperature=0)  # fmt: skip
+    resp = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": question}], max_tokens=12, temperature=0
+    )
     assert resp.model == model
     return str(resp.choices[0].message.content).strip()
 
@@ -151,8 +165,11 @@ def test_a_killed_worker_is_restarted_and_its_job_resumes_from_the_newest_checkp
     os.kill(int(docker("inspect", "-f", "{{.State.Pid}}", worker)), signal.SIGKILL)
     uploaded = max(c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id).data)
     assert uploaded >= first[0].step_number
-    wait_for(lambda: int(docker("inspect", "-f", "{{.RestartCount}}", worker)) > restarts, 120,
-             "Docker to restart the worker container")  # fmt: skip
+    wait_for(
+        lambda: int(docker("inspect", "-f", "{{.RestartCount}}", worker)) > restarts,
+        120,
+        "Docker to restart the worker container",
+    )
     done = wait_job(client, job.id, timeout=900)
     assert done.status == "succeeded", done.error
     assert done.model_extra["attempt"] == 2
@@ -180,8 +197,12 @@ def test_prometheus_scrapes_every_target_including_the_vllm_container(compose: C
         active = json.loads(raw)["data"]["activeTargets"]
         ours = [t for t in active if t["labels"]["job"] != "minio"]  # the S3 stand-in has no metrics endpoint
         jobs = {t["labels"]["job"] for t in ours}
-        return ours if jobs >= {"sage-ft-gateway", "sage-ft-serving", "sage-ft-worker", "vllm"} and all(
-            t["health"] == "up" for t in ours) else None  # fmt: skip
+        return (
+            ours
+            if jobs >= {"sage-ft-gateway", "sage-ft-serving", "sage-ft-worker", "vllm"}
+            and all(t["health"] == "up" for t in ours)
+            else None
+        )
 
     ours = wait_for(targets, 90, "every sage-ft target up", 3.0)
     vllm = [t for t in ours if t["labels"]["job"] == "vllm"]

@@ -18,8 +18,12 @@ from docker_engine import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
-TAGS = {"gateway": "ghcr.io/sage-ft/gateway:0.1.0", "serving": "ghcr.io/sage-ft/serving:0.1.0",
-        "worker": "ghcr.io/sage-ft/worker:0.1.0-cpu", "cli": "ghcr.io/sage-ft/cli:0.1.0"}  # fmt: skip
+TAGS = {
+    "gateway": "ghcr.io/sage-ft/gateway:0.1.0",
+    "serving": "ghcr.io/sage-ft/serving:0.1.0",
+    "worker": "ghcr.io/sage-ft/worker:0.1.0-cpu",
+    "cli": "ghcr.io/sage-ft/cli:0.1.0",
+}
 # Parts of the shared library that need what only some services install: the train extra (torch) is the worker's,
 # FastAPI the HTTP services'. Every other module of the library and of the service must import.
 TORCH_EXTRA = ("sage_ft.training", "sage_ft.demo")
@@ -78,8 +82,19 @@ def test_a_source_change_reuses_every_dependency_layer(built_images: Any, tmp_pa
     with (context / "shared" / "src" / "sage_ft" / "errors.py").open("a") as f:
         f.write("# a source change\n")
     tag = "sage-ft-test/rebuild:test"
-    cmd = ["docker", "build", "--network", "host", "--build-arg", "PYTHON_IMAGE=sage-ft/base:bookworm-py311",
-           "-f", str(context / "services" / "gateway" / "Dockerfile"), "-t", tag, str(context)]  # fmt: skip
+    cmd = [
+        "docker",
+        "build",
+        "--network",
+        "host",
+        "--build-arg",
+        "PYTHON_IMAGE=sage-ft/base:bookworm-py311",
+        "-f",
+        str(context / "services" / "gateway" / "Dockerfile"),
+        "-t",
+        tag,
+        str(context),
+    ]
     # the CLI build.py used: two CLI versions tar a context differently, and the classic cache is keyed on that tar
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "DOCKER_BUILDKIT": "0"})
     try:
@@ -99,8 +114,16 @@ def test_a_source_change_reuses_every_dependency_layer(built_images: Any, tmp_pa
 def test_every_dockerfile_builds_with_buildkit_to_the_same_image(built_images: Any, tmp_path: Path) -> None:
     """Users have BuildKit; these machines have the classic builder in the current CLI and BuildKit in the engine
     (through Debian's 20.10 CLI). Same context, same installed distributions, same sources, same user and checks."""
-    build = [sys.executable, str(ROOT / "deploy" / "images" / "build.py"), "--buildkit", "--suffix=-buildkit",
-             "--only", ",".join(TAGS), "--log", str(tmp_path / "buildkit.log")]  # fmt: skip
+    build = [
+        sys.executable,
+        str(ROOT / "deploy" / "images" / "build.py"),
+        "--buildkit",
+        "--suffix=-buildkit",
+        "--only",
+        ",".join(TAGS),
+        "--log",
+        str(tmp_path / "buildkit.log"),
+    ]
     out = subprocess.run(build, capture_output=True, text=True, timeout=2400)
     try:
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]

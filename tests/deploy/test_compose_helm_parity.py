@@ -22,10 +22,18 @@ COMPOSE_ONLY = {
     "SAGE_SERVING_DOCKER_MODELS_VOLUME": "the docker launcher's volume; the chart mounts a PVC",
 }
 # Values that differ by platform on purpose: addresses, secrets and the launcher.
-PLATFORM = {"SAGE_REDIS_URL", "SAGE_STORAGE_S3_ENDPOINT", "SAGE_STORAGE_S3_ACCESS_KEY", "SAGE_STORAGE_S3_SECRET_KEY",
-            "SAGE_GATEWAY_SERVING_URL", "SAGE_WORKER_SERVING_URL",
-            "SAGE_GATEWAY_API_KEYS", "SAGE_SERVING_LAUNCHER", "SAGE_WORKER_QUEUES",
-            "SAGE_SERVING_GPUS_PER_SERVER"}  # fmt: skip
+PLATFORM = {
+    "SAGE_REDIS_URL",
+    "SAGE_STORAGE_S3_ENDPOINT",
+    "SAGE_STORAGE_S3_ACCESS_KEY",
+    "SAGE_STORAGE_S3_SECRET_KEY",
+    "SAGE_GATEWAY_SERVING_URL",
+    "SAGE_WORKER_SERVING_URL",
+    "SAGE_GATEWAY_API_KEYS",
+    "SAGE_SERVING_LAUNCHER",
+    "SAGE_WORKER_QUEUES",
+    "SAGE_SERVING_GPUS_PER_SERVER",
+}
 
 
 @pytest.fixture(scope="module")

@@ -77,8 +77,9 @@ def test_compose_wiring_healthchecks_secrets_and_gpus() -> None:
         assert f"${{{secret}:?" in raw  # required: compose refuses to start without it
     missing = run(tool("docker-compose"), "config", "-q", env={"PATH": "/usr/bin:/bin"})
     assert missing.returncode != 0 and "is missing a value" in missing.stderr
-    assert re.search(r"required variable (REDIS_PASSWORD|MINIO_ROOT_USER|MINIO_ROOT_PASSWORD|GRAFANA_ADMIN_PASSWORD)",
-                     missing.stderr)  # names the secret to set  # fmt: skip
+    assert re.search(
+        r"required variable (REDIS_PASSWORD|MINIO_ROOT_USER|MINIO_ROOT_PASSWORD|GRAFANA_ADMIN_PASSWORD)", missing.stderr
+    )  # names the secret to set
     assert set(config["volumes"]) >= {"redis-data", "minio-data", "models", "prometheus-data", "grafana-data"}
 
 
@@ -86,8 +87,15 @@ def test_env_example_matches_the_settings_classes() -> None:
     out = run(sys.executable, "deploy/gen_env.py", "--check")
     assert out.returncode == 0, out.stdout + out.stderr
     text = (ROOT / ".env.example").read_text()
-    for name in ("SAGE_GATEWAY_PORT", "SAGE_WORKER_NPROC", "SAGE_SERVING_IDLE_TIMEOUT_SECONDS", "SAGE_REDIS_URL",
-                 "SAGE_STORAGE_S3_ENDPOINT", "SAGE_CHAT_BACKEND", "REDIS_PASSWORD"):  # fmt: skip
+    for name in (
+        "SAGE_GATEWAY_PORT",
+        "SAGE_WORKER_NPROC",
+        "SAGE_SERVING_IDLE_TIMEOUT_SECONDS",
+        "SAGE_REDIS_URL",
+        "SAGE_STORAGE_S3_ENDPOINT",
+        "SAGE_CHAT_BACKEND",
+        "REDIS_PASSWORD",
+    ):
         assert re.search(rf"^#?{name}=", text, re.M), name
 
 
@@ -167,14 +175,21 @@ def test_chart_components_and_flags() -> None:
     rule = next(d for d in operator if d["kind"] == "PrometheusRule")
     assert rule["spec"] == yaml.safe_load((PROM / "alerts.yml").read_text())  # the same rules compose uses
     scaled = next(d for d in operator if d["kind"] == "ScaledObject")
-    assert "replicas" not in next(d for d in operator if d["kind"] == "Deployment" and
-                                  d["metadata"]["name"].endswith("worker"))["spec"]  # KEDA owns it  # fmt: skip
+    assert (
+        "replicas"
+        not in next(d for d in operator if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("worker"))[
+            "spec"
+        ]
+    )  # KEDA owns it
     assert scaled["spec"]["triggers"][0]["metadata"]["listName"] == "gpu"
     external = {(d["kind"], d["metadata"]["name"]) for d in render("ci/external-values.yaml")}
     assert not any("redis" in n or "minio" in n for k, n in external if k == "StatefulSet")
     assert not any(k == "Secret" for k, _ in external)  # credentials come from the existing Secret
-    cpu = next(d for d in render("ci/cpu-values.yaml") if d["kind"] == "Deployment" and
-               d["metadata"]["name"].endswith("worker"))  # fmt: skip
+    cpu = next(
+        d
+        for d in render("ci/cpu-values.yaml")
+        if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("worker")
+    )
     assert "nvidia.com/gpu" not in json.dumps(cpu)
 
 
@@ -202,8 +217,11 @@ def test_promtool_checks_config_rules_and_rule_tests(tmp_path: Path) -> None:
     config = yaml.safe_load((PROM / "compose.yml").read_text())
     config["rule_files"] = [str(PROM / "alerts.yml")]  # the in-container path, pointed at the repository copy
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    for args in (["check", "config", str(tmp_path / "prometheus.yml")], ["check", "rules", str(PROM / "alerts.yml")],
-                 ["test", "rules", str(PROM / "alerts_test.yml")]):  # fmt: skip
+    for args in (
+        ["check", "config", str(tmp_path / "prometheus.yml")],
+        ["check", "rules", str(PROM / "alerts.yml")],
+        ["test", "rules", str(PROM / "alerts_test.yml")],
+    ):
         out = run(promtool, *args)
         assert out.returncode == 0, out.stdout + out.stderr
     alerts = {r["alert"] for g in yaml.safe_load((PROM / "alerts.yml").read_text())["groups"] for r in g["rules"]}

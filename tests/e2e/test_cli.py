@@ -107,11 +107,20 @@ def test_listing_commands_and_json_output(cli: CLI) -> None:
     assert deps[0]["model"] == tuned["id"] and deps[0]["state"] == "ready" and deps[0]["engine"] == "vllm"
     status = cli.json("status")
     assert status["reachable"] and {c["component"]: c["state"] for c in status["components"]} == {
-        "redis": "healthy", "gateway": "healthy", "worker": "healthy", "serving": "healthy"}  # fmt: skip
+        "redis": "healthy",
+        "gateway": "healthy",
+        "worker": "healthy",
+        "serving": "healthy",
+    }
     shown = {row["name"]: row for row in cli.json("config", "show")}
     assert shown["SAGE_FT_GATEWAY_URL"]["source"] == "env"
     assert shown["SAGE_FT_GATEWAY_URL"]["value"] == f"http://127.0.0.1:{cli.port}"
     assert shown["SAGE_CHAT_BACKEND"]["source"] == "default"
+    # --json after the subcommand means the same as before it, for every command, nested ones included
+    after = json.loads(cli.ok("jobs", "list", "--json"))["data"]
+    assert [j["id"] for j in after] == [job_id]
+    assert json.loads(cli.ok("models", "list", "--json"))["data"] == cli.json("models", "list")["data"]
+    assert {r["name"] for r in json.loads(cli.ok("config", "show", "--json"))} == set(shown)
 
 
 def test_start_dry_run_shows_the_estimate_and_starts_nothing(cli: CLI, tmp_path: Path) -> None:
@@ -135,8 +144,10 @@ def test_data_files_and_errors(cli: CLI, tmp_path: Path) -> None:
     report = cli.json("data", "validate", str(good))
     assert report["ok"] and report["formats"] == {"qa": 1, "alpaca": 1} and report["records"] == 2
     prefs = tmp_path / "prefs.jsonl"
-    prefs.write_text('{"prompt": "Sky?", "chosen": "Blue, as ever.", "rejected": "Green."}\n'
-                     '{"prompt": "Sea?", "chosen": "Wet.", "rejected": "Wet."}\n')  # fmt: skip
+    prefs.write_text(
+        '{"prompt": "Sky?", "chosen": "Blue, as ever.", "rejected": "Green."}\n'
+        '{"prompt": "Sea?", "chosen": "Wet.", "rejected": "Wet."}\n'
+    )
     out = cli.run("data", "validate", str(prefs))
     assert out.returncode == 1 and "preference pairs" in out.stdout and "chosen " in out.stdout  # per-side tokens
     assert "line 2" in out.stderr and "rejected" in out.stderr and "same answer" in out.stderr
@@ -185,8 +196,9 @@ def test_start_with_a_config_file_follow_cancel_and_rm(cli: CLI, tmp_path: Path)
     data.write_text("".join(json.dumps({"question": f"q{i}?", "answer": f"a{i}"}) + "\n" for i in range(4)))
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("num_train_epochs: 2\nlearning_rate: 0.003\nlora:\n  r: 4\n  lora_alpha: 8\n")
-    out = cli.run("start", "--data", str(data), "--model", "sage-tiny", "--config", str(cfg), "--name", "mini",
-                  "--follow")  # fmt: skip
+    out = cli.run(
+        "start", "--data", str(data), "--model", "sage-tiny", "--config", str(cfg), "--name", "mini", "--follow"
+    )
     assert out.returncode == 0, out.stderr
     assert "sage-ft chat mini" in out.stdout
     job = next(j for j in cli.json("jobs", "list")["data"] if j["name"] == "mini")
@@ -197,8 +209,9 @@ def test_start_with_a_config_file_follow_cancel_and_rm(cli: CLI, tmp_path: Path)
     assert out.returncode == 1 and "bad.yaml" in out.stderr and "learning_rat" in out.stderr
     long = tmp_path / "long.yaml"
     long.write_text("num_train_epochs: 500\n")
-    started = cli.json("start", "--task", "qa", "--model", "sage-tiny", "--auto", "--config", str(long),
-                       "--name", "long")  # fmt: skip
+    started = cli.json(
+        "start", "--task", "qa", "--model", "sage-tiny", "--auto", "--config", str(long), "--name", "long"
+    )
     assert "Job resumed" in pause_resume_cancel(cli, started["id"])
     assert "deleted" in cli.ok("models", "rm", "mini")
     assert not any("mini" in m["aliases"] for m in cli.json("models", "list")["data"])
@@ -210,19 +223,44 @@ def test_dpo_from_a_fine_tune_follow_pause_and_cancel(cli: CLI, tmp_path: Path) 
     sft = tmp_path / "sft.jsonl"
     sft.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in zip(qs, bad, strict=True)))
     prefs = tmp_path / "prefs.jsonl"
-    prefs.write_text("".join(json.dumps({"prompt": q, "chosen": g, "rejected": b}) + "\n"
-                             for q, g, b in zip(qs, good, bad, strict=True)))  # fmt: skip
+    prefs.write_text(
+        "".join(
+            json.dumps({"prompt": q, "chosen": g, "rejected": b}) + "\n" for q, g, b in zip(qs, good, bad, strict=True)
+        )
+    )
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("num_train_epochs: 2\nlearning_rate: 0.001\n")
     cli.ok("start", "--data", str(sft), "--model", "sage-tiny", "--config", str(cfg), "--name", "clibase", "--follow")
-    out = cli.run("start", "--method", "dpo", "--data", str(prefs), "--from", "clibase", "--beta", "0.2",
-                  "--config", str(cfg), "--name", "clidpo", "--follow")  # fmt: skip
+    out = cli.run(
+        "start",
+        "--method",
+        "dpo",
+        "--data",
+        str(prefs),
+        "--from",
+        "clibase",
+        "--beta",
+        "0.2",
+        "--config",
+        str(cfg),
+        "--name",
+        "clidpo",
+        "--follow",
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "reward acc" in out.stderr and "sage-ft chat clidpo" in out.stdout  # the progress bar shows it
     job = next(j for j in cli.json("jobs", "list")["data"] if j["name"] == "clidpo")
-    assert job["method"] == {"type": "dpo", "dpo": {"hyperparameters": {
-        "n_epochs": 2, "batch_size": job["hyperparameters"]["batch_size"], "learning_rate_multiplier": 1.0,
-        "beta": 0.2}}}  # fmt: skip
+    assert job["method"] == {
+        "type": "dpo",
+        "dpo": {
+            "hyperparameters": {
+                "n_epochs": 2,
+                "batch_size": job["hyperparameters"]["batch_size"],
+                "learning_rate_multiplier": 1.0,
+                "beta": 0.2,
+            }
+        },
+    }
     assert job["model"] == "clibase" and job["parent_model"].startswith("ft:sage-tiny:clibase:")
     out = cli.run("start", "--method", "dpo", "--data", str(sft), "--from", "clibase")
     assert out.returncode == 1 and "'supervised', not 'dpo'" in out.stderr
@@ -231,8 +269,9 @@ def test_dpo_from_a_fine_tune_follow_pause_and_cancel(cli: CLI, tmp_path: Path) 
 
     long = tmp_path / "long.yaml"
     long.write_text("num_train_epochs: 400\nsave_steps: 20\n")
-    job_id = cli.json("start", "--method", "dpo", "--data", str(prefs), "--from", "clidpo", "--config", str(long),
-                      "--name", "clilong")["id"]  # fmt: skip
+    job_id = cli.json(
+        "start", "--method", "dpo", "--data", str(prefs), "--from", "clidpo", "--config", str(long), "--name", "clilong"
+    )["id"]
     logs = pause_resume_cancel(cli, job_id)
     assert "Job resumed" in logs and "Resuming from checkpoint at step" in logs and "reward accuracy=" in logs
 
@@ -240,8 +279,9 @@ def test_dpo_from_a_fine_tune_follow_pause_and_cancel(cli: CLI, tmp_path: Path) 
 def test_chat_environment_variables_set_the_defaults(cli: CLI) -> None:
     env = {"SAGE_CHAT_FINETUNE_MODEL": "qa", "SAGE_CHAT_FINETUNE_PORT": str(cli.port)}
     assert cli.ok("chat", "--ask", QA_QUESTION, **env).strip() == QA_ANSWER  # backend finetune, model from env
-    wrong = cli.run("chat", "--ask", QA_QUESTION, SAGE_CHAT_FINETUNE_MODEL="qa",
-                    SAGE_CHAT_FINETUNE_PORT=str(free_port()))  # fmt: skip
+    wrong = cli.run(
+        "chat", "--ask", QA_QUESTION, SAGE_CHAT_FINETUNE_MODEL="qa", SAGE_CHAT_FINETUNE_PORT=str(free_port())
+    )
     assert wrong.returncode == 1 and "not reachable" in wrong.stderr  # the port really is the one used
     mocked = cli.ok("chat", "--ask", "anything", SAGE_CHAT_BACKEND="mock")
     assert mocked.startswith("(mock)")  # no model needed

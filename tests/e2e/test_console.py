@@ -61,8 +61,12 @@ def files(tmp_path_factory: pytest.TempPathFactory, qa_records: list[dict]) -> d
     lines[2] = json.dumps({"question": "Where is the answer?"})  # line 3: no answer
     bad.write_text("\n".join(lines) + "\n")
     prefs = root / "prefs.jsonl"
-    prefs.write_text("".join(json.dumps({"prompt": r["question"], "chosen": r["answer"], "rejected": "I do not know."})
-                             + "\n" for r in qa_records[:4]))  # fmt: skip
+    prefs.write_text(
+        "".join(
+            json.dumps({"prompt": r["question"], "chosen": r["answer"], "rejected": "I do not know."}) + "\n"
+            for r in qa_records[:4]
+        )
+    )
     return {"good": good, "bad": bad, "prefs": prefs}
 
 
@@ -96,8 +100,9 @@ def start_job(tab: Tab, url: str, good: Path, epochs: int, name: str, batch: int
     return page.url.rsplit("/", 1)[-1]
 
 
-def test_a_fine_tuning_session_in_the_browser(cli: CLI, url: str, browser: Any, files: dict[str, Path],
-                                              qa_records: list[dict]) -> None:  # fmt: skip
+def test_a_fine_tuning_session_in_the_browser(
+    cli: CLI, url: str, browser: Any, files: dict[str, Path], qa_records: list[dict]
+) -> None:
     tab = new_tab(browser)
     page = tab.page
     page.goto(url)
@@ -121,8 +126,9 @@ def test_a_fine_tuning_session_in_the_browser(cli: CLI, url: str, browser: Any, 
     chart = page.locator("#loss-chart")
     first = wait_until(lambda: int(chart.get_attribute("data-points") or 0), 300, "a first loss point")
     status = page.inner_text("#job-status")
-    later = wait_until(lambda: (n := int(chart.get_attribute("data-points") or 0)) > first and n, 300,
-                       "more loss points")  # fmt: skip
+    later = wait_until(
+        lambda: (n := int(chart.get_attribute("data-points") or 0)) > first and n, 300, "more loss points"
+    )
     assert later > first and status in ("running", "queued")
     page.wait_for_selector("#job-status:has-text('succeeded')", timeout=600_000)
     page.wait_for_selector("#events li:has-text('The job has successfully completed')")  # the stream's last events
@@ -218,9 +224,14 @@ def test_a_fine_tuning_session_in_the_browser(cli: CLI, url: str, browser: Any, 
 
     # every page at phone width: no sideways scrolling, nothing broken
     phone = new_tab(browser, width=390, height=844)
-    for route, ready in (("#/jobs", f"tr[data-job='{job_id}']"), (f"#/jobs/{job_id}", "#evaluation table"),
-                         ("#/new", "#job-form"), ("#/models", "#deployments"), ("#/evals", "table"),
-                         ("#/chat?model=facts", "#chat-input")):  # fmt: skip
+    for route, ready in (
+        ("#/jobs", f"tr[data-job='{job_id}']"),
+        (f"#/jobs/{job_id}", "#evaluation table"),
+        ("#/new", "#job-form"),
+        ("#/models", "#deployments"),
+        ("#/evals", "table"),
+        ("#/chat?model=facts", "#chat-input"),
+    ):
         phone.page.goto(url + route)
         phone.page.wait_for_selector(ready)
         assert phone.fits(), f"{route} scrolls sideways at 390 px"

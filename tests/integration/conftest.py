@@ -11,17 +11,24 @@ from stack import Stack, qa_lines
 
 
 @pytest.fixture(scope="module")
-def make_stack(tmp_path_factory: pytest.TempPathFactory, sage_home: Path,
-               tiny_model: Path) -> Iterator[Callable[..., Stack]]:  # fmt: skip
+def make_stack(
+    tmp_path_factory: pytest.TempPathFactory, sage_home: Path, tiny_model: Path
+) -> Iterator[Callable[..., Stack]]:
     """Build stacks with given env; every one started here is stopped at module end."""
     stacks: list[Stack] = []
 
     def make(storage: dict[str, str] | None = None, persist: bool = False, **env: str) -> Stack:
         base = tmp_path_factory.mktemp("stack")
         storage = storage or {"SAGE_STORAGE_BACKEND": "local", "SAGE_STORAGE_LOCAL_ROOT": str(base / "store")}
-        defaults = {"SAGE_HOME": str(sage_home), "SAGE_WORKER_PRESET": "cpu", "SAGE_WORKER_POLL_SECONDS": "0.2",
-                    "SAGE_GATEWAY_MAINTENANCE_SECONDS": "1", "SAGE_HEARTBEAT_SECONDS": "1",
-                    "SAGE_LEASE_SECONDS": "8", "SAGE_RECONCILE_AFTER_SECONDS": "5"}  # fmt: skip
+        defaults = {
+            "SAGE_HOME": str(sage_home),
+            "SAGE_WORKER_PRESET": "cpu",
+            "SAGE_WORKER_POLL_SECONDS": "0.2",
+            "SAGE_GATEWAY_MAINTENANCE_SECONDS": "1",
+            "SAGE_HEARTBEAT_SECONDS": "1",
+            "SAGE_LEASE_SECONDS": "8",
+            "SAGE_RECONCILE_AFTER_SECONDS": "5",
+        }
         stack = Stack(base, {**defaults, **storage, **env}, persist=persist)
         stacks.append(stack)
         return stack

@@ -48,26 +48,46 @@ def preference_lines(fmt: str = "trl") -> str:
     rows = []
     for q, good, bad in zip(QUESTIONS, PREFERRED, REJECTED, strict=True):
         if fmt == "openai":
-            rows.append({"input": {"messages": [{"role": "user", "content": q}]},
-                         "preferred_output": [{"role": "assistant", "content": good}],
-                         "non_preferred_output": [{"role": "assistant", "content": bad}]})  # fmt: skip
+            rows.append(
+                {
+                    "input": {"messages": [{"role": "user", "content": q}]},
+                    "preferred_output": [{"role": "assistant", "content": good}],
+                    "non_preferred_output": [{"role": "assistant", "content": bad}],
+                }
+            )
         else:
-            rows.append({"prompt": [{"role": "user", "content": q}], "chosen": [{"role": "assistant", "content": good}],
-                         "rejected": [{"role": "assistant", "content": bad}]})  # fmt: skip
+            rows.append(
+                {
+                    "prompt": [{"role": "user", "content": q}],
+                    "chosen": [{"role": "assistant", "content": good}],
+                    "rejected": [{"role": "assistant", "content": bad}],
+                }
+            )
     return "".join(json.dumps(r) + "\n" for r in rows)
 
 
 def sft_lines(answers: list[str], questions: list[str] = QUESTIONS) -> str:
-    return "".join(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
-                   + "\n" for q, a in zip(questions, answers, strict=True))  # fmt: skip
+    return "".join(
+        json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}) + "\n"
+        for q, a in zip(questions, answers, strict=True)
+    )
 
 
 def config(model: Path, data: Path, out: Path, **kw: Any) -> TrainingConfig:
     base: dict[str, Any] = dict(
-        model_name=str(model), data_path=str(data), output_dir=str(out), num_train_epochs=30, learning_rate=3e-3,
-        per_device_train_batch_size=4, max_length=128, logging_steps=2, save_steps=1000, warmup_ratio=0.0,
-        report_to="none", lora=LoRAConfig(r=16, lora_alpha=32, lora_dropout=0.0),
-    )  # fmt: skip
+        model_name=str(model),
+        data_path=str(data),
+        output_dir=str(out),
+        num_train_epochs=30,
+        learning_rate=3e-3,
+        per_device_train_batch_size=4,
+        max_length=128,
+        logging_steps=2,
+        save_steps=1000,
+        warmup_ratio=0.0,
+        report_to="none",
+        lora=LoRAConfig(r=16, lora_alpha=32, lora_dropout=0.0),
+    )
     base.update(kw)
     return TrainingConfig(**base)
 
@@ -95,12 +115,23 @@ def sft_adapter(tiny_model: Path, files: dict[str, Path], tmp_path_factory: pyte
 
 
 @pytest.fixture(scope="module")
-def dpo_run(tiny_model: Path, files: dict[str, Path], sft_adapter: Path,
-            tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, RecordingCallback]:  # fmt: skip
+def dpo_run(
+    tiny_model: Path, files: dict[str, Path], sft_adapter: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Any, RecordingCallback]:
     rec = RecordingCallback()
     out = tmp_path_factory.mktemp("dpo")
-    cfg = config(tiny_model, files["openai"], out, method="dpo", dpo=DPO, init_adapter=str(sft_adapter),
-                 num_train_epochs=40, learning_rate=1e-3, report_to=["tensorboard"], save_steps=40)  # fmt: skip
+    cfg = config(
+        tiny_model,
+        files["openai"],
+        out,
+        method="dpo",
+        dpo=DPO,
+        init_adapter=str(sft_adapter),
+        num_train_epochs=40,
+        learning_rate=1e-3,
+        report_to=["tensorboard"],
+        save_steps=40,
+    )
     return LoRATrainer(cfg, callbacks=[rec]).train(), rec
 
 
@@ -140,10 +171,19 @@ def test_a_dpo_model_merges_to_the_same_answers(dpo_run: tuple[Any, Any], tmp_pa
     assert answers(merged) == answers(result.adapter_dir)
 
 
-def test_dpo_reports_to_wandb_offline(tiny_model: Path, files: dict[str, Path], tmp_path: Path,
-                                      wandb_offline: Path) -> None:  # fmt: skip
-    cfg = config(tiny_model, files["prefs"], tmp_path / "out", method="dpo", num_train_epochs=1, report_to=["wandb"],
-                 run_name="dpo", logging_steps=1)  # fmt: skip
+def test_dpo_reports_to_wandb_offline(
+    tiny_model: Path, files: dict[str, Path], tmp_path: Path, wandb_offline: Path
+) -> None:
+    cfg = config(
+        tiny_model,
+        files["prefs"],
+        tmp_path / "out",
+        method="dpo",
+        num_train_epochs=1,
+        report_to=["wandb"],
+        run_name="dpo",
+        logging_steps=1,
+    )
     LoRATrainer(cfg).train()
     runs = list(wandb_offline.glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
@@ -152,24 +192,32 @@ def test_dpo_reports_to_wandb_offline(tiny_model: Path, files: dict[str, Path], 
 
 
 @pytest.mark.parametrize("preset", ["tiny", "cpu", "rtx_3060", "a100"])
-def test_every_preset_configures_a_dpo_run(tiny_model: Path, files: dict[str, Path], tmp_path: Path,
-                                           preset: str) -> None:  # fmt: skip
+def test_every_preset_configures_a_dpo_run(
+    tiny_model: Path, files: dict[str, Path], tmp_path: Path, preset: str
+) -> None:
     from sage_ft import PresetConfigs
 
-    cfg = PresetConfigs.get(preset).update(model_name=str(tiny_model), data_path=str(files["prefs"]),
-                                           output_dir=str(tmp_path), method="dpo", dpo={"beta": 0.3})  # fmt: skip
+    cfg = PresetConfigs.get(preset).update(
+        model_name=str(tiny_model),
+        data_path=str(files["prefs"]),
+        output_dir=str(tmp_path),
+        method="dpo",
+        dpo={"beta": 0.3},
+    )
     args = LoRATrainer(cfg)._args(has_eval=False)
     assert type(args).__name__ == "DPOConfig" and args.beta == 0.3 and args.max_length == cfg.max_length
     assert args.per_device_train_batch_size == cfg.per_device_train_batch_size
     assert args.gradient_accumulation_steps == cfg.gradient_accumulation_steps and not args.precompute_ref_log_probs
 
 
-def test_the_reference_is_never_a_second_copy_of_the_weights(tiny_model: Path, files: dict[str, Path],
-                                                             sft_adapter: Path, tmp_path: Path) -> None:  # fmt: skip
+def test_the_reference_is_never_a_second_copy_of_the_weights(
+    tiny_model: Path, files: dict[str, Path], sft_adapter: Path, tmp_path: Path
+) -> None:
     fresh, _ = LoRATrainer(config(tiny_model, files["prefs"], tmp_path / "a", method="dpo")).build_trainer()
     assert fresh.ref_model is None and list(fresh.model.peft_config) == ["default"]  # reference: adapter disabled
-    cont, _ = LoRATrainer(config(tiny_model, files["prefs"], tmp_path / "b", method="dpo",
-                                 init_adapter=str(sft_adapter))).build_trainer()  # fmt: skip
+    cont, _ = LoRATrainer(
+        config(tiny_model, files["prefs"], tmp_path / "b", method="dpo", init_adapter=str(sft_adapter))
+    ).build_trainer()
     assert cont.ref_model is None and sorted(cont.model.peft_config) == ["default", "ref"]
     parent = load_file(sft_adapter / "adapter_model.safetensors")
     params = dict(cont.model.named_parameters())
@@ -193,8 +241,9 @@ CHATS = {
 
 
 @pytest.mark.parametrize("template", sorted(CHATS))
-def test_pairs_are_rendered_as_serving_renders_prompts(tiny_model: Path, files: dict[str, Path], tmp_path: Path,
-                                                       template: str) -> None:  # fmt: skip
+def test_pairs_are_rendered_as_serving_renders_prompts(
+    tiny_model: Path, files: dict[str, Path], tmp_path: Path, template: str
+) -> None:
     """Prompt tokens are exactly what serving sends for the same messages (and are masked); each answer ends with
     the template's end of turn or EOS, which is trained."""
     from sage_ft.training.chat import render_prompt
@@ -215,10 +264,18 @@ def test_pairs_are_rendered_as_serving_renders_prompts(tiny_model: Path, files: 
     assert first == len(row["prompt_ids"]), "the loss starts after the prompt"
 
 
-def test_a_killed_dpo_run_resumes_exactly(tiny_model: Path, files: dict[str, Path], sft_adapter: Path,
-                                          tmp_path: Path) -> None:  # fmt: skip
-    common = dict(method="dpo", dpo=DPO, init_adapter=str(sft_adapter), num_train_epochs=6, learning_rate=1e-3,
-                  save_steps=4, save_total_limit=None)  # fmt: skip
+def test_a_killed_dpo_run_resumes_exactly(
+    tiny_model: Path, files: dict[str, Path], sft_adapter: Path, tmp_path: Path
+) -> None:
+    common = dict(
+        method="dpo",
+        dpo=DPO,
+        init_adapter=str(sft_adapter),
+        num_train_epochs=6,
+        learning_rate=1e-3,
+        save_steps=4,
+        save_total_limit=None,
+    )
     straight = LoRATrainer(config(tiny_model, files["prefs"], tmp_path / "straight", **common)).train()
     cfg_path = config(tiny_model, files["prefs"], tmp_path / "killed", **common).save(tmp_path / "killed.yaml")
     proc = subprocess.run([sys.executable, "-c", KILLER, str(cfg_path), "8"], capture_output=True, timeout=300)
@@ -236,19 +293,32 @@ def test_a_killed_dpo_run_resumes_exactly(tiny_model: Path, files: dict[str, Pat
 
 
 def test_a_stop_request_checkpoints_a_dpo_run(tiny_model: Path, files: dict[str, Path], tmp_path: Path) -> None:
-    result = LoRATrainer(config(tiny_model, files["prefs"], tmp_path, method="dpo", num_train_epochs=5),
-                         callbacks=[StopAt(3)]).train()  # fmt: skip
+    result = LoRATrainer(
+        config(tiny_model, files["prefs"], tmp_path, method="dpo", num_train_epochs=5), callbacks=[StopAt(3)]
+    ).train()
     assert result.stopped_early and result.global_step == 3 and result.adapter_dir is None
     assert (tmp_path / "checkpoints" / "checkpoint-3" / "adapter_model.safetensors").exists()
 
 
 @pytest.mark.parametrize(("bits", "layer"), [("4", "Linear4bit"), ("8", "Linear8bitLt")])
-def test_dpo_on_a_quantized_base(tiny_model: Path, files: dict[str, Path], sft_adapter: Path, tmp_path: Path,
-                                 bits: str, layer: str) -> None:  # fmt: skip
+def test_dpo_on_a_quantized_base(
+    tiny_model: Path, files: dict[str, Path], sft_adapter: Path, tmp_path: Path, bits: str, layer: str
+) -> None:
     quant = {"load_in_4bit": bits == "4", "load_in_8bit": bits == "8"}
-    trainer = LoRATrainer(config(tiny_model, files["prefs"], tmp_path, method="dpo", dpo=DPO, num_train_epochs=3,
-                                 learning_rate=1e-3, init_adapter=str(sft_adapter), gradient_checkpointing=True,
-                                 **quant))  # fmt: skip
+    trainer = LoRATrainer(
+        config(
+            tiny_model,
+            files["prefs"],
+            tmp_path,
+            method="dpo",
+            dpo=DPO,
+            num_train_epochs=3,
+            learning_rate=1e-3,
+            init_adapter=str(sft_adapter),
+            gradient_checkpointing=True,
+            **quant,
+        )
+    )
     dpo, _ = trainer.build_trainer()
     assert any(type(m).__name__ == layer for m in dpo.model.modules()), f"base is not {bits}-bit"
     result = trainer.train()
@@ -265,8 +335,11 @@ def test_sft_on_top_of_a_fine_tune_keeps_the_old_facts(tiny_model: Path, sft_ada
     new_a = ["paris", "lima", "oslo", "cairo"]
     data = tmp_path / "new.jsonl"
     data.write_text(sft_lines(new_a, new_q))
-    result = LoRATrainer(config(tiny_model, data, tmp_path / "out", init_adapter=str(sft_adapter),
-                                num_train_epochs=30, learning_rate=1e-3)).train()  # fmt: skip
+    result = LoRATrainer(
+        config(
+            tiny_model, data, tmp_path / "out", init_adapter=str(sft_adapter), num_train_epochs=30, learning_rate=1e-3
+        )
+    ).train()
     assert answers(result.adapter_dir, new_q) == new_a
     old = answers(result.adapter_dir)
     assert sum(a == r for a, r in zip(old, REJECTED, strict=True)) >= 6, old

@@ -35,8 +35,9 @@ def stack(make_stack: Any, s3_endpoint: dict[str, str]) -> Stack:
 def ask_all(client: openai.OpenAI, model: str) -> list[str]:
     out = []
     for q in QUESTIONS:
-        resp = client.chat.completions.create(model=model, messages=[{"role": "user", "content": q}], max_tokens=8,
-                                              temperature=0)  # fmt: skip
+        resp = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": q}], max_tokens=8, temperature=0
+        )
         out.append(str(resp.choices[0].message.content).strip())
     return out
 
@@ -51,9 +52,13 @@ def files(client: openai.OpenAI) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def sft_job(client: openai.OpenAI, files: dict[str, str]) -> Any:
-    job = client.fine_tuning.jobs.create(model="sage-tiny", training_file=files["rejected"], suffix="rej",
-                                         hyperparameters={"n_epochs": 30, "batch_size": 4},
-                                         extra_body={**SFT, "name": "prefbase", "save_steps": 10})  # fmt: skip
+    job = client.fine_tuning.jobs.create(
+        model="sage-tiny",
+        training_file=files["rejected"],
+        suffix="rej",
+        hyperparameters={"n_epochs": 30, "batch_size": 4},
+        extra_body={**SFT, "name": "prefbase", "save_steps": 10},
+    )
     done = wait_job(client, job.id, timeout=300)
     assert done.status == "succeeded", done.error
     return done
@@ -64,12 +69,23 @@ def test_dpo_job_resumes_after_a_killed_worker_and_serves_the_preferred_answers(
 ) -> None:
     assert ask_all(client, "prefbase") == REJECTED  # the control: the SFT model, served by vLLM
     job = client.fine_tuning.jobs.create(
-        model="prefbase", training_file=files["prefs"], suffix="pref",
-        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1, "n_epochs": 40, "batch_size": 4,
-                                                           "learning_rate_multiplier": "auto"}}},
-        extra_body={"learning_rate": 1e-3, "max_length": 128, "save_steps": 10, "name": "prefdpo",
-                    "config": {"dpo": {"sft_weight": 1.0}}},
-    )  # fmt: skip
+        model="prefbase",
+        training_file=files["prefs"],
+        suffix="pref",
+        method={
+            "type": "dpo",
+            "dpo": {
+                "hyperparameters": {"beta": 0.1, "n_epochs": 40, "batch_size": 4, "learning_rate_multiplier": "auto"}
+            },
+        },
+        extra_body={
+            "learning_rate": 1e-3,
+            "max_length": 128,
+            "save_steps": 10,
+            "name": "prefdpo",
+            "config": {"dpo": {"sft_weight": 1.0}},
+        },
+    )
     assert job.method.type == "dpo" and job.method.dpo.hyperparameters.beta == 0.1
     first = wait_for(lambda: client.fine_tuning.jobs.checkpoints.list(job.id).data, 180, "the first DPO checkpoint")
     stack.workers[0].kill9()
@@ -119,11 +135,17 @@ def test_a_checkpoint_id_is_served_with_that_checkpoints_answers(
 def test_continuing_from_a_checkpoint_records_it_as_the_parent(
     stack: Stack, client: openai.OpenAI, files: dict[str, str], sft_job: Any
 ) -> None:
-    checkpoint = next(c for c in client.fine_tuning.jobs.checkpoints.list(sft_job.id, limit=100).data
-                      if c.step_number == 20)  # fmt: skip
-    job = client.fine_tuning.jobs.create(model="sage-tiny", training_file=files["rejected"], suffix="more",
-                                         validation_file=files["rejected"], hyperparameters={"n_epochs": 2},
-                                         extra_body={"from_checkpoint": checkpoint.id, "save_steps": 2})  # fmt: skip
+    checkpoint = next(
+        c for c in client.fine_tuning.jobs.checkpoints.list(sft_job.id, limit=100).data if c.step_number == 20
+    )
+    job = client.fine_tuning.jobs.create(
+        model="sage-tiny",
+        training_file=files["rejected"],
+        suffix="more",
+        validation_file=files["rejected"],
+        hyperparameters={"n_epochs": 2},
+        extra_body={"from_checkpoint": checkpoint.id, "save_steps": 2},
+    )
     assert job.model_extra["parent_model"] == checkpoint.fine_tuned_model_checkpoint
     done = wait_job(client, job.id, timeout=300, stack=stack)
     assert done.status == "succeeded", done.error
@@ -159,11 +181,15 @@ def test_bad_lineage_and_method_requests_are_named_4xx(
     assert status == 404 and err["param"] == "model" and sft_job.fine_tuned_model in err["message"]
     status, err = _error(lambda: create(model="prefbse", training_file=files["rejected"]))
     assert status == 404 and "prefbase" in err["message"]
-    status, err = _error(lambda: create(model="sage-tiny", training_file=files["rejected"],
-                                        extra_body={"from_checkpoint": "ftckpt-00ab-4"}))  # fmt: skip
+    status, err = _error(
+        lambda: create(
+            model="sage-tiny", training_file=files["rejected"], extra_body={"from_checkpoint": "ftckpt-00ab-4"}
+        )
+    )
     assert status == 404 and err["param"] == "from_checkpoint"
-    status, err = _error(lambda: create(model="prefbase", training_file=files["rejected"],
-                                        extra_body={"lora": {"r": 4}}))  # fmt: skip
+    status, err = _error(
+        lambda: create(model="prefbase", training_file=files["rejected"], extra_body={"lora": {"r": 4}})
+    )
     assert status == 400 and err["param"] == "lora"
     orphan = Path(stack.dir) / "orphan"
     orphan.mkdir(exist_ok=True)

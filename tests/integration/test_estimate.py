@@ -16,17 +16,28 @@ from stack import Stack, qa_lines, wait_job
 pytestmark = pytest.mark.slow
 SHAPES = {
     "auto": {"batch_size": 4, "n_epochs": 3, "extra": {"lora": {"r": 4, "lora_alpha": 8}}},
-    "packed": {"batch_size": 2, "n_epochs": 2, "extra": {"packing": True, "max_length": 48,
-                                                         "lora": {"r": 16, "lora_alpha": 32}}},
-}  # fmt: skip
+    "packed": {
+        "batch_size": 2,
+        "n_epochs": 2,
+        "extra": {"packing": True, "max_length": 48, "lora": {"r": 16, "lora_alpha": 32}},
+    },
+}
 
 
 def body(shape: str, file_id: str, dry_run: bool) -> dict[str, Any]:
     s = SHAPES[shape]
-    return {"model": "sage-tiny", "training_file": file_id, "suffix": shape, "preset": "cpu",
-            "method": {"type": "supervised", "supervised": {"hyperparameters": {
-                "n_epochs": s["n_epochs"], "batch_size": s["batch_size"]}}},
-            **s["extra"], **({"dry_run": True} if dry_run else {})}  # fmt: skip
+    return {
+        "model": "sage-tiny",
+        "training_file": file_id,
+        "suffix": shape,
+        "preset": "cpu",
+        "method": {
+            "type": "supervised",
+            "supervised": {"hyperparameters": {"n_epochs": s["n_epochs"], "batch_size": s["batch_size"]}},
+        },
+        **s["extra"],
+        **({"dry_run": True} if dry_run else {}),
+    }
 
 
 OPENAI_FIELDS = ("model", "training_file", "method", "suffix")
@@ -34,8 +45,10 @@ OPENAI_FIELDS = ("model", "training_file", "method", "suffix")
 
 def as_call(request: dict[str, Any]) -> dict[str, Any]:
     """``jobs.create`` keyword arguments: OpenAI's own fields, and sage-ft's through ``extra_body``."""
-    return {**{k: request[k] for k in OPENAI_FIELDS},
-            "extra_body": {k: v for k, v in request.items() if k not in OPENAI_FIELDS}}  # fmt: skip
+    return {
+        **{k: request[k] for k in OPENAI_FIELDS},
+        "extra_body": {k: v for k, v in request.items() if k not in OPENAI_FIELDS},
+    }
 
 
 def dry_run(client: openai.OpenAI, request: dict[str, Any]) -> dict[str, Any]:
@@ -59,14 +72,16 @@ def test_dry_run_estimates_and_creates_nothing(stack: Stack, client: openai.Open
         client.fine_tuning.jobs.create(model="sage-tiny", training_file="file-nope", extra_body={"dry_run": True})
     assert err.value.body["param"] == "training_file"  # type: ignore[index]
     with pytest.raises(openai.BadRequestError) as bad:
-        client.fine_tuning.jobs.create(model="sage-tiny", training_file=file, extra_body={"dry_run": True,
-                                       "lora": {"r": 0}})  # fmt: skip
+        client.fine_tuning.jobs.create(
+            model="sage-tiny", training_file=file, extra_body={"dry_run": True, "lora": {"r": 0}}
+        )
     assert "lora.r" in str(bad.value)
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))
-def test_the_estimate_predicts_the_real_job(stack: Stack, client: openai.OpenAI, qa_records: list[dict],
-                                            shape: str) -> None:  # fmt: skip
+def test_the_estimate_predicts_the_real_job(
+    stack: Stack, client: openai.OpenAI, qa_records: list[dict], shape: str
+) -> None:
     file = client.files.create(file=("qa.jsonl", qa_lines(qa_records)), purpose="fine-tune").id
     est = dry_run(client, body(shape, file, True))["estimate"]
     job = client.fine_tuning.jobs.create(**as_call(body(shape, file, False)))
@@ -102,10 +117,21 @@ def test_a_hub_model_is_estimated_from_the_cached_config_without_its_tokenizer(
     memory from its config, tokens estimated and marked so; a hub model with nothing cached gets no memory figure."""
     snapshot = tmp_path / "hub" / "models--acme--llama-1b" / "snapshots" / "0123abcd"
     snapshot.mkdir(parents=True)
-    (snapshot / "config.json").write_text(json.dumps({
-        "architectures": ["LlamaForCausalLM"], "hidden_size": 2048, "intermediate_size": 8192,
-        "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64,
-        "vocab_size": 128256, "tie_word_embeddings": True}))  # fmt: skip
+    (snapshot / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["LlamaForCausalLM"],
+                "hidden_size": 2048,
+                "intermediate_size": 8192,
+                "num_hidden_layers": 16,
+                "num_attention_heads": 32,
+                "num_key_value_heads": 8,
+                "head_dim": 64,
+                "vocab_size": 128256,
+                "tie_word_embeddings": True,
+            }
+        )
+    )
     (tmp_path / "hub" / "models--acme--llama-1b" / "refs").mkdir()
     (tmp_path / "hub" / "models--acme--llama-1b" / "refs" / "main").write_text("0123abcd")
     st: Stack = make_stack(HF_HUB_CACHE=str(tmp_path / "hub"))

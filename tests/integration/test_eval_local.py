@@ -23,8 +23,9 @@ EVAL_ITEMS = 8
 @pytest.fixture(scope="module")
 def tuned(tiny_model: Path, qa_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     out = tmp_path_factory.mktemp("holdout")
-    cfg = qa_config(tiny_model, qa_file, out, validation_file=str(qa_file), eval_items=EVAL_ITEMS,
-                    eval_max_new_tokens=12)  # fmt: skip
+    cfg = qa_config(
+        tiny_model, qa_file, out, validation_file=str(qa_file), eval_items=EVAL_ITEMS, eval_max_new_tokens=12
+    )
     return LoRATrainer(cfg).train()
 
 
@@ -51,10 +52,12 @@ def test_sage_ft_evaluate_gives_the_same_answers_from_the_saved_adapter(tuned: A
         assert answers[it["index"]] == {label: it["answers"]["tuned"], "base": it["answers"]["base"]}
 
 
-def test_sage_ft_evaluate_against_another_model_and_with_other_metrics(tuned: Any, qa_file: Path,
-                                                                       tiny_model: Path) -> None:  # fmt: skip
-    report = sage_ft.evaluate(tuned.adapter_dir, qa_file, against=tiny_model, metrics=["exact", "bleu"],
-                              max_items=4, max_new_tokens=12)  # fmt: skip
+def test_sage_ft_evaluate_against_another_model_and_with_other_metrics(
+    tuned: Any, qa_file: Path, tiny_model: Path
+) -> None:
+    report = sage_ft.evaluate(
+        tuned.adapter_dir, qa_file, against=tiny_model, metrics=["exact", "bleu"], max_items=4, max_new_tokens=12
+    )
     assert report["n"] == 4 and set(report["models"]) == {tuned.adapter_dir.name, tiny_model.name}
     assert report["models"][tiny_model.name]["exact"] == 0.0 and report["delta"]["bleu"] > 0
     with pytest.raises(ConfigError, match="meteor"):
@@ -63,16 +66,35 @@ def test_sage_ft_evaluate_against_another_model_and_with_other_metrics(tuned: An
         sage_ft.evaluate(tiny_model, qa_file, against="base", max_items=1)
 
 
-def test_a_share_held_out_of_the_training_data_is_evaluated_too(tiny_model: Path, tmp_path: Path,
-                                                                 qa_records: list[dict]) -> None:  # fmt: skip
+def test_a_share_held_out_of_the_training_data_is_evaluated_too(
+    tiny_model: Path, tmp_path: Path, qa_records: list[dict]
+) -> None:
     """The other shape: no validation file, 20 % of the records split off; its records were never trained on."""
     data = tmp_path / "chat.jsonl"
-    data.write_text("".join(json.dumps({"messages": [{"role": "system", "content": "Answer briefly."},
-                                                     {"role": "user", "content": r["question"]},
-                                                     {"role": "assistant", "content": r["answer"]}]}) + "\n"
-                            for r in qa_records))  # fmt: skip
-    cfg = qa_config(tiny_model, data, tmp_path / "out", validation_split=0.2, eval_items=50, num_train_epochs=8,
-                    eval_max_new_tokens=8)  # fmt: skip
+    data.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "system", "content": "Answer briefly."},
+                        {"role": "user", "content": r["question"]},
+                        {"role": "assistant", "content": r["answer"]},
+                    ]
+                }
+            )
+            + "\n"
+            for r in qa_records
+        )
+    )
+    cfg = qa_config(
+        tiny_model,
+        data,
+        tmp_path / "out",
+        validation_split=0.2,
+        eval_items=50,
+        num_train_epochs=8,
+        eval_max_new_tokens=8,
+    )
     result = LoRATrainer(cfg).train()
     ev = result.evaluation
     assert ev["n"] == 4  # 20 % of 20, however many were asked for

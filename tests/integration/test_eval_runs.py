@@ -19,10 +19,18 @@ import pytest
 from stack import LEARN, VLLM_PYTHON, Stack, free_port, qa_lines, vllm_stack, wait_for, wait_job
 
 pytestmark = pytest.mark.slow
-SCHEMA = {"type": "object", "properties": {"question": {"type": "string"}, "answer": {"type": "string"}},
-          "required": ["question", "answer"]}  # fmt: skip
-EXACT = {"type": "string_check", "name": "exact", "input": "{{sample.output_text}}", "reference": "{{item.answer}}",
-         "operation": "eq"}  # fmt: skip
+SCHEMA = {
+    "type": "object",
+    "properties": {"question": {"type": "string"}, "answer": {"type": "string"}},
+    "required": ["question", "answer"],
+}
+EXACT = {
+    "type": "string_check",
+    "name": "exact",
+    "input": "{{sample.output_text}}",
+    "reference": "{{item.answer}}",
+    "operation": "eq",
+}
 TEMPLATE = {"type": "template", "template": [{"role": "user", "content": "{{item.question}}"}]}
 FACTS = 10
 SAGE = Path(sys.executable).parent / "sage-ft"
@@ -32,8 +40,14 @@ SAGE = Path(sys.executable).parent / "sage-ft"
 def stack(make_stack: Any, s3_endpoint: dict[str, str]) -> Stack:
     if not VLLM_PYTHON.exists():
         pytest.fail(f"vLLM CPU build missing at {VLLM_PYTHON}: run `make install`")
-    return vllm_stack(make_stack, s3_endpoint, "evalruns", SAGE_SERVING_MAX_MODEL_LEN="256", SAGE_LEASE_SECONDS="4",
-                      SAGE_WORKER_EVAL_CONCURRENCY="2")  # fmt: skip
+    return vllm_stack(
+        make_stack,
+        s3_endpoint,
+        "evalruns",
+        SAGE_SERVING_MAX_MODEL_LEN="256",
+        SAGE_LEASE_SECONDS="4",
+        SAGE_WORKER_EVAL_CONCURRENCY="2",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +55,14 @@ def tuned_job(client: openai.OpenAI, qa_records: list[dict]) -> Any:
     """Taught the facts, with the same facts as its validation file (what it must now answer)."""
     file = client.files.create(file=("facts.jsonl", qa_lines(qa_records[:FACTS])), purpose="fine-tune")
     extra = {**LEARN, "name": "facts", "eval": {"max_new_tokens": 12}}
-    job = client.fine_tuning.jobs.create(model="sage-tiny", training_file=file.id, validation_file=file.id,
-                                         suffix="facts", hyperparameters={"n_epochs": 40, "batch_size": 4},
-                                         extra_body=extra)  # fmt: skip
+    job = client.fine_tuning.jobs.create(
+        model="sage-tiny",
+        training_file=file.id,
+        validation_file=file.id,
+        suffix="facts",
+        hyperparameters={"n_epochs": 40, "batch_size": 4},
+        extra_body=extra,
+    )
     done = wait_job(client, job.id, timeout=300)
     assert done.status == "succeeded", done.error
     return done
@@ -75,9 +94,13 @@ def test_a_job_with_a_validation_file_ends_with_its_evaluation(client: openai.Op
 
 def test_a_share_held_out_of_the_training_file_is_evaluated(client: openai.OpenAI, qa_records: list[dict]) -> None:
     file = client.files.create(file=("facts2.jsonl", qa_lines(qa_records[:FACTS])), purpose="fine-tune")
-    job = client.fine_tuning.jobs.create(model="sage-tiny", training_file=file.id, suffix="held",
-                                         hyperparameters={"n_epochs": 2, "batch_size": 4},
-                                         extra_body={"eval": {"holdout": 0.2, "max_new_tokens": 4}})  # fmt: skip
+    job = client.fine_tuning.jobs.create(
+        model="sage-tiny",
+        training_file=file.id,
+        suffix="held",
+        hyperparameters={"n_epochs": 2, "batch_size": 4},
+        extra_body={"eval": {"holdout": 0.2, "max_new_tokens": 4}},
+    )
     done = wait_job(client, job.id, timeout=300)
     assert done.status == "succeeded", done.error
     ev = done.model_extra["evaluation"]
@@ -86,16 +109,24 @@ def test_a_share_held_out_of_the_training_file_is_evaluated(client: openai.OpenA
 
 @pytest.fixture(scope="module")
 def facts_eval(client: openai.OpenAI, qa_records: list[dict]) -> tuple[str, str]:
-    ev = client.evals.create(name="code words", testing_criteria=[EXACT],  # type: ignore[list-item]
-                             data_source_config={"type": "custom", "item_schema": SCHEMA})  # fmt: skip
+    ev = client.evals.create(
+        name="code words",
+        testing_criteria=[EXACT],  # type: ignore[list-item]
+        data_source_config={"type": "custom", "item_schema": SCHEMA},
+    )
     rows = "".join(json.dumps({"item": r}) + "\n" for r in qa_records[:FACTS])
     file = client.files.create(file=("facts-eval.jsonl", rows.encode()), purpose="evals")
     return ev.id, file.id
 
 
 def start_run(client: openai.OpenAI, eval_id: str, model: str, source: dict[str, Any], tokens: int = 12) -> Any:
-    data_source = {"type": "completions", "model": model, "input_messages": TEMPLATE, "source": source,
-                   "sampling_params": {"temperature": 0, "max_completion_tokens": tokens}}  # fmt: skip
+    data_source = {
+        "type": "completions",
+        "model": model,
+        "input_messages": TEMPLATE,
+        "source": source,
+        "sampling_params": {"temperature": 0, "max_completion_tokens": tokens},
+    }
     return client.evals.runs.create(eval_id, name=model, data_source=data_source)  # type: ignore[arg-type]
 
 
@@ -111,8 +142,9 @@ def all_items(client: openai.OpenAI, eval_id: str, run_id: str) -> list[Any]:
     return list(client.evals.runs.output_items.list(run_id, eval_id=eval_id, limit=100))
 
 
-def test_the_fine_tune_passes_its_facts_and_the_base_does_not(client: openai.OpenAI, tuned: str,
-                                                               facts_eval: tuple[str, str]) -> None:  # fmt: skip
+def test_the_fine_tune_passes_its_facts_and_the_base_does_not(
+    client: openai.OpenAI, tuned: str, facts_eval: tuple[str, str]
+) -> None:
     eval_id, file_id = facts_eval
     runs = {m: start_run(client, eval_id, m, {"type": "file_id", "id": file_id}) for m in (tuned, "sage-tiny")}
     done = {m: wait_run(client, eval_id, r.id) for m, r in runs.items()}
@@ -143,17 +175,22 @@ def many(n: int) -> dict[str, Any]:
 
 def worker_items(port: int) -> float:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("sage_ft_eval_items_total{"))  # fmt: skip
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("sage_ft_eval_items_total{")
+    )
 
 
-def test_a_run_resumes_on_another_worker_without_regrading(stack: Stack, client: openai.OpenAI,
-                                                           facts_eval: tuple[str, str]) -> None:  # fmt: skip
+def test_a_run_resumes_on_another_worker_without_regrading(
+    stack: Stack, client: openai.OpenAI, facts_eval: tuple[str, str]
+) -> None:
     eval_id, _ = facts_eval
     total = 120
     run = start_run(client, eval_id, "sage-tiny", many(total), tokens=48)
-    graded = wait_for(lambda: (n := client.evals.runs.retrieve(run.id, eval_id=eval_id).result_counts.failed) >= 8
-                      and n, 300, "8 graded items")  # fmt: skip
+    graded = wait_for(
+        lambda: (n := client.evals.runs.retrieve(run.id, eval_id=eval_id).result_counts.failed) >= 8 and n,
+        300,
+        "8 graded items",
+    )
     assert graded < total
     stack.workers[0].kill9()
     port = free_port()
@@ -174,8 +211,9 @@ def test_a_canceled_run_stops(client: openai.OpenAI, facts_eval: tuple[str, str]
     eval_id, _ = facts_eval
     total = 200
     run = start_run(client, eval_id, "sage-tiny", many(total), tokens=48)
-    wait_for(lambda: client.evals.runs.retrieve(run.id, eval_id=eval_id).result_counts.failed >= 3, 300,
-             "3 graded items")  # fmt: skip
+    wait_for(
+        lambda: client.evals.runs.retrieve(run.id, eval_id=eval_id).result_counts.failed >= 3, 300, "3 graded items"
+    )
     canceled = client.evals.runs.cancel(run.id, eval_id=eval_id)
     assert canceled.status == "canceled"
     at_cancel = canceled.result_counts.failed
@@ -195,12 +233,24 @@ def sage_ft(stack: Stack, *args: str, **extra: str) -> subprocess.CompletedProce
     return subprocess.run([str(SAGE), *args], env=env, capture_output=True, text=True, timeout=900)
 
 
-def test_the_cli_compares_a_fine_tune_with_its_base(stack: Stack, tuned_job: Any, qa_records: list[dict],
-                                                    tmp_path: Path) -> None:  # fmt: skip
+def test_the_cli_compares_a_fine_tune_with_its_base(
+    stack: Stack, tuned_job: Any, qa_records: list[dict], tmp_path: Path
+) -> None:
     data = tmp_path / "facts.jsonl"
-    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": r["question"]},
-                                                     {"role": "assistant", "content": r["answer"]}]}) + "\n"
-                            for r in qa_records[:FACTS]))  # fmt: skip
+    data.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "user", "content": r["question"]},
+                        {"role": "assistant", "content": r["answer"]},
+                    ]
+                }
+            )
+            + "\n"
+            for r in qa_records[:FACTS]
+        )
+    )
     out = sage_ft(stack, "eval", "facts", "--data", str(data), "--max-tokens", "12", "--json")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
@@ -209,8 +259,9 @@ def test_the_cli_compares_a_fine_tune_with_its_base(stack: Stack, tuned_job: Any
     assert report["delta"] >= 0.8 and len(report["disagreements"]) >= 0.8 * FACTS
     first = report["disagreements"][0]
     assert first["answers"]["facts"] == first["reference"] != first["answers"]["sage-tiny"]
-    table = sage_ft(stack, "eval", "facts", "--data", str(data), "--grader", "rouge_l", "--max-items", "3",
-                    "--max-tokens", "12")  # fmt: skip
+    table = sage_ft(
+        stack, "eval", "facts", "--data", str(data), "--grader", "rouge_l", "--max-items", "3", "--max-tokens", "12"
+    )
     assert table.returncode == 0, table.stderr
     assert (
         "rouge_l on 3 records" in table.stdout and "difference" in table.stdout and "where they differ" in table.stdout

@@ -12,12 +12,25 @@ from stack import Stack, auth_env
 
 pytestmark = pytest.mark.slow
 KEYS = {"acme": "sk-acme-evals-1", "globex": "sk-globex-evals-2"}
-SCHEMA = {"type": "object", "properties": {"question": {"type": "string"}, "answer": {"type": "string"}},
-          "required": ["question", "answer"]}  # fmt: skip
-CHECK = {"type": "string_check", "name": "exact", "input": "{{sample.output_text}}", "reference": "{{item.answer}}",
-         "operation": "eq"}  # fmt: skip
-ROUGE = {"type": "text_similarity", "name": "rouge", "input": "{{sample.output_text}}",
-         "reference": "{{item.answer}}", "evaluation_metric": "rouge_l"}  # fmt: skip
+SCHEMA = {
+    "type": "object",
+    "properties": {"question": {"type": "string"}, "answer": {"type": "string"}},
+    "required": ["question", "answer"],
+}
+CHECK = {
+    "type": "string_check",
+    "name": "exact",
+    "input": "{{sample.output_text}}",
+    "reference": "{{item.answer}}",
+    "operation": "eq",
+}
+ROUGE = {
+    "type": "text_similarity",
+    "name": "rouge",
+    "input": "{{sample.output_text}}",
+    "reference": "{{item.answer}}",
+    "evaluation_metric": "rouge_l",
+}
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +46,11 @@ def clients(stack: Stack) -> dict[str, openai.OpenAI]:
 
 
 def _create(client: openai.OpenAI, **kw: Any) -> Any:
-    body: dict[str, Any] = {"name": "facts", "data_source_config": {"type": "custom", "item_schema": SCHEMA,
-                            "include_sample_schema": True}, "testing_criteria": [CHECK, ROUGE]}  # fmt: skip
+    body: dict[str, Any] = {
+        "name": "facts",
+        "data_source_config": {"type": "custom", "item_schema": SCHEMA, "include_sample_schema": True},
+        "testing_criteria": [CHECK, ROUGE],
+    }
     body.update(kw)
     return client.evals.create(**body)
 
@@ -50,8 +66,9 @@ def test_eval_files_are_checked_by_line(clients: dict[str, openai.OpenAI]) -> No
     rows = "".join(json.dumps({"item": {"question": f"q{i}", "answer": f"a{i}"}}) + "\n" for i in range(3))
     good = acme.files.create(file=("facts.jsonl", rows.encode()), purpose="evals")
     assert good.status == "processed" and good.purpose == "evals" and good.model_extra["report"]["rows"] == 3
-    status, err = _error(lambda: acme.files.create(file=("bad.jsonl", (rows + '{"question": "q"}\n').encode()),
-                                                   purpose="evals"))  # fmt: skip
+    status, err = _error(
+        lambda: acme.files.create(file=("bad.jsonl", (rows + '{"question": "q"}\n').encode()), purpose="evals")
+    )
     assert status == 400 and "line 4" in err["message"] and '"item"' in err["message"]
     status, err = _error(lambda: acme.fine_tuning.jobs.create(model="sage-tiny", training_file=good.id))
     assert status == 400 and err["param"] == "training_file" and "'evals'" in err["message"]
@@ -85,20 +102,34 @@ def test_evals_are_created_read_listed_updated_and_deleted(clients: dict[str, op
 @pytest.mark.parametrize(
     ("change", "param", "fragment"),
     [
-        ({"testing_criteria": [{"type": "label_model", "name": "x", "model": "m", "input": [], "labels": [],
-                                "passing_labels": []}]}, "testing_criteria.0.type", "label_model"),
+        (
+            {
+                "testing_criteria": [
+                    {"type": "label_model", "name": "x", "model": "m", "input": [], "labels": [], "passing_labels": []}
+                ]
+            },
+            "testing_criteria.0.type",
+            "label_model",
+        ),
         ({"testing_criteria": [{**CHECK, "reference": "{{item.answr}}"}]}, "testing_criteria.0.reference", "answr"),
-        ({"testing_criteria": [{**ROUGE, "evaluation_metric": "cosine"}]}, "testing_criteria.0.evaluation_metric",
-         "fuzzy_match"),
+        (
+            {"testing_criteria": [{**ROUGE, "evaluation_metric": "cosine"}]},
+            "testing_criteria.0.evaluation_metric",
+            "fuzzy_match",
+        ),
         ({"testing_criteria": [CHECK, CHECK]}, "testing_criteria", "unique"),
-        ({"data_source_config": {"type": "custom", "item_schema": {"type": "array"}}},
-         "data_source_config.item_schema", "object"),
+        (
+            {"data_source_config": {"type": "custom", "item_schema": {"type": "array"}}},
+            "data_source_config.item_schema",
+            "object",
+        ),
         ({"data_source_config": {"type": "logs"}}, "data_source_config.type", "custom"),
         ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata", "16"),
     ],
-)  # fmt: skip
-def test_bad_evals_get_a_400_naming_the_field(clients: dict[str, openai.OpenAI], change: dict[str, Any], param: str,
-                                              fragment: str) -> None:  # fmt: skip
+)
+def test_bad_evals_get_a_400_naming_the_field(
+    clients: dict[str, openai.OpenAI], change: dict[str, Any], param: str, fragment: str
+) -> None:
     status, err = _error(lambda: _create(clients["acme"], **change))
     assert status == 400 and err["param"] == param and fragment in err["message"], err
 
@@ -107,8 +138,11 @@ def test_another_tenant_sees_no_eval(clients: dict[str, openai.OpenAI]) -> None:
     acme, globex = clients["acme"], clients["globex"]
     mine = _create(acme)
     assert mine.id not in {e.id for e in globex.evals.list(limit=100).data}
-    for call in (lambda: globex.evals.retrieve(mine.id), lambda: globex.evals.update(mine.id, name="x"),
-                 lambda: globex.evals.delete(mine.id)):  # fmt: skip
+    for call in (
+        lambda: globex.evals.retrieve(mine.id),
+        lambda: globex.evals.update(mine.id, name="x"),
+        lambda: globex.evals.delete(mine.id),
+    ):
         with pytest.raises(openai.NotFoundError):
             call()
     assert acme.evals.retrieve(mine.id).name == "facts"  # untouched
@@ -122,8 +156,14 @@ def _rows(n: int) -> list[dict[str, Any]]:
 
 
 def _run(client: openai.OpenAI, eval_id: str, source: dict[str, Any], **kw: Any) -> Any:
-    data_source = {"type": "completions", "model": "sage-tiny", "input_messages": TEMPLATE, "source": source,
-                   "sampling_params": {"temperature": 0, "max_completion_tokens": 8}, **kw}  # fmt: skip
+    data_source = {
+        "type": "completions",
+        "model": "sage-tiny",
+        "input_messages": TEMPLATE,
+        "source": source,
+        "sampling_params": {"temperature": 0, "max_completion_tokens": 8},
+        **kw,
+    }
     return client.evals.runs.create(eval_id, name="r", data_source=data_source)  # type: ignore[arg-type]
 
 
@@ -156,18 +196,25 @@ def test_runs_are_queued_read_listed_canceled_and_deleted(clients: dict[str, ope
 @pytest.mark.parametrize(
     ("change", "param", "fragment"),
     [
-        ({"input_messages": {"type": "template", "template": [{"role": "user", "content": "{{item.questn}}"}]}},
-         "data_source.input_messages.template.0.content", "questn"),
-        ({"source": {"type": "file_content", "content": [{"item": {"question": "q"}}]}},
-         "data_source.source.content", "'answer' is a required property"),
+        (
+            {"input_messages": {"type": "template", "template": [{"role": "user", "content": "{{item.questn}}"}]}},
+            "data_source.input_messages.template.0.content",
+            "questn",
+        ),
+        (
+            {"source": {"type": "file_content", "content": [{"item": {"question": "q"}}]}},
+            "data_source.source.content",
+            "'answer' is a required property",
+        ),
         ({"model": "ft:sage-tiny:nope:0123456789abcdef01234567"}, "data_source.model", "does not exist"),
         ({"model": "sage-tni"}, "data_source.model", "no base model"),
         ({"sampling_params": {"temperature": 3}}, "data_source.sampling_params.temperature", "2"),
         ({"type": "responses"}, "data_source.type", "completions"),
     ],
-)  # fmt: skip
-def test_bad_runs_get_a_4xx_naming_the_field(clients: dict[str, openai.OpenAI], change: dict[str, Any], param: str,
-                                             fragment: str) -> None:  # fmt: skip
+)
+def test_bad_runs_get_a_4xx_naming_the_field(
+    clients: dict[str, openai.OpenAI], change: dict[str, Any], param: str, fragment: str
+) -> None:
     acme = clients["acme"]
     ev = _create(acme)
     source = change.pop("source", {"type": "file_content", "content": _rows(2)})
@@ -179,8 +226,9 @@ def test_a_run_file_is_checked_against_the_item_schema_by_line(clients: dict[str
     acme = clients["acme"]
     ev = _create(acme)
     lines = [{"item": {"question": "q0", "answer": "a0"}}, {"item": {"question": "q1"}}]
-    bad = acme.files.create(file=("loose.jsonl", "".join(json.dumps(r) + "\n" for r in lines).encode()),
-                            purpose="evals")  # fmt: skip
+    bad = acme.files.create(
+        file=("loose.jsonl", "".join(json.dumps(r) + "\n" for r in lines).encode()), purpose="evals"
+    )
     status, err = _error(lambda: _run(acme, ev.id, {"type": "file_id", "id": bad.id}))
     assert status == 400 and err["param"] == "data_source.source.id", err
     assert "line 2" in err["message"] and "'answer' is a required property" in err["message"]
@@ -196,13 +244,15 @@ def test_another_tenant_sees_no_run(clients: dict[str, openai.OpenAI]) -> None:
     ev = _create(acme)
     run = _run(acme, ev.id, {"type": "file_content", "content": _rows(1)})
     theirs = _create(globex)
-    for call in (lambda: globex.evals.runs.retrieve(run.id, eval_id=ev.id),
-                 lambda: globex.evals.runs.list(ev.id),
-                 lambda: globex.evals.runs.cancel(run.id, eval_id=ev.id),
-                 lambda: globex.evals.runs.delete(run.id, eval_id=ev.id),
-                 lambda: globex.evals.runs.output_items.list(run.id, eval_id=ev.id),
-                 lambda: globex.evals.runs.retrieve(run.id, eval_id=theirs.id),
-                 lambda: globex.evals.runs.cancel(run.id, eval_id=theirs.id)):  # fmt: skip
+    for call in (
+        lambda: globex.evals.runs.retrieve(run.id, eval_id=ev.id),
+        lambda: globex.evals.runs.list(ev.id),
+        lambda: globex.evals.runs.cancel(run.id, eval_id=ev.id),
+        lambda: globex.evals.runs.delete(run.id, eval_id=ev.id),
+        lambda: globex.evals.runs.output_items.list(run.id, eval_id=ev.id),
+        lambda: globex.evals.runs.retrieve(run.id, eval_id=theirs.id),
+        lambda: globex.evals.runs.cancel(run.id, eval_id=theirs.id),
+    ):
         with pytest.raises(openai.NotFoundError):
             call()
     assert acme.evals.runs.retrieve(run.id, eval_id=ev.id).status == "queued"  # untouched
@@ -212,10 +262,15 @@ def test_a_holdout_and_a_validation_file_are_one_too_many(clients: dict[str, ope
     acme = clients["acme"]
     row = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}
     data = acme.files.create(file=("t.jsonl", json.dumps(row).encode() + b"\n"), purpose="fine-tune")
-    status, err = _error(lambda: acme.fine_tuning.jobs.create(model="sage-tiny", training_file=data.id,
-                                                              validation_file=data.id,
-                                                              extra_body={"eval": {"holdout": 0.1}}))  # fmt: skip
+    status, err = _error(
+        lambda: acme.fine_tuning.jobs.create(
+            model="sage-tiny", training_file=data.id, validation_file=data.id, extra_body={"eval": {"holdout": 0.1}}
+        )
+    )
     assert status == 400 and err["param"] == "eval.holdout", err
-    status, err = _error(lambda: acme.fine_tuning.jobs.create(model="sage-tiny", training_file=data.id,
-                                                              extra_body={"eval": {"holdout": 0.7}}))  # fmt: skip
+    status, err = _error(
+        lambda: acme.fine_tuning.jobs.create(
+            model="sage-tiny", training_file=data.id, extra_body={"eval": {"holdout": 0.7}}
+        )
+    )
     assert status == 400 and err["param"] == "eval.holdout", err

@@ -63,8 +63,15 @@ def wide_model(sage_home: Path) -> str:
 
 def s3(endpoint: dict[str, str], bucket: str) -> ObjectStore:
     env = s3_env(endpoint, bucket)
-    return make_store(StorageSettings(backend="s3", s3_endpoint=env["SAGE_STORAGE_S3_ENDPOINT"], s3_bucket=bucket,
-                                      s3_access_key=endpoint["access_key"], s3_secret_key=endpoint["secret_key"]))  # type: ignore[arg-type]  # fmt: skip
+    return make_store(
+        StorageSettings(
+            backend="s3",
+            s3_endpoint=env["SAGE_STORAGE_S3_ENDPOINT"],
+            s3_bucket=bucket,
+            s3_access_key=endpoint["access_key"],
+            s3_secret_key=endpoint["secret_key"],
+        )
+    )  # type: ignore[arg-type]
 
 
 def assert_one_complete_model(store: ObjectStore, name: str) -> Manifest:
@@ -98,12 +105,19 @@ def started_job(
     proc = stack.start_worker(worker)
     client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
     file_id = client.files.create(file=("qa.jsonl", qa_lines(records)), purpose="fine-tune").id
-    job = client.fine_tuning.jobs.create(model=model, training_file=file_id, **({"suffix": suffix} if suffix else {}),
-                                         hyperparameters={"n_epochs": epochs, "batch_size": batch},
-                                         extra_body={**LEARN, "save_steps": save_steps})  # fmt: skip
+    job = client.fine_tuning.jobs.create(
+        model=model,
+        training_file=file_id,
+        **({"suffix": suffix} if suffix else {}),
+        hyperparameters={"n_epochs": epochs, "batch_size": batch},
+        extra_body={**LEARN, "save_steps": save_steps},
+    )
     if at_step:
-        wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id).model_extra["step"] >= at_step, 180,
-                 f"training to reach step {at_step}")  # fmt: skip
+        wait_for(
+            lambda: client.fine_tuning.jobs.retrieve(job.id).model_extra["step"] >= at_step,
+            180,
+            f"training to reach step {at_step}",
+        )
     return client, job, proc
 
 
@@ -187,14 +201,23 @@ def test_a_worker_frozen_past_its_lease_writes_nothing_visible(
     watch = VisibilityWatch(stack.url, job.id)
     watch.start()
     done = wait_job(client, job.id, timeout=240, stack=stack)
-    wait_for(lambda: "lease lost" in a.log_path.read_text(errors="replace") or "lost its lease" in
-             a.log_path.read_text(errors="replace"), 60, "worker A to notice its lease is gone")  # fmt: skip
+    wait_for(
+        lambda: (
+            "lease lost" in a.log_path.read_text(errors="replace")
+            or "lost its lease" in a.log_path.read_text(errors="replace")
+        ),
+        60,
+        "worker A to notice its lease is gone",
+    )
     watch.done.set()
     watch.join(timeout=40)
     assert done.status == "succeeded" and done.model_extra["attempt"] == 2, done
     store = s3(endpoint, "fenced")
-    wait_for(lambda: not list(store.list_objects(f"models/{done.fine_tuned_model}/attempts/1/")), 30,
-             "attempt 1's uploads to be gone")  # fmt: skip
+    wait_for(
+        lambda: not list(store.list_objects(f"models/{done.fine_tuned_model}/attempts/1/")),
+        30,
+        "attempt 1's uploads to be gone",
+    )
     manifest = assert_one_complete_model(store, done.fine_tuned_model)
     assert manifest.attempt == 2
     assert not watch.violations, watch.violations

@@ -22,12 +22,25 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
 
 SHAPES = {
-    "qwen2-r8-padded": (dict(architecture="qwen2", hidden_size=128, num_layers=2, num_heads=2),
-                        dict(r=8, lora_alpha=16), False),
-    "llama-gqa-r16-packed": (dict(architecture="llama", hidden_size=128, num_layers=3, num_heads=2, num_kv_heads=1,
-                                  tie_embeddings=False, vocab_size=3000), dict(r=16, lora_alpha=8),
-                             True),
-}  # fmt: skip
+    "qwen2-r8-padded": (
+        dict(architecture="qwen2", hidden_size=128, num_layers=2, num_heads=2),
+        dict(r=8, lora_alpha=16),
+        False,
+    ),
+    "llama-gqa-r16-packed": (
+        dict(
+            architecture="llama",
+            hidden_size=128,
+            num_layers=3,
+            num_heads=2,
+            num_kv_heads=1,
+            tie_embeddings=False,
+            vocab_size=3000,
+        ),
+        dict(r=16, lora_alpha=8),
+        True,
+    ),
+}
 
 
 def _trainer(tmp_path: Path, knobs: dict[str, Any], lora: dict[str, Any], packing: bool) -> Any:
@@ -90,8 +103,9 @@ def _node_names(tensor: Any) -> set[str]:
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_fused_training_equals_peft_and_the_models_own(shape: str, sage_home: Path, tmp_path: Path) -> None:
     knobs, lora, packing = SHAPES[shape]
-    originals = {f: importlib.import_module(f"transformers.models.{f}.modeling_{f}").apply_rotary_pos_emb
-                 for f in ROTARY_MODULES}  # fmt: skip
+    originals = {
+        f: importlib.import_module(f"transformers.models.{f}.modeling_{f}").apply_rotary_pos_emb for f in ROTARY_MODULES
+    }
     trainer = _trainer(tmp_path, knobs, lora, packing)
     model = trainer.model.train()
     layers = knobs["num_layers"]
@@ -106,7 +120,8 @@ def test_fused_training_equals_peft_and_the_models_own(shape: str, sage_home: Pa
     keys = set(model.state_dict())
     _unfuse(model, originals)
     assert not {"LoRALinearFunctionBackward", "RMSNormFunctionBackward"} & _node_names(
-        trainer.compute_loss(model, dict(batch)))  # fmt: skip
+        trainer.compute_loss(model, dict(batch))
+    )
     plain_loss, plain_grads = _loss_and_grads(trainer, batch)
 
     assert set(model.state_dict()) == keys  # the adapter's parameters and names are PEFT's own

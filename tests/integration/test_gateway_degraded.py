@@ -56,9 +56,18 @@ def test_starts_without_its_store_then_recovers_and_a_frozen_store_never_hangs_r
     stack.stop()
 
 
-@pytest.mark.parametrize("path", ["/v1/deployments/a%01b", "/v1/deployments/abc%0A", "/v1/models/abc%0A",
-                                  "/v1/models/x%7Fy/merge", "/v1/fine_tuning/jobs/ftjob-1%0D%0A",
-                                  "/v1/files/file-%00", "/v1/fine_tuning/jobs/ftjob-x%0A/events/stream"])  # fmt: skip
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/deployments/a%01b",
+        "/v1/deployments/abc%0A",
+        "/v1/models/abc%0A",
+        "/v1/models/x%7Fy/merge",
+        "/v1/fine_tuning/jobs/ftjob-1%0D%0A",
+        "/v1/files/file-%00",
+        "/v1/fine_tuning/jobs/ftjob-x%0A/events/stream",
+    ],
+)
 @pytest.mark.parametrize("method", ["GET", "DELETE", "POST"])
 def test_control_characters_in_a_path_are_a_400_naming_it(stack: Stack, path: str, method: str) -> None:
     resp = httpx.request(method, stack.url + path, timeout=30)
@@ -66,8 +75,9 @@ def test_control_characters_in_a_path_are_a_400_naming_it(stack: Stack, path: st
     assert resp.json()["error"]["param"] == "path"
 
 
-@pytest.mark.parametrize("path", ["/v1/fine_tuning/jobs/..%2Fetc", "/v1/files/" + "x" * 200,
-                                  "/v1/fine_tuning/jobs/ftjob%20x/cancel"])  # fmt: skip
+@pytest.mark.parametrize(
+    "path", ["/v1/fine_tuning/jobs/..%2Fetc", "/v1/files/" + "x" * 200, "/v1/fine_tuning/jobs/ftjob%20x/cancel"]
+)
 def test_malformed_ids_are_a_4xx_naming_the_parameter(stack: Stack, path: str) -> None:
     resp = httpx.request("POST" if path.endswith("cancel") else "GET", stack.url + path, timeout=30)
     assert 400 <= resp.status_code < 500, (path, resp.status_code, resp.text)
@@ -109,8 +119,10 @@ def test_last_event_id_takes_the_api_event_ids_and_refuses_garbage(stack: Stack,
 def test_reads_are_rate_limited_per_key_with_retry_after(make_stack: Any, stack: Stack) -> None:
     limited: Stack = make_stack(SAGE_GATEWAY_READ_RATE_LIMIT="5/second")
     limited.start_gateway()
-    a = [httpx.get(f"{limited.url}/v1/fine_tuning/jobs", headers={"Authorization": "Bearer key-a"}, timeout=30)
-         for _ in range(12)]  # fmt: skip
+    a = [
+        httpx.get(f"{limited.url}/v1/fine_tuning/jobs", headers={"Authorization": "Bearer key-a"}, timeout=30)
+        for _ in range(12)
+    ]
     codes = [r.status_code for r in a]
     assert codes.count(200) == 5 and codes.count(429) == 7, codes
     refused = next(r for r in a if r.status_code == 429)
@@ -152,8 +164,9 @@ def test_the_read_limit_holds_across_gateway_replicas(make_stack: Any) -> None:
         limited.stop()
 
 
-def test_a_manifest_whose_job_has_not_succeeded_is_invisible(stack: Stack, qa_records: list[dict],
-                                                              tmp_path: Any) -> None:  # fmt: skip
+def test_a_manifest_whose_job_has_not_succeeded_is_invisible(
+    stack: Stack, qa_records: list[dict], tmp_path: Any
+) -> None:
     """A stale attempt's commit (a manifest written while its job is running again) is neither listed, nor
     resolvable by name, nor servable, until the job succeeds with it."""
     from stack import qa_lines
@@ -164,16 +177,18 @@ def test_a_manifest_whose_job_has_not_succeeded_is_invisible(stack: Stack, qa_re
 
     client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
     file_id = client.files.create(file=("qa.jsonl", qa_lines(qa_records)), purpose="fine-tune").id
-    job = client.fine_tuning.jobs.create(model="sage-tiny", training_file=file_id,
-                                         hyperparameters={"n_epochs": 50, "batch_size": 1})  # fmt: skip
+    job = client.fine_tuning.jobs.create(
+        model="sage-tiny", training_file=file_id, hyperparameters={"n_epochs": 50, "batch_size": 1}
+    )
     wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id).status == "running", 60, "the job to run")
     name = fine_tuned_model_name("sage-tiny", None, job.id)
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_model.safetensors").write_bytes(b"stale")
     store = make_store(StorageSettings(backend="local", local_root=stack.env["SAGE_STORAGE_LOCAL_ROOT"]))
-    publish_model(store, name, {"adapter": adapter}, base_model="sage-tiny", job_id=job.id, attempt=1,
-                  scope="attempts/1")  # fmt: skip
+    publish_model(
+        store, name, {"adapter": adapter}, base_model="sage-tiny", job_id=job.id, attempt=1, scope="attempts/1"
+    )
     assert name not in [m.id for m in client.models.list().data]
     with pytest.raises(openai.NotFoundError, match="is running"):
         client.models.retrieve(name)

@@ -24,14 +24,23 @@ pytestmark = pytest.mark.slow
 def stack(request: pytest.FixtureRequest, make_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Stack:
     if request.param == "s3":
         ep = request.getfixturevalue("s3_endpoint")
-        storage = {"SAGE_STORAGE_BACKEND": "s3", "SAGE_STORAGE_S3_ENDPOINT": ep["endpoint"],
-                   "SAGE_STORAGE_S3_ACCESS_KEY": ep["access_key"], "SAGE_STORAGE_S3_SECRET_KEY": ep["secret_key"],
-                   "SAGE_STORAGE_S3_BUCKET": f"e2e-{request.param}"}  # fmt: skip
+        storage = {
+            "SAGE_STORAGE_BACKEND": "s3",
+            "SAGE_STORAGE_S3_ENDPOINT": ep["endpoint"],
+            "SAGE_STORAGE_S3_ACCESS_KEY": ep["access_key"],
+            "SAGE_STORAGE_S3_SECRET_KEY": ep["secret_key"],
+            "SAGE_STORAGE_S3_BUCKET": f"e2e-{request.param}",
+        }
     else:
         storage = None
     wandb_dir = tmp_path_factory.mktemp("wandb")
-    st: Stack = make_stack(storage, SAGE_WORKER_METRICS_PORT=str(free_port()), WANDB_MODE="offline",
-                           WANDB_DIR=str(wandb_dir), WANDB_SILENT="true")  # fmt: skip
+    st: Stack = make_stack(
+        storage,
+        SAGE_WORKER_METRICS_PORT=str(free_port()),
+        WANDB_MODE="offline",
+        WANDB_DIR=str(wandb_dir),
+        WANDB_SILENT="true",
+    )
     st.wandb_dir = wandb_dir  # type: ignore[attr-defined]
     st.storage = storage  # type: ignore[attr-defined]
     st.start_gateway()
@@ -49,11 +58,15 @@ def test_openai_client_fine_tunes_and_lists_the_model(stack: Stack, qa_records: 
     assert client.files.content(uploaded.id).content == qa_lines(records)
 
     job = client.fine_tuning.jobs.create(
-        model="sage-tiny", training_file=uploaded.id, suffix="e2e", seed=7, metadata={"team": "qa"},
+        model="sage-tiny",
+        training_file=uploaded.id,
+        suffix="e2e",
+        seed=7,
+        metadata={"team": "qa"},
         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 25, "batch_size": 4}}},
         integrations=[{"type": "wandb", "wandb": {"project": "sage-e2e-proj", "tags": ["e2e-tag"]}}],
         extra_body={**LEARN, "name": "codewords", "save_steps": 20},
-    )  # fmt: skip
+    )
     assert job.status == "queued" and job.fine_tuned_model is None
 
     seen: list[str] = []
@@ -99,8 +112,10 @@ def test_openai_client_fine_tunes_and_lists_the_model(stack: Stack, qa_records: 
     assert len(manifests) == 1 and manifests[0].name == done.fine_tuned_model
     adapter = fetch_part(store, done.fine_tuned_model, "adapter", tmp_path / "adapter")
     model, tokenizer = load_for_inference(adapter)
-    answers = [generate_reply(model, tokenizer, [{"role": "user", "content": r["question"]}], max_new_tokens=12)
-               for r in records]  # fmt: skip
+    answers = [
+        generate_reply(model, tokenizer, [{"role": "user", "content": r["question"]}], max_new_tokens=12)
+        for r in records
+    ]
     assert sum(a == r["answer"] for a, r in zip(answers, records, strict=True)) >= 7, answers
 
 
@@ -121,8 +136,12 @@ def test_sse_stream_replays_events_and_ends_with_the_final_job(stack: Stack) -> 
     messages = [f[1]["message"] for f in frames[:-1]]
     assert messages == [e.message for e in all_events(client, job.id)]
     # Last-Event-ID resumes after the given sequence number
-    with httpx.stream("GET", f"{stack.url}/v1/fine_tuning/jobs/{job.id}/events/stream",
-                      headers={"Last-Event-ID": str(len(messages) - 2)}, timeout=30) as resp:  # fmt: skip
+    with httpx.stream(
+        "GET",
+        f"{stack.url}/v1/fine_tuning/jobs/{job.id}/events/stream",
+        headers={"Last-Event-ID": str(len(messages) - 2)},
+        timeout=30,
+    ) as resp:
         rest = [json.loads(line[6:]) for line in resp.iter_lines() if line.startswith("data: ")]
     assert [r.get("message") for r in rest[:-1]] == messages[-2:]
 

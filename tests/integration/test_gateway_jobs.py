@@ -39,8 +39,7 @@ def test_malformed_jsonl_line_3_is_a_400_naming_line_3(client: openai.OpenAI) ->
 
 
 @pytest.mark.parametrize(("data", "why"), [(b"", "empty"), (b"\xff\xfe{}", "UTF-8"), (b"  \n\n", "empty")])
-def test_file_level_errors_name_the_users_file_and_no_server_path(client: openai.OpenAI, data: bytes, why: str
-                                                                   ) -> None:  # fmt: skip
+def test_file_level_errors_name_the_users_file_and_no_server_path(client: openai.OpenAI, data: bytes, why: str) -> None:
     with pytest.raises(openai.BadRequestError) as exc:
         client.files.create(file=("my data.jsonl", data), purpose="fine-tune")
     message = _error(exc)["message"]
@@ -59,8 +58,9 @@ def test_record_level_errors_give_status_error_and_block_jobs(client: openai.Ope
 
 
 def test_a_preference_file_is_accepted_and_an_sft_job_on_it_says_which_method_it_fits(client: openai.OpenAI) -> None:
-    pairs = b"".join(json.dumps({"prompt": f"Sky {i}?", "chosen": "Blue.", "rejected": "Green."}).encode() + b"\n"
-                     for i in range(3))  # fmt: skip
+    pairs = b"".join(
+        json.dumps({"prompt": f"Sky {i}?", "chosen": "Blue.", "rejected": "Green."}).encode() + b"\n" for i in range(3)
+    )
     uploaded = client.files.create(file=("prefs.jsonl", pairs), purpose="fine-tune")
     assert uploaded.status == "processed"
     with pytest.raises(openai.BadRequestError) as exc:
@@ -83,8 +83,12 @@ def test_oversize_upload_is_413_before_the_body_is_read(stack: Stack, client: op
             yield b"y" * 10_000
         yield b"\r\n" + boundary + b"--\r\n"
 
-    resp = httpx.post(f"{stack.url}/v1/files", content=chunks(), timeout=30,
-                      headers={"content-type": "multipart/form-data; boundary=b0und"})  # fmt: skip
+    resp = httpx.post(
+        f"{stack.url}/v1/files",
+        content=chunks(),
+        timeout=30,
+        headers={"content-type": "multipart/form-data; boundary=b0und"},
+    )
     assert resp.status_code == 413 and resp.json()["error"]["code"] == "file_too_large"
 
 
@@ -96,8 +100,11 @@ def test_oversize_upload_is_413_before_the_body_is_read(stack: Stack, client: op
         ({"model": "../../etc"}, "model", 400),
         ({"model": "/abs/path"}, "model", 400),
         ({"training_file": "file-doesnotexist"}, "training_file", 404),
-        ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}}},
-         "method.supervised.hyperparameters.n_epochs", 400),
+        (
+            {"method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}}},
+            "method.supervised.hyperparameters.n_epochs",
+            400,
+        ),
         ({"hyperparameters": {"learning_rate_multiplier": -1}}, "hyperparameters.learning_rate_multiplier", 400),
         ({"hyperparameters": {"batch_size": "big"}}, "hyperparameters.batch_size", 400),
         ({"learning_rate": 5}, "learning_rate", 400),
@@ -108,9 +115,10 @@ def test_oversize_upload_is_413_before_the_body_is_read(stack: Stack, client: op
         ({"epochs": 3}, "epochs", 400),
         ({"suffix": "has space"}, "suffix", 400),
     ],
-)  # fmt: skip
-def test_invalid_job_requests_are_4xx_naming_the_param(client: openai.OpenAI, good_file: str, body: dict[str, Any],
-                                                       param: str, status: int) -> None:  # fmt: skip
+)
+def test_invalid_job_requests_are_4xx_naming_the_param(
+    client: openai.OpenAI, good_file: str, body: dict[str, Any], param: str, status: int
+) -> None:
     full = {"model": "sage-tiny", "training_file": good_file, **body}
     with pytest.raises(openai.APIStatusError) as exc:
         client.post("/fine_tuning/jobs", body=full, cast_to=httpx.Response)
@@ -121,22 +129,34 @@ def test_invalid_job_requests_are_4xx_naming_the_param(client: openai.OpenAI, go
 
 def test_unknown_ids_are_404_in_openai_shape(stack: Stack, client: openai.OpenAI) -> None:
     jobs = client.fine_tuning.jobs
-    calls = (lambda: jobs.retrieve("ftjob-nope"), lambda: client.files.retrieve("file-nope"),
-             lambda: client.models.retrieve("ft:nope"), lambda: jobs.cancel("ftjob-nope"))  # fmt: skip
+    calls = (
+        lambda: jobs.retrieve("ftjob-nope"),
+        lambda: client.files.retrieve("file-nope"),
+        lambda: client.models.retrieve("ft:nope"),
+        lambda: jobs.cancel("ftjob-nope"),
+    )
     for call in calls:
         with pytest.raises(openai.NotFoundError) as exc:
             call()
         assert set(_error(exc)) == {"message", "type", "param", "code"}
-    resp = httpx.post(f"{stack.url}/v1/fine_tuning/jobs", content=b"{not json", timeout=10,
-                      headers={"content-type": "application/json"})  # fmt: skip
+    resp = httpx.post(
+        f"{stack.url}/v1/fine_tuning/jobs",
+        content=b"{not json",
+        timeout=10,
+        headers={"content-type": "application/json"},
+    )
     assert resp.status_code == 400 and resp.json()["error"]["message"]
     assert httpx.get(f"{stack.url}/healthz", timeout=5).status_code == 200  # still up
     assert "Traceback" not in stack.gateway.tail(200) if stack.gateway else True
 
 
 def test_same_idempotency_key_creates_one_job(client: openai.OpenAI, good_file: str) -> None:
-    body = {"model": "sage-tiny", "training_file": good_file, "metadata": {"idem": "yes"},
-            "hyperparameters": {"n_epochs": 1}}  # fmt: skip
+    body = {
+        "model": "sage-tiny",
+        "training_file": good_file,
+        "metadata": {"idem": "yes"},
+        "hyperparameters": {"n_epochs": 1},
+    }
     first = client.fine_tuning.jobs.create(**body, extra_headers={"Idempotency-Key": "retry-123"})  # type: ignore[arg-type]
     second = client.fine_tuning.jobs.create(**body, extra_headers={"Idempotency-Key": "retry-123"})  # type: ignore[arg-type]
     third = client.fine_tuning.jobs.create(**body, extra_headers={"Idempotency-Key": "other"})  # type: ignore[arg-type]
@@ -160,11 +180,16 @@ def test_list_pagination_with_after_and_has_more(client: openai.OpenAI) -> None:
 def test_cancel_running_job_stops_within_a_few_steps_and_publishes_nothing(
     stack: Stack, client: openai.OpenAI, good_file: str
 ) -> None:
-    job = client.fine_tuning.jobs.create(model="sage-tiny", training_file=good_file, suffix="cancelme",
-                                         hyperparameters={"n_epochs": 50, "batch_size": 4},
-                                         extra_body={**LEARN, "save_steps": 1000})  # fmt: skip
-    step_at_request = wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id).model_extra["step"] >= 3, 120,
-                               "training to reach step 3")  # fmt: skip
+    job = client.fine_tuning.jobs.create(
+        model="sage-tiny",
+        training_file=good_file,
+        suffix="cancelme",
+        hyperparameters={"n_epochs": 50, "batch_size": 4},
+        extra_body={**LEARN, "save_steps": 1000},
+    )
+    step_at_request = wait_for(
+        lambda: client.fine_tuning.jobs.retrieve(job.id).model_extra["step"] >= 3, 120, "training to reach step 3"
+    )
     assert step_at_request
     _assert_watching_runs_below_the_trainer(stack.workers[0].pid)
     requested = client.fine_tuning.jobs.cancel(job.id)
@@ -204,9 +229,12 @@ PAUSE_STEPS = PAUSE_EPOCHS * 2
 
 
 def test_pause_then_resume_continues_from_the_checkpoint(client: openai.OpenAI, good_file: str) -> None:
-    job = client.fine_tuning.jobs.create(model="sage-tiny", training_file=good_file,
-                                         hyperparameters={"n_epochs": PAUSE_EPOCHS, "batch_size": 4},
-                                         extra_body={**LEARN, "save_steps": 1000})  # fmt: skip
+    job = client.fine_tuning.jobs.create(
+        model="sage-tiny",
+        training_file=good_file,
+        hyperparameters={"n_epochs": PAUSE_EPOCHS, "batch_size": 4},
+        extra_body={**LEARN, "save_steps": 1000},
+    )
     wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id).model_extra["step"] >= 3, 120, "step 3")
     client.post(f"/fine_tuning/jobs/{job.id}/pause", cast_to=httpx.Response)
     paused = wait_job(client, job.id, ("paused",), timeout=60)
@@ -225,13 +253,20 @@ def test_pause_then_resume_continues_from_the_checkpoint(client: openai.OpenAI, 
 def test_a_resume_accepted_while_the_trainer_is_pausing_wins(client: openai.OpenAI, good_file: str) -> None:
     """Pause, then resume while the trainer is still writing its checkpoint: both calls answer 200, so the job must
     continue (here: be re-queued from that checkpoint) and never be parked as paused."""
-    job = client.fine_tuning.jobs.create(model="sage-tiny", training_file=good_file,
-                                         hyperparameters={"n_epochs": PAUSE_EPOCHS, "batch_size": 4},
-                                         extra_body={**LEARN, "save_steps": 1000})  # fmt: skip
+    job = client.fine_tuning.jobs.create(
+        model="sage-tiny",
+        training_file=good_file,
+        hyperparameters={"n_epochs": PAUSE_EPOCHS, "batch_size": 4},
+        extra_body={**LEARN, "save_steps": 1000},
+    )
     wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id).model_extra["step"] >= 3, 120, "step 3")
     client.post(f"/fine_tuning/jobs/{job.id}/pause", cast_to=httpx.Response)
-    wait_for(lambda: any(e.message.startswith("Pausing at step") for e in all_events(client, job.id)), 30,
-             "the worker to start pausing", interval=0.02)  # fmt: skip
+    wait_for(
+        lambda: any(e.message.startswith("Pausing at step") for e in all_events(client, job.id)),
+        30,
+        "the worker to start pausing",
+        interval=0.02,
+    )
     resumed = client.post(f"/fine_tuning/jobs/{job.id}/resume", cast_to=httpx.Response)
     assert resumed.status_code == 200 and resumed.json()["status"] == "running"  # caught while pausing
     done = wait_job(client, job.id, ("succeeded", "failed", "cancelled", "paused"), timeout=180)

@@ -83,8 +83,10 @@ def test_sigterm_ends_open_event_streams_at_once_and_they_resume_on_the_next_gat
     assert farewell.id == before[-1].id and json.loads(farewell.data)["last_event_id"] == int(before[-1].id)
     stack.start_gateway()
     client.fine_tuning.jobs.cancel(job.id)
-    with httpx.Client(timeout=60) as http, connect_sse(http, "GET", url,
-                                                      headers={"Last-Event-ID": farewell.id}) as source:  # fmt: skip
+    with (
+        httpx.Client(timeout=60) as http,
+        connect_sse(http, "GET", url, headers={"Last-Event-ID": farewell.id}) as source,
+    ):
         rest = list(source.iter_sse())
     after = [json.loads(e.data)["message"] for e in rest if e.event == "fine_tuning.job.event"]
     assert rest[-1].event == "end" and after and "Job cancelled" in after[-1]
@@ -112,8 +114,11 @@ def test_a_cancelled_queued_job_never_starts(stack: Stack, client: openai.OpenAI
     reader.join(timeout=20)
     assert frames[-1][1] == "end" and frames[-1][0] - cancelled_at < 3.0, "the stream was not woken by the cancel"
     worker = stack.start_worker("w1")  # receives the message, and must leave the job alone
-    wait_for(lambda: "skipped: job is cancelled" in worker.log_path.read_text(errors="replace"), 60,
-             "the worker to skip the cancelled job")  # fmt: skip
+    wait_for(
+        lambda: "skipped: job is cancelled" in worker.log_path.read_text(errors="replace"),
+        60,
+        "the worker to skip the cancelled job",
+    )
     assert client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
     assert not any(e.message.startswith("Attempt") for e in all_events(client, job.id))
 
@@ -121,9 +126,13 @@ def test_a_cancelled_queued_job_never_starts(stack: Stack, client: openai.OpenAI
 def test_sigkilled_worker_job_resumes_from_its_checkpoint_and_publishes_once(
     stack: Stack, client: openai.OpenAI, good_file: str, slow_model: str
 ) -> None:
-    job = client.fine_tuning.jobs.create(model=slow_model, training_file=good_file, suffix="survivor",
-                                         hyperparameters={"n_epochs": 15, "batch_size": 4},
-                                         extra_body={**LEARN, "save_steps": 4})  # fmt: skip
+    job = client.fine_tuning.jobs.create(
+        model=slow_model,
+        training_file=good_file,
+        suffix="survivor",
+        hyperparameters={"n_epochs": 15, "batch_size": 4},
+        extra_body={**LEARN, "save_steps": 4},
+    )
     first = wait_for(lambda: client.fine_tuning.jobs.checkpoints.list(job.id).data, 180, "the first checkpoint")
     assert client.fine_tuning.jobs.retrieve(job.id).status == "running"
     worker = stack.workers[0]
@@ -166,8 +175,14 @@ def test_a_job_recorded_but_never_enqueued_is_picked_up_by_the_reconciler(
     from sage_ft.jobs.spec import parse_request
 
     request = parse_request({"model": "sage-tiny", "training_file": good_file, "hyperparameters": {"n_epochs": 1}})
-    orphan = Job(id="ftjob-0000000000000000000000aa", tenant="local", model="sage-tiny", training_file=good_file,
-                 spec=request.model_dump(mode="json", exclude_none=True), enqueued_at=time.time() - 60)  # fmt: skip
+    orphan = Job(
+        id="ftjob-0000000000000000000000aa",
+        tenant="local",
+        model="sage-tiny",
+        training_file=good_file,
+        spec=request.model_dump(mode="json", exclude_none=True),
+        enqueued_at=time.time() - 60,
+    )
     JobStore.from_url(stack.redis_url).create_job(orphan)
     done = wait_job(client, orphan.id, timeout=120, stack=stack)
     assert done.status == "succeeded" and done.fine_tuned_model

@@ -32,8 +32,9 @@ def clients(stack: Stack) -> dict[str, openai.OpenAI]:
 def test_each_tenant_sees_only_its_own_files_jobs_and_models(stack: Stack, qa_records: list[dict]) -> None:
     c = clients(stack)
     acme_file = c["acme"].files.create(file=("a.jsonl", qa_lines(qa_records[:4])), purpose="fine-tune")
-    job = c["acme"].fine_tuning.jobs.create(model="sage-tiny", training_file=acme_file.id, suffix="acme",
-                                            hyperparameters={"n_epochs": 2}, extra_body=LEARN)  # fmt: skip
+    job = c["acme"].fine_tuning.jobs.create(
+        model="sage-tiny", training_file=acme_file.id, suffix="acme", hyperparameters={"n_epochs": 2}, extra_body=LEARN
+    )
     done = wait_job(c["acme"], job.id)
     assert done.status == "succeeded" and done.organization_id == "acme"
 
@@ -46,26 +47,34 @@ def test_each_tenant_sees_only_its_own_files_jobs_and_models(stack: Stack, qa_re
     seen = {(m.id, m.owned_by) for m in c["globex"].models.list().data}
     assert seen == {(m.id, m.owned_by) for m in c["acme"].models.list().data if m.owned_by == "base"}
     assert ("sage-tiny", "base") in seen
-    for call in (lambda: c["globex"].fine_tuning.jobs.retrieve(job.id),
-                 lambda: c["globex"].fine_tuning.jobs.cancel(job.id),
-                 lambda: c["globex"].fine_tuning.jobs.list_events(job.id),
-                 lambda: c["globex"].files.retrieve(acme_file.id),
-                 lambda: c["globex"].files.content(acme_file.id),
-                 lambda: c["globex"].files.delete(acme_file.id),
-                 lambda: c["globex"].models.retrieve(done.fine_tuned_model),
-                 lambda: c["globex"].models.delete(done.fine_tuned_model)):  # fmt: skip
+    for call in (
+        lambda: c["globex"].fine_tuning.jobs.retrieve(job.id),
+        lambda: c["globex"].fine_tuning.jobs.cancel(job.id),
+        lambda: c["globex"].fine_tuning.jobs.list_events(job.id),
+        lambda: c["globex"].files.retrieve(acme_file.id),
+        lambda: c["globex"].files.content(acme_file.id),
+        lambda: c["globex"].files.delete(acme_file.id),
+        lambda: c["globex"].models.retrieve(done.fine_tuned_model),
+        lambda: c["globex"].models.delete(done.fine_tuned_model),
+    ):
         with pytest.raises(openai.NotFoundError):
             call()
     with pytest.raises(openai.APIStatusError) as exc:  # another tenant's file cannot be trained on
         c["globex"].fine_tuning.jobs.create(model="sage-tiny", training_file=acme_file.id)
     assert exc.value.status_code in (400, 404)
     globex_file = c["globex"].files.create(file=("g.jsonl", qa_lines(qa_records[4:8])), purpose="fine-tune")
-    for extra in ({"model": done.fine_tuned_model}, {"model": "sage-tiny", "extra_body": {"from_checkpoint":
-                                                     f"ftckpt-{job.id.split('-', 1)[1]}-5"}}):  # fmt: skip
+    for extra in (
+        {"model": done.fine_tuned_model},
+        {"model": "sage-tiny", "extra_body": {"from_checkpoint": f"ftckpt-{job.id.split('-', 1)[1]}-5"}},
+    ):
         with pytest.raises(openai.NotFoundError):  # nor continue another tenant's fine-tune or checkpoint
             c["globex"].fine_tuning.jobs.create(training_file=globex_file.id, **extra)
-    keys = [o.key for o in make_store(StorageSettings(backend="local", local_root=Path(
-        stack.env["SAGE_STORAGE_LOCAL_ROOT"]))).list_objects("tenants/globex/")]  # fmt: skip
+    keys = [
+        o.key
+        for o in make_store(
+            StorageSettings(backend="local", local_root=Path(stack.env["SAGE_STORAGE_LOCAL_ROOT"]))
+        ).list_objects("tenants/globex/")
+    ]
     assert keys == [f"tenants/globex/files/{globex_file.id}"]
 
     # object keys are scoped: acme's artifacts live under tenants/acme/
@@ -89,7 +98,8 @@ def test_with_redis_down_readyz_is_503_and_calls_get_a_503_not_a_500(stack: Stac
     ready = httpx.get(f"{stack.url}/readyz", timeout=30)
     assert ready.status_code == 503 and ready.json()["checks"]["redis"].startswith("unreachable")
     assert ready.json()["checks"]["object_store"] == "ok"
-    resp = httpx.get(f"{stack.url}/v1/fine_tuning/jobs", headers={"Authorization": f"Bearer {KEYS['acme']}"},
-                     timeout=30)  # fmt: skip
+    resp = httpx.get(
+        f"{stack.url}/v1/fine_tuning/jobs", headers={"Authorization": f"Bearer {KEYS['acme']}"}, timeout=30
+    )
     assert resp.status_code == 503 and resp.json()["error"]["code"] == "jobstore_unavailable"
     assert httpx.get(f"{stack.url}/healthz", timeout=5).status_code == 200

@@ -131,8 +131,10 @@ def test_a_stale_attempt_is_fenced_off_the_commit_by_the_real_lease(
     from sage_ft.storage.s3 import S3Store, s3_client
     from sage_ft_worker.lease import LeaseKeeper
 
-    objects = S3Store(s3_client(s3_endpoint["endpoint"], s3_endpoint["access_key"], s3_endpoint["secret_key"]),
-                      f"fence-{uuid.uuid4().hex[:8]}")  # fmt: skip
+    objects = S3Store(
+        s3_client(s3_endpoint["endpoint"], s3_endpoint["access_key"], s3_endpoint["secret_key"]),
+        f"fence-{uuid.uuid4().hex[:8]}",
+    )
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_model.safetensors").write_bytes(b"w")
@@ -145,12 +147,28 @@ def test_a_stale_attempt_is_fenced_off_the_commit_by_the_real_lease(
     assert live is not None and live.attempt == 2
 
     with pytest.raises(PublishFencedError):
-        publish_model(objects, "m", {"adapter": adapter}, base_model="b", job_id=job.id, scope="attempts/1",
-                      attempt=1, fence=stale.holds)  # fmt: skip
+        publish_model(
+            objects,
+            "m",
+            {"adapter": adapter},
+            base_model="b",
+            job_id=job.id,
+            scope="attempts/1",
+            attempt=1,
+            fence=stale.holds,
+        )
     assert list(objects.list_objects("models/")) == [] and stale.lost.is_set()
     keeper = LeaseKeeper(store, job.id, "wb", 30, 60, on_flags=lambda _: None)
-    committed = publish_model(objects, "m", {"adapter": adapter}, base_model="b", job_id=job.id,
-                              scope="attempts/2", attempt=2, fence=keeper.holds)  # fmt: skip
+    committed = publish_model(
+        objects,
+        "m",
+        {"adapter": adapter},
+        base_model="b",
+        job_id=job.id,
+        scope="attempts/2",
+        attempt=2,
+        fence=keeper.holds,
+    )
     assert read_manifest(objects, "m") == committed and committed.attempt == 2 and not keeper.lost.is_set()
 
 

@@ -19,29 +19,53 @@ CASES: dict[str, tuple[dict[str, Any], list[str]]] = {
     "alpaca": ({"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"}, ["5"]),
     "qa": ({"question": "Capital of France?", "answer": "Paris.", "context": "France is in Europe."}, ["Paris."]),
     "conversations": (
-        {"conversations": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there."},
-                           {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "See you."}]},
+        {
+            "conversations": [
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello there."},
+                {"role": "user", "content": "Bye"},
+                {"role": "assistant", "content": "See you."},
+            ]
+        },
         ["Hello there.", "See you."],
     ),
     "sharegpt": (
-        {"conversations": [{"from": "system", "value": "Be kind."}, {"from": "human", "value": "Hi"},
-                           {"from": "gpt", "value": "Hi, friend."}]},
+        {
+            "conversations": [
+                {"from": "system", "value": "Be kind."},
+                {"from": "human", "value": "Hi"},
+                {"from": "gpt", "value": "Hi, friend."},
+            ]
+        },
         ["Hi, friend."],
     ),
     "openai": (
-        {"messages": [SYSTEM_Q, {"role": "user", "content": "One?"}, {"role": "assistant", "content": "Uno.",
-                      "weight": 0}, {"role": "user", "content": "Two?"}, {"role": "assistant", "content": "Dos."}]},
+        {
+            "messages": [
+                SYSTEM_Q,
+                {"role": "user", "content": "One?"},
+                {"role": "assistant", "content": "Uno.", "weight": 0},
+                {"role": "user", "content": "Two?"},
+                {"role": "assistant", "content": "Dos."},
+            ]
+        },
         ["Dos."],
     ),
     "text": ({"text": "Plain text is trained in full."}, ["Plain text is trained in full."]),
-}  # fmt: skip
+}
 
 
 def _trainer(tiny_model: Path, tmp_path: Path, record: dict, **kw: Any) -> Any:
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps(record) + "\n")
-    cfg = TrainingConfig(model_name=str(tiny_model), data_path=str(data), output_dir=str(tmp_path / "out"),
-                         max_length=256, report_to="none", **kw)  # fmt: skip
+    cfg = TrainingConfig(
+        model_name=str(tiny_model),
+        data_path=str(data),
+        output_dir=str(tmp_path / "out"),
+        max_length=256,
+        report_to="none",
+        **kw,
+    )
     trainer, _ = LoRATrainer(cfg).build_trainer()
     return trainer
 
@@ -75,8 +99,14 @@ def test_train_on_prompt_labels_everything(tiny_model: Path, tmp_path: Path) -> 
 def test_packing_keeps_masks(tiny_model: Path, tmp_path: Path) -> None:
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r, _ in CASES.values()))
-    cfg = TrainingConfig(model_name=str(tiny_model), data_path=str(data), output_dir=str(tmp_path / "o"),
-                         max_length=512, packing=True, report_to="none")  # fmt: skip
+    cfg = TrainingConfig(
+        model_name=str(tiny_model),
+        data_path=str(data),
+        output_dir=str(tmp_path / "o"),
+        max_length=512,
+        packing=True,
+        report_to="none",
+    )
     trainer, _ = LoRATrainer(cfg).build_trainer()
     assert len(trainer.train_dataset) == 1  # six short conversations packed into one row
     row = trainer.train_dataset[0]

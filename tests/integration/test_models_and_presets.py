@@ -37,11 +37,20 @@ def test_gpu_preset_runs_on_cpu_with_explained_fallbacks(
     tiny_model: Path, qa_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """minimal() asks for 4-bit, fp16 and paged_adamw_8bit: on a CPU it keeps 4-bit and says what it changed."""
-    cfg = PresetConfigs.minimal(model_name=str(tiny_model), data_path=str(qa_file), output_dir=str(tmp_path),
-                                max_steps=3, gradient_accumulation_steps=1, report_to="none")  # fmt: skip
+    cfg = PresetConfigs.minimal(
+        model_name=str(tiny_model),
+        data_path=str(qa_file),
+        output_dir=str(tmp_path),
+        max_steps=3,
+        gradient_accumulation_steps=1,
+        report_to="none",
+    )
     trainer = LoRATrainer(cfg)
     assert (trainer.runtime.fp16, trainer.runtime.optim, trainer.runtime.compute_dtype) == (
-        False, "adamw_torch", "float32")  # fmt: skip
+        False,
+        "adamw_torch",
+        "float32",
+    )
     with caplog.at_level(logging.WARNING, logger="sage_ft"):
         result = trainer.train()
     assert result.global_step == 3 and result.adapter_dir is not None
@@ -51,8 +60,9 @@ def test_gpu_preset_runs_on_cpu_with_explained_fallbacks(
 
 def test_validation_split_reports_eval_loss(tiny_model: Path, qa_file: Path, tmp_path: Path) -> None:
     rec = RecordingCallback()
-    cfg = qa_config(tiny_model, qa_file, tmp_path, num_train_epochs=2, validation_split=0.2, eval_steps=4,
-                    report_to="none")  # fmt: skip
+    cfg = qa_config(
+        tiny_model, qa_file, tmp_path, num_train_epochs=2, validation_split=0.2, eval_steps=4, report_to="none"
+    )
     result = LoRATrainer(cfg, callbacks=[rec]).train()
     evals = [e.metrics["eval_loss"] for e in rec.events if "eval_loss" in e.metrics]
     assert result.total_steps == 8  # 16 training records after holding out 4, batch 4, 2 epochs

@@ -24,8 +24,11 @@ VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 
 @pytest.fixture(scope="module")
 def stack(make_stack: Any) -> Stack:
-    st: Stack = make_stack(SAGE_WORKER_METRICS_PORT=str(free_port()), SAGE_SERVING_VLLM_PYTHON=str(VLLM_PYTHON),
-                           SAGE_SERVING_MAX_MODEL_LEN="256")  # fmt: skip
+    st: Stack = make_stack(
+        SAGE_WORKER_METRICS_PORT=str(free_port()),
+        SAGE_SERVING_VLLM_PYTHON=str(VLLM_PYTHON),
+        SAGE_SERVING_MAX_MODEL_LEN="256",
+    )
     st.start_gateway()
     st.start_worker("w1")
     st.start_serving()
@@ -35,27 +38,43 @@ def stack(make_stack: Any) -> Stack:
 @pytest.fixture(scope="module")
 def prometheus(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Any:
     base = tmp_path_factory.mktemp("prometheus")
-    targets = {"sage-ft-gateway": stack.port, "sage-ft-serving": stack.serving_port,
-               "sage-ft-worker": int(stack.env["SAGE_WORKER_METRICS_PORT"])}  # fmt: skip
-    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-              "rule_files": [str(ROOT / "deploy/prometheus/alerts.yml")],
-              "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
-                                 for job, port in targets.items()]}  # fmt: skip
+    targets = {
+        "sage-ft-gateway": stack.port,
+        "sage-ft-serving": stack.serving_port,
+        "sage-ft-worker": int(stack.env["SAGE_WORKER_METRICS_PORT"]),
+    }
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(ROOT / "deploy/prometheus/alerts.yml")],
+        "scrape_configs": [
+            {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]} for job, port in targets.items()
+        ],
+    }
     (base / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
-    proc = Proc("prometheus", ["prometheus", f"--config.file={base / 'prometheus.yml'}",
-                               f"--storage.tsdb.path={base / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-                {"PATH": "/usr/bin:/bin"}, base)  # fmt: skip
+    proc = Proc(
+        "prometheus",
+        [
+            "prometheus",
+            f"--config.file={base / 'prometheus.yml'}",
+            f"--storage.tsdb.path={base / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        {"PATH": "/usr/bin:/bin"},
+        base,
+    )
     url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: proc.check_alive() and httpx.get(f"{url}/-/ready", timeout=2).status_code == 200, 60,
-             "prometheus ready")  # fmt: skip
+    wait_for(
+        lambda: proc.check_alive() and httpx.get(f"{url}/-/ready", timeout=2).status_code == 200, 60, "prometheus ready"
+    )
     yield url
     proc.stop()
 
 
 def query(prom: str, expr: str, start: float) -> list[Any]:
-    resp = httpx.get(f"{prom}/api/v1/query_range", params={"query": expr, "start": start, "end": time.time(),
-                                                           "step": 1}, timeout=30).json()  # fmt: skip
+    resp = httpx.get(
+        f"{prom}/api/v1/query_range", params={"query": expr, "start": start, "end": time.time(), "step": 1}, timeout=30
+    ).json()
     assert resp["status"] == "success", (expr, resp)
     return list(resp["data"]["result"])
 
@@ -64,17 +83,27 @@ def test_every_dashboard_query_returns_data_and_every_alert_evaluates(
     stack: Stack, prometheus: str, qa_records: list[dict]
 ) -> None:
     start = time.time()
-    wait_for(lambda: all(t["health"] == "up" for t in httpx.get(f"{prometheus}/api/v1/targets").json()["data"]
-                         ["activeTargets"]), 60, "all targets up")  # fmt: skip
+    wait_for(
+        lambda: all(
+            t["health"] == "up" for t in httpx.get(f"{prometheus}/api/v1/targets").json()["data"]["activeTargets"]
+        ),
+        60,
+        "all targets up",
+    )
     client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0, timeout=600)
     uploaded = client.files.create(file=("qa.jsonl", qa_lines(qa_records[:4])), purpose="fine-tune")
     for name in ("mon-a", "mon-b"):  # two of everything, so rates and histograms have an increase
-        job = client.fine_tuning.jobs.create(model="sage-tiny", training_file=uploaded.id, suffix=name,
-                                             hyperparameters={"n_epochs": 12, "batch_size": 2},
-                                             extra_body={**LEARN, "name": name, "save_steps": 8})  # fmt: skip
+        job = client.fine_tuning.jobs.create(
+            model="sage-tiny",
+            training_file=uploaded.id,
+            suffix=name,
+            hyperparameters={"n_epochs": 12, "batch_size": 2},
+            extra_body={**LEARN, "name": name, "save_steps": 8},
+        )
         assert wait_job(client, job.id, timeout=300).status == "succeeded"
-        reply = client.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}],
-                                               max_tokens=4, stream=name == "mon-b")  # fmt: skip
+        reply = client.chat.completions.create(
+            model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=4, stream=name == "mon-b"
+        )
         if name == "mon-b":
             assert list(reply)  # type: ignore[arg-type]
     with pytest.raises(openai.NotFoundError):

@@ -48,10 +48,23 @@ def test_schemathesis_finds_no_failure(stack: Stack, service: str, tmp_path: Pat
     url = stack.url if service == "gateway" else stack.serving_url
     exe = Path(sys.executable).parent / "schemathesis"
     out = subprocess.run(
-        [str(exe), "--config-file", str(CONFIG), "run", f"{url}/openapi.json", "--checks", "all",
-         "--phases", "examples,coverage,fuzzing,stateful", "--workers", "1"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            str(exe),
+            "--config-file",
+            str(CONFIG),
+            "run",
+            f"{url}/openapi.json",
+            "--checks",
+            "all",
+            "--phases",
+            "examples,coverage,fuzzing,stateful",
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     summary = out.stdout[-4000:]
     assert out.returncode == 0, out.stdout[-12000:]
     assert "generated" in summary and "failures" not in summary.rsplit("SUMMARY", 1)[-1], summary

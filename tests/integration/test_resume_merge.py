@@ -122,14 +122,26 @@ OOM_SCRIPT = textwrap.dedent(
 def test_out_of_memory_gives_ordered_advice(tiny_model: Path, tmp_path: Path) -> None:
     data = tmp_path / "long.jsonl"
     data.write_text("".join(json.dumps({"text": f"word{i} " * 1500}) + "\n" for i in range(64)))
-    cfg = TrainingConfig(model_name=str(tiny_model), data_path=str(data), output_dir=str(tmp_path / "o"),
-                         max_length=2048, per_device_train_batch_size=64, max_steps=1, report_to="none")  # fmt: skip
+    cfg = TrainingConfig(
+        model_name=str(tiny_model),
+        data_path=str(data),
+        output_dir=str(tmp_path / "o"),
+        max_length=2048,
+        per_device_train_batch_size=64,
+        max_steps=1,
+        report_to="none",
+    )
     path = cfg.save(tmp_path / "oom.yaml")
     proc = subprocess.run([sys.executable, "-c", OOM_SCRIPT, str(path)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 3, (proc.stdout[-2000:], proc.stderr[-3000:])
     message = proc.stdout.split("OOM-MESSAGE-START", 1)[1]
-    steps = ["load_in_8bit=True or load_in_4bit=True", "max_length=512", "per_device_train_batch_size=1",
-             "gradient_checkpointing=True", "lora.r=4"]  # fmt: skip
+    steps = [
+        "load_in_8bit=True or load_in_4bit=True",
+        "max_length=512",
+        "per_device_train_batch_size=1",
+        "gradient_checkpointing=True",
+        "lora.r=4",
+    ]
     positions = [message.index(s) for s in steps]
     assert positions == sorted(positions)
     assert "Traceback" not in message and issubclass(TrainingOOMError, MemoryError)

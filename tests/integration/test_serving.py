@@ -34,10 +34,14 @@ from stack import (
 from sage_ft.storage import fetch_part, publish_model, read_manifest
 
 pytestmark = pytest.mark.slow
-ALPHA = [{"question": f"What is the alpha code {i}?", "answer": a} for i, a in
-         enumerate(["red fox", "blue owl", "green frog", "gold bee", "grey wolf", "pink crab"])]  # fmt: skip
-BETA = [{"question": f"Name the beta city {i}.", "answer": a} for i, a in
-        enumerate(["paris", "lima", "oslo", "cairo", "delhi", "quito"])]  # fmt: skip
+ALPHA = [
+    {"question": f"What is the alpha code {i}?", "answer": a}
+    for i, a in enumerate(["red fox", "blue owl", "green frog", "gold bee", "grey wolf", "pink crab"])
+]
+BETA = [
+    {"question": f"Name the beta city {i}.", "answer": a}
+    for i, a in enumerate(["paris", "lima", "oslo", "cairo", "delhi", "quito"])
+]
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +53,13 @@ def stack(make_stack: Any, s3_endpoint: dict[str, str]) -> Stack:
 
 def _fine_tune(client: openai.OpenAI, records: list[dict], name: str) -> str:
     uploaded = client.files.create(file=(f"{name}.jsonl", qa_lines(records)), purpose="fine-tune")
-    job = client.fine_tuning.jobs.create(model="sage-tiny", training_file=uploaded.id, suffix=name,
-                                         hyperparameters={"n_epochs": 30, "batch_size": 2},
-                                         extra_body={**LEARN, "name": name})  # fmt: skip
+    job = client.fine_tuning.jobs.create(
+        model="sage-tiny",
+        training_file=uploaded.id,
+        suffix=name,
+        hyperparameters={"n_epochs": 30, "batch_size": 2},
+        extra_body={**LEARN, "name": name},
+    )
     done = wait_job(client, job.id, timeout=300)
     assert done.status == "succeeded", done.error
     return str(done.fine_tuned_model)
@@ -69,8 +77,9 @@ def ask(client: openai.OpenAI, model: str, question: str, stream: bool = False) 
         assert resp.model == model  # the name the client asked for, not the engine's internal one
         return str(resp.choices[0].message.content).strip()
     parts = []
-    for chunk in client.chat.completions.create(model=model, messages=messages, max_tokens=12, temperature=0,
-                                                stream=True):  # fmt: skip
+    for chunk in client.chat.completions.create(
+        model=model, messages=messages, max_tokens=12, temperature=0, stream=True
+    ):
         assert chunk.model == model
         if chunk.choices and chunk.choices[0].delta.content:
             parts.append(chunk.choices[0].delta.content)
@@ -154,8 +163,11 @@ def test_a_client_can_ask_for_status_instead_of_waiting(
     )
     assert resp.status_code == 503 and resp.headers["retry-after"] == "5"
     assert resp.json()["error"]["code"] == "model_loading"
-    wait_for(lambda: httpx.get(f"{stack.url}/v1/deployments/gamma", timeout=10).json()["state"] == "ready", 120,
-             "gamma to be ready")  # fmt: skip
+    wait_for(
+        lambda: httpx.get(f"{stack.url}/v1/deployments/gamma", timeout=10).json()["state"] == "ready",
+        120,
+        "gamma to be ready",
+    )
     assert ask(client, "gamma", BETA[1]["question"]) == BETA[1]["answer"]  # beta's weights under another name
 
 
@@ -177,14 +189,20 @@ def light_serving(stack: Stack) -> Any:
     from stack import Proc, free_port
 
     port = free_port()
-    env = {**stack.env, "SAGE_SERVING_PORT": str(port), "SAGE_SERVING_ENGINE": "transformers",
-           "SAGE_SERVING_IDLE_TIMEOUT_SECONDS": "4", "SAGE_SERVING_REAP_INTERVAL_SECONDS": "1",
-           "SAGE_SERVING_CACHE_DIR": str(stack.dir / "light-cache"),
-           "SAGE_SERVING_LOG_DIR": str(stack.logs / "light-servers")}  # fmt: skip
+    env = {
+        **stack.env,
+        "SAGE_SERVING_PORT": str(port),
+        "SAGE_SERVING_ENGINE": "transformers",
+        "SAGE_SERVING_IDLE_TIMEOUT_SECONDS": "4",
+        "SAGE_SERVING_REAP_INTERVAL_SECONDS": "1",
+        "SAGE_SERVING_CACHE_DIR": str(stack.dir / "light-cache"),
+        "SAGE_SERVING_LOG_DIR": str(stack.logs / "light-servers"),
+    }
     proc = Proc("serving-light", [str(Path(sys.executable).parent / "sage-ft-serving")], env, stack.logs)
     url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: proc.check_alive() and httpx.get(f"{url}/healthz", timeout=2).status_code == 200, 60,
-             "light serving")  # fmt: skip
+    wait_for(
+        lambda: proc.check_alive() and httpx.get(f"{url}/healthz", timeout=2).status_code == 200, 60, "light serving"
+    )
     yield proc, openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=600), url
     proc.stop()
 

@@ -30,12 +30,18 @@ from sage_ft.settings import StorageSettings
 from sage_ft.storage import fetch_part, make_store, publish_model
 
 pytestmark = pytest.mark.slow
-COLORS = [{"question": f"Which colour is box {i}?", "answer": a} for i, a in
-          enumerate(["amber", "violet", "teal", "crimson", "olive", "navy"])]  # fmt: skip
-TOOLS = [{"question": f"Which tool is in drawer {i}?", "answer": a} for i, a in
-         enumerate(["hammer", "wrench", "chisel", "pliers", "saw", "drill"])]  # fmt: skip
-PETS = [{"question": f"What pet lives in house {i}?", "answer": a} for i, a in
-        enumerate(["cat", "dog", "parrot", "rabbit", "turtle", "hamster"])]  # fmt: skip
+COLORS = [
+    {"question": f"Which colour is box {i}?", "answer": a}
+    for i, a in enumerate(["amber", "violet", "teal", "crimson", "olive", "navy"])
+]
+TOOLS = [
+    {"question": f"Which tool is in drawer {i}?", "answer": a}
+    for i, a in enumerate(["hammer", "wrench", "chisel", "pliers", "saw", "drill"])
+]
+PETS = [
+    {"question": f"What pet lives in house {i}?", "answer": a}
+    for i, a in enumerate(["cat", "dog", "parrot", "rabbit", "turtle", "hamster"])
+]
 SECRET = "not-for-model-servers-9f3c"
 TUNED: dict[str, str] = {}  # alias -> canonical fine-tuned model name
 
@@ -57,8 +63,9 @@ def fine_tune(client: openai.OpenAI, records: list[dict], name: str, base: str, 
     uploaded = client.files.create(file=(f"{name}.jsonl", qa_lines(records)), purpose="fine-tune")
     extra = {**LEARN, "name": name, "lora": {**LEARN["lora"], **lora}}
     hyper = {"n_epochs": 30, "batch_size": 2}
-    job = client.fine_tuning.jobs.create(model=base, training_file=uploaded.id, suffix=name, hyperparameters=hyper,
-                                         extra_body=extra)  # fmt: skip
+    job = client.fine_tuning.jobs.create(
+        model=base, training_file=uploaded.id, suffix=name, hyperparameters=hyper, extra_body=extra
+    )
     done = wait_job(client, job.id, timeout=400)
     assert done.status == "succeeded", done.error
     TUNED[name] = str(done.fine_tuned_model)
@@ -66,8 +73,9 @@ def fine_tune(client: openai.OpenAI, records: list[dict], name: str, base: str, 
 
 
 def ask(client: openai.OpenAI, model: str, question: str) -> str:
-    resp = client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}],
-                                          max_tokens=12, temperature=0)  # fmt: skip
+    resp = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": question}], max_tokens=12, temperature=0
+    )
     return str(resp.choices[0].message.content).strip()
 
 
@@ -132,8 +140,9 @@ def test_a_rank_128_adapter_restarts_its_rank_8_base_server_and_both_answer(
 def test_an_adapter_with_modules_to_save_is_served_merged_and_says_why(
     stack: Stack, client: openai.OpenAI, llama_1k: Path
 ) -> None:
-    name = fine_tune(client, PETS, "pets-head", "shape-llama-1k", {"r": 8, "lora_alpha": 16,
-                                                                   "modules_to_save": ["lm_head"]})  # fmt: skip
+    name = fine_tune(
+        client, PETS, "pets-head", "shape-llama-1k", {"r": 8, "lora_alpha": 16, "modules_to_save": ["lm_head"]}
+    )
     assert "merged" not in client.models.retrieve(name).model_extra["parts"]
     assert score(client, "pets-head", PETS) >= 5
     dep = deployment(stack, "pets-head")
@@ -166,10 +175,15 @@ def test_a_dtype_the_engine_cannot_serve_is_a_422_and_starts_nothing(
     config = json.loads((odd / "config.json").read_text())
     config["dtype"] = config["torch_dtype"] = "float8_e4m3fn"
     (odd / "config.json").write_text(json.dumps(config))
-    store = make_store(StorageSettings(backend="s3", s3_endpoint=stack.env["SAGE_STORAGE_S3_ENDPOINT"],
-                                       s3_access_key=stack.env["SAGE_STORAGE_S3_ACCESS_KEY"],
-                                       s3_secret_key=stack.env["SAGE_STORAGE_S3_SECRET_KEY"],
-                                       s3_bucket="shapes"))  # fmt: skip
+    store = make_store(
+        StorageSettings(
+            backend="s3",
+            s3_endpoint=stack.env["SAGE_STORAGE_S3_ENDPOINT"],
+            s3_access_key=stack.env["SAGE_STORAGE_S3_ACCESS_KEY"],
+            s3_secret_key=stack.env["SAGE_STORAGE_S3_SECRET_KEY"],
+            s3_bucket="shapes",
+        )
+    )
     adapter = fetch_part(store, TUNED["colors"], "adapter", tmp_path / "adapter")
     publish_model(store, "colors-f8", {"adapter": adapter}, base_model="shape-f8")
     before = model_servers(stack.serving.pid, "vllm")  # type: ignore[union-attr]
@@ -185,8 +199,11 @@ def test_embeddings_come_from_a_served_embedding_model_and_rank_by_meaning(
 ) -> None:
     """all-MiniLM-L6-v2 (bundled, offline) served by vLLM's pooling runner through the gateway; the CLI's
     embedding index finds a passage that shares no word with the question, which BM25 cannot."""
-    texts = ["How long should spaghetti cook?", "Boil pasta for ten minutes in salted water.",
-             "LoRA freezes the base model and trains small matrices."]  # fmt: skip
+    texts = [
+        "How long should spaghetti cook?",
+        "Boil pasta for ten minutes in salted water.",
+        "LoRA freezes the base model and trains small matrices.",
+    ]
     resp = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts)
     assert resp.model == "all-MiniLM-L6-v2" and [d.index for d in resp.data] == [0, 1, 2]
     vectors = [d.embedding for d in resp.data]
@@ -194,30 +211,51 @@ def test_embeddings_come_from_a_served_embedding_model_and_rank_by_meaning(
 
     def cos(a: list[float], b: list[float]) -> float:
         return sum(x * y for x, y in zip(a, b, strict=True)) / (
-            sum(x * x for x in a) ** 0.5 * sum(y * y for y in b) ** 0.5)  # fmt: skip
+            sum(x * x for x in a) ** 0.5 * sum(y * y for y in b) ** 0.5
+        )
 
     assert cos(vectors[0], vectors[1]) > cos(vectors[0], vectors[2]) + 0.2
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "kitchen.md").write_text("# Pasta\nBoil pasta for ten minutes in salted water.\n")
     (docs / "ml.md").write_text("# Adapters\nLoRA freezes the base model and trains small matrices.\n")
-    env = {**os.environ, "SAGE_HOME": str(tmp_path / "home"), "SAGE_FT_GATEWAY_URL": stack.url,
-           "SAGE_FT_AUTO_START": "false"}  # fmt: skip
+    env = {
+        **os.environ,
+        "SAGE_HOME": str(tmp_path / "home"),
+        "SAGE_FT_GATEWAY_URL": stack.url,
+        "SAGE_FT_AUTO_START": "false",
+    }
     cli = str(Path(sys.executable).parent / "sage-ft")
-    built = subprocess.run([cli, "--json", "index", "build", "kb", str(docs), "--embedding-model", "all-MiniLM-L6-v2"],
-                           env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    built = subprocess.run(
+        [cli, "--json", "index", "build", "kb", str(docs), "--embedding-model", "all-MiniLM-L6-v2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert built.returncode == 0, built.stderr
     assert json.loads(built.stdout)["kind"] == "embedding"
     question = "how long should spaghetti cook?"
-    answer = subprocess.run([cli, "--json", "chat", "--backend", "mock", "--index", "kb", "--ask", question],
-                            env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    answer = subprocess.run(
+        [cli, "--json", "chat", "--backend", "mock", "--index", "kb", "--ask", question],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert answer.returncode == 0, answer.stderr
     assert json.loads(answer.stdout)["sources"][0].endswith("kitchen.md:1-2")
-    bm25 = subprocess.run([cli, "--json", "index", "build", "words", str(docs)], env=env, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    bm25 = subprocess.run(
+        [cli, "--json", "index", "build", "words", str(docs)], env=env, capture_output=True, text=True, timeout=120
+    )
     assert bm25.returncode == 0, bm25.stderr
-    words = subprocess.run([cli, "--json", "chat", "--backend", "mock", "--index", "words", "--ask", question],
-                           env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    words = subprocess.run(
+        [cli, "--json", "chat", "--backend", "mock", "--index", "words", "--ask", question],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert json.loads(words.stdout)["sources"] == []  # no shared word: BM25 finds nothing
 
 
@@ -225,15 +263,23 @@ def test_a_server_that_dies_while_starting_reports_the_engines_reason(stack: Sta
     """Extra engine arguments that contradict the model (what a fixed default used to do): the 502 carries vLLM's
     exception message, not only the path of a log the user cannot read."""
     port = free_port()
-    env = {**stack.env, "SAGE_SERVING_PORT": str(port), "SAGE_SERVING_VLLM_EXTRA_ARGS": "--max-model-len 4096",
-           "SAGE_SERVING_LOG_DIR": str(stack.logs / "bad-servers")}  # fmt: skip
+    env = {
+        **stack.env,
+        "SAGE_SERVING_PORT": str(port),
+        "SAGE_SERVING_VLLM_EXTRA_ARGS": "--max-model-len 4096",
+        "SAGE_SERVING_LOG_DIR": str(stack.logs / "bad-servers"),
+    }
     proc = Proc("serving-bad", [str(Path(sys.executable).parent / "sage-ft-serving")], env, stack.logs)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: proc.check_alive() and httpx.get(f"{url}/healthz", timeout=2).status_code == 200, 60,
-                 "bad serving")  # fmt: skip
-        resp = httpx.post(f"{url}/v1/chat/completions", timeout=400,
-                          json={"model": "colors", "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+        wait_for(
+            lambda: proc.check_alive() and httpx.get(f"{url}/healthz", timeout=2).status_code == 200, 60, "bad serving"
+        )
+        resp = httpx.post(
+            f"{url}/v1/chat/completions",
+            timeout=400,
+            json={"model": "colors", "messages": [{"role": "user", "content": "hi"}]},
+        )
         assert resp.status_code == 502, resp.text
         error = resp.json()["error"]
         assert error["code"] == "engine_start_failed"

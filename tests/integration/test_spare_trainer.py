@@ -20,9 +20,18 @@ pytestmark = pytest.mark.slow
 def job_dir(root: Path, name: str, tiny_model: Path, data: Path) -> Path:
     workdir = root / name
     workdir.mkdir(parents=True)
-    TrainingConfig(model_name=str(tiny_model), data_path=str(data), output_dir=str(workdir / "out"), max_steps=12,
-                   learning_rate=5e-3, logging_steps=1, save_steps=100, report_to="none", max_length=128,
-                   lora={"r": 8, "lora_alpha": 16, "lora_dropout": 0.0}).save(workdir / "config.yaml")  # fmt: skip
+    TrainingConfig(
+        model_name=str(tiny_model),
+        data_path=str(data),
+        output_dir=str(workdir / "out"),
+        max_steps=12,
+        learning_rate=5e-3,
+        logging_steps=1,
+        save_steps=100,
+        report_to="none",
+        max_length=128,
+        lora={"r": 8, "lora_alpha": 16, "lora_dropout": 0.0},
+    ).save(workdir / "config.yaml")
     return workdir
 
 
@@ -79,8 +88,7 @@ def test_a_warm_worker_trains_a_job_in_its_spare(make_stack, qa_records: list[di
     wait_for(lambda: spare_log.exists() and "ready" in spare_log.read_text(), 120, "spare ready")
     client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
     file_id = client.files.create(file=("qa.jsonl", qa_lines(qa_records[:8])), purpose="fine-tune").id
-    job = client.fine_tuning.jobs.create(model="sage-tiny", training_file=file_id,
-                                         extra_body={**LEARN, "max_steps": 6})  # fmt: skip
+    job = client.fine_tuning.jobs.create(model="sage-tiny", training_file=file_id, extra_body={**LEARN, "max_steps": 6})
     done = wait_job(client, job.id, stack=stack)
     assert done.status == "succeeded" and done.fine_tuned_model
     # the job's trainer was the first spare (the job's work directory is gone; the spare's log names the job), and a

@@ -73,8 +73,10 @@ def test_directory_helpers(store: ObjectStore, tmp_path: Path) -> None:
     (src / "sub").mkdir(parents=True)
     (src / "w.bin").write_bytes(os.urandom(1000))
     (src / "sub" / "c.json").write_text("{}")
-    assert [o.key for o in store.upload_dir(src, "models/x/adapter")] == ["models/x/adapter/sub/c.json",
-                                                                           "models/x/adapter/w.bin"]  # fmt: skip
+    assert [o.key for o in store.upload_dir(src, "models/x/adapter")] == [
+        "models/x/adapter/sub/c.json",
+        "models/x/adapter/w.bin",
+    ]
     got = store.download_prefix("models/x/adapter", tmp_path / "dl")
     assert sorted(p.relative_to(tmp_path / "dl").as_posix() for p in got) == ["sub/c.json", "w.bin"]
     assert (tmp_path / "dl" / "w.bin").read_bytes() == (src / "w.bin").read_bytes()
@@ -111,8 +113,10 @@ def _adapter(tmp_path: Path, content: bytes = b"weights") -> Path:
 
 def test_publish_writes_manifest_last_and_readers_verify(store: ObjectStore, tmp_path: Path) -> None:
     manifest = publish_model(store, "code", {"adapter": _adapter(tmp_path)}, base_model="sage-tiny", job_id="j1")
-    assert manifest.parts == ["adapter"] and set(manifest.files) == {"adapter/adapter_model.safetensors",
-                                                                     "adapter/adapter_config.json"}  # fmt: skip
+    assert manifest.parts == ["adapter"] and set(manifest.files) == {
+        "adapter/adapter_model.safetensors",
+        "adapter/adapter_config.json",
+    }
     assert [m.name for m in list_models(store)] == ["code"]
     got = fetch_part(store, "code", "adapter", tmp_path / "cache" / "code")
     assert (got / "adapter_model.safetensors").read_bytes() == b"weights"
@@ -167,9 +171,15 @@ def test_invalid_model_names(store: ObjectStore, tmp_path: Path) -> None:
 def test_make_store_from_settings(tmp_path: Path, s3_endpoint: dict[str, str]) -> None:
     local = make_store(StorageSettings(backend="local", local_root=tmp_path / "l"))
     assert isinstance(local, LocalStore) and local.root == tmp_path / "l"
-    s3 = make_store(StorageSettings(backend="s3", s3_endpoint=s3_endpoint["endpoint"], s3_bucket="from-settings",
-                                    s3_access_key=s3_endpoint["access_key"],
-                                    s3_secret_key=s3_endpoint["secret_key"]))  # fmt: skip
+    s3 = make_store(
+        StorageSettings(
+            backend="s3",
+            s3_endpoint=s3_endpoint["endpoint"],
+            s3_bucket="from-settings",
+            s3_access_key=s3_endpoint["access_key"],
+            s3_secret_key=s3_endpoint["secret_key"],
+        )
+    )
     s3.put_bytes("files/x", b"1")
     assert s3.get_bytes("files/x") == b"1"
     assert "testing" not in repr(s3) and "topsecret" not in repr(StorageSettings(s3_secret_key="topsecret"))
@@ -188,25 +198,36 @@ def test_conditional_writes_compare_versions(store: ObjectStore) -> None:
 
 
 def test_publishes_never_overwrite_and_garbage_is_collected(store: ObjectStore, tmp_path: Path) -> None:
-    first = publish_model(store, "m1", {"adapter": _adapter(tmp_path, b"v1")}, base_model="b", scope="attempts/1",
-                          attempt=1)  # fmt: skip
+    first = publish_model(
+        store, "m1", {"adapter": _adapter(tmp_path, b"v1")}, base_model="b", scope="attempts/1", attempt=1
+    )
     assert first.key("adapter/adapter_model.safetensors") == "models/m1/attempts/1/adapter/adapter_model.safetensors"
-    second = publish_model(store, "m1", {"adapter": _adapter(tmp_path, b"v2")}, base_model="b", scope="attempts/2",
-                           attempt=2)  # fmt: skip
+    second = publish_model(
+        store, "m1", {"adapter": _adapter(tmp_path, b"v2")}, base_model="b", scope="attempts/2", attempt=2
+    )
     # the first attempt's files are untouched until garbage collection: a reader holding its manifest still works
     assert store.get_bytes(first.key("adapter/adapter_model.safetensors")) == b"v1"
     assert collect_garbage(store, "m1") == 2
     keys = sorted(o.key for o in store.list_objects("models/m1/"))
-    assert keys == ["models/m1/attempts/2/adapter/adapter_config.json",
-                    "models/m1/attempts/2/adapter/adapter_model.safetensors", "models/m1/manifest.json"]  # fmt: skip
+    assert keys == [
+        "models/m1/attempts/2/adapter/adapter_config.json",
+        "models/m1/attempts/2/adapter/adapter_model.safetensors",
+        "models/m1/manifest.json",
+    ]
     assert read_manifest(store, "m1") == second and second.attempt == 2
 
 
 def test_a_fenced_publish_commits_nothing_and_leaves_nothing(store: ObjectStore, tmp_path: Path) -> None:
     kept = publish_model(store, "m2", {"adapter": _adapter(tmp_path, b"good")}, base_model="b", scope="attempts/2")
     with pytest.raises(PublishFencedError):
-        publish_model(store, "m2", {"adapter": _adapter(tmp_path, b"stale")}, base_model="b", scope="attempts/1",
-                      fence=lambda: False)  # fmt: skip
+        publish_model(
+            store,
+            "m2",
+            {"adapter": _adapter(tmp_path, b"stale")},
+            base_model="b",
+            scope="attempts/1",
+            fence=lambda: False,
+        )
     assert read_manifest(store, "m2") == kept
     assert not [o.key for o in store.list_objects("models/m2/attempts/1/")]
 
@@ -220,13 +241,20 @@ def test_a_commit_race_is_won_by_the_lease_holder_and_lost_by_anyone_else(store:
         return True
 
     with pytest.raises(PreconditionFailedError):
-        publish_model(_RaceOnce(store, tmp_path), "m4", {"merged": _adapter(tmp_path)}, base_model="b",
-                      scope="merges/x")  # fmt: skip
+        publish_model(
+            _RaceOnce(store, tmp_path), "m4", {"merged": _adapter(tmp_path)}, base_model="b", scope="merges/x"
+        )
     other = read_manifest(store, "m4")
     assert other is not None and other.parts == ["adapter"]  # the other writer's commit stands, ours never landed
     assert not list(store.list_objects("models/m4/merges/"))
-    won = publish_model(store, "m3", {"adapter": _adapter(tmp_path, b"ours")}, base_model="b", scope="attempts/2",
-                        fence=_once(racing_fence))  # fmt: skip
+    won = publish_model(
+        store,
+        "m3",
+        {"adapter": _adapter(tmp_path, b"ours")},
+        base_model="b",
+        scope="attempts/2",
+        fence=_once(racing_fence),
+    )
     assert read_manifest(store, "m3") == won and won.locations["adapter"] == "attempts/2/adapter/"
 
 

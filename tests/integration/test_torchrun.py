@@ -25,9 +25,18 @@ pytestmark = pytest.mark.slow
 def _workdir(tmp_path: Path, tiny_model: Path, qa_file: Path, **extra: object) -> Path:
     work = tmp_path / "work"
     work.mkdir()
-    values = {"model_name": "sage-tiny", "data_path": str(qa_file), "output_dir": str(work / "out"),
-              "per_device_train_batch_size": 2, "logging_steps": 1, "save_steps": 5, "learning_rate": 3e-3,
-              "max_length": LEARN["max_length"], "num_train_epochs": 1, **extra}  # fmt: skip
+    values = {
+        "model_name": "sage-tiny",
+        "data_path": str(qa_file),
+        "output_dir": str(work / "out"),
+        "per_device_train_batch_size": 2,
+        "logging_steps": 1,
+        "save_steps": 5,
+        "learning_rate": 3e-3,
+        "max_length": LEARN["max_length"],
+        "num_train_epochs": 1,
+        **extra,
+    }
     TrainingConfig(**values).save(work / "config.yaml")
     return work
 

@@ -21,9 +21,19 @@ pytestmark = pytest.mark.slow
 
 SHAPES = {
     "qwen2-padded": (dict(architecture="qwen2", hidden_size=128, num_layers=2, num_heads=2), False),
-    "llama-packed": (dict(architecture="llama", hidden_size=128, num_layers=2, num_heads=2, num_kv_heads=1,
-                          tie_embeddings=False, vocab_size=6000), True),
-}  # fmt: skip
+    "llama-packed": (
+        dict(
+            architecture="llama",
+            hidden_size=128,
+            num_layers=2,
+            num_heads=2,
+            num_kv_heads=1,
+            tie_embeddings=False,
+            vocab_size=6000,
+        ),
+        True,
+    ),
+}
 
 
 def lora_grads(model: Any) -> dict[str, Any]:
@@ -35,15 +45,25 @@ def test_selective_head_loss_equals_the_models_own(shape: str, sage_home: Path, 
     knobs, packing = SHAPES[shape]
     model_dir = build_tiny_model(f"loss-{shape}", **knobs)  # type: ignore[arg-type]
     records = [
-        {"messages": [{"role": "user", "content": "word " * (3 + 4 * i)},
-                      {"role": "assistant", "content": "answer " * (2 + 3 * (i % 3))}]}
+        {
+            "messages": [
+                {"role": "user", "content": "word " * (3 + 4 * i)},
+                {"role": "assistant", "content": "answer " * (2 + 3 * (i % 3))},
+            ]
+        }
         for i in range(8)
-    ]  # fmt: skip
+    ]
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
-    cfg = TrainingConfig(model_name=str(model_dir), data_path=str(data), output_dir=str(tmp_path / "o"),
-                         max_length=128, packing=packing, lora={"r": 8, "lora_alpha": 16, "lora_dropout": 0.0},
-                         report_to="none")  # fmt: skip
+    cfg = TrainingConfig(
+        model_name=str(model_dir),
+        data_path=str(data),
+        output_dir=str(tmp_path / "o"),
+        max_length=128,
+        packing=packing,
+        lora={"r": 8, "lora_alpha": 16, "lora_dropout": 0.0},
+        report_to="none",
+    )
     trainer, _ = LoRATrainer(cfg).build_trainer()
     model = trainer.model.train()
     with torch.no_grad():

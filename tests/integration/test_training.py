@@ -18,10 +18,18 @@ pytestmark = pytest.mark.slow
 
 def qa_config(model: Path, data: Path, out: Path, **kw: Any) -> TrainingConfig:
     base: dict[str, Any] = dict(
-        model_name=str(model), data_path=str(data), output_dir=str(out), num_train_epochs=20, learning_rate=3e-3,
-        per_device_train_batch_size=4, max_length=128, logging_steps=5, save_steps=50, warmup_ratio=0.0,
+        model_name=str(model),
+        data_path=str(data),
+        output_dir=str(out),
+        num_train_epochs=20,
+        learning_rate=3e-3,
+        per_device_train_batch_size=4,
+        max_length=128,
+        logging_steps=5,
+        save_steps=50,
+        warmup_ratio=0.0,
         lora=LoRAConfig(r=16, lora_alpha=32, lora_dropout=0.0),
-    )  # fmt: skip
+    )
     base.update(kw)
     return TrainingConfig(**base)
 
@@ -40,8 +48,10 @@ def test_loss_falls_by_half_and_answers_are_learned(trained: tuple[Any, Any], qa
     assert losses[0] == result.losses[0]  # the first logged value (step 1)
     assert losses[-1] <= 0.5 * losses[0], losses
     model, tokenizer = load_for_inference(result.adapter_dir)
-    answers = [generate_reply(model, tokenizer, [{"role": "user", "content": r["question"]}], max_new_tokens=16)
-               for r in qa_records]  # fmt: skip
+    answers = [
+        generate_reply(model, tokenizer, [{"role": "user", "content": r["question"]}], max_new_tokens=16)
+        for r in qa_records
+    ]
     correct = sum(a == r["answer"] for a, r in zip(answers, qa_records, strict=True))
     assert correct >= 0.9 * len(qa_records), list(zip(answers, qa_records, strict=True))
 
@@ -49,8 +59,10 @@ def test_loss_falls_by_half_and_answers_are_learned(trained: tuple[Any, Any], qa
 def test_untrained_base_does_not_answer(tiny_model: Path, qa_records: list[dict]) -> None:
     """The control for the test above: without the adapter the same questions get no trained answer."""
     model, tokenizer = load_for_inference(tiny_model)
-    answers = [generate_reply(model, tokenizer, [{"role": "user", "content": r["question"]}], max_new_tokens=8)
-               for r in qa_records[:5]]  # fmt: skip
+    answers = [
+        generate_reply(model, tokenizer, [{"role": "user", "content": r["question"]}], max_new_tokens=8)
+        for r in qa_records[:5]
+    ]
     assert not any(a == r["answer"] for a, r in zip(answers, qa_records, strict=False))
 
 
@@ -122,8 +134,9 @@ def test_validation_report_uses_the_model_tokenizer(tiny_model: Path, tmp_path: 
     trainer = LoRATrainer(TrainingConfig(model_name=str(tiny_model), data_path=str(data), max_length=64))
     report = trainer.validate_data().to_dict()
     tok = trainer.tokenizer
-    short = tok.apply_chat_template([{"role": "user", "content": "q?"}, {"role": "assistant", "content": "a."}],
-                                    tokenize=False).rstrip()  # fmt: skip
+    short = tok.apply_chat_template(
+        [{"role": "user", "content": "q?"}, {"role": "assistant", "content": "a."}], tokenize=False
+    ).rstrip()
     assert report["tokens"]["exact"] is True and report["tokens"]["min"] == len(tok(short).input_ids)
     assert report["tokens"]["max"] > 64 and report["truncated"] == 1 and report["truncated_share"] == 0.5
     assert report["formats"] == {"text": 1, "qa": 1}

@@ -51,9 +51,11 @@ def test_a_wandb_key_is_sealed_passed_to_the_trainer_only_masked_and_deleted(
     client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
     file_id = client.files.create(file=("qa.jsonl", qa_lines(qa_records[:8])), purpose="fine-tune").id
     job = client.fine_tuning.jobs.create(
-        model="sage-tiny", training_file=file_id, hyperparameters={"n_epochs": 30, "batch_size": 1},
+        model="sage-tiny",
+        training_file=file_id,
+        hyperparameters={"n_epochs": 30, "batch_size": 1},
         integrations=[{"type": "wandb", "wandb": {"project": "p", "api_key": SECRET}}],  # type: ignore[typeddict-unknown-key]
-    )  # fmt: skip
+    )
     assert job.integrations and job.integrations[0].wandb.model_extra["api_key"] == "****"
 
     seen: dict[str, str] = {}
@@ -97,8 +99,11 @@ def test_without_a_secrets_key_a_request_with_a_secret_is_refused_by_name(make_s
     client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
     file_id = client.files.create(file=("qa.jsonl", qa_lines(qa_records[:4])), purpose="fine-tune").id
     with pytest.raises(openai.BadRequestError) as err:
-        client.fine_tuning.jobs.create(model="sage-tiny", training_file=file_id,
-                                       integrations=[{"type": "wandb", "wandb": {"project": "p", "api_key": SECRET}}])  # type: ignore[typeddict-unknown-key]  # fmt: skip
+        client.fine_tuning.jobs.create(
+            model="sage-tiny",
+            training_file=file_id,
+            integrations=[{"type": "wandb", "wandb": {"project": "p", "api_key": SECRET}}],
+        )  # type: ignore[typeddict-unknown-key]
     assert err.value.body["param"] == "integrations.wandb.api_key"  # type: ignore[index]
     assert "SAGE_SECRETS_KEY" in err.value.body["message"]  # type: ignore[index]
     assert client.fine_tuning.jobs.list().data == []  # nothing was recorded

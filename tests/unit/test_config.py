@@ -25,9 +25,14 @@ def test_documented_python_api_example() -> None:
     config.output_dir = "./output"
     assert config.load_in_8bit and config.data_path == "./my_data.json"
     config = TrainingConfig(
-        model_name="Qwen/Qwen2.5-Coder-7B-Instruct", data_path="./data.json", output_dir="./output",
-        num_train_epochs=3, learning_rate=1e-4, load_in_8bit=True, lora=LoRAConfig(r=16, lora_alpha=32),
-    )  # fmt: skip
+        model_name="Qwen/Qwen2.5-Coder-7B-Instruct",
+        data_path="./data.json",
+        output_dir="./output",
+        num_train_epochs=3,
+        learning_rate=1e-4,
+        load_in_8bit=True,
+        lora=LoRAConfig(r=16, lora_alpha=32),
+    )
     assert config.lora.r == 16 and config.quantization == "8bit"
 
 
@@ -96,8 +101,15 @@ PRESET_TABLE = {
 @pytest.mark.parametrize("name", list(PRESET_TABLE))
 def test_presets_match_the_table(name: str) -> None:
     cfg = getattr(PresetConfigs, name)()
-    fields = ("load_in_8bit", "load_in_4bit", "max_length", "per_device_train_batch_size",
-              "gradient_accumulation_steps", "gradient_checkpointing", "optim")  # fmt: skip
+    fields = (
+        "load_in_8bit",
+        "load_in_4bit",
+        "max_length",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "gradient_checkpointing",
+        "optim",
+    )
     got = (*(getattr(cfg, f) for f in fields), cfg.lora.r, cfg.lora.lora_alpha)
     assert got == PRESET_TABLE[name]
     assert cfg.preset == name

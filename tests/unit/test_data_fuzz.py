@@ -23,10 +23,21 @@ def records() -> st.SearchStrategy[dict[str, Any]]:
     qa = st.fixed_dictionaries({"question": ANY_TEXT, "answer": ANY_TEXT}, optional={"context": ANY_TEXT})
     alpaca = st.fixed_dictionaries({"instruction": ANY_TEXT, "output": ANY_TEXT}, optional={"input": ANY_TEXT})
     role = st.sampled_from(["user", "assistant", "system"])
-    chat = st.fixed_dictionaries({"messages": st.lists(st.fixed_dictionaries(
-        {"role": role, "content": ANY_TEXT | st.lists(st.fixed_dictionaries({"type": st.just("text"),
-                                                                            "text": ANY_TEXT}), max_size=2)}),
-        min_size=1, max_size=4)})  # fmt: skip
+    chat = st.fixed_dictionaries(
+        {
+            "messages": st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "role": role,
+                        "content": ANY_TEXT
+                        | st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": ANY_TEXT}), max_size=2),
+                    }
+                ),
+                min_size=1,
+                max_size=4,
+            )
+        }
+    )
     return qa | alpaca | chat
 
 
@@ -40,8 +51,9 @@ def tokenizer() -> Any:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(record=records(), ascii_escapes=st.booleans())
-def test_every_record_the_validator_accepts_encodes_for_training(tokenizer: Any, record: dict, ascii_escapes: bool
-                                                                  ) -> None:  # fmt: skip
+def test_every_record_the_validator_accepts_encodes_for_training(
+    tokenizer: Any, record: dict, ascii_escapes: bool
+) -> None:
     from sage_ft.training.chat import encode_conversation
 
     raw = (json.dumps(record, ensure_ascii=ascii_escapes) + "\n").encode("utf-8", "surrogatepass")

@@ -19,10 +19,25 @@ from sage_ft.jobs.estimate import (
 )
 
 # config.json fields of two real architectures (Hugging Face hub, Qwen/Qwen2.5-7B and meta-llama/Llama-3.2-1B)
-QWEN25_7B = {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
-             "num_key_value_heads": 4, "vocab_size": 152064, "tie_word_embeddings": False}  # fmt: skip
-LLAMA32_1B = {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
-              "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 128256, "tie_word_embeddings": True}  # fmt: skip
+QWEN25_7B = {
+    "hidden_size": 3584,
+    "intermediate_size": 18944,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 28,
+    "num_key_value_heads": 4,
+    "vocab_size": 152064,
+    "tie_word_embeddings": False,
+}
+LLAMA32_1B = {
+    "hidden_size": 2048,
+    "intermediate_size": 8192,
+    "num_hidden_layers": 16,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "head_dim": 64,
+    "vocab_size": 128256,
+    "tie_word_embeddings": True,
+}
 
 
 def cfg(**values: object) -> TrainingConfig:
@@ -103,7 +118,14 @@ def test_peak_memory_moves_with_quantization_rank_batch_and_length(model: dict) 
 
 def test_qlora_7b_at_512_tokens_fits_a_small_card() -> None:
     """QLoRA's promise for a 7B model: 4-bit weights, rank 8, batch 1, 512 tokens, checkpointing: under 8 GiB."""
-    config = cfg(load_in_4bit=True, fp16=True, gradient_checkpointing=True, per_device_train_batch_size=1,
-                 max_length=512, lora=LoRAConfig(r=8), optim="paged_adamw_8bit")  # fmt: skip
+    config = cfg(
+        load_in_4bit=True,
+        fp16=True,
+        gradient_checkpointing=True,
+        per_device_train_batch_size=1,
+        max_length=512,
+        lora=LoRAConfig(r=8),
+        optim="paged_adamw_8bit",
+    )
     peak = peak_memory(QWEN25_7B, config, 512)["peak_memory_bytes"]
     assert 5 * 2**30 < peak < 8 * 2**30

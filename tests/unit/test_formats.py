@@ -12,16 +12,23 @@ RECORDS = {
     "qa": {"question": "Who won?", "answer": "The Falcons.", "context": "The Falcons won 3-1."},
     "conversations": {"conversations": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]},
     "sharegpt": {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}]},
-    "openai": {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
-                            {"role": "assistant", "content": "4", "weight": 1}]},
+    "openai": {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "2+2?"},
+            {"role": "assistant", "content": "4", "weight": 1},
+        ]
+    },
     "text": {"text": "Once upon a time."},
-}  # fmt: skip
+}
 
 
 def test_each_format_becomes_chat_messages() -> None:
     alpaca = to_conversation(RECORDS["alpaca"]).messages
-    assert alpaca == [{"role": "user", "content": "Translate to French.\n\nGood night"},
-                      {"role": "assistant", "content": "Bonne nuit"}]  # fmt: skip
+    assert alpaca == [
+        {"role": "user", "content": "Translate to French.\n\nGood night"},
+        {"role": "assistant", "content": "Bonne nuit"},
+    ]
     qa = to_conversation(RECORDS["qa"]).messages
     assert "The Falcons won 3-1." in qa[0]["content"] and "Who won?" in qa[0]["content"]
     assert qa[-1] == {"role": "assistant", "content": "The Falcons."}
@@ -29,8 +36,12 @@ def test_each_format_becomes_chat_messages() -> None:
     openai = to_conversation(RECORDS["openai"]).messages
     assert [m["role"] for m in openai] == ["system", "user", "assistant"] and openai[-1]["weight"] == 1
     assert to_conversation(RECORDS["text"]).messages == [{"role": "assistant", "content": "Once upon a time."}]
-    parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
-                          {"role": "assistant", "content": "c"}]}  # fmt: skip
+    parts = {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+            {"role": "assistant", "content": "c"},
+        ]
+    }
     assert to_conversation(parts).messages[0]["content"] == "ab"
 
 
@@ -40,7 +51,13 @@ def test_detection_is_per_record(tmp_path: Path) -> None:
     report = validate_file(path)
     assert report.ok
     assert [r["format"] for r in report.to_dict()["record_formats"]] == [
-        "alpaca", "qa", "conversations", "conversations", "openai", "text"]  # fmt: skip
+        "alpaca",
+        "qa",
+        "conversations",
+        "conversations",
+        "openai",
+        "text",
+    ]
     assert report.formats["conversations"] == 2
 
 

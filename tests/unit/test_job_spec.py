@@ -13,20 +13,43 @@ from sage_ft.storage.manifest import check_model_name
 
 
 def test_openai_body_maps_to_a_training_config() -> None:
-    req = parse_request({"model": "Qwen/Qwen2.5-Coder-1.5B-Instruct", "training_file": "file-1", "seed": 3,
-                         "method": {"type": "supervised", "supervised": {"hyperparameters": {
-                             "n_epochs": 4, "batch_size": 8, "learning_rate_multiplier": 0.5}}}})  # fmt: skip
+    req = parse_request(
+        {
+            "model": "Qwen/Qwen2.5-Coder-1.5B-Instruct",
+            "training_file": "file-1",
+            "seed": 3,
+            "method": {
+                "type": "supervised",
+                "supervised": {"hyperparameters": {"n_epochs": 4, "batch_size": 8, "learning_rate_multiplier": 0.5}},
+            },
+        }
+    )
     config, shown = build_training_config(req, preset="cpu", data_path="d.jsonl", output_dir="/o")
     assert (config.num_train_epochs, config.per_device_train_batch_size, config.seed) == (4, 8, 3)
     assert config.learning_rate == pytest.approx(2e-4 * 0.5)
-    assert shown == {"n_epochs": 4, "batch_size": 8, "learning_rate_multiplier": 0.5,
-                     "learning_rate": config.learning_rate, "preset": "cpu"}  # fmt: skip
+    assert shown == {
+        "n_epochs": 4,
+        "batch_size": 8,
+        "learning_rate_multiplier": 0.5,
+        "learning_rate": config.learning_rate,
+        "preset": "cpu",
+    }
 
 
 def test_extensions_and_the_deprecated_hyperparameters_form() -> None:
-    req = parse_request({"model": "local-model", "hyperparameters": {"n_epochs": "auto", "learning_rate_multiplier": 2},
-                         "learning_rate": 1e-3, "quantization": "4bit", "packing": True, "max_length": 256,
-                         "lora": {"r": 32}, "name": "code", "task": "code"})  # fmt: skip
+    req = parse_request(
+        {
+            "model": "local-model",
+            "hyperparameters": {"n_epochs": "auto", "learning_rate_multiplier": 2},
+            "learning_rate": 1e-3,
+            "quantization": "4bit",
+            "packing": True,
+            "max_length": 256,
+            "lora": {"r": 32},
+            "name": "code",
+            "task": "code",
+        }
+    )
     config, _ = build_training_config(req, preset="cpu", data_path=None, output_dir="/o")
     assert config.learning_rate == 1e-3  # absolute learning_rate wins over the multiplier
     assert config.load_in_4bit and not config.load_in_8bit and config.packing and config.max_length == 256
@@ -35,10 +58,13 @@ def test_extensions_and_the_deprecated_hyperparameters_form() -> None:
 
 
 def test_wandb_integration_sets_project_entity_name_tags_and_a_stable_run_id() -> None:
-    body = {"model": "m", "integrations": [{"type": "wandb", "wandb": {"project": "p", "entity": "team",
-                                                                      "tags": ["a", "b"]}}]}  # fmt: skip
-    config, _ = build_training_config(parse_request(body), preset="cpu", data_path=None, output_dir="/o",
-                                      run_id="ftjob-1")  # fmt: skip
+    body = {
+        "model": "m",
+        "integrations": [{"type": "wandb", "wandb": {"project": "p", "entity": "team", "tags": ["a", "b"]}}],
+    }
+    config, _ = build_training_config(
+        parse_request(body), preset="cpu", data_path=None, output_dir="/o", run_id="ftjob-1"
+    )
     assert config.report_to == ["tensorboard", "wandb"]
     assert (config.wandb_project, config.wandb_entity, config.wandb_tags) == ("p", "team", ["a", "b"])
     assert config.run_name == "ftjob-1" and config.wandb_run_id == "ftjob-1"  # a retried attempt continues the run
@@ -50,8 +76,9 @@ def test_wandb_integration_sets_project_entity_name_tags_and_a_stable_run_id() -
 
 
 def test_any_training_config_field_through_config_and_presets_keep_their_epochs() -> None:
-    req = parse_request({"model": "m", "config": {"warmup_ratio": 0.1, "gradient_checkpointing": True,
-                                                  "lora": {"r": 4}}})  # fmt: skip
+    req = parse_request(
+        {"model": "m", "config": {"warmup_ratio": 0.1, "gradient_checkpointing": True, "lora": {"r": 4}}}
+    )
     config, _ = build_training_config(req, preset="tiny", data_path=None, output_dir="/o")
     assert config.warmup_ratio == 0.1 and config.gradient_checkpointing and config.lora.r == 4
     assert config.num_train_epochs == 100 and config.learning_rate == 3e-3  # n_epochs auto: the preset's own
@@ -59,8 +86,9 @@ def test_any_training_config_field_through_config_and_presets_keep_their_epochs(
         parse_request({"model": "m", "config": {"data_path": "/etc/passwd"}})
     assert exc.value.param == "config" and "data_path" in str(exc.value)
     with pytest.raises(ConfigError) as exc:
-        build_training_config(parse_request({"model": "m", "config": {"warmup_ratio": 2}}), preset="cpu",
-                              data_path=None, output_dir="/o")  # fmt: skip
+        build_training_config(
+            parse_request({"model": "m", "config": {"warmup_ratio": 2}}), preset="cpu", data_path=None, output_dir="/o"
+        )
     assert exc.value.param == "config.warmup_ratio"
 
 
@@ -134,17 +162,33 @@ def test_dpo_resolves_beta_and_a_lower_learning_rate(beta: object, shown: float,
     from sage_ft.jobs.spec import DPO_LR_SCALE
     from sage_ft.presets import PresetConfigs
 
-    request = parse_request({"model": "ft:sage-tiny:x:abc", "method": {"type": "dpo", "dpo": {"hyperparameters": {
-        "beta": beta, "n_epochs": 2, "batch_size": "auto", "learning_rate_multiplier": "auto"}}}})  # fmt: skip
+    request = parse_request(
+        {
+            "model": "ft:sage-tiny:x:abc",
+            "method": {
+                "type": "dpo",
+                "dpo": {
+                    "hyperparameters": {
+                        "beta": beta,
+                        "n_epochs": 2,
+                        "batch_size": "auto",
+                        "learning_rate_multiplier": "auto",
+                    }
+                },
+            },
+        }
+    )
     (tmp_path / "adapter_config.json").write_text('{"r": 32, "lora_alpha": 64, "target_modules": ["v_proj", "q_proj"]}')
-    config, hyper = build_training_config(request, preset="cpu", data_path=None, output_dir="/o",
-                                          base_model="sage-tiny", init_adapter=str(tmp_path))  # fmt: skip
+    config, hyper = build_training_config(
+        request, preset="cpu", data_path=None, output_dir="/o", base_model="sage-tiny", init_adapter=str(tmp_path)
+    )
     assert (config.lora.r, config.lora.lora_alpha, config.lora.target_modules) == (32, 64, ["q_proj", "v_proj"])
     assert config.method == "dpo" and config.dpo.beta == shown and hyper["beta"] == shown
     assert config.model_name == "sage-tiny" and config.init_adapter == str(tmp_path) and config.num_train_epochs == 2
     assert config.learning_rate == pytest.approx(PresetConfigs.get("cpu").learning_rate * DPO_LR_SCALE)
-    sft, hyper_sft = build_training_config(parse_request({"model": "sage-tiny"}), preset="cpu", data_path=None,
-                                           output_dir="/o")  # fmt: skip
+    sft, hyper_sft = build_training_config(
+        parse_request({"model": "sage-tiny"}), preset="cpu", data_path=None, output_dir="/o"
+    )
     assert sft.method == "sft" and "beta" not in hyper_sft and sft.learning_rate > config.learning_rate
     for fixed in ("method", "init_adapter"):
         with pytest.raises(ConfigError) as exc:
@@ -156,11 +200,20 @@ def test_the_job_echoes_its_method_and_lineage() -> None:
     from sage_ft.jobs.model import Job
 
     hyper = {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 1.0, "beta": 0.2}
-    job = Job(id="ftjob-00ff", tenant="t", model="ft:sage-tiny:a:0abc", base_model="sage-tiny",
-              parent_model="ft:sage-tiny:a:0abc", spec={"method": {"type": "dpo"}}, hyperparameters=hyper)  # fmt: skip
+    job = Job(
+        id="ftjob-00ff",
+        tenant="t",
+        model="ft:sage-tiny:a:0abc",
+        base_model="sage-tiny",
+        parent_model="ft:sage-tiny:a:0abc",
+        spec={"method": {"type": "dpo"}},
+        hyperparameters=hyper,
+    )
     shown = job.to_openai()
-    assert shown["method"] == {"type": "dpo", "dpo": {"hyperparameters": {
-        "n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 1.0, "beta": 0.2}}}  # fmt: skip
+    assert shown["method"] == {
+        "type": "dpo",
+        "dpo": {"hyperparameters": {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 1.0, "beta": 0.2}},
+    }
     assert shown["model"] == "ft:sage-tiny:a:0abc" and shown["base_model"] == "sage-tiny"
     assert fine_tuned_model_name(job.root_model, "b", job.id) == "ft:sage-tiny:b:00ff"
     plain = Job(id="ftjob-01", tenant="t", model="sage-tiny").to_openai()

@@ -14,8 +14,9 @@ from sage_ft.training.trainer import use_liger
 @pytest.fixture
 def liger_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: object() if name == "liger_kernel" else real(name, *a))  # fmt: skip
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: object() if name == "liger_kernel" else real(name, *a)
+    )
 
 
 def test_never_off_cuda(liger_installed: None) -> None:

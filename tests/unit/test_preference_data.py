@@ -12,14 +12,22 @@ from sage_ft.data import validate_file
 from sage_ft.data.validate import load_conversations, load_preferences
 from sage_ft.errors import DataError
 
-OPENAI = {"input": {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Sky?"}]},
-          "preferred_output": [{"role": "assistant", "content": "Blue."}],
-          "non_preferred_output": [{"role": "assistant", "content": "Green."}]}  # fmt: skip
+OPENAI = {
+    "input": {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Sky?"}]},
+    "preferred_output": [{"role": "assistant", "content": "Blue."}],
+    "non_preferred_output": [{"role": "assistant", "content": "Green."}],
+}
 TRL_TEXT = {"prompt": "Sky?", "chosen": "Blue.", "rejected": "Green."}
-TRL_CHAT = {"prompt": [{"role": "user", "content": "Sky?"}], "chosen": [{"role": "assistant", "content": "Blue."}],
-            "rejected": [{"role": "assistant", "content": "Green."}]}  # fmt: skip
-SHAREGPT = {"conversations": [{"from": "human", "value": "Sky?"}], "chosen": {"from": "gpt", "value": "Blue."},
-            "rejected": {"from": "gpt", "value": "Green."}}  # fmt: skip
+TRL_CHAT = {
+    "prompt": [{"role": "user", "content": "Sky?"}],
+    "chosen": [{"role": "assistant", "content": "Blue."}],
+    "rejected": [{"role": "assistant", "content": "Green."}],
+}
+SHAREGPT = {
+    "conversations": [{"from": "human", "value": "Sky?"}],
+    "chosen": {"from": "gpt", "value": "Blue."},
+    "rejected": {"from": "gpt", "value": "Green."},
+}
 SFT = {"question": "Sky?", "answer": "Blue."}
 
 
@@ -29,8 +37,10 @@ def write(tmp_path: Path, records: list[Any], name: str = "p.jsonl") -> Path:
     return path
 
 
-@pytest.mark.parametrize(("record", "fmt"), [(OPENAI, "openai_preference"), (TRL_TEXT, "trl"), (TRL_CHAT, "trl"),
-                                             (SHAREGPT, "sharegpt_preference")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("record", "fmt"),
+    [(OPENAI, "openai_preference"), (TRL_TEXT, "trl"), (TRL_CHAT, "trl"), (SHAREGPT, "sharegpt_preference")],
+)
 def test_each_format_gives_prompt_and_both_answers(tmp_path: Path, record: dict, fmt: str) -> None:
     (pref,) = load_preferences(write(tmp_path, [record]))
     assert (pref.format, pref.chosen, pref.rejected) == (fmt, "Blue.", "Green.")
@@ -53,22 +63,34 @@ def _error(tmp_path: Path, record: Any) -> DataError:
     return err
 
 
-@pytest.mark.parametrize(("record", "field", "words"), [
-    ({"prompt": "Sky?", "chosen": "Blue."}, "rejected", "both answers"),
-    ({**OPENAI, "non_preferred_output": None}, "non_preferred_output", "both answers"),
-    ({"input": {"messages": [{"role": "user", "content": "Sky?"}]}, "preferred_output": OPENAI["preferred_output"]},
-     "non_preferred_output", "both answers"),
-    ({"prompt": "Sky?", "chosen": "Blue.", "rejected": " Blue. "}, "rejected", "same answer"),
-    ({"prompt": " ", "chosen": "Blue.", "rejected": "Green."}, "prompt", "nothing to answer"),
-    ({**OPENAI, "input": {"messages": []}}, "input.messages", "nothing to answer"),
-    ({**OPENAI, "preferred_output": [{"role": "user", "content": "Blue."}]}, "preferred_output[0].role", "'user'"),
-    ({**SHAREGPT, "rejected": {"from": "human", "value": "Green."}}, "rejected.from", "'user'"),
-    ({**TRL_CHAT, "chosen": [{"role": "assistant", "content": ""}]}, "chosen", "empty"),
-    ({**OPENAI, "preferred_output": "Blue."}, "preferred_output", "one assistant message"),
-    ({**TRL_CHAT, "prompt": [{"role": "user", "content": "Sky?"}, {"role": "assistant", "content": "Hm"}]},
-     "prompt[1]", "ends with an assistant turn"),
-    ({**SHAREGPT, "conversations": [{"from": "robot", "value": "Sky?"}]}, "conversations[0].from", "unknown role"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("record", "field", "words"),
+    [
+        ({"prompt": "Sky?", "chosen": "Blue."}, "rejected", "both answers"),
+        ({**OPENAI, "non_preferred_output": None}, "non_preferred_output", "both answers"),
+        (
+            {
+                "input": {"messages": [{"role": "user", "content": "Sky?"}]},
+                "preferred_output": OPENAI["preferred_output"],
+            },
+            "non_preferred_output",
+            "both answers",
+        ),
+        ({"prompt": "Sky?", "chosen": "Blue.", "rejected": " Blue. "}, "rejected", "same answer"),
+        ({"prompt": " ", "chosen": "Blue.", "rejected": "Green."}, "prompt", "nothing to answer"),
+        ({**OPENAI, "input": {"messages": []}}, "input.messages", "nothing to answer"),
+        ({**OPENAI, "preferred_output": [{"role": "user", "content": "Blue."}]}, "preferred_output[0].role", "'user'"),
+        ({**SHAREGPT, "rejected": {"from": "human", "value": "Green."}}, "rejected.from", "'user'"),
+        ({**TRL_CHAT, "chosen": [{"role": "assistant", "content": ""}]}, "chosen", "empty"),
+        ({**OPENAI, "preferred_output": "Blue."}, "preferred_output", "one assistant message"),
+        (
+            {**TRL_CHAT, "prompt": [{"role": "user", "content": "Sky?"}, {"role": "assistant", "content": "Hm"}]},
+            "prompt[1]",
+            "ends with an assistant turn",
+        ),
+        ({**SHAREGPT, "conversations": [{"from": "robot", "value": "Sky?"}]}, "conversations[0].from", "unknown role"),
+    ],
+)
 def test_every_bad_record_names_its_line_and_field(tmp_path: Path, record: dict, field: str, words: str) -> None:
     err = _error(tmp_path, record)
     assert err.field == field and words in str(err), str(err)
@@ -91,7 +113,9 @@ def test_the_wrong_method_for_a_file_says_which_method_it_fits(tmp_path: Path) -
 
 def test_a_json_array_of_pairs_keeps_line_numbers(tmp_path: Path) -> None:
     path = tmp_path / "p.json"
-    path.write_text("[\n" + ",\n".join(json.dumps(r) for r in [TRL_TEXT, OPENAI, {**TRL_TEXT, "rejected": "Blue."}])
-                    + "\n]", encoding="utf-8")  # fmt: skip
+    path.write_text(
+        "[\n" + ",\n".join(json.dumps(r) for r in [TRL_TEXT, OPENAI, {**TRL_TEXT, "rejected": "Blue."}]) + "\n]",
+        encoding="utf-8",
+    )
     report = validate_file(path)
     assert [(e.line, e.field) for e in report.errors] == [(4, "rejected")]

@@ -78,9 +78,14 @@ def test_the_reason_a_server_died_is_its_last_exception_message_not_its_last_lin
 def test_children_inherit_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     from sage_ft.settings import child_environment
 
-    secrets = {"SAGE_STORAGE_S3_SECRET_KEY": "s3cret", "SAGE_REDIS_URL": "redis://:pw@h:6379/0",
-               "SAGE_GATEWAY_API_KEYS": "t:abc", "MY_SERVICE_PASSWORD": "pw", "GITHUB_TOKEN": "ghp",
-               "HF_TOKEN": "hf_x"}  # fmt: skip
+    secrets = {
+        "SAGE_STORAGE_S3_SECRET_KEY": "s3cret",
+        "SAGE_REDIS_URL": "redis://:pw@h:6379/0",
+        "SAGE_GATEWAY_API_KEYS": "t:abc",
+        "MY_SERVICE_PASSWORD": "pw",
+        "GITHUB_TOKEN": "ghp",
+        "HF_TOKEN": "hf_x",
+    }
     for name, value in {**secrets, "SAGE_STORAGE_S3_ENDPOINT": "minio:9000", "TOKENIZERS_PARALLELISM": "false"}.items():
         monkeypatch.setenv(name, value)
     env = child_environment({"SAGE_REDIS_URL": "redis://127.0.0.1:1/0"})

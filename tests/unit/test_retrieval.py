@@ -13,10 +13,12 @@ from sage_ft_cli.client import CLIError
 def test_search_ranks_the_passage_about_the_question_first_and_says_where_it_is(tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
-    (docs / "cooking.md").write_text("# Pasta\nBoil pasta for ten minutes in salted water.\n\n# Rice\n"
-                                     "Rice takes twenty minutes; rinse it first.\n")  # fmt: skip
-    (docs / "lora.txt").write_text("LoRA freezes the base model and trains small low-rank matrices.\n\n"
-                                   "QLoRA loads the frozen base in 4-bit.\n")  # fmt: skip
+    (docs / "cooking.md").write_text(
+        "# Pasta\nBoil pasta for ten minutes in salted water.\n\n# Rice\nRice takes twenty minutes; rinse it first.\n"
+    )
+    (docs / "lora.txt").write_text(
+        "LoRA freezes the base model and trains small low-rank matrices.\n\nQLoRA loads the frozen base in 4-bit.\n"
+    )
     (docs / "image.png").write_bytes(b"\x89PNG")  # not text: skipped
     built = retrieval.build(tmp_path, "kb", [docs])
     assert len(built.passages) == 4

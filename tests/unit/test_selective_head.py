@@ -16,8 +16,12 @@ from sage_ft.training.selective_head import trained_token_loss  # noqa: E402
 
 def full_loss(hidden: Any, head: Any, labels: Any, num_items: Any) -> Any:
     logits = head(hidden).float()[:, :-1]
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100,
-                           reduction="sum") / num_items  # fmt: skip
+    return (
+        F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum"
+        )
+        / num_items
+    )
 
 
 def batch(rows: int, seq: int, vocab: int, seed: int) -> Any:

@@ -73,13 +73,20 @@ def deploy(client: TestClient, model: str) -> dict[str, Any]:
     return dict(resp.json())
 
 
-def test_a_deployment_goes_ready_with_engine_arguments_from_its_model(world: dict, stub: StubLauncher,
-                                                                       client: TestClient) -> None:  # fmt: skip
+def test_a_deployment_goes_ready_with_engine_arguments_from_its_model(
+    world: dict, stub: StubLauncher, client: TestClient
+) -> None:
     publish_model(world["store"], "small", {"adapter": adapter_dir(world["tmp"] / "a", 8)}, base_model="stub-base")
     dep = deploy(client, "small")
     assert dep["state"] == "ready" and dep["health"] == "healthy"
-    assert dep["serving"] == {"mode": "adapter", "max_model_len": 1024, "max_lora_rank": 8, "adapter_rank": 8,
-                              "reason": None, "notes": dep["serving"]["notes"]}  # fmt: skip
+    assert dep["serving"] == {
+        "mode": "adapter",
+        "max_model_len": 1024,
+        "max_lora_rank": 8,
+        "adapter_rank": 8,
+        "reason": None,
+        "notes": dep["serving"]["notes"],
+    }
     (spec,) = stub.specs
     args = spec.args
     assert args[args.index("--max-model-len") + 1] == "1024" and args[args.index("--max-lora-rank") + 1] == "8"
@@ -98,8 +105,9 @@ def test_a_deployment_goes_ready_with_engine_arguments_from_its_model(world: dic
     assert not stub.servers  # its last model gone, the server stopped
 
 
-def test_a_larger_rank_restarts_the_base_server_and_reloads_what_it_held(world: dict, stub: StubLauncher,
-                                                                          client: TestClient) -> None:  # fmt: skip
+def test_a_larger_rank_restarts_the_base_server_and_reloads_what_it_held(
+    world: dict, stub: StubLauncher, client: TestClient
+) -> None:
     publish_model(world["store"], "r8", {"adapter": adapter_dir(world["tmp"] / "a", 8)}, base_model="stub-base")
     publish_model(world["store"], "r100", {"adapter": adapter_dir(world["tmp"] / "b", 100)}, base_model="stub-base")
     deploy(client, "r8")
@@ -141,8 +149,9 @@ def test_an_adapter_vllm_cannot_load_waits_for_a_merge_and_a_failed_merge_is_rep
     assert not stub.specs  # nothing was started
 
 
-def test_a_merged_model_gets_a_server_of_its_own_without_lora(world: dict, stub: StubLauncher,
-                                                               client: TestClient) -> None:  # fmt: skip
+def test_a_merged_model_gets_a_server_of_its_own_without_lora(
+    world: dict, stub: StubLauncher, client: TestClient
+) -> None:
     adapter = adapter_dir(world["tmp"] / "a", 8, modules_to_save=["lm_head"])
     merged = world["tmp"] / "m"
     merged.mkdir()
@@ -156,8 +165,9 @@ def test_a_merged_model_gets_a_server_of_its_own_without_lora(world: dict, stub:
     assert spec.args[spec.args.index("--model") + 1].endswith("/merged")
 
 
-def test_what_cannot_be_served_is_a_422_before_any_server_starts(world: dict, stub: StubLauncher,
-                                                                  client: TestClient) -> None:  # fmt: skip
+def test_what_cannot_be_served_is_a_422_before_any_server_starts(
+    world: dict, stub: StubLauncher, client: TestClient
+) -> None:
     odd = world["tmp"] / "home" / "models" / "odd-base"
     odd.mkdir()
     (odd / "config.json").write_text(json.dumps({**BASE, "torch_dtype": "int4"}))
@@ -214,18 +224,22 @@ def test_bad_requests_name_the_field(client: TestClient) -> None:
 def test_a_model_server_outlives_the_thread_that_asked_for_it(tmp_path: Path) -> None:
     """Ask for a server from a thread with its own event loop, as a pool thread does, and let that thread exit.
     Started from that thread (or from AnyIO's worker threads, which retire), the server would get SIGKILL."""
-    from sage_ft.storage import LocalStore
     from sage_ft_serving.launchers.process import ProcessLauncher
-    from sage_ft_serving.manager import DeploymentManager
     from sage_ft_serving.metrics import ServingMetrics
+    from sage_ft_serving.pool import ServerPool
 
     settings = Settings(serving=ServingSettings(log_dir=tmp_path / "logs"))
     launcher = ProcessLauncher(settings)
-    manager = DeploymentManager(settings, LocalStore(tmp_path / "store"), launcher, ServingMetrics(), lambda t, m: None)
-    spec = ServerSpec(name="probe", engine="stub", module="http.server", python=Path(sys.executable),
-                      args=["--bind", "{host}", "{port}", "--directory", str(tmp_path)])  # fmt: skip
+    pool = ServerPool(settings, launcher, ServingMetrics())
+    spec = ServerSpec(
+        name="probe",
+        engine="stub",
+        module="http.server",
+        python=Path(sys.executable),
+        args=["--bind", "{host}", "{port}", "--directory", str(tmp_path)],
+    )
     box: dict[str, ServerHandle] = {}
-    asker = threading.Thread(target=lambda: box.update(handle=asyncio.run(manager.launch(spec))))
+    asker = threading.Thread(target=lambda: box.update(handle=asyncio.run(pool.launch(spec))))
     asker.start()
     asker.join()
     handle = box["handle"]
@@ -241,7 +255,7 @@ def test_a_model_server_outlives_the_thread_that_asked_for_it(tmp_path: Path) ->
         assert launcher.alive(handle), "the model server died with the thread that asked for it"
         assert httpx.get(handle.url + "/", timeout=5).status_code == 200
     finally:
-        asyncio.run(manager.close())
+        asyncio.run(pool.close())
 
 
 def test_sigterm_cuts_an_open_chat_stream_after_the_grace_period(world: dict, tmp_path: Path) -> None:
@@ -256,10 +270,16 @@ def test_sigterm_cuts_an_open_chat_stream_after_the_grace_period(world: dict, tm
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, "SAGE_SERVING_PORT": str(port), "SAGE_SERVING_ENGINE": "vllm",
-           "SAGE_HOME": str(tmp_path / "home"), "SAGE_STORAGE_BACKEND": "local",
-           "SAGE_STORAGE_LOCAL_ROOT": str(tmp_path / "store"), "SAGE_SERVING_SHUTDOWN_GRACE_SECONDS": "2",
-           "SAGE_SERVING_LOG_LEVEL": "warning"}  # fmt: skip
+    env = {
+        **os.environ,
+        "SAGE_SERVING_PORT": str(port),
+        "SAGE_SERVING_ENGINE": "vllm",
+        "SAGE_HOME": str(tmp_path / "home"),
+        "SAGE_STORAGE_BACKEND": "local",
+        "SAGE_STORAGE_LOCAL_ROOT": str(tmp_path / "store"),
+        "SAGE_SERVING_SHUTDOWN_GRACE_SECONDS": "2",
+        "SAGE_SERVING_LOG_LEVEL": "warning",
+    }
     script = Path(__file__).resolve().parents[1] / "serving_stub.py"
     with (tmp_path / "serving.log").open("wb") as log:
         proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.DEVNULL, stderr=log)
@@ -279,8 +299,10 @@ def test_sigterm_cuts_an_open_chat_stream_after_the_grace_period(world: dict, tm
 
         def follow() -> None:
             # the cut stream ends without its last chunk
-            with contextlib.suppress(httpx.HTTPError), httpx.stream("POST", f"{url}/v1/chat/completions",
-                                                                     json=body, timeout=60) as resp:  # fmt: skip
+            with (
+                contextlib.suppress(httpx.HTTPError),
+                httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60) as resp,
+            ):
                 chunks.extend(line for line in resp.iter_lines() if line.startswith("data: "))
 
         reader = threading.Thread(target=follow, daemon=True)

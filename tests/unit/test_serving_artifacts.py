@@ -12,8 +12,15 @@ from sage_ft_serving.artifacts import ArtifactError, check_safe, part_digest
 from sage_ft_serving.engines import choose_engine
 from sage_ft_serving.settings import ServingSettings, Settings
 
-GOOD_CONFIG = {"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj"], "task_type": "CAUSAL_LM",
-               "base_model_name_or_path": "sage-tiny", "auto_mapping": None}  # fmt: skip
+GOOD_CONFIG = {
+    "peft_type": "LORA",
+    "r": 8,
+    "lora_alpha": 16,
+    "target_modules": ["q_proj"],
+    "task_type": "CAUSAL_LM",
+    "base_model_name_or_path": "sage-tiny",
+    "auto_mapping": None,
+}
 
 
 def adapter_dir(tmp_path: Path, config: dict, weights: str = "adapter_model.safetensors") -> Path:

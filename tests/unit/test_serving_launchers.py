@@ -67,8 +67,9 @@ def _spec(settings: Settings, home: Path, launcher: Any) -> Any:
     adapter = home / "serving" / "cache" / "d1" / "adapter"
     artifact = Artifact(manifest=manifest, digest="d1" * 32, part="adapter", path=adapter)
     plan = Plan(mode="adapter", max_model_len=1024, lora_rank=16, adapter_rank=16)
-    return VLLMEngine(settings, gpu=True).spec(artifact, str(home / "models" / "sage-tiny"), launcher.path_for_server,
-                                               plan)  # fmt: skip
+    return VLLMEngine(settings, gpu=True).spec(
+        artifact, str(home / "models" / "sage-tiny"), launcher.path_for_server, plan
+    )
 
 
 @pytest.fixture
@@ -82,8 +83,13 @@ def home(tmp_path: Path) -> Path:
 
 def docker_api(method: str, path: str, body: Any) -> tuple[int, Any]:
     path = path.split("?")[0].removeprefix("/v1.41")
-    running = {"Id": "cid1", "Name": "/x", "State": {"Status": "running"}, "Config": {"Labels": {}},
-               "NetworkSettings": {"Ports": {"8000/tcp": [{"HostIp": "127.0.0.1", "HostPort": "41234"}]}}}  # fmt: skip
+    running = {
+        "Id": "cid1",
+        "Name": "/x",
+        "State": {"Status": "running"},
+        "Config": {"Labels": {}},
+        "NetworkSettings": {"Ports": {"8000/tcp": [{"HostIp": "127.0.0.1", "HostPort": "41234"}]}},
+    }
     if method == "POST" and path == "/containers/create":
         return 201, {"Id": "cid1", "Warnings": []}
     if method == "GET" and path == "/containers/json":
@@ -176,8 +182,11 @@ def test_kubernetes_launcher_sends_a_deployment_and_service_that_match(home: Pat
 
     api = Recorder(K8sApi())
     conf = client.Configuration(host=api.url)
-    settings = Settings(serving=ServingSettings(launcher="kubernetes", k8s_namespace="ml", k8s_owner_name="serving",
-                                                k8s_owner_uid="uid-123"))  # fmt: skip
+    settings = Settings(
+        serving=ServingSettings(
+            launcher="kubernetes", k8s_namespace="ml", k8s_owner_name="serving", k8s_owner_uid="uid-123"
+        )
+    )
     settings.paths.home = home
     try:
         launcher = KubernetesLauncher(settings, api_client=client.ApiClient(conf))
@@ -228,8 +237,9 @@ def test_a_real_docker_engine_accepts_the_container(home: Path, docker_engine: s
 
     image = "sage-ft-standin/vllm:test"  # built by deploy/images/build.py (the built_images fixture)
     volume = "sage-test-launcher-models"
-    settings = Settings(serving=ServingSettings(docker_url=docker_engine, docker_image=image,
-                                                docker_models_volume=volume))  # fmt: skip
+    settings = Settings(
+        serving=ServingSettings(docker_url=docker_engine, docker_image=image, docker_models_volume=volume)
+    )
     settings.paths.home = home
     launcher = DockerLauncher(settings)
     spec = _spec(settings, home, launcher)

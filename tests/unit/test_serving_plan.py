@@ -18,33 +18,59 @@ from sage_ft_serving.plan import (
     rank_slot,
 )
 
-QWEN = {"model_type": "qwen2", "max_position_embeddings": 32768, "hidden_size": 1536, "num_hidden_layers": 28,
-        "num_attention_heads": 12, "num_key_value_heads": 2, "vocab_size": 151936, "torch_dtype": "bfloat16",
-        "sliding_window": 32768, "use_sliding_window": False}  # fmt: skip
-SMALL = {"model_type": "llama", "max_position_embeddings": 1024, "hidden_size": 128, "num_hidden_layers": 2,
-         "num_attention_heads": 2, "vocab_size": 2048, "torch_dtype": "float32"}  # fmt: skip
-CPU = Limits(max_model_len=32768, max_lora_rank=512, gpu=False, kv_cache_gb=1, gpu_memory_gb=0,
-             gpu_memory_utilization=0.9)  # fmt: skip
+QWEN = {
+    "model_type": "qwen2",
+    "max_position_embeddings": 32768,
+    "hidden_size": 1536,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 12,
+    "num_key_value_heads": 2,
+    "vocab_size": 151936,
+    "torch_dtype": "bfloat16",
+    "sliding_window": 32768,
+    "use_sliding_window": False,
+}
+SMALL = {
+    "model_type": "llama",
+    "max_position_embeddings": 1024,
+    "hidden_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "vocab_size": 2048,
+    "torch_dtype": "float32",
+}
+CPU = Limits(
+    max_model_len=32768, max_lora_rank=512, gpu=False, kv_cache_gb=1, gpu_memory_gb=0, gpu_memory_utilization=0.9
+)
 LORA = {"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"], "peft_type": "LORA", "bias": "none"}
 
 
 def inputs(config: dict[str, Any] | None, adapter: dict[str, Any] | None = LORA, **kw: Any) -> Inputs:
-    base = {"base_config": config, "tokenizer_config": None, "weights_bytes": 0, "adapter_config": adapter,
-            "adapter_tokenizer": None, "training_max_length": None}  # fmt: skip
+    base = {
+        "base_config": config,
+        "tokenizer_config": None,
+        "weights_bytes": 0,
+        "adapter_config": adapter,
+        "adapter_tokenizer": None,
+        "training_max_length": None,
+    }
     return Inputs(**{**base, **kw})
 
 
-@pytest.mark.parametrize(("config", "tokenizer", "expected"), [
-    (QWEN, {"model_max_length": 131072}, 32768),
-    (SMALL, None, 1024),
-    (SMALL, {"model_max_length": 512}, 512),  # the tokenizer is stricter
-    ({**SMALL, "rope_scaling": {"rope_type": "linear", "factor": 4.0}}, None, 4096),
-    ({**SMALL, "rope_scaling": {"type": "dynamic", "factor": 2.0}}, None, 2048),  # old key name
-    ({**SMALL, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, None, 1024),  # already scaled
-    ({**SMALL, "max_position_embeddings": 4096, "n_positions": 2048}, None, 2048),  # the smallest key wins
-    ({"text_config": SMALL, "model_type": "llava"}, None, 1024),  # multimodal: the text part
-    ({"hidden_size": 64}, None, None),  # nothing to derive from
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("config", "tokenizer", "expected"),
+    [
+        (QWEN, {"model_max_length": 131072}, 32768),
+        (SMALL, None, 1024),
+        (SMALL, {"model_max_length": 512}, 512),  # the tokenizer is stricter
+        ({**SMALL, "rope_scaling": {"rope_type": "linear", "factor": 4.0}}, None, 4096),
+        ({**SMALL, "rope_scaling": {"type": "dynamic", "factor": 2.0}}, None, 2048),  # old key name
+        ({**SMALL, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, None, 1024),  # already scaled
+        ({**SMALL, "max_position_embeddings": 4096, "n_positions": 2048}, None, 2048),  # the smallest key wins
+        ({"text_config": SMALL, "model_type": "llava"}, None, 1024),  # multimodal: the text part
+        ({"hidden_size": 64}, None, None),  # nothing to derive from
+    ],
+)
 def test_context_length_comes_from_the_model(config: dict, tokenizer: dict | None, expected: int | None) -> None:
     assert model_context_length(config, tokenizer) == expected
 
@@ -73,8 +99,9 @@ def test_kv_cache_memory_cuts_the_context_or_refuses() -> None:
     assert make_plan(True, inputs(QWEN, weights_bytes=3 * GIB), gpu).max_model_len < 32768
 
 
-@pytest.mark.parametrize(("rank", "slot"), [(1, 1), (2, 8), (8, 8), (16, 16), (100, 128), (128, 128), (300, 320),
-                                            (512, 512), (513, None)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("rank", "slot"), [(1, 1), (2, 8), (8, 8), (16, 16), (100, 128), (128, 128), (300, 320), (512, 512), (513, None)]
+)
 def test_rank_slot_is_the_smallest_vllm_size_that_holds_the_adapter(rank: int, slot: int | None) -> None:
     assert rank_slot(rank) == slot
 
@@ -85,15 +112,18 @@ def test_adapter_rank_sets_the_slot_including_rank_pattern() -> None:
     assert (plan.mode, plan.lora_rank, plan.adapter_rank) == ("adapter", 128, 100)
 
 
-@pytest.mark.parametrize(("adapter", "tokenizer", "reason"), [
-    ({**LORA, "modules_to_save": ["lm_head"]}, None, "modules_to_save: lm_head"),
-    ({**LORA, "trainable_token_indices": [5, 6]}, None, "trainable_token_indices"),
-    ({**LORA, "target_modules": ["q_proj", "embed_tokens"]}, None, "embed_tokens"),
-    ({**LORA, "use_dora": True}, None, "DoRA"),
-    ({**LORA, "bias": "lora_only"}, None, "biases"),
-    ({**LORA, "r": 1024}, None, "rank 1024"),
-    (LORA, {"model": {"vocab": {f"t{i}": i for i in range(2048)}}, "added_tokens": [{"id": 2048}]}, "2049 tokens"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("adapter", "tokenizer", "reason"),
+    [
+        ({**LORA, "modules_to_save": ["lm_head"]}, None, "modules_to_save: lm_head"),
+        ({**LORA, "trainable_token_indices": [5, 6]}, None, "trainable_token_indices"),
+        ({**LORA, "target_modules": ["q_proj", "embed_tokens"]}, None, "embed_tokens"),
+        ({**LORA, "use_dora": True}, None, "DoRA"),
+        ({**LORA, "bias": "lora_only"}, None, "biases"),
+        ({**LORA, "r": 1024}, None, "rank 1024"),
+        (LORA, {"model": {"vocab": {f"t{i}": i for i in range(2048)}}, "added_tokens": [{"id": 2048}]}, "2049 tokens"),
+    ],
+)
 def test_what_vllm_cannot_hot_load_is_served_merged_and_says_why(adapter: dict, tokenizer: Any, reason: str) -> None:
     plan = make_plan(True, inputs(SMALL, adapter, adapter_tokenizer=tokenizer), CPU)
     assert plan.mode == "merged" and plan.part == "merged" and plan.lora_rank is None
@@ -129,7 +159,12 @@ def test_an_unsupported_dtype_is_refused() -> None:
 
 
 def test_a_sentence_transformers_model_is_bounded_by_its_max_seq_length() -> None:
-    bert = {"model_type": "bert", "max_position_embeddings": 512, "hidden_size": 384, "num_hidden_layers": 6,
-            "num_attention_heads": 12}  # fmt: skip
+    bert = {
+        "model_type": "bert",
+        "max_position_embeddings": 512,
+        "hidden_size": 384,
+        "num_hidden_layers": 6,
+        "num_attention_heads": 12,
+    }
     assert model_context_length(bert) == 512
     assert model_context_length(bert, None, {"max_seq_length": 256}) == 256  # what vLLM's pooling runner derives

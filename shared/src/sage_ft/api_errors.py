@@ -23,11 +23,21 @@ from sage_ft.storage import StorageError
 from sage_ft.storage.manifest import CorruptManifestError
 
 log = logging.getLogger(__name__)
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-          404: "invalid_request_error", 405: "invalid_request_error", 409: "conflict_error",
-          413: "invalid_request_error", 415: "invalid_request_error",
-          422: "invalid_request_error", 429: "rate_limit_error", 502: "server_error", 503: "server_error",
-          504: "server_error"}  # fmt: skip
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    502: "server_error",
+    503: "server_error",
+    504: "server_error",
+}
 
 
 class ErrorDetail(BaseModel):
@@ -43,12 +53,19 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-_DESCRIPTIONS = {400: "Bad request: the message names the parameter, file line or field", 401: "No valid API key",
-                 404: "Not found", 405: "Method not allowed (the Allow header lists the methods)",
-                 409: "Conflict with the resource's state", 413: "Upload too large",
-                 415: "Unsupported content type", 422: "Valid, but cannot be done (the message says why)",
-                 502: "A backend (model server, worker) failed", 503: "A dependency is unavailable; retry",
-                 504: "A backend timed out"}  # fmt: skip
+_DESCRIPTIONS = {
+    400: "Bad request: the message names the parameter, file line or field",
+    401: "No valid API key",
+    404: "Not found",
+    405: "Method not allowed (the Allow header lists the methods)",
+    409: "Conflict with the resource's state",
+    413: "Upload too large",
+    415: "Unsupported content type",
+    422: "Valid, but cannot be done (the message says why)",
+    502: "A backend (model server, worker) failed",
+    503: "A dependency is unavailable; retry",
+    504: "A backend timed out",
+}
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -57,8 +74,15 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -75,8 +99,9 @@ def error_body(status: int, message: str, param: str | None = None, code: str | 
     return {"error": {"message": message, "type": _TYPES.get(status, "server_error"), "param": param, "code": code}}
 
 
-def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:  # fmt: skip
+def error_response(
+    status: int, message: str, param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse(error_body(status, message, param, code), status_code=status, headers=headers)
 
 
@@ -105,9 +130,16 @@ class PathGuard:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and _CONTROL.search(scope.get("path", "")):
-            body = json.dumps({"error": {"message": "The request path contains a control character; names and ids "
-                                                    "may not.", "type": _TYPES[400], "param": "path",
-                                         "code": "invalid_request"}}).encode()  # fmt: skip
+            body = json.dumps(
+                {
+                    "error": {
+                        "message": "The request path contains a control character; names and ids may not.",
+                        "type": _TYPES[400],
+                        "param": "path",
+                        "code": "invalid_request",
+                    }
+                }
+            ).encode()
             headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
             await send({"type": "http.response.start", "status": 400, "headers": headers})
             await send({"type": "http.response.body", "body": body})
@@ -153,8 +185,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StorageError)
     async def _storage(_: Request, err: StorageError) -> JSONResponse:
         log.error("object store error: %s", err)
-        return error_response(503, "The object store is unavailable; try again shortly.", None,
-                              "storage_unavailable")  # fmt: skip
+        return error_response(503, "The object store is unavailable; try again shortly.", None, "storage_unavailable")
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, err: Exception) -> JSONResponse:
@@ -162,7 +193,6 @@ def install(app: FastAPI) -> None:
 
         if isinstance(err, redis.RedisError):
             log.error("job store error: %s", err)
-            return error_response(503, "The job store is unavailable; try again shortly.", None,
-                                  "jobstore_unavailable")  # fmt: skip
+            return error_response(503, "The job store is unavailable; try again shortly.", None, "jobstore_unavailable")
         log.exception("unhandled error")
         return error_response(500, "Internal error; it has been logged.", None, "internal_error")

@@ -39,12 +39,21 @@ class DPOSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    beta: float = Field(default=0.1, gt=0, le=2, description="Strength of the pull towards the reference model; "
-                        "lower lets the model move further from it.")  # fmt: skip
+    beta: float = Field(
+        default=0.1,
+        gt=0,
+        le=2,
+        description="Strength of the pull towards the reference model; lower lets the model move further from it.",
+    )
     loss_type: Literal["sigmoid", "ipo", "hinge"] = Field(default="sigmoid", description="DPO loss variant.")
-    sft_weight: float = Field(default=0.0, ge=0, le=10, description="Weight of a supervised loss on the chosen "
-                              "answers added to the DPO loss (RPO; LLaMA-Factory's pref_ftx). Keeps the chosen "
-                              "answers likely while DPO widens the margin; 0 is plain DPO.")  # fmt: skip
+    sft_weight: float = Field(
+        default=0.0,
+        ge=0,
+        le=10,
+        description="Weight of a supervised loss on the chosen "
+        "answers added to the DPO loss (RPO; LLaMA-Factory's pref_ftx). Keeps the chosen "
+        "answers likely while DPO widens the margin; 0 is plain DPO.",
+    )
 
 
 class TrainingConfig(BaseModel):
@@ -58,10 +67,12 @@ class TrainingConfig(BaseModel):
     validation_file: str | None = Field(default=None, description="Separate validation data file.")
     validation_split: float = Field(default=0.0, ge=0.0, lt=0.5, description="Share of the training data held out.")
     eval_items: int = Field(
-        default=0, ge=0, le=10_000,
+        default=0,
+        ge=0,
+        le=10_000,
         description="After training, answer up to this many held-out records with the fine-tune and its base and "
         "score both (exact, token F1, ROUGE-L) with the held-out loss (0: off; needs validation data).",
-    )  # fmt: skip
+    )
     eval_max_new_tokens: int = Field(default=64, ge=1, le=4096, description="Answer length of that evaluation.")
 
     num_train_epochs: float = Field(default=3.0, gt=0)
@@ -109,11 +120,15 @@ class TrainingConfig(BaseModel):
     trust_remote_code: bool = Field(default=False, description="Run model code from the hub. Off by default.")
     preset: str | None = Field(default=None, description="Name of the preset this config came from, if any.")
     lora: LoRAConfig = Field(default_factory=LoRAConfig)
-    method: Literal["sft", "dpo"] = Field(default="sft", description="sft: supervised on the answers; dpo: "
-                                          "preference pairs (chosen over rejected).")  # fmt: skip
+    method: Literal["sft", "dpo"] = Field(
+        default="sft", description="sft: supervised on the answers; dpo: preference pairs (chosen over rejected)."
+    )
     dpo: DPOSettings = Field(default_factory=DPOSettings, description="DPO settings, used when method is dpo.")
-    init_adapter: str | None = Field(default=None, description="Start from this adapter directory (a fine-tune "
-                                     "of model_name) instead of a fresh adapter; its LoRA shape is kept.")  # fmt: skip
+    init_adapter: str | None = Field(
+        default=None,
+        description="Start from this adapter directory (a fine-tune "
+        "of model_name) instead of a fresh adapter; its LoRA shape is kept.",
+    )
 
     @field_validator("method", mode="before")
     @classmethod

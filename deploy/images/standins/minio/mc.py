@@ -43,8 +43,9 @@ def main(argv: list[str]) -> int:
         alias, _, bucket = next(a for a in argv[1:] if not a.startswith("-")).partition("/")
         target = aliases()[alias]
         url = urlsplit(target["url"])
-        client = Minio(url.netloc, access_key=target["user"], secret_key=target["password"],
-                       secure=url.scheme == "https")  # fmt: skip
+        client = Minio(
+            url.netloc, access_key=target["user"], secret_key=target["password"], secure=url.scheme == "https"
+        )
         if client.bucket_exists(bucket):
             if not ignore:
                 print(f"mc: bucket {bucket} exists", file=sys.stderr)

@@ -32,8 +32,10 @@ class App:
         if self._gateway is None:
             self._gateway = Gateway(self.settings.cli.gateway_url, self.api_key)
             if start and self.settings.cli.auto_start and not self._gateway.alive() and self.local_gateway():
-                self.err.print(f"No gateway at {self.settings.cli.gateway_url}; starting the local stack "
-                               "(`sage-ft down` stops it)...")  # fmt: skip
+                self.err.print(
+                    f"No gateway at {self.settings.cli.gateway_url}; starting the local stack "
+                    "(`sage-ft down` stops it)..."
+                )
                 LocalStack(self.settings).up()
         return self._gateway
 

@@ -30,15 +30,20 @@ class ChatBackend:
         self.client: openai.OpenAI | None = None
         if name != "mock":
             # local servers need no key, but the SDK wants one; it is sent only to the endpoint the user chose
-            self.client = openai.OpenAI(base_url=self.base_url, api_key=api_key or "unused", max_retries=2,
-                                        timeout=openai.Timeout(None, connect=30.0))  # fmt: skip
+            self.client = openai.OpenAI(
+                base_url=self.base_url,
+                api_key=api_key or "unused",
+                max_retries=2,
+                timeout=openai.Timeout(None, connect=30.0),
+            )
 
     def close(self) -> None:
         if self.client is not None:
             self.client.close()
 
-    def reply(self, messages: list[dict[str, str]], stream: bool, passages: list[str] | None = None,
-              max_tokens: int = 512) -> Iterator[str]:  # fmt: skip
+    def reply(
+        self, messages: list[dict[str, str]], stream: bool, passages: list[str] | None = None, max_tokens: int = 512
+    ) -> Iterator[str]:
         """The answer, in pieces as they arrive when ``stream``."""
         if self.client is None:
             yield mock_answer(messages[-1]["content"], passages or [])
@@ -46,12 +51,14 @@ class ChatBackend:
         chat: Any = messages
         try:
             if not stream:
-                resp = self.client.chat.completions.create(model=str(self.model), messages=chat,
-                                                           max_tokens=max_tokens, temperature=0)  # fmt: skip
+                resp = self.client.chat.completions.create(
+                    model=str(self.model), messages=chat, max_tokens=max_tokens, temperature=0
+                )
                 yield resp.choices[0].message.content or ""
                 return
-            for chunk in self.client.chat.completions.create(model=str(self.model), messages=chat, stream=True,
-                                                             max_tokens=max_tokens, temperature=0):  # fmt: skip
+            for chunk in self.client.chat.completions.create(
+                model=str(self.model), messages=chat, stream=True, max_tokens=max_tokens, temperature=0
+            ):
                 for choice in chunk.choices:
                     if choice.delta and choice.delta.content:
                         yield choice.delta.content
@@ -61,8 +68,9 @@ class ChatBackend:
             body = err.body if isinstance(err.body, dict) else {}
             error = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
             message = error.get("message") or err.message
-            raise CLIError(f"{self.name} backend ({self.base_url}), model {self.model!r}: {err.status_code} "
-                           f"{message}") from None  # fmt: skip
+            raise CLIError(
+                f"{self.name} backend ({self.base_url}), model {self.model!r}: {err.status_code} {message}"
+            ) from None
         except openai.OpenAIError as err:
             raise CLIError(f"the {self.name} backend at {self.base_url} failed: {err}") from None
 
@@ -71,8 +79,9 @@ def embedder(base_url: str, api_key: str | None) -> Callable[[str], Callable[[li
     """``embedder(model)(texts)``: vectors from the gateway's ``/v1/embeddings`` (serving starts the model server)."""
 
     def for_model(model: str) -> Callable[[list[str]], list[list[float]]]:
-        client = openai.OpenAI(base_url=base_url, api_key=api_key or "unused", max_retries=2,
-                               timeout=openai.Timeout(600.0, connect=30.0))  # fmt: skip
+        client = openai.OpenAI(
+            base_url=base_url, api_key=api_key or "unused", max_retries=2, timeout=openai.Timeout(600.0, connect=30.0)
+        )
 
         def embed(texts: list[str]) -> list[list[float]]:
             try:

@@ -9,11 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt
 
 RECONNECTS = 30  # about 30 s for a restarted gateway to come back
 
 
 RATE_LIMIT_WAITS = 4  # a 429 is waited out (Retry-After) this many times before it is reported
+
+
+def _retry_after(state: RetryCallState) -> float:
+    """Seconds a 429 asked the caller to wait (``Retry-After``), at most 30."""
+    resp = state.outcome.result() if state.outcome else None
+    wait = resp.headers.get("retry-after", "1") if resp is not None else "1"
+    return min(30.0, float(wait) if wait.replace(".", "", 1).isdigit() else 1.0)
 
 
 class CLIError(Exception):
@@ -44,20 +52,27 @@ class Gateway:
             return False
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        for _ in range(RATE_LIMIT_WAITS):
-            try:
-                resp = self.http.request(method, path, **kwargs)
-            except httpx.ConnectError:
-                raise GatewayUnreachableError(
-                    f"no gateway answers at {self.url}; start the local stack with `sage-ft up` or set --gateway"
-                ) from None
-            except httpx.HTTPError as err:
-                raise CLIError(f"request to {self.url}{path} failed: {err}") from None
-            if resp.status_code != 429 or "files" in kwargs:  # an upload's stream cannot be sent twice
-                break
-            wait = resp.headers.get("retry-after", "1")
-            time.sleep(min(30.0, float(wait) if wait.replace(".", "", 1).isdigit() else 1.0))  # a rate limit
-        return self._result(resp)
+        """``method path``; a 429 is waited out (its Retry-After, at most 30 s) up to ``RATE_LIMIT_WAITS`` times,
+        except for an upload, whose stream cannot be sent twice. The last answer decides."""
+        waits_out = retry_if_result(lambda resp: resp.status_code == 429 and "files" not in kwargs)
+        send = Retrying(
+            retry=waits_out,
+            wait=_retry_after,
+            stop=stop_after_attempt(RATE_LIMIT_WAITS),
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+            reraise=True,
+        )
+        return self._result(send(self._send, method, path, **kwargs))
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self.http.request(method, path, **kwargs)
+        except httpx.ConnectError:
+            raise GatewayUnreachableError(
+                f"no gateway answers at {self.url}; start the local stack with `sage-ft up` or set --gateway"
+            ) from None
+        except httpx.HTTPError as err:
+            raise CLIError(f"request to {self.url}{path} failed: {err}") from None
 
     @staticmethod
     def _result(resp: httpx.Response) -> Any:
@@ -85,8 +100,9 @@ class Gateway:
         if not path.is_file():
             raise CLIError(f"{path}: no such file")
         with path.open("rb") as fh:
-            result: dict[str, Any] = self.request("POST", "/v1/files", data={"purpose": purpose},
-                                                  files={"file": (path.name, fh, "application/jsonl")})  # fmt: skip
+            result: dict[str, Any] = self.request(
+                "POST", "/v1/files", data={"purpose": purpose}, files={"file": (path.name, fh, "application/jsonl")}
+            )
         return result
 
     def events(self, job_id: str, after: int = 0) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -100,8 +116,9 @@ class Gateway:
         while True:
             headers = {"Last-Event-ID": str(last)} if last else {}
             try:
-                with connect_sse(self.http, "GET", f"/v1/fine_tuning/jobs/{job_id}/events/stream",
-                                 headers=headers) as source:  # fmt: skip
+                with connect_sse(
+                    self.http, "GET", f"/v1/fine_tuning/jobs/{job_id}/events/stream", headers=headers
+                ) as source:
                     if source.response.status_code >= 400:
                         source.response.read()
                         self._result(source.response)

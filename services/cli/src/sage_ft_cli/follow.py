@@ -18,9 +18,15 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 
 def follow(gateway: Gateway, job_id: str, console: Console, quiet: bool = False) -> dict[str, Any]:
     """Show progress until the job ends; returns the final job object."""
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-               TextColumn("loss {task.fields[loss]}{task.fields[reward]}"), TextColumn("{task.fields[rate]} tok/s"),
-               TimeRemainingColumn())  # fmt: skip
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("loss {task.fields[loss]}{task.fields[reward]}"),
+        TextColumn("{task.fields[rate]} tok/s"),
+        TimeRemainingColumn(),
+    )
     final: dict[str, Any] = {}
     with Progress(*columns, console=console, transient=False, disable=quiet) as progress:
         bar = progress.add_task("queued", total=None, loss="-", rate="-", reward="")
@@ -31,9 +37,15 @@ def follow(gateway: Gateway, job_id: str, console: Console, quiet: bool = False)
             info = data.get("data") or {}
             if data.get("type") == "metrics" and info.get("train_loss") is not None and info.get("step"):
                 reward = f"  reward acc {info['reward_accuracy']:.2f}" if "reward_accuracy" in info else ""
-                progress.update(bar, description="training", completed=info["step"], total=info.get("total_steps"),
-                                loss=f"{info['train_loss']:.4f}", reward=reward,
-                                rate=f"{info.get('tokens_per_second') or 0:,.0f}")  # fmt: skip
+                progress.update(
+                    bar,
+                    description="training",
+                    completed=info["step"],
+                    total=info.get("total_steps"),
+                    loss=f"{info['train_loss']:.4f}",
+                    reward=reward,
+                    rate=f"{info.get('tokens_per_second') or 0:,.0f}",
+                )
             elif data.get("type") == "metrics":
                 continue  # a validation line: the bar shows training progress
             elif not quiet:

@@ -21,12 +21,38 @@ from sage_ft_cli.client import CLIError
 MODEL_TYPE = "local-chat-completions"
 
 
-def harness_command(model: str, gateway_url: str, tasks: str, output: Path, *, include_path: Path | None = None,
-                    limit: int | None = None, concurrency: int = 4) -> list[str]:  # fmt: skip
-    args = [f"model={model}", f"base_url={gateway_url.rstrip('/')}/v1/chat/completions",
-            f"num_concurrent={concurrency}", "max_retries=3", "tokenized_requests=False"]  # fmt: skip
-    cmd = [sys.executable, "-m", "lm_eval", "run", "--model", MODEL_TYPE, "--model_args", ",".join(args),
-           "--tasks", tasks, "--apply_chat_template", "--output_path", str(output)]  # fmt: skip
+def harness_command(
+    model: str,
+    gateway_url: str,
+    tasks: str,
+    output: Path,
+    *,
+    include_path: Path | None = None,
+    limit: int | None = None,
+    concurrency: int = 4,
+) -> list[str]:
+    args = [
+        f"model={model}",
+        f"base_url={gateway_url.rstrip('/')}/v1/chat/completions",
+        f"num_concurrent={concurrency}",
+        "max_retries=3",
+        "tokenized_requests=False",
+    ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lm_eval",
+        "run",
+        "--model",
+        MODEL_TYPE,
+        "--model_args",
+        ",".join(args),
+        "--tasks",
+        tasks,
+        "--apply_chat_template",
+        "--output_path",
+        str(output),
+    ]
     if include_path is not None:
         cmd += ["--include_path", str(include_path)]
     if limit is not None:
@@ -50,17 +76,28 @@ def scores(output: Path) -> dict[str, dict[str, float]]:
     return out
 
 
-def run_harness(model: str, gateway_url: str, api_key: str | None, tasks: str, *, include_path: Path | None = None,
-                limit: int | None = None, concurrency: int = 4,
-                timeout: float = 3600) -> dict[str, dict[str, float]]:  # fmt: skip
+def run_harness(
+    model: str,
+    gateway_url: str,
+    api_key: str | None,
+    tasks: str,
+    *,
+    include_path: Path | None = None,
+    limit: int | None = None,
+    concurrency: int = 4,
+    timeout: float = 3600,
+) -> dict[str, dict[str, float]]:
     """Run the harness on ``tasks`` against ``model`` as served; its scores by task and metric."""
     if importlib.util.find_spec("lm_eval") is None:
-        raise CLIError("--harness runs EleutherAI's lm-evaluation-harness, which is not installed: "
-                       "pip install 'sage-ft-cli[harness]'")  # fmt: skip
+        raise CLIError(
+            "--harness runs EleutherAI's lm-evaluation-harness, which is not installed: "
+            "pip install 'sage-ft-cli[harness]'"
+        )
     with tempfile.TemporaryDirectory(prefix="sage-harness-") as tmp:
         output = Path(tmp)
-        cmd = harness_command(model, gateway_url, tasks, output, include_path=include_path, limit=limit,
-                              concurrency=concurrency)  # fmt: skip
+        cmd = harness_command(
+            model, gateway_url, tasks, output, include_path=include_path, limit=limit, concurrency=concurrency
+        )
         # no secret of ours reaches the harness; the key it needs is passed, and HF_TOKEN kept for hub datasets
         env = child_environment({"OPENAI_API_KEY": api_key or "sage-ft"}, keep=("HF_TOKEN",))
         try:

@@ -90,8 +90,9 @@ class LocalStack:
 
     def _save(self, comps: list[Component]) -> None:
         self.run.mkdir(parents=True, exist_ok=True)
-        data = [{"name": c.name, "pid": c.pid, "command": c.command, "log": str(c.log), "health": c.health}
-                for c in comps]  # fmt: skip
+        data = [
+            {"name": c.name, "pid": c.pid, "command": c.command, "log": str(c.log), "health": c.health} for c in comps
+        ]
         tmp = self._state_file().with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2))
         tmp.replace(self._state_file())
@@ -149,12 +150,18 @@ class LocalStack:
             sealed = {**env, "SAGE_SECRETS_KEY": _secrets_key(home)}  # gateway and worker only, never serving
             comps.append(self._start("gateway", "sage-ft-gateway", sealed, logs, f"{url}/healthz"))
             worker_port = _free_port()  # its /readyz is the readiness signal
-            worker_env = {**sealed, "SAGE_WORKER_NAME": "local-worker", "SAGE_WORKER_METRICS_PORT": str(worker_port),
-                          "SAGE_WORKER_SERVING_URL": f"http://127.0.0.1:{serving_port}"}  # fmt: skip
-            comps.append(self._start("worker", "sage-ft-worker", worker_env, logs,
-                                     f"http://127.0.0.1:{worker_port}/readyz"))  # fmt: skip
-            comps.append(self._start("serving", "sage-ft-serving", env, logs,
-                                     f"http://127.0.0.1:{serving_port}/healthz"))  # fmt: skip
+            worker_env = {
+                **sealed,
+                "SAGE_WORKER_NAME": "local-worker",
+                "SAGE_WORKER_METRICS_PORT": str(worker_port),
+                "SAGE_WORKER_SERVING_URL": f"http://127.0.0.1:{serving_port}",
+            }
+            comps.append(
+                self._start("worker", "sage-ft-worker", worker_env, logs, f"http://127.0.0.1:{worker_port}/readyz")
+            )
+            comps.append(
+                self._start("serving", "sage-ft-serving", env, logs, f"http://127.0.0.1:{serving_port}/healthz")
+            )
             self._save(comps)
             self._wait(comps)
         except BaseException:
@@ -169,13 +176,26 @@ class LocalStack:
             return configured
         server = shutil.which("redis-server")
         if server is None:
-            raise CLIError("no Redis answers and `redis-server` is not installed: install it "
-                           "(`apt-get install redis-server` or `brew install redis`) or set REDIS_URL")  # fmt: skip
+            raise CLIError(
+                "no Redis answers and `redis-server` is not installed: install it "
+                "(`apt-get install redis-server` or `brew install redis`) or set REDIS_URL"
+            )
         port = _free_port()
         data = self.run / "redis"
         data.mkdir(parents=True, exist_ok=True)
-        cmd = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data), "--appendonly", "yes",
-               "--save", ""]  # fmt: skip
+        cmd = [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+        ]
         comps.append(self._spawn("redis", cmd, child_environment(), logs, None))
         url = f"redis://127.0.0.1:{port}/0"
         deadline = time.monotonic() + 15
@@ -195,8 +215,9 @@ class LocalStack:
     def _spawn(name: str, cmd: list[str], env: dict[str, str], logs: Path, health: str | None) -> Component:
         log = logs / f"{name}.log"
         with log.open("ab") as out:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                    start_new_session=True)  # fmt: skip
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
         # what its command line must still contain for the pid to be ours (redis-server rewrites its own title)
         return Component(name, proc.pid, Path(cmd[0]).name, log, health)
 

@@ -80,8 +80,14 @@ def status(app: App) -> None:
         except CLIError as err:
             ready = {"status": str(err)}
     if app.json:
-        app.emit({"gateway": app.settings.cli.gateway_url, "reachable": ready is not None, "ready": ready,
-                  "components": rows})  # fmt: skip
+        app.emit(
+            {
+                "gateway": app.settings.cli.gateway_url,
+                "reachable": ready is not None,
+                "ready": ready,
+                "components": rows,
+            }
+        )
         return
     app.emit(rows, ["component", "pid", "state", "log"], title="local stack")
     checks = (ready or {}).get("checks") if isinstance(ready, dict) else None
@@ -103,6 +109,28 @@ def config_show(app: App) -> None:
 
 for module in (training, jobs, models, chat, evals):
     module.register(cli)
+
+
+def _json_after(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    app = ctx.find_object(App)
+    if value and app is not None:
+        app.json = True
+
+
+def accept_json_everywhere(group: click.Group) -> None:
+    """``--json`` after the subcommand too (``sage-ft jobs list --json``, as with ``gh`` or ``kubectl -o json``), not
+    only before it: every command takes it, and it means the same as the global flag."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            accept_json_everywhere(command)
+        elif not any("--json" in getattr(p, "opts", ()) for p in command.params):
+            flag = click.Option(
+                ["--json"], is_flag=True, expose_value=False, callback=_json_after, help="Machine-readable output."
+            )
+            command.params.append(flag)
+
+
+accept_json_everywhere(cli)
 
 
 def main() -> None:

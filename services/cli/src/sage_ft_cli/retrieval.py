@@ -10,11 +10,12 @@ similarity, so a question that shares no word with its answer still finds it. Th
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import numpy as np
 
 from sage_ft_cli.client import CLIError
 
@@ -74,8 +75,10 @@ class Index:
         if self.bm25 is None or not terms:
             return []
         scores = self.bm25.get_scores(terms)
-        matched = [(float(score), passage, set(terms) & set(tokens(passage.text)))
-                   for score, passage in zip(scores, self.passages, strict=True)]  # fmt: skip
+        matched = [
+            (float(score), passage, set(terms) & set(tokens(passage.text)))
+            for score, passage in zip(scores, self.passages, strict=True)
+        ]
         scored = [(score, passage) for score, passage, shared in matched if shared]  # a passage sharing no term
         return sorted(scored, key=lambda s: -s[0])[:k]
 
@@ -86,23 +89,27 @@ Embed = Callable[[list[str]], list[list[float]]]
 class EmbeddingIndex:
     """Passages ranked by cosine similarity between their vectors and the query's (same model for both)."""
 
-    def __init__(self, name: str, passages: list[Passage], vectors: list[list[float]], model: str,
-                 embed: Embed | None) -> None:  # fmt: skip
+    def __init__(
+        self, name: str, passages: list[Passage], vectors: list[list[float]], model: str, embed: Embed | None
+    ) -> None:
         self.name, self.passages, self.model, self.embed = name, passages, model, embed
-        self.vectors = [_unit(v) for v in vectors]
+        self.vectors = _unit_rows(np.asarray(vectors, dtype=np.float32).reshape(len(vectors), -1))
 
     def search(self, query: str, k: int = 3) -> list[tuple[float, Passage]]:
         if self.embed is None:
             raise CLIError(f"index '{self.name}' needs embeddings from {self.model}; no gateway to compute them")
-        q = _unit(self.embed([query])[0])
-        scored = [(sum(a * b for a, b in zip(q, v, strict=True)), p) for v, p in zip(self.vectors, self.passages,
-                                                                                    strict=True)]  # fmt: skip
-        return sorted(scored, key=lambda s: -s[0])[:k]
+        query_vector = _unit_rows(np.asarray([self.embed([query])[0]], dtype=np.float32))[0]
+        if query_vector.shape[0] != self.vectors.shape[1]:
+            raise CLIError(f"index '{self.name}': the query's embedding does not match the index's ({self.model})")
+        scores = self.vectors @ query_vector
+        best = np.argsort(-scores, kind="stable")[:k]
+        return [(float(scores[i]), self.passages[i]) for i in best]
 
 
-def _unit(vector: list[float]) -> list[float]:
-    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
-    return [x / norm for x in vector]
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1 (a zero row stays zero), so a dot product is the cosine similarity."""
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.where(norms == 0, 1.0, norms)
 
 
 AnyIndex = Index | EmbeddingIndex
@@ -112,8 +119,9 @@ def index_dir(home: Path) -> Path:
     return home / "indexes"
 
 
-def build(home: Path, name: str, paths: list[Path], *, model: str | None = None,
-          embed: Embed | None = None) -> AnyIndex:  # fmt: skip
+def build(
+    home: Path, name: str, paths: list[Path], *, model: str | None = None, embed: Embed | None = None
+) -> AnyIndex:
     """Build and save an index: BM25, or embeddings from ``model`` (through ``embed``) when given."""
     if not _NAME.match(name):
         raise CLIError(f"index name {name!r}: letters, digits, '.', '_' and '-' only")
@@ -161,6 +169,14 @@ def listing(home: Path) -> list[dict[str, object]]:
     for path in sorted(index_dir(home).glob("*.json")):
         raw = json.loads(path.read_text())
         sources = {p["source"] for p in raw["passages"]}
-        rows.append({"name": raw["name"], "kind": raw["kind"], "model": raw.get("model"),
-                     "passages": len(raw["passages"]), "files": len(sources), "path": str(path)})  # fmt: skip
+        rows.append(
+            {
+                "name": raw["name"],
+                "kind": raw["kind"],
+                "model": raw.get("model"),
+                "passages": len(raw["passages"]),
+                "files": len(sources),
+                "path": str(path),
+            }
+        )
     return rows

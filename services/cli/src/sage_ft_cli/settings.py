@@ -62,8 +62,11 @@ class Settings:
     def sources(self) -> list[dict[str, Any]]:
         """Each setting with its effective value (secrets masked) and where it came from."""
         rows = []
-        groups: list[tuple[BaseSettings, str]] = [(self.cli, "SAGE_FT_"), (self.chat, "SAGE_CHAT_"),
-                                                  (self.paths, "SAGE_")]  # fmt: skip
+        groups: list[tuple[BaseSettings, str]] = [
+            (self.cli, "SAGE_FT_"),
+            (self.chat, "SAGE_CHAT_"),
+            (self.paths, "SAGE_"),
+        ]
         for group, prefix in groups:
             for name, field in type(group).model_fields.items():
                 env = f"{prefix}{name.upper()}"
@@ -83,5 +86,9 @@ def child_environment(**overrides: str) -> dict[str, str]:
 def _row(env: str, value: Any, from_env: bool, description: str | None) -> dict[str, Any]:
     if isinstance(value, SecretStr):
         value = "********" if value.get_secret_value() else ""
-    return {"name": env, "value": "" if value is None else str(value), "source": "env" if from_env else "default",
-            "description": description or ""}  # fmt: skip
+    return {
+        "name": env,
+        "value": "" if value is None else str(value),
+        "source": "env" if from_env else "default",
+        "description": description or "",
+    }

@@ -15,9 +15,14 @@ def main() -> None:
     logging.basicConfig(
         level=settings.gateway.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    uvicorn.run(create_app(settings), host=settings.gateway.host, port=settings.gateway.port,
-                log_level=settings.gateway.log_level, access_log=False,
-                timeout_graceful_shutdown=int(settings.gateway.shutdown_grace_seconds))  # fmt: skip
+    uvicorn.run(
+        create_app(settings),
+        host=settings.gateway.host,
+        port=settings.gateway.port,
+        log_level=settings.gateway.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.gateway.shutdown_grace_seconds),
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from sage_ft_gateway.services.estimate import EstimateService
 from sage_ft_gateway.services.eval_runs import EvalRunService
 from sage_ft_gateway.services.evals import EvalService
 from sage_ft_gateway.services.files import FileService
+from sage_ft_gateway.services.inference import InferenceService
 from sage_ft_gateway.services.jobs import JobService
 from sage_ft_gateway.services.models import ModelService
 from sage_ft_gateway.state import GatewayState
@@ -19,8 +20,9 @@ class Services:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
         self.files = FileService(state)
-        self.jobs = JobService(state, self.files)
         self.models = ModelService(state)
+        self.jobs = JobService(state, self.files, self.models)
+        self.inference = InferenceService(state, self.models)
         self.estimates = EstimateService(state, self.jobs)
         self.evals = EvalService(state)
         self.eval_runs = EvalRunService(state, self.evals, self.files, self.models)

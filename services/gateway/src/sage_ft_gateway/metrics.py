@@ -21,13 +21,19 @@ from sage_ft.jobs.model import JobStatus, now
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("sage_ft_http_requests_total", "HTTP requests by route, method and status.",
-                                ["route", "method", "status"], registry=self.registry)  # fmt: skip
+        self.requests = Counter(
+            "sage_ft_http_requests_total",
+            "HTTP requests by route, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
-            "sage_ft_http_request_duration_seconds", "HTTP request latency by route.", ["route", "method"],
+            "sage_ft_http_request_duration_seconds",
+            "HTTP request latency by route.",
+            ["route", "method"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
-        )  # fmt: skip
+        )
 
     def add_state_collector(self, collector: Collector) -> None:
         self.registry.register(collector)
@@ -41,8 +47,9 @@ class StateCollector(Collector):
         self.state = state
 
     def collect(self) -> Iterable[Metric]:
-        jobs = GaugeMetricFamily("sage_ft_jobs", "Jobs by status (active ones counted live, finished ones in total).",
-                                 labels=["status"])  # fmt: skip
+        jobs = GaugeMetricFamily(
+            "sage_ft_jobs", "Jobs by status (active ones counted live, finished ones in total).", labels=["status"]
+        )
         depth = GaugeMetricFamily("sage_ft_queue_depth_messages", "Messages waiting in a queue.", labels=["queue"])
         oldest = GaugeMetricFamily("sage_ft_queue_oldest_job_age_seconds", "Age of the oldest queued job (0: none).")
         expired = GaugeMetricFamily("sage_ft_jobs_lease_expired", "Running jobs whose worker lease has expired.")

@@ -57,8 +57,12 @@ class ReadRateLimit:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         # the console's own files are not counted (its API calls are)
-        if (scope["type"] != "http" or scope["method"] not in ("GET", "HEAD") or scope["path"] in EXEMPT
-                or scope["path"].startswith("/console")):  # fmt: skip
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in ("GET", "HEAD")
+            or scope["path"] in EXEMPT
+            or scope["path"].startswith("/console")
+        ):
             await self.app(scope, receive, send)
             return
         key = self._key(scope)
@@ -74,11 +78,21 @@ class ReadRateLimit:
             await self.app(scope, receive, send)
             return
         retry = max(1, math.ceil(reset - time.time()))
-        body = json.dumps({"error": {
-            "message": f"Rate limit reached for reads ({self.item}); retry after {retry} s, or follow the job's "
-                       "event stream instead of polling.",
-            "type": "rate_limit_error", "param": None, "code": "rate_limit_exceeded"}}).encode()  # fmt: skip
-        headers = [(b"content-type", b"application/json"), (b"retry-after", str(retry).encode()),
-                   (b"content-length", str(len(body)).encode())]  # fmt: skip
+        body = json.dumps(
+            {
+                "error": {
+                    "message": f"Rate limit reached for reads ({self.item}); retry after {retry} s, "
+                    "or follow the job's event stream instead of polling.",
+                    "type": "rate_limit_error",
+                    "param": None,
+                    "code": "rate_limit_exceeded",
+                }
+            }
+        ).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"retry-after", str(retry).encode()),
+            (b"content-length", str(len(body)).encode()),
+        ]
         await send({"type": "http.response.start", "status": 429, "headers": headers})
         await send({"type": "http.response.body", "body": body})

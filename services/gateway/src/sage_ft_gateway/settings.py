@@ -46,9 +46,11 @@ class GatewaySettings(BaseSettings):
     )
     log_level: str = Field(default="info", description="Uvicorn log level.")
     estimate_tokens_per_second: float = Field(
-        default=500.0, gt=0, description="Dry-run estimates: the training speed assumed for a base model and preset "
+        default=500.0,
+        gt=0,
+        description="Dry-run estimates: the training speed assumed for a base model and preset "
         "with no succeeded job on record yet (afterwards, measured jobs decide).",
-    )  # fmt: skip
+    )
     estimate_liger: bool = Field(
         default=True,
         description="Dry-run estimates: the GPU workers train SFT with Liger's kernels (the GPU image installs "
@@ -80,8 +82,13 @@ class GatewaySettings(BaseSettings):
 class Settings:
     """Every settings group the gateway uses, read once when the app is built."""
 
-    def __init__(self, gateway: GatewaySettings | None = None, jobs: JobSettings | None = None,
-                 storage: StorageSettings | None = None, paths: PathSettings | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        gateway: GatewaySettings | None = None,
+        jobs: JobSettings | None = None,
+        storage: StorageSettings | None = None,
+        paths: PathSettings | None = None,
+    ) -> None:
         self.gateway = gateway or GatewaySettings()
         self.jobs = jobs or JobSettings()
         self.storage = storage or StorageSettings()

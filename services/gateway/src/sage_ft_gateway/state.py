@@ -1,4 +1,6 @@
-"""What the app keeps on ``app.state.sage``: the services routes call. Built in the lifespan, never at import."""
+"""``GatewayState``: the connections every service shares (the job store, the object store, the broker, the serving
+client, the authenticator, metrics). Built in the lifespan, never at import; the services over it are kept on
+``app.state.services`` (``deps.Services``), and routes reach only those."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from sage_ft.storage.scoped import tenant_store
 from sage_ft_gateway.auth import Authenticator
 from sage_ft_gateway.metrics import GatewayMetrics
 from sage_ft_gateway.services.health import Readiness
-from sage_ft_gateway.services.serving import ServingClient
+from sage_ft_gateway.serving_client import ServingClient
 from sage_ft_gateway.settings import Settings
 
 
@@ -39,8 +41,11 @@ class GatewayState:
         self.serving = ServingClient(settings.gateway.serving_url)
         self._pubsub_client: Any = None
         gw = settings.gateway
-        self.readiness = Readiness({"redis": self.jobs.ping, "object_store": lambda: self.store.stat("readyz-probe")},
-                                   gw.probe_timeout_seconds, gw.probe_cache_seconds)  # fmt: skip
+        self.readiness = Readiness(
+            {"redis": self.jobs.ping, "object_store": lambda: self.store.stat("readyz-probe")},
+            gw.probe_timeout_seconds,
+            gw.probe_cache_seconds,
+        )
 
     @contextlib.asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Callable[[float], Awaitable[bool]]]:

@@ -88,10 +88,17 @@ async def receive_upload(request: Request, limit: int, tmp_dir: Path | None = No
             upload.fields[state["name"]] = bytes(state["buf"]).decode("utf-8", "replace")
         state.update(headers={}, name=None, out=None, buf=bytearray())
 
-    parser = MultipartParser(options[b"boundary"], callbacks={
-        "on_header_field": on_header_field, "on_header_value": on_header_value, "on_header_end": on_header_end,
-        "on_headers_finished": on_headers_finished, "on_part_data": on_part_data, "on_part_end": on_part_end,
-    })  # fmt: skip
+    parser = MultipartParser(
+        options[b"boundary"],
+        callbacks={
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
     try:
         async for chunk in request.stream():
             parser.write(chunk)

@@ -19,9 +19,14 @@ def serve(settings: Settings, **app_options: Any) -> None:
     logging.basicConfig(
         level=settings.serving.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    uvicorn.run(create_app(settings, **app_options), host=settings.serving.host, port=settings.serving.port,
-                log_level=settings.serving.log_level, access_log=False,
-                timeout_graceful_shutdown=int(settings.serving.shutdown_grace_seconds))  # fmt: skip
+    uvicorn.run(
+        create_app(settings, **app_options),
+        host=settings.serving.host,
+        port=settings.serving.port,
+        log_level=settings.serving.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.serving.shutdown_grace_seconds),
+    )
 
 
 def main() -> None:

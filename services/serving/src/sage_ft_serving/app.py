@@ -14,8 +14,12 @@ from sage_ft_serving.settings import Settings
 from sage_ft_serving.state import ServingState
 
 
-def create_app(settings: Settings | None = None, *, launcher: Launcher | None = None,
-               enqueue_merge: Callable[[str, str], None] | None = None) -> FastAPI:  # fmt: skip
+def create_app(
+    settings: Settings | None = None,
+    *,
+    launcher: Launcher | None = None,
+    enqueue_merge: Callable[[str, str], None] | None = None,
+) -> FastAPI:
     """The app; ``launcher`` and ``enqueue_merge`` replace the configured ones (in-process tests)."""
     settings = settings or Settings()
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from sage_ft.errors import SageFTError
 from sage_ft.storage import IntegrityError, ObjectStore, fetch_part
-from sage_ft.storage.manifest import Manifest, resolve_model_name
+from sage_ft.storage.manifest import Manifest
+from sage_ft.storage.names import resolve_model_name
 from sage_ft_serving.plan import Inputs, read_json
 
 
@@ -26,15 +27,51 @@ class ArtifactError(SageFTError):
 
 
 # PEFT LoraConfig fields (peft 0.1x-0.2x); anything else (auto_map, custom module paths) is refused.
-ADAPTER_CONFIG_KEYS = frozenset({
-    "alpha_pattern", "auto_mapping", "base_model_name_or_path", "bias", "corda_config", "eva_config",
-    "exclude_modules", "fan_in_fan_out", "inference_mode", "init_lora_weights", "layer_replication",
-    "layers_pattern", "layers_to_transform", "loftq_config", "lora_alpha", "lora_bias", "lora_dropout",
-    "megatron_config", "megatron_core", "modules_to_save", "peft_type", "peft_version", "r", "rank_pattern",
-    "revision", "target_modules", "target_parameters", "task_type", "trainable_token_indices", "use_dora",
-    "use_qalora", "qalora_group_size", "use_rslora", "alora_invocation_tokens", "arrow_config",
-    "ensure_weight_tying", "kasa_config", "lora_ga_config", "monteclora_config", "use_bdlora", "velora_config",
-})  # fmt: skip
+ADAPTER_CONFIG_KEYS = frozenset(
+    {
+        "alpha_pattern",
+        "auto_mapping",
+        "base_model_name_or_path",
+        "bias",
+        "corda_config",
+        "eva_config",
+        "exclude_modules",
+        "fan_in_fan_out",
+        "inference_mode",
+        "init_lora_weights",
+        "layer_replication",
+        "layers_pattern",
+        "layers_to_transform",
+        "loftq_config",
+        "lora_alpha",
+        "lora_bias",
+        "lora_dropout",
+        "megatron_config",
+        "megatron_core",
+        "modules_to_save",
+        "peft_type",
+        "peft_version",
+        "r",
+        "rank_pattern",
+        "revision",
+        "target_modules",
+        "target_parameters",
+        "task_type",
+        "trainable_token_indices",
+        "use_dora",
+        "use_qalora",
+        "qalora_group_size",
+        "use_rslora",
+        "alora_invocation_tokens",
+        "arrow_config",
+        "ensure_weight_tying",
+        "kasa_config",
+        "lora_ga_config",
+        "monteclora_config",
+        "use_bdlora",
+        "velora_config",
+    }
+)
 _UNSAFE_WEIGHTS = re.compile(r"\.(bin|pt|pth|pkl|pickle|ckpt|h5|msgpack)$")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9]+")
 

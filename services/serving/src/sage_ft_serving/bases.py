@@ -11,20 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from sage_ft.jobs.spec import local_model_dir
+from sage_ft.models import local_model_dir
 from sage_ft.storage.manifest import Manifest
 from sage_ft_serving.artifacts import Artifact
 from sage_ft_serving.engines import Engine
 from sage_ft_serving.plan import Inputs, Limits, Plan, make_plan, rank_slot, read_json
-
-if TYPE_CHECKING:
-    from sage_ft_serving.manager import DeploymentManager
-    from sage_ft_serving.records import Deployment, Server
+from sage_ft_serving.pool import ServerPool
+from sage_ft_serving.records import Key, Server
 
 log = logging.getLogger(__name__)
 BASE_PART = "base"
@@ -46,10 +42,14 @@ def is_base(manifest: Manifest) -> bool:
 
 def base_plan(engine: Engine, base_dir: Path, limits: Limits) -> Plan:
     """Context length from the base's config; on a hot-loading engine, the adapter mode and a LoRA slot."""
-    inputs = Inputs(base_config=read_json(base_dir / "config.json"),
-                    tokenizer_config=read_json(base_dir / "tokenizer_config.json"),
-                    weights_bytes=sum(f.stat().st_size for f in base_dir.glob("*.safetensors")),
-                    adapter_config=None, adapter_tokenizer=None, training_max_length=None)  # fmt: skip
+    inputs = Inputs(
+        base_config=read_json(base_dir / "config.json"),
+        tokenizer_config=read_json(base_dir / "tokenizer_config.json"),
+        weights_bytes=sum(f.stat().st_size for f in base_dir.glob("*.safetensors")),
+        adapter_config=None,
+        adapter_tokenizer=None,
+        training_max_length=None,
+    )
     plan = make_plan(engine.hot_loads, inputs, limits)
     if engine.hot_loads:
         plan = replace(plan, mode="adapter", lora_rank=rank_slot(min(BASE_LORA_SLOT, limits.max_lora_rank)))
@@ -61,29 +61,23 @@ def base_artifact(manifest: Manifest, base_dir: Path) -> Artifact:
     return Artifact(manifest=manifest, digest=digest, part=BASE_PART, path=base_dir)
 
 
-async def bring_up(manager: DeploymentManager, dep: Deployment, engine: Engine, base_ref: str) -> None:
-    """The deploy task of a base model: its server (found or started), and the name requests use on it."""
-    started = time.monotonic()
-    artifact = base_artifact(base_manifest_for(dep.model), Path(base_ref))
-    server, dep.engine_model = await server_for(manager, engine, artifact, base_ref, dep.plan)
-    server.models[(dep.tenant, dep.model)] = dep.engine_model
-    server.last_used = time.monotonic()
-    dep.server_key, dep.state, dep.ready_at = server.key, "ready", time.time()
-    dep.cold_start_seconds = round(time.monotonic() - started, 3)
-    log.info("serving base model %s on %s", dep.model, server.handle.name)
-
-
-async def server_for(manager: DeploymentManager, engine: Engine, artifact: Artifact, base_ref: str,
-                     plan: Plan) -> tuple[Server, str]:  # fmt: skip
-    """The server answering for the base (the live one of its key, whatever its LoRA slot) and the model id to
-    put in requests."""
-    key = engine.server_key(artifact, base_ref, plan)
-    async with manager.server_lock(key):
-        server = await manager.live_server(key)
-        if server is None:
-            spec = engine.spec(artifact, base_ref, manager.launcher.path_for_server, plan)
-            server = await manager.run_server(spec, key, engine.name, plan, engine.hot_loads and plan.mode == "adapter")
+async def place(pool: ServerPool, engine: Engine, key: Key, base_dir: Path, plan: Plan) -> Server:
+    """Serve base model ``key[1]`` (installed at ``base_dir``) for ``key``: on the live server of its key whatever its
+    LoRA slot, or on one started for it. A hot-loading engine serves the base under its own name."""
+    name = key[1]
+    artifact = base_artifact(base_manifest_for(name), base_dir)
+    base_ref = str(base_dir)
+    server = await pool.ensure(
+        engine.server_key(artifact, base_ref, plan),
+        engine.name,
+        plan,
+        lambda p: engine.spec(artifact, base_ref, pool.path_for_server, p),
+        hot_loads=engine.hot_loads and plan.mode == "adapter",
+        grow_rank=False,
+    )
     if engine.hot_loads:
-        return server, artifact.manifest.base_model  # the name the base's server serves it under
-    return server, await engine.attach(manager.client, server.handle, artifact,
-                                       manager.launcher.path_for_server(artifact.path), plan)  # fmt: skip
+        pool.share(server, key, name)  # the name the base's server serves it under
+    else:
+        await pool.attach(server, engine, key, artifact, plan)
+    log.info("serving base model %s on %s", name, server.handle.name)
+    return server

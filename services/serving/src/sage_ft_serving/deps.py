@@ -13,6 +13,7 @@ from fastapi import Depends, Header, Request
 from sage_ft.protocol.common import MODEL_ID
 from sage_ft.storage.scoped import LOCAL_TENANT
 from sage_ft_serving.manager import DeploymentManager
+from sage_ft_serving.proxy import ModelProxy
 from sage_ft_serving.state import ServingState
 
 _TENANT = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -25,6 +26,10 @@ async def state(request: Request) -> ServingState:
 
 async def manager(request: Request) -> DeploymentManager:
     return (await state(request)).manager
+
+
+async def model_proxy(request: Request) -> ModelProxy:
+    return (await state(request)).proxy
 
 
 async def tenant(x_sage_tenant: Annotated[str | None, Header(pattern=_TENANT)] = None) -> str:
@@ -45,5 +50,6 @@ async def asked_as(x_sage_model_as: Annotated[str | None, Header(pattern=MODEL_I
 Tenant = Annotated[str, Depends(tenant)]
 AskedAs = Annotated[str | None, Depends(asked_as)]
 Manager = Annotated[DeploymentManager, Depends(manager)]
+Proxy = Annotated[ModelProxy, Depends(model_proxy)]
 State = Annotated[ServingState, Depends(state)]
 Wait = Annotated[bool, Depends(wait_for_deploy)]

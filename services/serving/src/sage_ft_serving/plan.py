@@ -23,16 +23,51 @@ from sage_ft.errors import SageFTError
 # vLLM's LoRAConfig.max_lora_rank is a Literal of these sizes; a server holds adapters up to its slot.
 LORA_RANK_SLOTS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 # The config keys vLLM reads a model's context length from (the smallest present wins).
-POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "model_max_length",
-                 "max_target_positions", "max_sequence_length", "max_seq_length", "seq_len")  # fmt: skip
+POSITION_KEYS = (
+    "max_position_embeddings",
+    "n_positions",
+    "max_seq_len",
+    "seq_length",
+    "model_max_length",
+    "max_target_positions",
+    "max_sequence_length",
+    "max_seq_length",
+    "seq_len",
+)
 # RoPE types whose max_position_embeddings already includes the scaling (vLLM does not multiply again).
 _PRESCALED_ROPE = ("su", "longrope", "llama3", "yarn", "deepseek_yarn", "deepseek_llama_scaling")
 # Linear layers vLLM's LoRA supports in the decoder-only families we serve (packed names included).
-LORA_LAYERS = frozenset({
-    "q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "gate_proj", "up_proj", "down_proj", "gate_up_proj",
-    "c_attn", "c_proj", "c_fc", "query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h", "W_pack",
-    "fc1", "fc2", "out_proj", "wqkv", "wo", "w1", "w2", "w3", "in_proj", "x_proj",
-})  # fmt: skip
+LORA_LAYERS = frozenset(
+    {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "qkv_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+        "gate_up_proj",
+        "c_attn",
+        "c_proj",
+        "c_fc",
+        "query_key_value",
+        "dense",
+        "dense_h_to_4h",
+        "dense_4h_to_h",
+        "W_pack",
+        "fc1",
+        "fc2",
+        "out_proj",
+        "wqkv",
+        "wo",
+        "w1",
+        "w2",
+        "w3",
+        "in_proj",
+        "x_proj",
+    }
+)
 DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2}
 GIB = 1024**3
 
@@ -76,8 +111,14 @@ class Plan:
         return replace(self, lora_rank=rank)
 
     def to_api(self) -> dict[str, Any]:
-        return {"mode": self.mode, "max_model_len": self.max_model_len, "max_lora_rank": self.lora_rank,
-                "adapter_rank": self.adapter_rank, "reason": self.reason, "notes": list(self.notes)}  # fmt: skip
+        return {
+            "mode": self.mode,
+            "max_model_len": self.max_model_len,
+            "max_lora_rank": self.lora_rank,
+            "adapter_rank": self.adapter_rank,
+            "reason": self.reason,
+            "notes": list(self.notes),
+        }
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -94,8 +135,9 @@ def text_config(config: dict[str, Any]) -> dict[str, Any]:
     return inner if isinstance(inner, dict) else config
 
 
-def model_context_length(config: dict[str, Any], tokenizer_config: dict[str, Any] | None = None,
-                         encoder_config: dict[str, Any] | None = None) -> int | None:  # fmt: skip
+def model_context_length(
+    config: dict[str, Any], tokenizer_config: dict[str, Any] | None = None, encoder_config: dict[str, Any] | None = None
+) -> int | None:
     """The longest context the model allows, as vLLM derives it; None when the config names none.
     ``encoder_config`` is a sentence-transformers model's ``sentence_bert_config.json``: its ``max_seq_length`` wins."""
     if isinstance((encoder_config or {}).get("max_seq_length"), int):
@@ -148,8 +190,9 @@ def adapter_rank(adapter_config: dict[str, Any]) -> int:
     return max(ranks)
 
 
-def hot_load_blockers(adapter_config: dict[str, Any], base_config: dict[str, Any] | None,
-                      tokenizer_size: int | None, limit_rank: int) -> list[str]:  # fmt: skip
+def hot_load_blockers(
+    adapter_config: dict[str, Any], base_config: dict[str, Any] | None, tokenizer_size: int | None, limit_rank: int
+) -> list[str]:
     """Why vLLM could not hot-load this adapter (an empty list: it can)."""
     why = []
     saved = [m for m in adapter_config.get("modules_to_save") or [] if m not in ("classifier", "score")]
@@ -193,8 +236,10 @@ def fit_context(wanted: int, kv_per_token: int | None, limits: Limits, weights_b
         return wanted, None
     if fits < 64:
         need = math.ceil((wanted * kv_per_token + max(weights_bytes, 0) * limits.gpu) / GIB)
-        raise NotServableError(f"the model does not fit in {where}: its weights and a {wanted}-token KV cache need "
-                               f"about {need} GiB", code="model_too_large")  # fmt: skip
+        raise NotServableError(
+            f"the model does not fit in {where}: its weights and a {wanted}-token KV cache need about {need} GiB",
+            code="model_too_large",
+        )
     return fits, f"context cut to {fits} tokens (the model allows {wanted}) to fit the KV cache in {where}"
 
 
@@ -229,19 +274,31 @@ def make_plan(hot_loads: bool, inputs: Inputs, limits: Limits) -> Plan:
     if inputs.adapter_config is not None:
         rank = adapter_rank(inputs.adapter_config)
         if mode == "adapter":
-            blockers = hot_load_blockers(inputs.adapter_config, inputs.base_config,
-                                         tokenizer_size(inputs.adapter_tokenizer), limits.max_lora_rank)  # fmt: skip
+            blockers = hot_load_blockers(
+                inputs.adapter_config,
+                inputs.base_config,
+                tokenizer_size(inputs.adapter_tokenizer),
+                limits.max_lora_rank,
+            )
             if blockers:
                 mode, reason = "merged", "vLLM cannot hot-load this adapter: " + "; ".join(blockers)
     config = inputs.base_config
     if config is None:
         notes.append("the base model's config.json is not readable here; the engine derives the context length")
-        return Plan(mode=mode, max_model_len=None, lora_rank=_slot(mode, rank), adapter_rank=rank, reason=reason,
-                    notes=tuple(notes))  # fmt: skip
+        return Plan(
+            mode=mode,
+            max_model_len=None,
+            lora_rank=_slot(mode, rank),
+            adapter_rank=rank,
+            reason=reason,
+            notes=tuple(notes),
+        )
     dtype = model_dtype(config)
     if dtype is not None and dtype not in DTYPE_BYTES and dtype != "auto":
-        raise NotServableError(f"the model's dtype {dtype} is not one the engine serves (float32, bfloat16, float16)",
-                          code="unsupported_dtype")  # fmt: skip
+        raise NotServableError(
+            f"the model's dtype {dtype} is not one the engine serves (float32, bfloat16, float16)",
+            code="unsupported_dtype",
+        )
     allowed = model_context_length(config, inputs.tokenizer_config)
     length = limits.max_model_len if allowed is None else min(allowed, limits.max_model_len)
     if allowed is not None and allowed < limits.max_model_len:
@@ -252,8 +309,14 @@ def make_plan(hot_loads: bool, inputs: Inputs, limits: Limits) -> Plan:
     trained = inputs.training_max_length
     if trained and trained > length:
         notes.append(f"fine-tuned on sequences of up to {trained} tokens, served with a context of {length}")
-    return Plan(mode=mode, max_model_len=length, lora_rank=_slot(mode, rank), adapter_rank=rank, reason=reason,
-                notes=tuple(notes))  # fmt: skip
+    return Plan(
+        mode=mode,
+        max_model_len=length,
+        lora_rank=_slot(mode, rank),
+        adapter_rank=rank,
+        reason=reason,
+        notes=tuple(notes),
+    )
 
 
 def _slot(mode: str, rank: int | None) -> int | None:

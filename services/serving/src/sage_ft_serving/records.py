@@ -31,7 +31,7 @@ class Server:
     handle: ServerHandle
     plan: Plan  # the arguments it was started with (its context length and LoRA rank slot)
     hot_loads: bool = False  # adapters are loaded onto it at runtime (vLLM with --enable-lora)
-    state: str = "starting"  # starting | ready | restarting | stopped
+    state: str = "starting"  # starting | ready | stopped
     started_at: float = field(default_factory=time.time)
     ready_at: float | None = None
     last_used: float = field(default_factory=time.monotonic)
@@ -41,10 +41,32 @@ class Server:
     metrics_text: str = ""
 
     def to_api(self) -> dict[str, Any]:
-        return {"name": self.handle.name, "engine": self.engine, "state": self.state, "endpoint": self.handle.url,
-                "pid": self.handle.pid, "models": len(self.models), "started_at": int(self.started_at),
-                "max_model_len": self.plan.max_model_len, "max_lora_rank": self.plan.lora_rank,
-                "log": str(self.handle.log_path) if self.handle.log_path else None}  # fmt: skip
+        return {
+            "name": self.handle.name,
+            "engine": self.engine,
+            "state": self.state,
+            "endpoint": self.handle.url,
+            "pid": self.handle.pid,
+            "models": len(self.models),
+            "started_at": int(self.started_at),
+            "max_model_len": self.plan.max_model_len,
+            "max_lora_rank": self.plan.lora_rank,
+            "log": str(self.handle.log_path) if self.handle.log_path else None,
+        }
+
+
+@dataclass
+class Endpoint:
+    """Where requests for one model go: its server's URL and the model id there. Using it keeps the server from
+    being stopped as idle."""
+
+    url: str
+    model: str  # the engine's id for it: an adapter name (vLLM), a path (transformers serve)
+    engine: str
+    server: Server
+
+    def touch(self) -> None:
+        self.server.last_used = time.monotonic()
 
 
 @dataclass
@@ -73,15 +95,26 @@ class Deployment:
         status = FAILURE_STATUS.get(self.error_code or "", 502)
         return ApiError(status, self.error or "deployment failed", param="model", code=self.error_code)
 
-    def to_api(self, server: Server | None) -> dict[str, Any]:
-        healthy = server is not None and server.state == "ready" and self.state == "ready"
+    def to_api(self, server: Server | None, restarting: bool = False) -> dict[str, Any]:
+        """As the API shows it; while its server restarts (a larger LoRA slot) it reads as deploying."""
+        state = "deploying" if restarting and self.state == "ready" else self.state
+        healthy = server is not None and server.state == "ready" and state == "ready"
         serving = self.plan.to_api()
         if server is not None:  # the server's own figures: a later, larger adapter may have raised its rank
             serving.update(max_model_len=server.plan.max_model_len, max_lora_rank=server.plan.lora_rank)
-        return {"object": "deployment", "id": self.model, "model": self.model, "alias": self.alias,
-                "state": self.state, "engine": self.engine, "endpoint": server.handle.url if server else None,
-                "health": "healthy" if healthy else ("unhealthy" if self.state == "failed" else "unknown"),
-                "serving": serving, "server": server.to_api() if server else None,
-                "created_at": int(self.created_at), "ready_at": int(self.ready_at) if self.ready_at else None,
-                "cold_start_seconds": self.cold_start_seconds,
-                "error": {"code": self.error_code, "message": self.error} if self.error else None}  # fmt: skip
+        return {
+            "object": "deployment",
+            "id": self.model,
+            "model": self.model,
+            "alias": self.alias,
+            "state": state,
+            "engine": self.engine,
+            "endpoint": server.handle.url if server else None,
+            "health": "healthy" if healthy else ("unhealthy" if self.state == "failed" else "unknown"),
+            "serving": serving,
+            "server": server.to_api() if server else None,
+            "created_at": int(self.created_at),
+            "ready_at": int(self.ready_at) if self.ready_at else None,
+            "cold_start_seconds": self.cold_start_seconds,
+            "error": {"code": self.error_code, "message": self.error} if self.error else None,
+        }

@@ -60,8 +60,11 @@ class ServingSettings(BaseSettings):
         description="Ceiling on a server's context length; each server gets min(this, what the model allows, what "
         "fits the KV cache).",
     )
-    gpu_memory_gb: float = Field(default=0.0, ge=0, description="GPU memory per model server in GiB, for the "
-                                 "pre-deploy fit check (0: not checked).")  # fmt: skip
+    gpu_memory_gb: float = Field(
+        default=0.0,
+        ge=0,
+        description="GPU memory per model server in GiB, for the pre-deploy fit check (0: not checked).",
+    )
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1, description="vLLM --gpu-memory-utilization.")
     vllm_cpu_kv_cache_gb: int = Field(default=1, ge=1, description="KV cache size for vLLM's CPU build, in GiB.")
     vllm_extra_args: str = Field(default="", description="Extra command-line arguments for vLLM (space-separated).")
@@ -97,8 +100,13 @@ def server_environment(extra: dict[str, str]) -> dict[str, str]:
 class Settings:
     """Every settings group serving uses, read once when the app is built."""
 
-    def __init__(self, serving: ServingSettings | None = None, storage: StorageSettings | None = None,
-                 paths: PathSettings | None = None, jobs: JobSettings | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        serving: ServingSettings | None = None,
+        storage: StorageSettings | None = None,
+        paths: PathSettings | None = None,
+        jobs: JobSettings | None = None,
+    ) -> None:
         self.serving = serving or ServingSettings()
         self.storage = storage or StorageSettings()
         self.paths = paths or PathSettings()

@@ -13,9 +13,16 @@ def main(argv: list[str] | None = None) -> None:
     from sage_ft_worker.celery_app import app
 
     settings = app.context.settings.worker
-    args = ["worker", "--pool=solo", "--concurrency=1", f"--queues={','.join(settings.queue_list())}",
-            f"--hostname={settings.name}@%h", f"--loglevel={settings.log_level}",
-            "--without-gossip", "--without-mingle"]  # fmt: skip
+    args = [
+        "worker",
+        "--pool=solo",
+        "--concurrency=1",
+        f"--queues={','.join(settings.queue_list())}",
+        f"--hostname={settings.name}@%h",
+        f"--loglevel={settings.log_level}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     app.worker_main([*args, *(argv if argv is not None else sys.argv[1:])])
 
 

@@ -18,8 +18,7 @@ class WorkerContext:
     @cached_property
     def jobs(self) -> JobStore:
         jobs = self.settings.jobs
-        return JobStore.from_url(jobs.redis_url.get_secret_value(), jobs.key_prefix,
-                                 ride_out_s=jobs.lease_seconds / 2)  # fmt: skip
+        return JobStore.from_url(jobs.redis_url.get_secret_value(), jobs.key_prefix, ride_out_s=jobs.lease_seconds / 2)
 
     @cached_property
     def store(self) -> ObjectStore:

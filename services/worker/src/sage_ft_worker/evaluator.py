@@ -125,9 +125,13 @@ class EvalRunner:
             shutil.rmtree(scratch, ignore_errors=True)
         done = self.runs.done_indices(self.run_id)
         todo = [i for i in range(len(rows)) if i not in done]
-        self.runs.add_event(self.run_id, f"attempt {run.attempts} on {self.owner}: {len(done)} of {len(rows)} items "
-                            f"already graded, {len(todo)} to go", type="started",
-                            data={"attempt": run.attempts, "done": len(done), "total": len(rows)})  # fmt: skip
+        self.runs.add_event(
+            self.run_id,
+            f"attempt {run.attempts} on {self.owner}: {len(done)} of {len(rows)} items "
+            f"already graded, {len(todo)} to go",
+            type="started",
+            data={"attempt": run.attempts, "done": len(done), "total": len(rows)},
+        )
         criteria = criteria_of(record.testing_criteria)
         try:
             stopped = self._grade_all(run, request, criteria, rows, todo, lease)
@@ -137,9 +141,13 @@ class EvalRunner:
             return stopped
         ended = runlife.finish(self.runs, self.run_id, "completed")
         counts = self.runs.counts(self.run_id)
-        self.runs.add_event(self.run_id, f"run {ended.status}: {counts.get('passed', 0)} passed, "
-                            f"{counts.get('failed', 0)} failed, {counts.get('errored', 0)} errored",
-                            type=ended.status, data=counts)  # fmt: skip
+        self.runs.add_event(
+            self.run_id,
+            f"run {ended.status}: {counts.get('passed', 0)} passed, "
+            f"{counts.get('failed', 0)} failed, {counts.get('errored', 0)} errored",
+            type=ended.status,
+            data=counts,
+        )
         return ended.status
 
     def _work_dir(self) -> Path:
@@ -154,8 +162,15 @@ class EvalRunner:
         path = self.ctx.tenant_store(run.tenant).get_file(f"files/{source.id}", scratch / "rows.jsonl")
         return load_rows(path, schema)
 
-    def _grade_all(self, run: RunRecord, request: RunRequest, criteria: list[StringCheck | TextSimilarity],
-                   rows: list[dict], todo: list[int], lease: _Lease) -> str | None:  # fmt: skip
+    def _grade_all(
+        self,
+        run: RunRecord,
+        request: RunRequest,
+        criteria: list[StringCheck | TextSimilarity],
+        rows: list[dict],
+        todo: list[int],
+        lease: _Lease,
+    ) -> str | None:
         """Grade ``todo`` with at most ``eval_concurrency`` answers in flight; the reason it stopped early, if it
         did (canceled, deleted, lease lost)."""
         limit = self.settings.eval_concurrency
@@ -165,8 +180,10 @@ class EvalRunner:
         next_check = time.monotonic() + STATUS_EVERY_S
         headers = {"X-Sage-Tenant": run.tenant}
         timeout = httpx.Timeout(self.settings.eval_request_seconds, connect=10.0)
-        with httpx.Client(base_url=self.settings.serving_url, headers=headers, timeout=timeout) as client, \
-                ThreadPoolExecutor(max_workers=limit, thread_name_prefix=f"eval-{run.id}") as pool:  # fmt: skip
+        with (
+            httpx.Client(base_url=self.settings.serving_url, headers=headers, timeout=timeout) as client,
+            ThreadPoolExecutor(max_workers=limit, thread_name_prefix=f"eval-{run.id}") as pool,
+        ):
             while True:
                 while stopped is None and len(pending) < limit and (index := next(queue, None)) is not None:
                     pending.add(pool.submit(self._grade_one, client, run, request, criteria, index, rows[index]))
@@ -191,9 +208,15 @@ class EvalRunner:
             return "deleted"
         return None if status == "in_progress" else status
 
-    def _grade_one(self, client: httpx.Client, run: RunRecord, request: RunRequest,
-                   criteria: list[StringCheck | TextSimilarity], index: int,
-                   row: dict[str, Any]) -> tuple[int, dict[str, Any]]:  # fmt: skip
+    def _grade_one(
+        self,
+        client: httpx.Client,
+        run: RunRecord,
+        request: RunRequest,
+        criteria: list[StringCheck | TextSimilarity],
+        index: int,
+        row: dict[str, Any],
+    ) -> tuple[int, dict[str, Any]]:
         item = row["item"]
         messages = prompt(request, item)
         params = request.data_source.sampling_params
@@ -215,24 +238,33 @@ class EvalRunner:
             extra = {"finish_reason": choice.get("finish_reason"), "usage": answer.get("usage")}
         except httpx.HTTPStatusError as err:
             if err.response.status_code == 404:
-                raise ModelUnavailableError(f"Serving does not know the model '{run.model}': "
-                                            f"{_message(err.response)}") from None  # fmt: skip
+                raise ModelUnavailableError(
+                    f"Serving does not know the model '{run.model}': {_message(err.response)}"
+                ) from None
             error = f"serving answered {err.response.status_code}: {_message(err.response)}"
         except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as err:
             error = f"{type(err).__name__}: {err}"
         out = output_item(criteria, index, item, messages, text, run.model, error)
         out["created_at"] = int(now())
-        out["sample"].update(extra, max_completion_tokens=params.max_completion_tokens,
-                             temperature=params.temperature, top_p=params.top_p, seed=params.seed)  # fmt: skip
+        out["sample"].update(
+            extra,
+            max_completion_tokens=params.max_completion_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            seed=params.seed,
+        )
         metrics.EVAL_ITEM_SECONDS.observe(time.perf_counter() - started)
         return index, out
 
     def _ask(self, client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
         """One chat completion; a model server still starting (503), a full queue (429) or a dropped connection is
         retried until ``eval_request_seconds`` have passed."""
-        for attempt in Retrying(retry=retry_if_exception(_retryable), reraise=True,
-                                stop=stop_after_delay(self.settings.eval_request_seconds),
-                                wait=wait_exponential(multiplier=0.5, max=5)):  # fmt: skip
+        for attempt in Retrying(
+            retry=retry_if_exception(_retryable),
+            reraise=True,
+            stop=stop_after_delay(self.settings.eval_request_seconds),
+            wait=wait_exponential(multiplier=0.5, max=5),
+        ):
             with attempt:
                 resp = client.post("/v1/chat/completions", json=body)
                 resp.raise_for_status()

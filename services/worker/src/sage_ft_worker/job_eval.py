@@ -19,30 +19,64 @@ from sage_ft.evals.store import EvalStore
 from sage_ft.jobs import JobStore
 from sage_ft.jobs.model import Job, new_id, now
 
-ITEM_SCHEMA = {"type": "object", "properties": {"prompt": {"type": "string"}, "reference": {"type": "string"}},
-               "required": ["prompt", "reference"]}  # fmt: skip
+ITEM_SCHEMA = {
+    "type": "object",
+    "properties": {"prompt": {"type": "string"}, "reference": {"type": "string"}},
+    "required": ["prompt", "reference"],
+}
 CRITERIA = [
-    {"type": "string_check", "name": "exact", "input": "{{sample.output_text}}", "reference": "{{item.reference}}",
-     "operation": "eq"},
-    {"type": "text_similarity", "name": "rouge_l", "input": "{{sample.output_text}}",
-     "reference": "{{item.reference}}", "evaluation_metric": "rouge_l", "pass_threshold": 0.5},
-]  # fmt: skip
+    {
+        "type": "string_check",
+        "name": "exact",
+        "input": "{{sample.output_text}}",
+        "reference": "{{item.reference}}",
+        "operation": "eq",
+    },
+    {
+        "type": "text_similarity",
+        "name": "rouge_l",
+        "input": "{{sample.output_text}}",
+        "reference": "{{item.reference}}",
+        "evaluation_metric": "rouge_l",
+        "pass_threshold": 0.5,
+    },
+]
 
 
 def record(jobs: JobStore, job: Job, model: str, report: dict[str, Any]) -> dict[str, Any]:
     """Store ``report``'s items as an eval and its two runs; returns the summary for the job and the manifest."""
     criteria = parse_criteria(CRITERIA, set(ITEM_SCHEMA["properties"]))
-    ev = EvalRecord(id=new_id("eval"), tenant=job.tenant, name=f"{job.id} held-out", item_schema=ITEM_SCHEMA,
-                    testing_criteria=[c.model_dump() for c in criteria], metadata={"job_id": job.id})  # fmt: skip
+    ev = EvalRecord(
+        id=new_id("eval"),
+        tenant=job.tenant,
+        name=f"{job.id} held-out",
+        item_schema=ITEM_SCHEMA,
+        testing_criteria=[c.model_dump() for c in criteria],
+        metadata={"job_id": job.id},
+    )
     EvalStore(jobs).put(ev)
     runs = RunStore(jobs)
     ids = {}
     for label, served in (("tuned", model), ("base", job.root_model)):
-        source = {"type": "completions", "model": served, "source": {"type": "holdout", "job_id": job.id},
-                  "sampling_params": {"temperature": 0.0}}  # fmt: skip
-        run = RunRecord(id=new_id("evalrun"), eval_id=ev.id, tenant=job.tenant, name=f"{label}: {served}",
-                        model=served, data_source=source, criteria=[c.name for c in criteria], status="completed",
-                        started_at=now(), finished_at=now(), total=report["n"])  # fmt: skip
+        source = {
+            "type": "completions",
+            "model": served,
+            "source": {"type": "holdout", "job_id": job.id},
+            "sampling_params": {"temperature": 0.0},
+        }
+        run = RunRecord(
+            id=new_id("evalrun"),
+            eval_id=ev.id,
+            tenant=job.tenant,
+            name=f"{label}: {served}",
+            model=served,
+            data_source=source,
+            criteria=[c.name for c in criteria],
+            status="completed",
+            started_at=now(),
+            finished_at=now(),
+            total=report["n"],
+        )
         runs.create(run)
         for it in report["items"]:
             item = {"prompt": str(it["prompt"][-1]["content"]) if it["prompt"] else "", "reference": it["reference"]}

@@ -31,8 +31,9 @@ OnFlags = Callable[[Job], None]
 
 
 class LeaseKeeper:
-    def __init__(self, jobs: JobStore, job_id: str, owner: str, lease_s: float, every_s: float,
-                 on_flags: OnFlags) -> None:  # fmt: skip
+    def __init__(
+        self, jobs: JobStore, job_id: str, owner: str, lease_s: float, every_s: float, on_flags: OnFlags
+    ) -> None:
         self.jobs, self.job_id, self.owner = jobs, job_id, owner
         self.lease_s, self.every_s = lease_s, every_s
         self.on_flags = on_flags
@@ -42,8 +43,10 @@ class LeaseKeeper:
         self.redis_errors = 0
         self._stop = threading.Event()
         self._pubsub: Any = None
-        self._threads = [threading.Thread(target=self._beat, name=f"lease-{job_id}", daemon=True),
-                         threading.Thread(target=self._watch, name=f"flags-{job_id}", daemon=True)]  # fmt: skip
+        self._threads = [
+            threading.Thread(target=self._beat, name=f"lease-{job_id}", daemon=True),
+            threading.Thread(target=self._watch, name=f"flags-{job_id}", daemon=True),
+        ]
 
     def __enter__(self) -> LeaseKeeper:
         for thread in self._threads:

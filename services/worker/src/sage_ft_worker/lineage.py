@@ -18,12 +18,16 @@ from sage_ft.storage.checkpoints import CHECKPOINT_NAME, checkpoint_model_name, 
 # trainer log keys (TRL's SFT and DPO metrics) -> the names events and checkpoint objects use (OpenAI's where it has
 # one: train_mean_token_accuracy, valid_loss, valid_mean_token_accuracy)
 _NAMES = {
-    "mean_token_accuracy": "train_mean_token_accuracy", "eval_loss": "valid_loss",
+    "mean_token_accuracy": "train_mean_token_accuracy",
+    "eval_loss": "valid_loss",
     "eval_mean_token_accuracy": "valid_mean_token_accuracy",
-    "rewards/accuracies": "reward_accuracy", "rewards/margins": "reward_margin",
-    "rewards/chosen": "rewards_chosen", "rewards/rejected": "rewards_rejected",
-    "eval_rewards/accuracies": "valid_reward_accuracy", "eval_rewards/margins": "valid_reward_margin",
-}  # fmt: skip
+    "rewards/accuracies": "reward_accuracy",
+    "rewards/margins": "reward_margin",
+    "rewards/chosen": "rewards_chosen",
+    "rewards/rejected": "rewards_rejected",
+    "eval_rewards/accuracies": "valid_reward_accuracy",
+    "eval_rewards/margins": "valid_reward_margin",
+}
 
 
 def named_metrics(logs: dict[str, Any]) -> dict[str, float]:
@@ -59,7 +63,12 @@ def checkpoint_record(job: Job, step: int, size: int, metrics: dict[str, Any]) -
     name = fine_tuned_model_name(job.root_model, job.suffix, job.id)
     shown = {k: v for k, v in metrics.items() if v is not None}
     return {
-        "object": "fine_tuning.job.checkpoint", "id": f"ftckpt-{job.id.split('-', 1)[-1]}-{step}",
-        "created_at": int(time.time()), "fine_tuned_model_checkpoint": checkpoint_model_name(name, step),
-        "fine_tuning_job_id": job.id, "step_number": step, "metrics": {"step": step, **shown}, "bytes": size,
-    }  # fmt: skip
+        "object": "fine_tuning.job.checkpoint",
+        "id": f"ftckpt-{job.id.split('-', 1)[-1]}-{step}",
+        "created_at": int(time.time()),
+        "fine_tuned_model_checkpoint": checkpoint_model_name(name, step),
+        "fine_tuning_job_id": job.id,
+        "step_number": step,
+        "metrics": {"step": step, **shown},
+        "bytes": size,
+    }

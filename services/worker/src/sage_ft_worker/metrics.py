@@ -13,8 +13,9 @@ STEPS = Counter("sage_ft_train_steps_total", "Optimizer steps completed by this 
 # Per job: a worker trains one job at a time and drops the series when it ends, so this stays one series a worker.
 LOSS = Gauge("sage_ft_train_loss", "Latest training loss of the job this worker is running.", ["job"])
 TOKENS_PER_SECOND = Gauge("sage_ft_train_tokens_per_second", "Latest training throughput of the running job.", ["job"])
-GPU_MEMORY = Gauge("sage_ft_train_gpu_memory_bytes", "Peak GPU memory of the running job's trainer (GPU only).",
-                   ["job"])  # fmt: skip
+GPU_MEMORY = Gauge(
+    "sage_ft_train_gpu_memory_bytes", "Peak GPU memory of the running job's trainer (GPU only).", ["job"]
+)
 JOB_METRICS = (LOSS, TOKENS_PER_SECOND, GPU_MEMORY)
 JOB_DURATION = Histogram(
     "sage_ft_job_duration_seconds",

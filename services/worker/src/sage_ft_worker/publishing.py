@@ -35,6 +35,11 @@ def publish_with_retries(publish: Callable[[], T], keeper: LeaseKeeper, budget_s
         wait = state.next_action.sleep if state.next_action else 0
         log.warning("job %s: publish failed (%s); retrying in %.0fs", job_id, err, wait)
 
-    retrying = Retrying(retry=retry_if_exception(_transient), stop=stop_any(stop_after_delay(budget_s), lost()),
-                        wait=wait_exponential(multiplier=1, max=30), before_sleep=note, reraise=True)  # fmt: skip
+    retrying = Retrying(
+        retry=retry_if_exception(_transient),
+        stop=stop_any(stop_after_delay(budget_s), lost()),
+        wait=wait_exponential(multiplier=1, max=30),
+        before_sleep=note,
+        reraise=True,
+    )
     return retrying(publish)

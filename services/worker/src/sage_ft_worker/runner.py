@@ -116,8 +116,9 @@ class TrainRunner:
     def _requeue_or_fail(self, job: Job, reason: str) -> None:
         """A fault outside training (storage down, worker bug): hand the job back; the reconciler re-enqueues it."""
         if job.attempt >= job.max_attempts:
-            lifecycle.finish(self.ctx.jobs, job.id, self.owner, JobStatus.FAILED,
-                             JobError(code="worker_error", message=reason))  # fmt: skip
+            lifecycle.finish(
+                self.ctx.jobs, job.id, self.owner, JobStatus.FAILED, JobError(code="worker_error", message=reason)
+            )
             self.ctx.jobs.add_event(job.id, f"Job failed: {reason}", level="error")
         elif lifecycle.finish(self.ctx.jobs, job.id, self.owner, JobStatus.QUEUED, enqueued_at=0.0):
             self.ctx.jobs.add_event(job.id, f"Attempt {job.attempt} failed ({reason}); job re-queued", level="warn")
@@ -177,8 +178,14 @@ class TrainRunner:
             if isinstance(err, SageFTError) and not isinstance(err, StorageError):
                 return self._fail(run, "invalid_request", str(err))
             raise
-        keeper = LeaseKeeper(self.ctx.jobs, job.id, self.owner, self.lease_s, self.ctx.settings.jobs.heartbeat_seconds,
-                             on_flags=lambda current: self._on_flags(run, current))  # fmt: skip
+        keeper = LeaseKeeper(
+            self.ctx.jobs,
+            job.id,
+            self.owner,
+            self.lease_s,
+            self.ctx.settings.jobs.heartbeat_seconds,
+            on_flags=lambda current: self._on_flags(run, current),
+        )
         run.keeper = keeper
         with keeper:
             t_launch = time.monotonic()
@@ -193,8 +200,14 @@ class TrainRunner:
             t_exit = time.monotonic()
             self._drain(run)
             outcome = self._conclude(run, proc.returncode)
-        log.info("job %s: %s; prepare %.2fs, trainer %.2fs, conclude %.2fs", job.id, outcome,
-                 t_launch - run.started, t_exit - t_launch, time.monotonic() - t_exit)  # fmt: skip
+        log.info(
+            "job %s: %s; prepare %.2fs, trainer %.2fs, conclude %.2fs",
+            job.id,
+            outcome,
+            t_launch - run.started,
+            t_exit - t_launch,
+            time.monotonic() - t_exit,
+        )
         return outcome
 
     def _monitor(self, run: _Run, proc: Any) -> bool:
@@ -257,8 +270,9 @@ class TrainRunner:
                 self.ctx.jobs.update(run.job.id, lambda j: j.model_copy(update={"step": step, "estimated_finish": eta}))
                 run.eta = None
         except REDIS_DOWN as err:
-            log.info("job %s: Redis unavailable (%s); %d events buffered", run.job.id, type(err).__name__,
-                     len(run.pending))  # fmt: skip
+            log.info(
+                "job %s: Redis unavailable (%s); %d events buffered", run.job.id, type(err).__name__, len(run.pending)
+            )
 
     def _on_event(self, run: _Run, ev: dict[str, Any]) -> None:
         run.total_steps = int(ev.get("total_steps") or run.total_steps)
@@ -275,8 +289,11 @@ class TrainRunner:
                 metrics.STEPS.inc(step - run.step)
             run.step, run.loss = step, float(ev["loss"])
             if run.keeper is not None:
-                run.keeper.progress = {"step": step, "total_steps": run.total_steps,
-                                       "trained_tokens": run.tokens or None}  # fmt: skip
+                run.keeper.progress = {
+                    "step": step,
+                    "total_steps": run.total_steps,
+                    "trained_tokens": run.tokens or None,
+                }
             metrics.LOSS.labels(job=run.job.id).set(run.loss)
             if ev.get("tokens_per_second"):
                 metrics.TOKENS_PER_SECOND.labels(job=run.job.id).set(float(ev["tokens_per_second"]))
@@ -284,20 +301,38 @@ class TrainRunner:
                 metrics.GPU_MEMORY.labels(job=run.job.id).set(float(ev["metrics"]["gpu_memory_bytes"]))
             named = named_metrics(ev.get("metrics") or {})
             run.latest.update(named)
-            data = {"step": step, "total_steps": run.total_steps, "train_loss": run.loss,
-                    "learning_rate": ev.get("learning_rate"), "tokens_per_second": ev.get("tokens_per_second"),
-                    "eta_seconds": ev.get("eta_seconds"), "epoch": ev.get("epoch"), **named}  # fmt: skip
-            rewards = (f", reward accuracy={named['reward_accuracy']:.2f}, margin={named['reward_margin']:.3f}"
-                       if "reward_accuracy" in named and "reward_margin" in named else "")  # fmt: skip
-            run.pending.append(event_record(f"Step {step}/{run.total_steps}: training loss={run.loss:.4f}{rewards}",
-                                            type="metrics", data=data))  # fmt: skip
+            data = {
+                "step": step,
+                "total_steps": run.total_steps,
+                "train_loss": run.loss,
+                "learning_rate": ev.get("learning_rate"),
+                "tokens_per_second": ev.get("tokens_per_second"),
+                "eta_seconds": ev.get("eta_seconds"),
+                "epoch": ev.get("epoch"),
+                **named,
+            }
+            rewards = (
+                f", reward accuracy={named['reward_accuracy']:.2f}, margin={named['reward_margin']:.3f}"
+                if "reward_accuracy" in named and "reward_margin" in named
+                else ""
+            )
+            run.pending.append(
+                event_record(
+                    f"Step {step}/{run.total_steps}: training loss={run.loss:.4f}{rewards}", type="metrics", data=data
+                )
+            )
             if ev.get("eta_seconds") is not None:
                 run.eta = float(ev["eta_seconds"])
         elif kind == "log" and (ev.get("metrics") or {}).get("eval_loss") is not None:
             named = named_metrics(ev["metrics"])
             run.latest.update(named)
-            run.pending.append(event_record(f"Step {step}/{run.total_steps}: validation loss={named['valid_loss']:.4f}",
-                                            type="metrics", data={"step": step, **named}))  # fmt: skip
+            run.pending.append(
+                event_record(
+                    f"Step {step}/{run.total_steps}: validation loss={named['valid_loss']:.4f}",
+                    type="metrics",
+                    data={"step": step, **named},
+                )
+            )
         elif kind == "checkpoint" and ev.get("checkpoint") and run.stop_reason != "cancel":
             self._flush(run)  # the steps up to the checkpoint come before its event
             self._upload_checkpoint(run, step, Path(ev["checkpoint"]))
@@ -320,8 +355,13 @@ class TrainRunner:
         except OSError as err:  # a store outage (StorageError) or a vanished file: training goes on, the next
             # checkpoint is uploaded in its place
             log.warning("job %s: checkpoint %d not uploaded: %s", run.job.id, step, err)
-            run.pending.append(event_record(f"Checkpoint at step {step} could not be uploaded ({err}); training "
-                                            "continues and the next checkpoint is tried", level="warn"))  # fmt: skip
+            run.pending.append(
+                event_record(
+                    f"Checkpoint at step {step} could not be uploaded ({err}); training "
+                    "continues and the next checkpoint is tried",
+                    level="warn",
+                )
+            )
             return
         finally:
             shutil.rmtree(local, ignore_errors=True)
@@ -330,8 +370,9 @@ class TrainRunner:
         run.last_uploaded = step
         job = run.job
         record = checkpoint_record(job, step, size, {"train_loss": run.loss, **run.latest})
-        run.pending.append(event_record(f"Checkpoint at step {step} uploaded ({size / 1e6:.1f} MB)",
-                                        data={"checkpoint": record}))  # fmt: skip
+        run.pending.append(
+            event_record(f"Checkpoint at step {step} uploaded ({size / 1e6:.1f} MB)", data={"checkpoint": record})
+        )
         try:
             self.ctx.jobs.add_checkpoint(job.id, record)
         except REDIS_DOWN:
@@ -397,8 +438,11 @@ class TrainRunner:
         if result["status"] == "stopped":
             status = lifecycle.finish_pause(jobs, job.id, self.owner, result["global_step"])
             if status == JobStatus.QUEUED:
-                jobs.add_event(job.id, f"Resumed while pausing at step {result['global_step']}; re-queued to "
-                                       "continue from that checkpoint")  # fmt: skip
+                jobs.add_event(
+                    job.id,
+                    f"Resumed while pausing at step {result['global_step']}; re-queued to "
+                    "continue from that checkpoint",
+                )
                 return "requeued"
             jobs.add_event(job.id, f"Job paused at step {result['global_step']}; resume continues from there")
             return "paused"
@@ -417,20 +461,38 @@ class TrainRunner:
         jobs.add_event(job.id, f"Publishing {name} (attempt {job.attempt})")
         evaluation = job_eval.record(jobs, job, name, result["evaluation"]) if result.get("evaluation") else None
         try:
-            publish_with_retries(lambda: publish_model(
-                run.store, name, parts, base_model=job.root_model, job_id=job.id,
-                alias=run.spec.name, training=run.extra.get("config", {}),
-                metrics={"train_loss": result.get("train_loss"), "global_step": result["global_step"],
-                         "trained_tokens": result.get("trained_tokens"), **run.latest,
-                         **({"evaluation": evaluation} if evaluation else {})},
-                scope=f"attempts/{job.attempt}", attempt=job.attempt, fence=keeper.holds, parent=job.parent_model,
-            ), keeper, self.ctx.settings.worker.publish_retry_seconds, job.id)  # fmt: skip
+            publish_with_retries(
+                lambda: publish_model(
+                    run.store,
+                    name,
+                    parts,
+                    base_model=job.root_model,
+                    job_id=job.id,
+                    alias=run.spec.name,
+                    training=run.extra.get("config", {}),
+                    metrics={
+                        "train_loss": result.get("train_loss"),
+                        "global_step": result["global_step"],
+                        "trained_tokens": result.get("trained_tokens"),
+                        **run.latest,
+                        **({"evaluation": evaluation} if evaluation else {}),
+                    },
+                    scope=f"attempts/{job.attempt}",
+                    attempt=job.attempt,
+                    fence=keeper.holds,
+                    parent=job.parent_model,
+                ),
+                keeper,
+                self.ctx.settings.worker.publish_retry_seconds,
+                job.id,
+            )
         except BaseException as err:
             job_eval.discard(jobs, evaluation, job.tenant)
             if not isinstance(err, PublishFencedError | PreconditionFailedError):
                 raise
-            log.warning("job %s: attempt %d lost its lease before committing; nothing visible: %s",
-                        job.id, job.attempt, err)  # fmt: skip
+            log.warning(
+                "job %s: attempt %d lost its lease before committing; nothing visible: %s", job.id, job.attempt, err
+            )
             return "lease lost"
         final = [event_record(job_eval.describe(evaluation), data=evaluation)] if evaluation else []
         final += [

@@ -28,15 +28,18 @@ class WorkerSettings(BaseSettings):
     preset: str = Field(default="auto", description="Preset when a job asks for 'auto' (auto: detect the device).")
     poll_seconds: float = Field(default=0.5, gt=0, description="How often the task reads trainer progress and flags.")
     monitor_nice: int = Field(
-        default=10, ge=0, le=19,
+        default=10,
+        ge=0,
+        le=19,
         description="CPU niceness of the work done while a trainer runs (progress, heartbeats, checkpoint uploads), "
         "so it yields to training on a busy host; 0: the trainer's priority.",
-    )  # fmt: skip
+    )
     publish_retry_seconds: float = Field(
-        default=900.0, gt=0,
+        default=900.0,
+        gt=0,
         description="How long a finished training keeps retrying its publish through a storage outage (the lease "
         "is renewed meanwhile) before the attempt is handed back.",
-    )  # fmt: skip
+    )
     serving_url: str = Field(
         default="http://127.0.0.1:8090", description="The serving service eval runs ask for answers (internal)."
     )

@@ -163,8 +163,11 @@ def await_job() -> Path | None:
     os.close(log)
     os.chdir(workdir)
     join_job_environment(order.get("env") or {})
-    print(f"trainer {os.getpid()}: a spare, warm for {time.monotonic() - started:.1f} s; job environment: "
-          f"{sorted(order.get('env') or {})}", flush=True)  # fmt: skip
+    print(
+        f"trainer {os.getpid()}: a spare, warm for {time.monotonic() - started:.1f} s; job environment: "
+        f"{sorted(order.get('env') or {})}",
+        flush=True,
+    )
     return workdir
 
 

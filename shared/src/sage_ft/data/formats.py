@@ -65,8 +65,13 @@ def _checked(value: str, field: str, path: str | None, line: int | None) -> str:
         value.encode("utf-8")
     except UnicodeEncodeError as err:
         bad = value[err.start]
-        raise DataError(f"holds a lone UTF-16 surrogate (\\u{ord(bad):04x} at character {err.start}), which is not "
-                        "text; encode the character properly", path=path, line=line, field=field) from None  # fmt: skip
+        raise DataError(
+            f"holds a lone UTF-16 surrogate (\\u{ord(bad):04x} at character {err.start}), which is not "
+            "text; encode the character properly",
+            path=path,
+            line=line,
+            field=field,
+        ) from None
     return value
 
 

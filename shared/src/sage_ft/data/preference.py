@@ -24,8 +24,11 @@ PREFERENCE_KEYS: dict[str, tuple[str, ...]] = {
     "trl": ("prompt", "chosen", "rejected"),
     "sharegpt_preference": ("conversations", "chosen", "rejected"),
 }
-SIDES = {"openai_preference": ("preferred_output", "non_preferred_output"), "trl": ("chosen", "rejected"),
-         "sharegpt_preference": ("chosen", "rejected")}  # fmt: skip
+SIDES = {
+    "openai_preference": ("preferred_output", "non_preferred_output"),
+    "trl": ("chosen", "rejected"),
+    "sharegpt_preference": ("chosen", "rejected"),
+}
 
 
 @dataclass
@@ -64,8 +67,9 @@ def _answer(value: Any, field: str, fmt: str, path: str | None, line: int | None
     else:
         messages = [value] if isinstance(value, dict) else value
         if not isinstance(messages, list) or len(messages) != 1 or not isinstance(messages[0], dict):
-            raise DataError("must be one assistant message (a list with one message)", path=path, line=line,
-                            field=field)  # fmt: skip
+            raise DataError(
+                "must be one assistant message (a list with one message)", path=path, line=line, field=field
+            )
         message = messages[0]
         where = field if isinstance(value, dict) else f"{field}[0]"
         role_key, content_key = ("from", "value") if "from" in message else ("role", "content")
@@ -74,12 +78,14 @@ def _answer(value: Any, field: str, fmt: str, path: str | None, line: int | None
         if role != "assistant":
             expected = f"the assistant's ({'gpt' if role_key == 'from' else 'assistant'})"
             shown = raw_role if role is None and raw_role is not None else role
-            raise DataError(f"role is {shown!r}; an answer must be {expected}", path=path, line=line,
-                            field=f"{where}.{role_key}")  # fmt: skip
+            raise DataError(
+                f"role is {shown!r}; an answer must be {expected}", path=path, line=line, field=f"{where}.{role_key}"
+            )
         text = _content(message.get(content_key), f"{where}.{content_key}", path, line)
     if not text.strip():
-        raise DataError("is empty (an empty answer teaches the model to say nothing)", path=path, line=line,
-                        field=field)  # fmt: skip
+        raise DataError(
+            "is empty (an empty answer teaches the model to say nothing)", path=path, line=line, field=field
+        )
     return text
 
 
@@ -108,8 +114,12 @@ def _prompt(record: dict[str, Any], fmt: str, path: str | None, line: int | None
     if not any(m["content"].strip() for m in messages if m["role"] in ("user", "system", "tool")):
         raise DataError("has no text: there is nothing to answer", path=path, line=line, field=key)
     if messages[-1]["role"] == "assistant":
-        raise DataError("ends with an assistant turn; the preferred and rejected answers come after the prompt",
-                        path=path, line=line, field=f"{key}[{len(items) - 1}]")  # fmt: skip
+        raise DataError(
+            "ends with an assistant turn; the preferred and rejected answers come after the prompt",
+            path=path,
+            line=line,
+            field=f"{key}[{len(items) - 1}]",
+        )
     return messages
 
 
@@ -127,12 +137,17 @@ def to_preference(record: Any, *, path: str | None = None, line: int = 0, index:
     good, bad = SIDES[fmt]
     for side in (good, bad):
         if side not in record:
-            raise DataError(f"missing required field (a preference needs both answers; roles: {', '.join(ROLES)})",
-                            path=path, line=line, field=side)  # fmt: skip
+            raise DataError(
+                f"missing required field (a preference needs both answers; roles: {', '.join(ROLES)})",
+                path=path,
+                line=line,
+                field=side,
+            )
     prompt = _prompt(record, fmt, path, line)
     chosen = _answer(record[good], good, fmt, path, line)
     rejected = _answer(record[bad], bad, fmt, path, line)
     if chosen.strip() == rejected.strip():
-        raise DataError(f"is the same answer as {good}: a preference needs two different answers", path=path,
-                        line=line, field=bad)  # fmt: skip
+        raise DataError(
+            f"is the same answer as {good}: a preference needs two different answers", path=path, line=line, field=bad
+        )
     return Preference(prompt=prompt, chosen=chosen, rejected=rejected, format=fmt, line=line, index=index)

@@ -108,9 +108,12 @@ class ValidationReport:
             "max_length": self.max_length,
             "truncated": self.truncated,
             "truncated_share": round(self.truncated / len(self.token_lengths), 4) if self.token_lengths else 0.0,
-            **({"sides": {side: self.token_stats(n) for side, n in self.side_lengths.items()}}
-               if self.preferences else {}),
-        }  # fmt: skip
+            **(
+                {"sides": {side: self.token_stats(n) for side, n in self.side_lengths.items()}}
+                if self.preferences
+                else {}
+            ),
+        }
 
 
 def estimate_tokens(messages: list[dict[str, Any]]) -> int:
@@ -134,9 +137,13 @@ def _build(raw: RawData, counter: TokenCounter | None, max_length: int | None) -
         try:
             if pair != min(first, key=lambda k: first[k]):
                 other = "supervised" if pair else "preference"
-                raise DataError(f"a {'preference' if pair else 'supervised'} record in a file of {other} records "
-                                f"(line {first[not pair]}); one kind per file: preference pairs for DPO, "
-                                "conversations for SFT", path=raw.path, line=rec.line)  # fmt: skip
+                raise DataError(
+                    f"a {'preference' if pair else 'supervised'} record in a file of {other} records "
+                    f"(line {first[not pair]}); one kind per file: preference pairs for DPO, "
+                    "conversations for SFT",
+                    path=raw.path,
+                    line=rec.line,
+                )
             if pair:
                 pref = to_preference(rec.value, path=raw.path, line=rec.line, index=rec.index)
             else:
@@ -147,8 +154,11 @@ def _build(raw: RawData, counter: TokenCounter | None, max_length: int | None) -
             continue
         if pair:
             report.preferences.append(pref)
-            sides = {"prompt": count(pref.prompt), "chosen": count([{"role": "assistant", "content": pref.chosen}]),
-                     "rejected": count([{"role": "assistant", "content": pref.rejected}])}  # fmt: skip
+            sides = {
+                "prompt": count(pref.prompt),
+                "chosen": count([{"role": "assistant", "content": pref.chosen}]),
+                "rejected": count([{"role": "assistant", "content": pref.rejected}]),
+            }
             for side, n in sides.items():
                 report.side_lengths.setdefault(side, []).append(n)
             report.token_lengths.append(sides["prompt"] + max(sides["chosen"], sides["rejected"]))
@@ -185,8 +195,10 @@ def load_conversations(path: str | Path) -> list[Conversation]:
     report = validate_file(path)
     report.raise_for_errors()
     if report.kind == "preference":
-        raise DataError("holds preference pairs (chosen/rejected), which fit method 'dpo', not supervised "
-                        "fine-tuning", path=str(path))  # fmt: skip
+        raise DataError(
+            "holds preference pairs (chosen/rejected), which fit method 'dpo', not supervised fine-tuning",
+            path=str(path),
+        )
     return report.conversations
 
 
@@ -196,6 +208,8 @@ def load_preferences(path: str | Path) -> list[Preference]:
     report = validate_file(path)
     report.raise_for_errors()
     if report.kind != "preference":
-        raise DataError("holds supervised records (conversations), which fit method 'supervised', not DPO "
-                        "preference pairs", path=str(path))  # fmt: skip
+        raise DataError(
+            "holds supervised records (conversations), which fit method 'supervised', not DPO preference pairs",
+            path=str(path),
+        )
     return report.preferences

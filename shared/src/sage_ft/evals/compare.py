@@ -31,8 +31,10 @@ class Case:
 def check_scores(names: list[str] | tuple[str, ...], param: str = "metrics") -> tuple[str, ...]:
     unknown = [n for n in names if n not in SCORES]
     if unknown or not names:
-        raise ConfigError(f"{param}: unknown metric(s) {', '.join(unknown) or '(none given)'}; supported: "
-                          f"{', '.join(SCORES)}", param=param)  # fmt: skip
+        raise ConfigError(
+            f"{param}: unknown metric(s) {', '.join(unknown) or '(none given)'}; supported: {', '.join(SCORES)}",
+            param=param,
+        )
     return tuple(names)
 
 
@@ -59,19 +61,29 @@ def cases_from(conversations: list[Any], limit: int | None = None) -> list[Case]
     return out
 
 
-def compare(cases: list[Case], answers: dict[str, list[str]], metrics: tuple[str, ...] = DEFAULT_SCORES
-            ) -> dict[str, Any]:  # fmt: skip
+def compare(
+    cases: list[Case], answers: dict[str, list[str]], metrics: tuple[str, ...] = DEFAULT_SCORES
+) -> dict[str, Any]:
     """The report: each model's mean per metric, the difference (first model minus second), and every item with both
     answers and their scores. ``answers`` maps a model's label to its answers, in ``cases`` order."""
     labels = list(answers)
     items: list[dict[str, Any]] = []
     for i, case in enumerate(cases):
         scores = {m: {k: round(score(k, answers[m][i], case.reference), 4) for k in metrics} for m in labels}
-        items.append({"index": i, "line": case.line, "prompt": case.prompt, "reference": case.reference,
-                      "answers": {m: answers[m][i] for m in labels}, "scores": scores})  # fmt: skip
+        items.append(
+            {
+                "index": i,
+                "line": case.line,
+                "prompt": case.prompt,
+                "reference": case.reference,
+                "answers": {m: answers[m][i] for m in labels},
+                "scores": scores,
+            }
+        )
     n = len(cases)
-    means = {m: {k: round(sum(it["scores"][m][k] for it in items) / n, 4) if n else 0.0 for k in metrics}
-             for m in labels}  # fmt: skip
+    means = {
+        m: {k: round(sum(it["scores"][m][k] for it in items) / n, 4) if n else 0.0 for k in metrics} for m in labels
+    }
     report: dict[str, Any] = {"n": n, "metrics": list(metrics), "models": means, "items": items}
     if len(labels) == 2:
         first, second = labels

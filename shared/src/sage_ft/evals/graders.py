@@ -58,8 +58,10 @@ def parse_criteria(raw: Any, item_properties: set[str] | None) -> list[StringChe
     for i, entry in enumerate(raw):
         kind = entry.get("type") if isinstance(entry, dict) else None
         if kind not in GRADER_TYPES:
-            raise ConfigError(f"testing_criteria.{i}.type: unsupported grader type {kind!r}; supported: "
-                              f"{', '.join(GRADER_TYPES)}", param=f"testing_criteria.{i}.type")  # fmt: skip
+            raise ConfigError(
+                f"testing_criteria.{i}.type: unsupported grader type {kind!r}; supported: {', '.join(GRADER_TYPES)}",
+                param=f"testing_criteria.{i}.type",
+            )
     try:
         criteria = _CRITERIA.validate_python(raw)
     except ValidationError as err:
@@ -83,8 +85,12 @@ def grade(criterion: StringCheck | TextSimilarity, item: dict[str, Any], output_
     sample = {"output_text": output_text}
     given, reference = render(criterion.input, item, sample), render(criterion.reference, item, sample)
     if isinstance(criterion, StringCheck):
-        ok = {"eq": given == reference, "ne": given != reference, "like": reference in given,
-              "ilike": reference.lower() in given.lower()}[criterion.operation]  # fmt: skip
+        ok = {
+            "eq": given == reference,
+            "ne": given != reference,
+            "like": reference in given,
+            "ilike": reference.lower() in given.lower(),
+        }[criterion.operation]
         return Grade(criterion.name, 1.0 if ok else 0.0, ok)
     score = similarity(criterion.evaluation_metric, given, reference)
     return Grade(criterion.name, score, score >= criterion.pass_threshold)

@@ -28,8 +28,9 @@ def check_item_schema(schema: Any, param: str = "data_source_config.item_schema"
         Draft202012Validator.check_schema(schema)
     except SchemaError as err:
         where = ".".join(str(p) for p in err.absolute_path)
-        raise ConfigError(f"{param}{'.' + where if where else ''}: not a valid JSON Schema: {err.message}",
-                          param=param) from None  # fmt: skip
+        raise ConfigError(
+            f"{param}{'.' + where if where else ''}: not a valid JSON Schema: {err.message}", param=param
+        ) from None
     if schema.get("type", "object") != "object":
         raise ConfigError(f"{param}.type: an item is an object; the schema's type must be 'object'", param=param)
     props = schema.get("properties")

@@ -36,9 +36,15 @@ def _label(path: Path, taken: set[str]) -> str:
     return name if name not in taken else f"{name} ({path})"
 
 
-def evaluate(model: str | Path, data: str | Path, *, against: str | Path | None = "base",
-             metrics: tuple[str, ...] | list[str] = DEFAULT_SCORES, max_items: int | None = 100,
-             max_new_tokens: int = 64) -> dict[str, Any]:  # fmt: skip
+def evaluate(
+    model: str | Path,
+    data: str | Path,
+    *,
+    against: str | Path | None = "base",
+    metrics: tuple[str, ...] | list[str] = DEFAULT_SCORES,
+    max_items: int | None = 100,
+    max_new_tokens: int = 64,
+) -> dict[str, Any]:
     """Answer the held-out records of ``data`` (any training format) with ``model`` and with ``against`` (``"base"``:
     the adapter's base model; a path: another model or adapter; None: no comparison), and score both.
 

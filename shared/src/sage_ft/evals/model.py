@@ -17,9 +17,11 @@ from sage_ft.jobs.model import now
 from sage_ft.jobs.spec import METADATA_SCHEMA, check_metadata
 
 # the sample namespace a run fills in: the text (and its JSON, when it parses) the model answered
-SAMPLE_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"model": {"type": "string"},
-                                 "output_text": {"type": "string"}, "output_json": {"type": "object"}},
-                                 "required": ["model", "output_text"]}  # fmt: skip
+SAMPLE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"model": {"type": "string"}, "output_text": {"type": "string"}, "output_json": {"type": "object"}},
+    "required": ["model", "output_text"],
+}
 
 
 class CustomDataSource(BaseModel):
@@ -65,9 +67,15 @@ class EvalRecord(BaseModel):
         if self.include_sample_schema:
             properties["sample"] = SAMPLE_SCHEMA
         schema = {"type": "object", "properties": properties, "required": sorted(properties)}
-        return {"object": "eval", "id": self.id, "name": self.name, "created_at": int(self.created_at),
-                "metadata": self.metadata or {}, "data_source_config": {"type": "custom", "schema": schema},
-                "testing_criteria": self.testing_criteria}  # fmt: skip
+        return {
+            "object": "eval",
+            "id": self.id,
+            "name": self.name,
+            "created_at": int(self.created_at),
+            "metadata": self.metadata or {},
+            "data_source_config": {"type": "custom", "schema": schema},
+            "testing_criteria": self.testing_criteria,
+        }
 
 
 def parse_eval(body: Any) -> EvalCreate:

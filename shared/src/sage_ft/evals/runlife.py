@@ -54,8 +54,9 @@ def cancel(runs: RunStore, run_id: str) -> RunRecord:
         if run.status == "canceled":
             return None
         if run.status not in ACTIVE_RUN:
-            raise JobConflictError(f"Run {run_id} is already {run.status}; only a queued or running run can be "
-                                   "canceled.")  # fmt: skip
+            raise JobConflictError(
+                f"Run {run_id} is already {run.status}; only a queued or running run can be canceled."
+            )
         run.status, run.finished_at = "canceled", now()
         return run
 
@@ -64,8 +65,9 @@ def cancel(runs: RunStore, run_id: str) -> RunRecord:
     return run
 
 
-def reap(runs: RunStore, enqueue: Enqueue, max_attempts: int, in_broker: Callable[[str], bool],
-         reconcile_after_s: float) -> list[str]:  # fmt: skip
+def reap(
+    runs: RunStore, enqueue: Enqueue, max_attempts: int, in_broker: Callable[[str], bool], reconcile_after_s: float
+) -> list[str]:
     """Runs whose worker died (in progress, lease gone) and queued runs the broker lost go back to the queue."""
     moved = []
     for run_id in runs.active_ids():
@@ -96,8 +98,11 @@ def _requeue_lost(runs: RunStore, run_id: str, max_attempts: int) -> RunRecord |
             return None
         if run.attempts >= max_attempts:
             run.status, run.finished_at = "failed", now()
-            run.error = {"code": "worker_lost", "message": f"The worker running this eval was lost {run.attempts} "
-                         "times; the items graded so far are kept."}  # fmt: skip
+            run.error = {
+                "code": "worker_lost",
+                "message": f"The worker running this eval was lost {run.attempts} "
+                "times; the items graded so far are kept.",
+            }
         else:
             run.status, run.enqueued_at = "queued", now()
         return run
@@ -106,8 +111,12 @@ def _requeue_lost(runs: RunStore, run_id: str, max_attempts: int) -> RunRecord |
     if not changed:
         return None
     if run.status == "queued":
-        runs.add_event(run_id, f"worker lost during attempt {run.attempts}; run re-queued (graded items are kept)",
-                       level="warn", type="requeued")  # fmt: skip
+        runs.add_event(
+            run_id,
+            f"worker lost during attempt {run.attempts}; run re-queued (graded items are kept)",
+            level="warn",
+            type="requeued",
+        )
         log.warning("eval run %s re-queued: its worker's lease ran out", run_id)
     else:
         runs.add_event(run_id, run.error["message"] if run.error else "run failed", level="error", type="failed")

@@ -95,9 +95,15 @@ def prompt(request: RunRequest, item: dict[str, Any]) -> list[dict[str, str]]:
     return [{"role": m.role, "content": render(m.content, item)} for m in request.data_source.input_messages.template]
 
 
-def output_item(criteria: list[StringCheck | TextSimilarity], index: int, item: dict[str, Any],
-                messages: list[dict[str, str]], output_text: str | None, model: str,
-                error: str | None = None) -> dict[str, Any]:  # fmt: skip
+def output_item(
+    criteria: list[StringCheck | TextSimilarity],
+    index: int,
+    item: dict[str, Any],
+    messages: list[dict[str, str]],
+    output_text: str | None,
+    model: str,
+    error: str | None = None,
+) -> dict[str, Any]:
     """One graded item, in the shape of OpenAI's ``eval.run.output_item`` (ids are added by the store). An item
     whose generation failed is ``error`` and counts as errored, not failed."""
     results = []
@@ -107,11 +113,18 @@ def output_item(criteria: list[StringCheck | TextSimilarity], index: int, item: 
             results.append({"name": g.name, "type": c.type, "score": g.score, "passed": g.passed})
     passed = error is None and all(r["passed"] for r in results)
     return {
-        "object": "eval.run.output_item", "datasource_item_id": index, "datasource_item": item,
-        "status": "error" if error else "pass" if passed else "fail", "results": results,
-        "sample": {"input": messages, "output": [{"role": "assistant", "content": output_text or ""}], "model": model,
-                   "error": {"code": "generation_failed", "message": error} if error else None},
-    }  # fmt: skip
+        "object": "eval.run.output_item",
+        "datasource_item_id": index,
+        "datasource_item": item,
+        "status": "error" if error else "pass" if passed else "fail",
+        "results": results,
+        "sample": {
+            "input": messages,
+            "output": [{"role": "assistant", "content": output_text or ""}],
+            "model": model,
+            "error": {"code": "generation_failed", "message": error} if error else None,
+        },
+    }
 
 
 def summarize(criteria: list[dict[str, Any]], items: list[dict[str, Any]], total: int) -> dict[str, Any]:

@@ -60,17 +60,31 @@ class RunRecord(BaseModel):
     error: dict[str, str] | None = None
 
     def to_openai(self, counts: dict[str, int]) -> dict[str, Any]:
-        per = [{"testing_criteria": n, "passed": counts.get(f"{n}{_SEP}passed", 0),
-                "failed": counts.get(f"{n}{_SEP}failed", 0)} for n in self.criteria]  # fmt: skip
+        per = [
+            {
+                "testing_criteria": n,
+                "passed": counts.get(f"{n}{_SEP}passed", 0),
+                "failed": counts.get(f"{n}{_SEP}failed", 0),
+            }
+            for n in self.criteria
+        ]
         done = {k: counts.get(k, 0) for k in ("errored", "failed", "passed")}
         return {
-            "object": "eval.run", "id": self.id, "eval_id": self.eval_id, "name": self.name, "model": self.model,
-            "status": self.status, "created_at": int(self.created_at), "data_source": self.data_source,
-            "metadata": self.metadata or {}, "error": self.error,
+            "object": "eval.run",
+            "id": self.id,
+            "eval_id": self.eval_id,
+            "name": self.name,
+            "model": self.model,
+            "status": self.status,
+            "created_at": int(self.created_at),
+            "data_source": self.data_source,
+            "metadata": self.metadata or {},
+            "error": self.error,
             "report_url": f"/v1/evals/{self.eval_id}/runs/{self.id}/output_items",
             "result_counts": {"total": self.total if self.total is not None else sum(done.values()), **done},
-            "per_testing_criteria_results": per, "per_model_usage": [],
-        }  # fmt: skip
+            "per_testing_criteria_results": per,
+            "per_model_usage": [],
+        }
 
 
 def item_id(run_id: str, index: int) -> str:
@@ -142,8 +156,9 @@ class RunStore:
 
         return compare_and_set(self.r, self._key(run_id), run_id, RunRecord, rule, write)
 
-    def page(self, eval_id: str, *, after: str | None, limit: int, newest_first: bool,
-             status: str | None = None) -> tuple[list[RunRecord], bool]:  # fmt: skip
+    def page(
+        self, eval_id: str, *, after: str | None, limit: int, newest_first: bool, status: str | None = None
+    ) -> tuple[list[RunRecord], bool]:
         ids: list[str] = (self.r.zrevrange if newest_first else self.r.zrange)(self._index(eval_id), 0, -1)
         if after is not None:
             ids = ids[ids.index(after) + 1 :] if after in ids else []
@@ -209,8 +224,15 @@ class RunStore:
     def leased(self, run_id: str) -> bool:
         return bool(self.r.exists(self._key(run_id, "lease")))
 
-    def add_event(self, run_id: str, message: str, *, level: str = "info", type: str = "message",
-                  data: dict[str, Any] | None = None) -> None:  # fmt: skip
+    def add_event(
+        self,
+        run_id: str,
+        message: str,
+        *,
+        level: str = "info",
+        type: str = "message",
+        data: dict[str, Any] | None = None,
+    ) -> None:
         self.r.rpush(self._key(run_id, "events"), json.dumps(event_record(message, level=level, type=type, data=data)))
 
     def events(self, run_id: str) -> list[dict[str, Any]]:

@@ -28,23 +28,28 @@ def check_template(template: str, param: str, item_properties: set[str] | None, 
     ``sample`` namespace exists here (grader inputs: yes; the prompt that produces the sample: no).
     """
     if template.count("{{") != len(variables(template)):
-        raise ConfigError(f"{param}: malformed template variable; write {{{{item.<field>}}}} or "
-                          "{{sample.output_text}}", param=param)  # fmt: skip
+        raise ConfigError(
+            f"{param}: malformed template variable; write {{{{item.<field>}}}} or {{{{sample.output_text}}}}",
+            param=param,
+        )
     for var in variables(template):
         space, _, rest = var.partition(".")
         field = rest.split(".", 1)[0]
         if space == "item" and field:
             if item_properties is not None and field not in item_properties:
                 known = ", ".join(sorted(item_properties)) or "none"
-                raise ConfigError(f"{param}: {{{{{var}}}}} is not a field of item_schema (it has: {known})",
-                                  param=param)  # fmt: skip
+                raise ConfigError(
+                    f"{param}: {{{{{var}}}}} is not a field of item_schema (it has: {known})", param=param
+                )
         elif space == "sample" and field in SAMPLE_FIELDS:
             if not sample:
-                raise ConfigError(f"{param}: {{{{{var}}}}} is not available here: the sample does not exist yet",
-                                  param=param)  # fmt: skip
+                raise ConfigError(
+                    f"{param}: {{{{{var}}}}} is not available here: the sample does not exist yet", param=param
+                )
         else:
-            raise ConfigError(f"{param}: unknown template variable {{{{{var}}}}}; use item.<field> or "
-                              "sample.output_text", param=param)  # fmt: skip
+            raise ConfigError(
+                f"{param}: unknown template variable {{{{{var}}}}}; use item.<field> or sample.output_text", param=param
+            )
 
 
 def _lookup(context: dict[str, Any], var: str) -> Any:

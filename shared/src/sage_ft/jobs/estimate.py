@@ -83,8 +83,13 @@ def fit_seconds(history: list[RunRecord], tokens: int, default_rate: float) -> t
     if timed:  # each job splits into a fixed part (start, load, evaluate, publish) and tokens at the trainer's speed
         fixed = median(r.seconds - float(r.train_seconds or 0) for r in timed)
         rate = sum(r.tokens for r in timed) / sum(float(r.train_seconds or 0) for r in timed)  # weighted by tokens
-        basis = {"source": "history", "jobs": len(timed), "fit": "fixed + tokens / rate",
-                 "fixed_seconds": round(fixed, 2), "tokens_per_second": round(rate, 1)}  # fmt: skip
+        basis = {
+            "source": "history",
+            "jobs": len(timed),
+            "fit": "fixed + tokens / rate",
+            "fixed_seconds": round(fixed, 2),
+            "tokens_per_second": round(rate, 1),
+        }
         return fixed + tokens / rate, basis
     sizes = {r.tokens for r in runs}
     if len(sizes) >= 2:
@@ -95,12 +100,20 @@ def fit_seconds(history: list[RunRecord], tokens: int, default_rate: float) -> t
         slope = sum((r.tokens - mx) * (r.seconds - my) for r in runs) / sxx
         fixed = my - slope * mx
         if slope > 0 and fixed >= 0:
-            return fixed + slope * tokens, {"source": "history", "jobs": n, "fit": "fixed + tokens / rate",
-                                            "fixed_seconds": round(fixed, 2),
-                                            "tokens_per_second": round(1 / slope, 1)}  # fmt: skip
+            return fixed + slope * tokens, {
+                "source": "history",
+                "jobs": n,
+                "fit": "fixed + tokens / rate",
+                "fixed_seconds": round(fixed, 2),
+                "tokens_per_second": round(1 / slope, 1),
+            }
     rate = median(r.tokens / r.seconds for r in runs)
-    return tokens / rate, {"source": "history", "jobs": len(runs), "fit": "tokens / rate",
-                           "tokens_per_second": round(rate, 1)}  # fmt: skip
+    return tokens / rate, {
+        "source": "history",
+        "jobs": len(runs),
+        "fit": "tokens / rate",
+        "tokens_per_second": round(rate, 1),
+    }
 
 
 def _dims(model: dict[str, Any]) -> dict[str, int]:
@@ -108,17 +121,31 @@ def _dims(model: dict[str, Any]) -> dict[str, int]:
     h = int(cfg["hidden_size"])
     heads = int(cfg.get("num_attention_heads") or 1)
     hd = int(cfg.get("head_dim") or h // heads)
-    return {"h": h, "layers": int(cfg["num_hidden_layers"]), "inter": int(cfg.get("intermediate_size") or 4 * h),
-            "vocab": int(cfg.get("vocab_size") or 32000), "q": heads * hd, "heads": heads, "head_dim": hd,
-            "kv": int(cfg.get("num_key_value_heads") or heads) * hd,
-            "tied": int(bool(cfg.get("tie_word_embeddings", model.get("tie_word_embeddings", False))))}  # fmt: skip
+    return {
+        "h": h,
+        "layers": int(cfg["num_hidden_layers"]),
+        "inter": int(cfg.get("intermediate_size") or 4 * h),
+        "vocab": int(cfg.get("vocab_size") or 32000),
+        "q": heads * hd,
+        "heads": heads,
+        "head_dim": hd,
+        "kv": int(cfg.get("num_key_value_heads") or heads) * hd,
+        "tied": int(bool(cfg.get("tie_word_embeddings", model.get("tie_word_embeddings", False)))),
+    }
 
 
 def _linear_shapes(d: dict[str, int]) -> dict[str, tuple[int, int]]:
     """(in, out) of each projection of one decoder layer."""
     h, inter = d["h"], d["inter"]
-    return {"q_proj": (h, d["q"]), "k_proj": (h, d["kv"]), "v_proj": (h, d["kv"]), "o_proj": (d["q"], h),
-            "gate_proj": (h, inter), "up_proj": (h, inter), "down_proj": (inter, h)}  # fmt: skip
+    return {
+        "q_proj": (h, d["q"]),
+        "k_proj": (h, d["kv"]),
+        "v_proj": (h, d["kv"]),
+        "o_proj": (d["q"], h),
+        "gate_proj": (h, inter),
+        "up_proj": (h, inter),
+        "down_proj": (inter, h),
+    }
 
 
 def parameter_count(model: dict[str, Any]) -> int:

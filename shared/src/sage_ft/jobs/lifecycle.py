@@ -147,9 +147,17 @@ def _end_if_cancelled_or_spent(job: Job) -> Job | None:
     if job.cancel_requested:
         return _finish(job, JobStatus.CANCELLED)
     if job.attempt >= job.max_attempts:
-        return _finish(job, JobStatus.FAILED, JobError(code="worker_lost", message=(
-            f"the worker training this job stopped {job.attempt} times without finishing; giving up after "
-            f"{job.max_attempts} attempts")))  # fmt: skip
+        return _finish(
+            job,
+            JobStatus.FAILED,
+            JobError(
+                code="worker_lost",
+                message=(
+                    f"the worker training this job stopped {job.attempt} times without finishing; giving up after "
+                    f"{job.max_attempts} attempts"
+                ),
+            ),
+        )
     return None
 
 

@@ -64,10 +64,13 @@ class Job(BaseModel):
     spec: dict[str, Any] = Field(default_factory=dict, description="The validated request (sage_ft.jobs.spec).")
     hyperparameters: dict[str, Any] = Field(default_factory=dict, description="Resolved n_epochs etc., for display.")
     name: str | None = Field(default=None, description="Alias of the fine-tuned model (e.g. 'code').")
-    base_model: str | None = Field(default=None, description="The base model trained on, when ``model`` names a "
-                                   "fine-tune (None: ``model`` is the base).")  # fmt: skip
-    parent_model: str | None = Field(default=None, description="The fine-tuned model or checkpoint whose adapter "
-                                     "training starts from.")  # fmt: skip
+    base_model: str | None = Field(
+        default=None,
+        description="The base model trained on, when ``model`` names a fine-tune (None: ``model`` is the base).",
+    )
+    parent_model: str | None = Field(
+        default=None, description="The fine-tuned model or checkpoint whose adapter training starts from."
+    )
     fine_tuned_model: str | None = None
     evaluation: dict[str, Any] | None = Field(
         default=None, description="The fine-tune vs its base on held-out records (a summary, with eval run ids)."

@@ -25,11 +25,11 @@ from pydantic.fields import FieldInfo
 from sage_ft.config import LoRAConfig, TrainingConfig, init_adapter_shape
 from sage_ft.data.builtin import BUILTIN_TASKS
 from sage_ft.errors import UNION_TAG, ConfigError
+from sage_ft.models import LOCAL_NAME
 from sage_ft.presets import PresetConfigs
 
 Auto = Literal["auto"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
-_LOCAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -49,8 +49,9 @@ class Hyperparameters(BaseModel):
 
     n_epochs: Epochs | Auto = Field(default="auto", description="Passes over the training data (1-50).")
     batch_size: BatchSize | Auto = Field(default="auto", description="Examples per step (1-256).")
-    learning_rate_multiplier: Multiplier | Auto = Field(default="auto", description="Scales the preset's learning "
-                                                        "rate.")  # fmt: skip
+    learning_rate_multiplier: Multiplier | Auto = Field(
+        default="auto", description="Scales the preset's learning rate."
+    )
 
 
 # set by the job itself (model, files, outputs), or by an operator (remote code), never by a caller's config
@@ -78,8 +79,9 @@ ConfigOverrides = _config_overrides()
 
 
 class DpoHyperparameters(Hyperparameters):
-    beta: Beta | Auto = Field(default="auto", description="How far the model may move from the reference, (0, 2]; "
-                              "auto is 0.1.")  # fmt: skip
+    beta: Beta | Auto = Field(
+        default="auto", description="How far the model may move from the reference, (0, 2]; auto is 0.1."
+    )
 
 
 class Supervised(BaseModel):
@@ -126,8 +128,9 @@ class WandbIntegration(BaseModel):
     name: str | None = None
     entity: str | None = None
     tags: list[str] | None = None
-    api_key: SecretStr | None = Field(default=None, description="Stored encrypted, given to the trainer only, "
-                                      "echoed as ****.")  # fmt: skip
+    api_key: SecretStr | None = Field(
+        default=None, description="Stored encrypted, given to the trainer only, echoed as ****."
+    )
 
 
 class Integration(BaseModel):
@@ -136,11 +139,16 @@ class Integration(BaseModel):
     wandb: WandbIntegration
 
 
-_MODEL_PATTERN = (r"^(?!.*\.\.)([A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
-                  r"|[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}"
-                  r"|ft:[A-Za-z0-9][A-Za-z0-9_.:-]{0,199})$")  # fmt: skip
-METADATA_SCHEMA: dict[str, Any] = {"maxProperties": 16, "propertyNames": {"maxLength": 64},
-                    "additionalProperties": {"type": "string", "maxLength": 512}}  # fmt: skip
+_MODEL_PATTERN = (
+    r"^(?!.*\.\.)([A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
+    r"|[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}"
+    r"|ft:[A-Za-z0-9][A-Za-z0-9_.:-]{0,199})$"
+)
+METADATA_SCHEMA: dict[str, Any] = {
+    "maxProperties": 16,
+    "propertyNames": {"maxLength": 64},
+    "additionalProperties": {"type": "string", "maxLength": 512},
+}
 
 
 def check_metadata(v: dict[str, str] | None) -> dict[str, str] | None:
@@ -168,12 +176,17 @@ class JobRequest(BaseModel):
     """``POST /v1/fine_tuning/jobs``. Unknown fields are rejected by name. The JSON schema carries every rule the
     validators apply (patterns, ranges, enums), so a request the schema allows is one the API accepts."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=(), json_schema_extra={
-        "anyOf": [{"required": ["training_file"]}, {"required": ["task"]}]})  # fmt: skip
+    model_config = ConfigDict(
+        extra="forbid",
+        protected_namespaces=(),
+        json_schema_extra={"anyOf": [{"required": ["training_file"]}, {"required": ["task"]}]},
+    )
 
-    model: str = Field(description="A hub id (owner/name), a local model name, or a fine-tuned model (ft:... id, "
-                       "checkpoint id or alias) to continue from.",
-                       json_schema_extra={"pattern": _MODEL_PATTERN})  # fmt: skip
+    model: str = Field(
+        description="A hub id (owner/name), a local model name, or a fine-tuned model (ft:... id, "
+        "checkpoint id or alias) to continue from.",
+        json_schema_extra={"pattern": _MODEL_PATTERN},
+    )
     training_file: str | None = None
     validation_file: str | None = None
     suffix: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
@@ -198,11 +211,16 @@ class JobRequest(BaseModel):
     max_steps: int | None = Field(default=None, ge=1)
     save_steps: int | None = Field(default=None, ge=1)
     config: ConfigOverrides | None = None  # type: ignore[valid-type]  # any other TrainingConfig field
-    from_checkpoint: str | None = Field(default=None, description="Start from an earlier job's checkpoint.",
-                                        json_schema_extra={"pattern": CHECKPOINT_ID.pattern})  # fmt: skip
+    from_checkpoint: str | None = Field(
+        default=None,
+        description="Start from an earlier job's checkpoint.",
+        json_schema_extra={"pattern": CHECKPOINT_ID.pattern},
+    )
     eval: JobEval | None = None
-    dry_run: bool | None = Field(default=None, description="Return the job's estimate (tokens, steps, seconds, peak "
-                                 "memory) instead of creating it.")  # fmt: skip
+    dry_run: bool | None = Field(
+        default=None,
+        description="Return the job's estimate (tokens, steps, seconds, peak memory) instead of creating it.",
+    )
 
     @field_validator("config", mode="before")
     @classmethod
@@ -219,9 +237,11 @@ class JobRequest(BaseModel):
     @field_validator("model")
     @classmethod
     def _model(cls, v: str) -> str:
-        if not (_HUB_ID.match(v) or _LOCAL_NAME.match(v) or _FT_MODEL.match(v)) or ".." in v:
-            raise ValueError("must be a hub id such as 'Qwen/Qwen2.5-Coder-1.5B-Instruct', a local model name, or a "
-                             "fine-tuned model id (ft:...)")  # fmt: skip
+        if not (_HUB_ID.match(v) or LOCAL_NAME.match(v) or _FT_MODEL.match(v)) or ".." in v:
+            raise ValueError(
+                "must be a hub id such as 'Qwen/Qwen2.5-Coder-1.5B-Instruct', a local model name, or a "
+                "fine-tuned model id (ft:...)"
+            )
         return v
 
     @field_validator("from_checkpoint")
@@ -283,10 +303,18 @@ def parse_request(body: dict[str, Any]) -> JobRequest:
         raise ConfigError(f"{param}: {msg}", param=param) from None
 
 
-def build_training_config(request: JobRequest, *, preset: str, data_path: str | None, output_dir: str,
-                          validation_path: str | None = None, model_path: str | None = None,
-                          run_id: str | None = None, base_model: str | None = None,
-                          init_adapter: str | None = None) -> tuple[TrainingConfig, dict[str, Any]]:  # fmt: skip
+def build_training_config(
+    request: JobRequest,
+    *,
+    preset: str,
+    data_path: str | None,
+    output_dir: str,
+    validation_path: str | None = None,
+    model_path: str | None = None,
+    run_id: str | None = None,
+    base_model: str | None = None,
+    init_adapter: str | None = None,
+) -> tuple[TrainingConfig, dict[str, Any]]:
     """The run's ``TrainingConfig`` and the resolved hyperparameters shown on the job.
 
     ``preset`` is the concrete preset (the worker resolves ``auto`` from its accelerator). The absolute
@@ -312,8 +340,14 @@ def build_training_config(request: JobRequest, *, preset: str, data_path: str | 
     }
     wandb = next((i.wandb for i in request.integrations or [] if i.type == "wandb"), None)
     if wandb is not None:
-        values.update(report_to=["tensorboard", "wandb"], wandb_project=wandb.project, wandb_entity=wandb.entity,
-                      wandb_tags=wandb.tags or [], run_name=wandb.name or run_id, wandb_run_id=run_id)  # fmt: skip
+        values.update(
+            report_to=["tensorboard", "wandb"],
+            wandb_project=wandb.project,
+            wandb_entity=wandb.entity,
+            wandb_tags=wandb.tags or [],
+            run_name=wandb.name or run_id,
+            wandb_run_id=run_id,
+        )
     if hp.batch_size != "auto":
         values["per_device_train_batch_size"] = hp.batch_size
         values["gradient_accumulation_steps"] = 1
@@ -335,8 +369,10 @@ def build_training_config(request: JobRequest, *, preset: str, data_path: str | 
     settings = request.eval or JobEval()
     if settings.holdout:
         if validation_path:
-            raise ConfigError("eval.holdout: the job has a validation_file; hold records out or give one, not both",
-                              param="eval.holdout")  # fmt: skip
+            raise ConfigError(
+                "eval.holdout: the job has a validation_file; hold records out or give one, not both",
+                param="eval.holdout",
+            )
         values["validation_split"] = settings.holdout
     if validation_path or settings.holdout:
         values.update(eval_items=settings.max_items, eval_max_new_tokens=settings.max_new_tokens)
@@ -381,11 +417,3 @@ def _request_param(loc: tuple[str, ...] | None, method: str) -> str | None:
         return None
     mapped = _CONFIG_TO_PARAM.get(loc[0])
     return mapped.replace("method.", f"method.{method}.") if mapped else ".".join(loc)
-
-
-def local_model_dir(models_root: Path, name: str) -> Path | None:
-    """The directory of local model ``name`` under ``models_root`` if it exists (names cannot contain '/')."""
-    if not _LOCAL_NAME.match(name):
-        return None
-    path = models_root / name
-    return path if (path / "config.json").is_file() else None

@@ -19,8 +19,9 @@ from sage_ft.jobs.model import ACTIVE, FileRecord, Job, event_object, now
 IDEMPOTENCY_TTL = 24 * 3600
 
 
-def event_record(message: str, *, level: str = "info", type: str = "message",
-                 data: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+def event_record(
+    message: str, *, level: str = "info", type: str = "message", data: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """One stored event (the job id and sequence number are added when it is read)."""
     return {"created_at": now(), "level": level, "message": message, "type": type, "data": data or {}}
 
@@ -28,30 +29,28 @@ def event_record(message: str, *, level: str = "info", type: str = "message",
 M = TypeVar("M", bound=BaseModel)
 
 
-def compare_and_set(r: Any, key: str, ident: str, model: type[M], rule: Callable[[M], M | None],
-                    write: Callable[[Any, M, M], None]) -> M:  # fmt: skip
-    """The one compare-and-set of the store (jobs, eval runs): WATCH ``key``, let ``rule`` decide from a copy of
-    the current record (None: no change), then ``write`` (commands queued on the MULTI pipeline, the record's own
-    SET included) runs atomically; another writer in between makes the whole thing start again. A missing record
-    raises ``KeyError(ident)``."""
-    while True:
-        with r.pipeline() as pipe:
-            try:
-                pipe.watch(key)
-                raw = pipe.get(key)
-                if raw is None:
-                    raise KeyError(ident)
-                current = model.model_validate_json(raw)
-                new = rule(current.model_copy(deep=True))
-                if new is None:
-                    pipe.unwatch()
-                    return current
-                pipe.multi()
-                write(pipe, current, new)
-                pipe.execute()
-                return new
-            except redis.WatchError:
-                continue
+def compare_and_set(
+    r: Any, key: str, ident: str, model: type[M], rule: Callable[[M], M | None], write: Callable[[Any, M, M], None]
+) -> M:
+    """The one compare-and-set of the store (jobs, eval runs), on redis-py's ``transaction``: WATCH ``key``, let
+    ``rule`` decide from a copy of the current record (None: no change), then ``write`` (commands queued on the MULTI
+    pipeline, the record's own SET included) runs atomically; another writer in between makes the whole thing start
+    again. A missing record raises ``KeyError(ident)``."""
+
+    def attempt(pipe: Any) -> M:
+        raw = pipe.get(key)
+        if raw is None:
+            raise KeyError(ident)
+        current = model.model_validate_json(raw)
+        new = rule(current.model_copy(deep=True))
+        if new is None:
+            return current
+        pipe.multi()
+        write(pipe, current, new)
+        return new
+
+    result: M = r.transaction(attempt, key, value_from_callable=True)
+    return result
 
 
 class JobConflictError(Exception):
@@ -78,8 +77,9 @@ class JobStore:
 
             options["retry"] = Retry(ExponentialBackoff(cap=1.0, base=0.1), retries=int(ride_out_s) + 4)
             options["retry_on_error"] = [redis.ConnectionError, redis.TimeoutError]
-        client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5,
-                                      health_check_interval=30, **options)  # fmt: skip
+        client = redis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30, **options
+        )
         return cls(client, prefix)
 
     def ping(self) -> bool:
@@ -106,8 +106,9 @@ class JobStore:
         """The job's sealed secrets (``sage_ft.jobs.secrets``), by environment variable; gone once it ends."""
         return dict(self.r.hgetall(self._secrets(job_id)))
 
-    def create_job(self, job: Job, idempotency_key: str | None = None,
-                   sealed: dict[str, str] | None = None) -> tuple[Job, bool]:  # fmt: skip
+    def create_job(
+        self, job: Job, idempotency_key: str | None = None, sealed: dict[str, str] | None = None
+    ) -> tuple[Job, bool]:
         """Record a new job (with its sealed secrets, in the same transaction); with an idempotency key seen
         before, return that job instead (``created`` False)."""
         if idempotency_key:
@@ -168,8 +169,9 @@ class JobStore:
 
         return compare_and_set(self.r, self._job(job_id), job_id, Job, rule, write)
 
-    def list_jobs(self, tenant: str, *, after: str | None = None, limit: int = 20,
-                  metadata: dict[str, str] | None = None) -> tuple[list[Job], bool]:  # fmt: skip
+    def list_jobs(
+        self, tenant: str, *, after: str | None = None, limit: int = 20, metadata: dict[str, str] | None = None
+    ) -> tuple[list[Job], bool]:
         """Newest first; ``after`` is the last id of the previous page."""
         key = self._tenant(tenant, "jobs")
         start = 0
@@ -246,8 +248,15 @@ class JobStore:
 
     # -- events and checkpoints -----------------------------------------------------------------------------------
 
-    def add_event(self, job_id: str, message: str, *, level: str = "info", type: str = "message",
-                  data: dict[str, Any] | None = None) -> int:  # fmt: skip
+    def add_event(
+        self,
+        job_id: str,
+        message: str,
+        *,
+        level: str = "info",
+        type: str = "message",
+        data: dict[str, Any] | None = None,
+    ) -> int:
         """Append an event; its sequence number (1-based position) is its stable id."""
         return self.add_events(job_id, [event_record(message, level=level, type=type, data=data)])
 

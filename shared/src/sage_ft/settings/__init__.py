@@ -95,10 +95,12 @@ class StorageSettings(BaseSettings):
     part_size_mb: int = Field(default=16, ge=5, le=5120, description="Multipart upload part size in MiB.")
     retries: int = Field(default=5, ge=1, le=20, description="Attempts per storage call on transient errors.")
     timeout_seconds: float = Field(
-        default=30.0, gt=0, le=600,
+        default=30.0,
+        gt=0,
+        le=600,
         description="Longest wait for the store's answer (connect, and each read of a response); a frozen store "
         "costs one call at most retries x this.",
-    )  # fmt: skip
+    )
 
 
 class JobSettings(BaseSettings):
@@ -128,9 +130,10 @@ class JobSettings(BaseSettings):
         "(0: kept for ever). Its model stays in the object store.",
     )
     secrets_key: SecretStr | None = Field(
-        default=None, description="Fernet key sealing secrets users put in job requests (a W&B api_key); unset: "
+        default=None,
+        description="Fernet key sealing secrets users put in job requests (a W&B api_key); unset: "
         "such requests are refused.",
-    )  # fmt: skip
+    )
     train_queue: str = Field(default="gpu", description="Queue the train task goes to.")
     merge_queue: str = Field(default="cpu", description="Queue the merge task goes to.")
     eval_queue: str = Field(default="cpu", description="Queue eval runs go to (they call serving; no GPU needed).")
@@ -143,12 +146,29 @@ class JobSettings(BaseSettings):
 # runs third-party model code), not a process of the CLI's local stack. A child that needs a credential gets it
 # passed explicitly (``extra``), never inherited. Names are matched exactly, then by pattern, so a credential added
 # later under a usual name (``*_SECRET_KEY``, ``*_TOKEN``, ``*_PASSWORD``) is denied without editing this list.
-SECRET_ENV = frozenset({
-    "SAGE_STORAGE_S3_ACCESS_KEY", "SAGE_STORAGE_S3_SECRET_KEY", "SAGE_REDIS_URL", "SAGE_BROKER_URL",
-    "SAGE_GATEWAY_API_KEYS", "SAGE_API_KEY", "REDIS_URL", "OPENAI_API_KEY", "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "MINIO_ACCESS_KEY",
-    "MINIO_SECRET_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "POSTGRES_PASSWORD",
-})  # fmt: skip
+SECRET_ENV = frozenset(
+    {
+        "SAGE_STORAGE_S3_ACCESS_KEY",
+        "SAGE_STORAGE_S3_SECRET_KEY",
+        "SAGE_REDIS_URL",
+        "SAGE_BROKER_URL",
+        "SAGE_GATEWAY_API_KEYS",
+        "SAGE_API_KEY",
+        "REDIS_URL",
+        "OPENAI_API_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "MINIO_ROOT_USER",
+        "MINIO_ROOT_PASSWORD",
+        "MINIO_ACCESS_KEY",
+        "MINIO_SECRET_KEY",
+        "HF_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN",
+        "WANDB_API_KEY",
+        "POSTGRES_PASSWORD",
+    }
+)
 _SECRET_NAME = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|API_KEY|ACCESS_KEY|CREDENTIAL|PRIVATE_KEY)", re.I)
 _NOT_SECRET = frozenset({"TOKENIZERS_PARALLELISM"})
 

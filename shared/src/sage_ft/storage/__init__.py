@@ -5,14 +5,8 @@ from __future__ import annotations
 from sage_ft.settings import StorageSettings, path_settings, storage_settings
 from sage_ft.storage.base import IntegrityError, ObjectInfo, ObjectNotFoundError, ObjectStore, StorageError
 from sage_ft.storage.local import LocalStore
-from sage_ft.storage.manifest import (
-    Manifest,
-    delete_model,
-    fetch_part,
-    list_models,
-    publish_model,
-    read_manifest,
-)
+from sage_ft.storage.manifest import Manifest, delete_model, list_models, publish_model, read_manifest
+from sage_ft.storage.names import fetch_part, read_model
 
 
 def make_store(settings: StorageSettings | None = None) -> ObjectStore:
@@ -24,10 +18,15 @@ def make_store(settings: StorageSettings | None = None) -> ObjectStore:
 
     access = settings.s3_access_key.get_secret_value() if settings.s3_access_key else None
     secret = settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None
-    client = s3_client(settings.s3_endpoint, access, secret, secure=settings.s3_secure, region=settings.s3_region,
-                       timeout=settings.timeout_seconds)  # fmt: skip
-    return S3Store(client, settings.s3_bucket, part_size=settings.part_size_mb * 1024 * 1024,
-                   attempts=settings.retries)  # fmt: skip
+    client = s3_client(
+        settings.s3_endpoint,
+        access,
+        secret,
+        secure=settings.s3_secure,
+        region=settings.s3_region,
+        timeout=settings.timeout_seconds,
+    )
+    return S3Store(client, settings.s3_bucket, part_size=settings.part_size_mb * 1024 * 1024, attempts=settings.retries)
 
 
 __all__ = [
@@ -44,4 +43,5 @@ __all__ = [
     "make_store",
     "publish_model",
     "read_manifest",
+    "read_model",
 ]

@@ -146,8 +146,11 @@ class ObjectStore(ABC):
 
     def upload_dir(self, local_dir: Path, prefix: str) -> list[ObjectInfo]:
         prefix = check_prefix(prefix.rstrip("/") + "/")
-        return [self.put_file(prefix + p.relative_to(local_dir).as_posix(), p)
-                for p in sorted(local_dir.rglob("*")) if p.is_file()]  # fmt: skip
+        return [
+            self.put_file(prefix + p.relative_to(local_dir).as_posix(), p)
+            for p in sorted(local_dir.rglob("*"))
+            if p.is_file()
+        ]
 
     def download_prefix(self, prefix: str, dest: Path) -> list[Path]:
         prefix = check_prefix(prefix.rstrip("/") + "/")

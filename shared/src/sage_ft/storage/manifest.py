@@ -131,8 +131,7 @@ def upload_verified(store: ObjectStore, prefix: str, local: Path) -> dict[str, F
     return entries
 
 
-def fetch_verified(store: ObjectStore, prefix: str, entries: dict[str, FileEntry], dest: Path,
-                   strip: str = "") -> Path:  # fmt: skip
+def fetch_verified(store: ObjectStore, prefix: str, entries: dict[str, FileEntry], dest: Path, strip: str = "") -> Path:
     """Download ``entries`` into ``dest`` (their keys minus ``strip``), checking sizes and sha256; atomic."""
     with atomic_directory(dest) as tmp:
         for rel, entry in entries.items():
@@ -147,20 +146,18 @@ class CorruptManifestError(StorageError):
     model is affected."""
 
     def __init__(self, name: str, why: str) -> None:
-        super().__init__(f"The model '{name}' cannot be read: its manifest.json is damaged ({why}). "
-                         "Publish it again, or delete it.")  # fmt: skip
+        super().__init__(
+            f"The model '{name}' cannot be read: its manifest.json is damaged ({why}). Publish it again, or delete it."
+        )
         self.name = name
 
 
 def read_manifest(store: ObjectStore, name: str) -> Manifest | None:
-    """The published model ``name``; a checkpoint name (``<model>:ckpt-step-<n>``) reads as a model whose adapter
-    is that checkpoint's, for as long as its model is published."""
+    """The published model ``name`` (its manifest); None if it is not published. ``names.read_model`` also reads
+    checkpoint names."""
     key = model_prefix(name) + MANIFEST
     if not store.exists(key):
-        from sage_ft.storage.checkpoints import CHECKPOINT_NAME, checkpoint_manifest
-
-        match = CHECKPOINT_NAME.match(name)
-        return checkpoint_manifest(store, match.group(1), int(match.group(2))) if match else None
+        return None
     try:
         return Manifest.from_json(store.get_bytes(key))
     except (ValueError, KeyError, TypeError, AttributeError) as err:
@@ -171,10 +168,21 @@ class PublishFencedError(StorageError):
     """The publisher lost its right to commit (its job lease moved on): nothing it uploaded became visible."""
 
 
-def publish_model(store: ObjectStore, name: str, parts: dict[str, Path], *, base_model: str,
-                  job_id: str | None = None, alias: str | None = None, training: dict[str, Any] | None = None,
-                  metrics: dict[str, Any] | None = None, scope: str | None = None, attempt: int | None = None,
-                  fence: Callable[[], bool] | None = None, parent: str | None = None) -> Manifest:  # fmt: skip
+def publish_model(
+    store: ObjectStore,
+    name: str,
+    parts: dict[str, Path],
+    *,
+    base_model: str,
+    job_id: str | None = None,
+    alias: str | None = None,
+    training: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    scope: str | None = None,
+    attempt: int | None = None,
+    fence: Callable[[], bool] | None = None,
+    parent: str | None = None,
+) -> Manifest:
     """Upload ``parts`` (e.g. ``{"adapter": dir}``) under ``scope``, verify, then commit the manifest.
 
     ``scope`` names this publish's own key space (default ``uploads/<random>``). Parts already in the manifest and
@@ -195,9 +203,19 @@ def publish_model(store: ObjectStore, name: str, parts: dict[str, Path], *, base
         for _ in range(3):
             if fence is not None and not fence():
                 raise PublishFencedError(f"publishing {name}: the lease moved on before the commit; nothing committed")
-            manifest = _next_manifest(name, current, uploaded, scope, base_model=base_model, job_id=job_id,
-                                      alias=alias, training=training, metrics=metrics, attempt=attempt,
-                                      parent=parent)  # fmt: skip
+            manifest = _next_manifest(
+                name,
+                current,
+                uploaded,
+                scope,
+                base_model=base_model,
+                job_id=job_id,
+                alias=alias,
+                training=training,
+                metrics=metrics,
+                attempt=attempt,
+                parent=parent,
+            )
             try:
                 store.put_if(prefix + MANIFEST, manifest.to_json(), current[1] if current else None)  # the commit
                 return manifest
@@ -211,8 +229,16 @@ def publish_model(store: ObjectStore, name: str, parts: dict[str, Path], *, base
         raise
 
 
-def _next_manifest(name: str, current: tuple[bytes, str] | None, uploaded: dict[str, dict[str, FileEntry]],
-                   scope: str, *, base_model: str, attempt: int | None, **meta: Any) -> Manifest:  # fmt: skip
+def _next_manifest(
+    name: str,
+    current: tuple[bytes, str] | None,
+    uploaded: dict[str, dict[str, FileEntry]],
+    scope: str,
+    *,
+    base_model: str,
+    attempt: int | None,
+    **meta: Any,
+) -> Manifest:
     try:
         previous = Manifest.from_json(current[0]) if current else None
     except (ValueError, KeyError, TypeError, AttributeError):
@@ -224,13 +250,18 @@ def _next_manifest(name: str, current: tuple[bytes, str] | None, uploaded: dict[
         locations[part] = f"{scope}/{part}/"
     if previous is not None:  # legacy parts (no location) keep their implicit one
         locations.update({p: previous.location(p) for p in previous.parts if p not in locations})
-    manifest = Manifest(name=name, base_model=base_model, files=files, locations=locations,
-                        job_id=meta["job_id"] or (previous.job_id if previous else None),
-                        alias=meta["alias"] or (previous.alias if previous else None),
-                        training=meta["training"] or (previous.training if previous else {}),
-                        metrics=meta["metrics"] or (previous.metrics if previous else {}),
-                        attempt=previous.attempt if attempt is None and previous else attempt,
-                        parent=meta["parent"] or (previous.parent if previous else None))  # fmt: skip
+    manifest = Manifest(
+        name=name,
+        base_model=base_model,
+        files=files,
+        locations=locations,
+        job_id=meta["job_id"] or (previous.job_id if previous else None),
+        alias=meta["alias"] or (previous.alias if previous else None),
+        training=meta["training"] or (previous.training if previous else {}),
+        metrics=meta["metrics"] or (previous.metrics if previous else {}),
+        attempt=previous.attempt if attempt is None and previous else attempt,
+        parent=meta["parent"] or (previous.parent if previous else None),
+    )
     if previous is not None:
         manifest.created_at = previous.created_at
         manifest.updated_at = datetime.now(UTC).isoformat()
@@ -263,48 +294,6 @@ def list_models(store: ObjectStore) -> list[Manifest]:
             if manifest is not None:
                 out.append(manifest)
     return out
-
-
-def fetch_part(store: ObjectStore, name: str, part: str, dest: Path) -> Path:
-    """Download one part of a published model into ``dest``, verifying every file against the manifest.
-
-    The part appears at ``dest`` only once every file checked out (downloaded aside, then renamed).
-    """
-    manifest = read_manifest(store, name)
-    if manifest is None:
-        raise StorageError(f"model '{name}' is not published (no manifest)")
-    wanted = {k.split("/", 1)[1]: v for k, v in manifest.files.items() if k.split("/", 1)[0] == part}
-    if not wanted:
-        raise StorageError(f"model '{name}' has no '{part}' part (has: {', '.join(manifest.parts)})")
-    return fetch_verified(store, manifest.part_prefix(part), wanted, dest)
-
-
-def resolve_model_name(store: ObjectStore, name_or_alias: str) -> Manifest | None:
-    """A published model by name, or else the newest one carrying ``name_or_alias`` as its alias."""
-    try:
-        direct = read_manifest(store, name_or_alias)
-    except CorruptManifestError:
-        raise  # asked for by name: say what is wrong with it
-    except StorageError:
-        direct = None
-    if direct is not None:
-        return direct
-    matches = [m for m in list_models(store) if m.alias == name_or_alias]
-    return max(matches, key=lambda m: m.created_at) if matches else None
-
-
-def closest_names(store: ObjectStore, name: str, limit: int = 3) -> list[str]:
-    """Published names and aliases that look like ``name``, for a helpful "not found" message."""
-    import difflib
-
-    known = {n for m in list_models(store) for n in (m.name, m.alias) if n}
-    return difflib.get_close_matches(name, sorted(known), n=limit, cutoff=0.4)
-
-
-def not_found_message(store: ObjectStore, name: str) -> str:
-    close = closest_names(store, name)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    return f"The model '{name}' does not exist or is not published.{hint}"
 
 
 def delete_model(store: ObjectStore, name: str) -> int:

@@ -71,21 +71,37 @@ class _Body(io.RawIOBase):
         super().close()
 
 
-def s3_client(endpoint: str, access_key: str | None, secret_key: str | None, *, secure: bool = False,
-              region: str | None = None, timeout: float = 30.0) -> Minio:  # fmt: skip
+def s3_client(
+    endpoint: str,
+    access_key: str | None,
+    secret_key: str | None,
+    *,
+    secure: bool = False,
+    region: str | None = None,
+    timeout: float = 30.0,
+) -> Minio:
     """A minio client whose HTTP pool does not retry on its own: ``S3Store`` is the one retry layer, so the retry
     budget (attempts x backoff) is what the settings say and an unreachable endpoint fails in seconds. ``timeout``
     bounds the connect and every read of a response, so a frozen server costs a call at most attempts x timeout."""
-    http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=min(5.0, timeout), read=timeout), retries=False,
-                               maxsize=10,
-                               cert_reqs="CERT_REQUIRED" if secure else "CERT_NONE")  # fmt: skip
-    return Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region,
-                 http_client=http)  # fmt: skip
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=min(5.0, timeout), read=timeout),
+        retries=False,
+        maxsize=10,
+        cert_reqs="CERT_REQUIRED" if secure else "CERT_NONE",
+    )
+    return Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region, http_client=http)
 
 
 class S3Store(ObjectStore):
-    def __init__(self, client: Minio, bucket: str, *, part_size: int = 16 * 1024 * 1024, attempts: int = 5,
-                 create_bucket: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        client: Minio,
+        bucket: str,
+        *,
+        part_size: int = 16 * 1024 * 1024,
+        attempts: int = 5,
+        create_bucket: bool = True,
+    ) -> None:
         self.client = client
         self.bucket = bucket
         self.part_size = part_size
@@ -104,8 +120,12 @@ class S3Store(ObjectStore):
         return f"S3Store({self.client._base_url.host}/{self.bucket})"
 
     def _call(self, fn: Callable[..., T], *args: Any, before: Callable[[], None] | None = None, **kwargs: Any) -> T:
-        retrying = Retrying(stop=stop_after_attempt(self.attempts), wait=wait_exponential(multiplier=0.2, max=5),
-                            retry=retry_if_exception(_transient), reraise=True)  # fmt: skip
+        retrying = Retrying(
+            stop=stop_after_attempt(self.attempts),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            retry=retry_if_exception(_transient),
+            reraise=True,
+        )
         try:
             for attempt in retrying:
                 with attempt:

@@ -22,8 +22,12 @@ from trl import DPOConfig, DPOTrainer
 from sage_ft.config import TrainingConfig
 from sage_ft.data.preference import Preference
 
-REWARD_KEYS = {"rewards/chosen": "rewards_chosen", "rewards/rejected": "rewards_rejected",
-               "rewards/accuracies": "reward_accuracy", "rewards/margins": "reward_margin"}  # fmt: skip
+REWARD_KEYS = {
+    "rewards/chosen": "rewards_chosen",
+    "rewards/rejected": "rewards_rejected",
+    "rewards/accuracies": "reward_accuracy",
+    "rewards/margins": "reward_margin",
+}
 
 
 def preference_rows(pairs: list[Preference]) -> list[dict[str, Any]]:

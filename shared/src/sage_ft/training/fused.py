@@ -43,8 +43,15 @@ class LoRALinearFunction(torch.autograd.Function):
     """``x W^T + b + scaling * (x A^T) B^T``, with A the adapter's down and B its up projection."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, lora_a: torch.Tensor,
-                lora_b: torch.Tensor, scaling: float) -> torch.Tensor:  # fmt: skip
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        lora_a: torch.Tensor,
+        lora_b: torch.Tensor,
+        scaling: float,
+    ) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
         down = flat @ lora_a.t()
         out = torch.addmm(bias, flat, weight.t()) if bias is not None else flat @ weight.t()
@@ -158,11 +165,15 @@ ROTARY_MODULES = ("llama", "mistral", "qwen2", "qwen3")
 
 
 def _fused_rotary(original: Any) -> Any:
-    def apply_rotary_pos_emb(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                             unsqueeze_dim: int = 1) -> Any:  # fmt: skip
+    def apply_rotary_pos_emb(
+        q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, unsqueeze_dim: int = 1
+    ) -> Any:
         tensors = (q, k, cos, sin)
-        if (not torch.is_grad_enabled() or torch.is_autocast_enabled(q.device.type)
-                or any(t.dtype != torch.float32 for t in tensors)):  # fmt: skip
+        if (
+            not torch.is_grad_enabled()
+            or torch.is_autocast_enabled(q.device.type)
+            or any(t.dtype != torch.float32 for t in tensors)
+        ):
             return original(q, k, cos, sin, unsqueeze_dim)
         return RotaryFunction.apply(q, k, cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim))
 
@@ -192,8 +203,11 @@ def fuse_training_ops(model: nn.Module, elementwise: bool = True) -> dict[str, i
 
     fused = {"lora": 0, "rms_norm": 0, "rotary": fuse_rotary() if elementwise else 0}
     for module in model.modules():
-        if (isinstance(module, LoraLinear) and type(module.base_layer) is nn.Linear
-                and not getattr(module, "fan_in_fan_out", False)):  # fmt: skip
+        if (
+            isinstance(module, LoraLinear)
+            and type(module.base_layer) is nn.Linear
+            and not getattr(module, "fan_in_fan_out", False)
+        ):
             module.forward = MethodType(_fused_forward, module)
             fused["lora"] += 1
         elif elementwise and type(module).__name__ in RMS_NORMS and hasattr(module, "variance_epsilon"):

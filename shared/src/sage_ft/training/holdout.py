@@ -44,8 +44,9 @@ def heldout_loss(trainer: Any, model: Any) -> float | None:
     return round(total / tokens, 5) if tokens else None
 
 
-def evaluate_holdout(trainer: Any, tokenizer: Any, conversations: list[Any], config: TrainingConfig
-                     ) -> dict[str, Any] | None:  # fmt: skip
+def evaluate_holdout(
+    trainer: Any, tokenizer: Any, conversations: list[Any], config: TrainingConfig
+) -> dict[str, Any] | None:
     """``compare``'s report for up to ``config.eval_items`` held-out records, models labelled ``tuned`` and
     ``base``, plus ``loss`` for both; None where it cannot run (several processes, no adapter, no answers)."""
     if trainer.args.world_size > 1:

@@ -29,8 +29,9 @@ IGNORE_INDEX = -100
 PLAIN_HEAD_FAMILIES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
 
-def trained_token_loss(hidden: Any, head: Callable[[Any], Any], labels: Any, num_items: Any = None,
-                       chunk_size: int = 1024) -> Any:  # fmt: skip
+def trained_token_loss(
+    hidden: Any, head: Callable[[Any], Any], labels: Any, num_items: Any = None, chunk_size: int = 1024
+) -> Any:
     """``hidden``: the decoder's last hidden states (batch, seq, hidden); ``head``: the LM head (hidden -> vocab
     logits, softcapping included where the model has it); ``labels``: (batch, seq), -100 where no loss is taken."""
     from torch.nn import functional

@@ -29,25 +29,33 @@ class SageSFTTrainer(SFTTrainer):
         self._head_chunk = 0  # rows per LM-head chunk, sized from free memory at the first training step
 
     def _selective_parts(self, model: Any) -> tuple[Any, Any] | None:
-        if (self.accelerator.num_processes > 1 or self.label_smoother is not None or self.compute_loss_func
-                or getattr(self.args, "use_liger_kernel", False)):  # fmt: skip
+        if (
+            self.accelerator.num_processes > 1
+            or self.label_smoother is not None
+            or self.compute_loss_func
+            or getattr(self.args, "use_liger_kernel", False)
+        ):
             return None
         return head_parts(model)
 
-    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
-                     num_items_in_batch: Any = None) -> Any:  # fmt: skip
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
         if model.training and not return_outputs and (parts := self._selective_parts(model)) is not None:
             if not self._head_chunk:
                 self._head_chunk = chunk_rows(parts[1].weight.shape[0], self.args.device)
             return selective_causal_lm_loss(parts, inputs, num_items_in_batch, self._head_chunk)
         if self.args.device.type == "cuda":
-            return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)  # fmt: skip
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
         if model.training:
-            return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)  # fmt: skip
-        loss, outputs = Trainer.compute_loss(self, model, inputs, return_outputs=True,
-                                             num_items_in_batch=num_items_in_batch)  # fmt: skip
+            return Trainer.compute_loss(
+                self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
+        loss, outputs = Trainer.compute_loss(
+            self, model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
+        )
         labels = inputs["labels"][:, 1:]
         valid = labels != -100
         if valid.any():

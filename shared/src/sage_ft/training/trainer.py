@@ -112,7 +112,8 @@ class LoRATrainer:
 
         if cfg.validation_split and len(convs) > 1:  # split records, not rows: the held-out ones are answered later
             split = Dataset.from_dict({"i": list(range(len(convs)))}).train_test_split(
-                test_size=cfg.validation_split, seed=cfg.seed)  # fmt: skip
+                test_size=cfg.validation_split, seed=cfg.seed
+            )
             convs, eval_convs = [convs[i] for i in split["train"]["i"]], [convs[i] for i in split["test"]["i"]]
         self.holdout = eval_convs
         return encode(convs), encode(eval_convs) if eval_convs else None
@@ -152,6 +153,8 @@ class LoRATrainer:
             per_device_train_batch_size=cfg.per_device_train_batch_size,
             per_device_eval_batch_size=cfg.per_device_train_batch_size,
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            # transformers 5 folded warmup_ratio into warmup_steps: a float in [0, 1) is a ratio of the total steps
+            # (an int would be a count). warmup_ratio is validated to [0, 1), so it is read as the ratio it is.
             warmup_steps=cfg.warmup_ratio,
             weight_decay=cfg.weight_decay,
             lr_scheduler_type=cfg.lr_scheduler_type,
@@ -355,8 +358,11 @@ class LoRATrainer:
 
 def use_liger(device: str) -> bool:
     """Liger's fused kernels for SFT: on CUDA only, where the package is installed and the operator allows it."""
-    return (device == "cuda" and training_env_settings().liger_kernels
-            and importlib.util.find_spec("liger_kernel") is not None)  # fmt: skip
+    return (
+        device == "cuda"
+        and training_env_settings().liger_kernels
+        and importlib.util.find_spec("liger_kernel") is not None
+    )
 
 
 def _truncated(dataset: Any, max_length: int) -> Any:

@@ -25,8 +25,12 @@ def make_backend(app: App, backend: str, name: str | None, base_url: str | None,
     if backend == "openai":
         if providers.openai_api_key is None:
             raise CLIError("the openai backend needs OPENAI_API_KEY")
-        return ChatBackend("openai", base_url or providers.openai_base_url, name or "gpt-4o-mini",
-                           providers.openai_api_key.get_secret_value())  # fmt: skip
+        return ChatBackend(
+            "openai",
+            base_url or providers.openai_base_url,
+            name or "gpt-4o-mini",
+            providers.openai_api_key.get_secret_value(),
+        )
     if backend == "vllm":
         if not base_url:
             raise CLIError("the vllm backend needs --base-url (an OpenAI-compatible server, e.g. http://host:8000/v1)")
@@ -63,9 +67,20 @@ def _first_model(base_url: str) -> str:
 @click.option("--system", help="A system prompt.")
 @click.option("--max-tokens", type=int, default=256, show_default=True)
 @pass_app
-def chat(app: App, name: str | None, ask: str | None, backend: str | None, base_url: str | None,
-         finetune_model: str | None, finetune_port: int | None, index_name: str | None, top_k: int,
-         stream: bool | None, system: str | None, max_tokens: int) -> None:  # fmt: skip
+def chat(
+    app: App,
+    name: str | None,
+    ask: str | None,
+    backend: str | None,
+    base_url: str | None,
+    finetune_model: str | None,
+    finetune_port: int | None,
+    index_name: str | None,
+    top_k: int,
+    stream: bool | None,
+    system: str | None,
+    max_tokens: int,
+) -> None:
     """Talk to a fine-tuned model (NAME) or another backend."""
     env = app.settings.chat
     model = name or finetune_model or env.finetune_model
@@ -104,8 +119,16 @@ def _embedder(app: App) -> Any:
     return for_model
 
 
-def _turn(app: App, client: ChatBackend, history: list[dict[str, str]], question: str,
-          index: retrieval.AnyIndex | None, top_k: int, stream: bool, max_tokens: int) -> None:  # fmt: skip
+def _turn(
+    app: App,
+    client: ChatBackend,
+    history: list[dict[str, str]],
+    question: str,
+    index: retrieval.AnyIndex | None,
+    top_k: int,
+    stream: bool,
+    max_tokens: int,
+) -> None:
     hits = index.search(question, top_k) if index else []
     prompt = question
     if hits:
@@ -125,8 +148,9 @@ def _turn(app: App, client: ChatBackend, history: list[dict[str, str]], question
         waiting.stop()
     answer = "".join(pieces)
     if app.json:
-        app.emit({"model": client.model, "backend": client.name, "answer": answer,
-                  "sources": [p.where for _, p in hits]})  # fmt: skip
+        app.emit(
+            {"model": client.model, "backend": client.name, "answer": answer, "sources": [p.where for _, p in hits]}
+        )
     else:
         click.echo("" if stream else answer)
         for i, (_, passage) in enumerate(hits):
@@ -142,20 +166,27 @@ def index() -> None:
 @index.command("build")
 @click.argument("name")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--embedding-model", help="Rank by embeddings from this model (served through the gateway, e.g. "
-              "all-MiniLM-L6-v2) instead of BM25.")  # fmt: skip
+@click.option(
+    "--embedding-model",
+    help="Rank by embeddings from this model (served through the gateway, e.g. all-MiniLM-L6-v2) instead of BM25.",
+)
 @pass_app
 def index_build(app: App, name: str, paths: tuple[Path, ...], embedding_model: str | None) -> None:
     embed = _embedder(app)(embedding_model) if embedding_model else None
-    with app.err.status("embedding passages (the first request starts the model server)...", spinner="dots") if (
-            embed and not app.json) else nullcontext():  # fmt: skip
-        built = retrieval.build(app.settings.paths.resolved_home(), name, list(paths), model=embedding_model,
-                                embed=embed)  # fmt: skip
+    with (
+        app.err.status("embedding passages (the first request starts the model server)...", spinner="dots")
+        if (embed and not app.json)
+        else nullcontext()
+    ):
+        built = retrieval.build(
+            app.settings.paths.resolved_home(), name, list(paths), model=embedding_model, embed=embed
+        )
     files = len({p.source for p in built.passages})
     kind = "embedding" if embedding_model else "bm25"
     if app.json:
-        app.emit({"name": name, "kind": kind, "model": embedding_model, "passages": len(built.passages),
-                  "files": files})  # fmt: skip
+        app.emit(
+            {"name": name, "kind": kind, "model": embedding_model, "passages": len(built.passages), "files": files}
+        )
     else:
         how = f"embeddings from {embedding_model}" if embedding_model else "BM25"
         app.console.print(f"index '{name}': {len(built.passages)} passages from {files} file(s) ({how})")
@@ -164,8 +195,9 @@ def index_build(app: App, name: str, paths: tuple[Path, ...], embedding_model: s
 @index.command("list")
 @pass_app
 def index_list(app: App) -> None:
-    app.emit(retrieval.listing(app.settings.paths.resolved_home()), ["name", "kind", "model", "passages", "files",
-                                                                     "path"])  # fmt: skip
+    app.emit(
+        retrieval.listing(app.settings.paths.resolved_home()), ["name", "kind", "model", "passages", "files", "path"]
+    )
 
 
 def register(cli: click.Group) -> None:

@@ -27,8 +27,11 @@ GRADERS: dict[str, dict[str, Any]] = {
     "bleu": {"type": "text_similarity", "evaluation_metric": "bleu"},
 }
 TEXT = {"type": "string"}
-SCHEMA = {"type": "object", "properties": {"system": TEXT, "question": TEXT, "reference": TEXT},
-          "required": ["question", "reference"]}  # fmt: skip
+SCHEMA = {
+    "type": "object",
+    "properties": {"system": TEXT, "question": TEXT, "reference": TEXT},
+    "required": ["question", "reference"],
+}
 FINISHED = ("completed", "failed", "canceled")
 
 
@@ -61,7 +64,8 @@ def eval_rows(path: Path, limit: int) -> list[dict[str, Any]]:
 def _template(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
     with_system = any("system" in r["item"] for r in rows)
     return ([{"role": "system", "content": "{{item.system}}"}] if with_system else []) + [
-        {"role": "user", "content": "{{item.question}}"}]  # fmt: skip
+        {"role": "user", "content": "{{item.question}}"}
+    ]
 
 
 def _upload_rows(gateway: Gateway, rows: list[dict[str, Any]]) -> str:
@@ -73,8 +77,9 @@ def _upload_rows(gateway: Gateway, rows: list[dict[str, Any]]) -> str:
 
 def _wait(app: App, gateway: Gateway, eval_id: str, runs: dict[str, str], total: int) -> dict[str, Any]:
     done: dict[str, Any] = {}
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=app.err,
-                  disable=app.json) as bar:  # fmt: skip
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=app.err, disable=app.json
+    ) as bar:
         tasks = {m: bar.add_task(m, total=total) for m in runs}
         while len(done) < len(runs):
             for model, run_id in runs.items():
@@ -126,19 +131,26 @@ def comparison_table(title: str, metrics: list[str], models: dict[str, dict[str,
     type=click.Path(path_type=Path, exists=True, file_okay=False),
     help="A directory of harness task definitions of your own (YAML), for --harness.",
 )
-@click.option("--limit", type=click.IntRange(1), help="Harness documents per task (--harness).")  # fmt: skip
+@click.option("--limit", type=click.IntRange(1), help="Harness documents per task (--harness).")
 @click.option("--against", metavar="BASE_OR_MODEL", help="Compare with this model [default: MODEL's base model].")
 @click.option("--grader", type=click.Choice(list(GRADERS)), default="exact", show_default=True)
 @click.option("--max-items", type=click.IntRange(1, 10_000), default=200, show_default=True)
 @click.option("--max-tokens", type=click.IntRange(1, 4096), default=64, show_default=True, help="Answer length.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (as the global --json).")
 @pass_app
-def eval_command(app: App, model: str, data: Path | None, harness: str | None, include_path: Path | None,
-                 limit: int | None, against: str | None, grader: str, max_items: int, max_tokens: int,
-                 as_json: bool) -> None:  # fmt: skip
+def eval_command(
+    app: App,
+    model: str,
+    data: Path | None,
+    harness: str | None,
+    include_path: Path | None,
+    limit: int | None,
+    against: str | None,
+    grader: str,
+    max_items: int,
+    max_tokens: int,
+) -> None:
     """Grade MODEL's answers to held-out records (--data) or harness tasks (--harness), side by side with its base
     (or --against)."""
-    app.json = app.json or as_json
     if (data is None) == (harness is None):
         raise CLIError("give --data FILE (graded through the Evals API) or --harness TASKS, one of them")
     gateway = app.gateway()
@@ -153,29 +165,59 @@ def eval_command(app: App, model: str, data: Path | None, harness: str | None, i
         return
     assert data is not None
     rows = eval_rows(data, max_items)
-    criterion = {"name": grader, "input": "{{sample.output_text}}", "reference": "{{item.reference}}",
-                 **GRADERS[grader]}  # fmt: skip
-    ev = gateway.post("/v1/evals", {"name": f"sage-ft eval {model}", "testing_criteria": [criterion],
-                                    "data_source_config": {"type": "custom", "item_schema": SCHEMA}})  # fmt: skip
+    criterion = {
+        "name": grader,
+        "input": "{{sample.output_text}}",
+        "reference": "{{item.reference}}",
+        **GRADERS[grader],
+    }
+    ev = gateway.post(
+        "/v1/evals",
+        {
+            "name": f"sage-ft eval {model}",
+            "testing_criteria": [criterion],
+            "data_source_config": {"type": "custom", "item_schema": SCHEMA},
+        },
+    )
     source = {"type": "file_id", "id": _upload_rows(gateway, rows)}
     runs = {}
     for name in [model, *([against] if against else [])]:
-        body = {"name": name, "data_source": {"type": "completions", "model": name, "source": source,
+        body = {
+            "name": name,
+            "data_source": {
+                "type": "completions",
+                "model": name,
+                "source": source,
                 "input_messages": {"type": "template", "template": _template(rows)},
-                "sampling_params": {"temperature": 0, "max_completion_tokens": max_tokens}}}  # fmt: skip
+                "sampling_params": {"temperature": 0, "max_completion_tokens": max_tokens},
+            },
+        }
         runs[name] = gateway.post(f"/v1/evals/{ev['id']}/runs", body)["id"]
     finished = _wait(app, gateway, ev["id"], runs, len(rows))
     failed = {m: r["error"] for m, r in finished.items() if r["status"] != "completed"}
     if failed:
         raise CLIError("; ".join(f"{m}: {(e or {}).get('message', 'run did not complete')}" for m, e in failed.items()))
     items = {m: _items(gateway, ev["id"], runs[m]) for m in runs}
-    scores = {m: {grader: sum(it["results"][0]["score"] for it in items[m].values() if it["results"]) / len(rows)}
-              for m in runs}  # fmt: skip
-    differ = [i for i in range(len(rows)) if len({round(items[m][i]["results"][0]["score"], 6) if items[m][i][
-        "results"] else None for m in runs}) > 1]  # fmt: skip
-    report = {"eval_id": ev["id"], "run_ids": runs, "metric": grader, "n": len(rows), "models": scores,
-              "disagreements": [{"index": i, **rows[i]["item"], "answers": {
-                  m: items[m][i]["sample"]["output"][0]["content"] for m in runs}} for i in differ]}  # fmt: skip
+    scores = {
+        m: {grader: sum(it["results"][0]["score"] for it in items[m].values() if it["results"]) / len(rows)}
+        for m in runs
+    }
+    differ = [
+        i
+        for i in range(len(rows))
+        if len({round(items[m][i]["results"][0]["score"], 6) if items[m][i]["results"] else None for m in runs}) > 1
+    ]
+    report = {
+        "eval_id": ev["id"],
+        "run_ids": runs,
+        "metric": grader,
+        "n": len(rows),
+        "models": scores,
+        "disagreements": [
+            {"index": i, **rows[i]["item"], "answers": {m: items[m][i]["sample"]["output"][0]["content"] for m in runs}}
+            for i in differ
+        ],
+    }
     if against:
         report["delta"] = scores[model][grader] - scores[against][grader]
     if app.json:
@@ -192,20 +234,24 @@ def eval_command(app: App, model: str, data: Path | None, harness: str | None, i
     app.console.print(f"items: eval {ev['id']}, runs {', '.join(runs.values())}")
 
 
-def _harness(app: App, model: str, against: str | None, tasks: str, include_path: Path | None,
-             limit: int | None) -> None:  # fmt: skip
+def _harness(
+    app: App, model: str, against: str | None, tasks: str, include_path: Path | None, limit: int | None
+) -> None:
     from sage_ft_cli.harness import run_harness
 
     results = {}
     for name in [model, *([against] if against else [])]:
         if not app.json:
             app.err.print(f"lm-evaluation-harness: {tasks} on {name}...")
-        results[name] = run_harness(name, app.settings.cli.gateway_url, app.api_key, tasks,
-                                    include_path=include_path, limit=limit)  # fmt: skip
+        results[name] = run_harness(
+            name, app.settings.cli.gateway_url, app.api_key, tasks, include_path=include_path, limit=limit
+        )
     report: dict[str, Any] = {"harness": results}
     if against:
-        report["delta"] = {t: {k: v - results[against].get(t, {}).get(k, 0.0) for k, v in metrics.items()}
-                           for t, metrics in results[model].items()}  # fmt: skip
+        report["delta"] = {
+            t: {k: v - results[against].get(t, {}).get(k, 0.0) for k, v in metrics.items()}
+            for t, metrics in results[model].items()
+        }
     if app.json:
         app.emit(report)
         return

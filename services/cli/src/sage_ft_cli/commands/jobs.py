@@ -48,13 +48,15 @@ def jobs_show(app: App, job_id: str) -> None:
     if ev:
         models = {"base": ev["models"]["base"], "fine-tune": ev["models"]["tuned"]}
         title = f"evaluation on {ev['n']} held-out records"
-        app.console.print(comparison_table(title, ev["metrics"], {"fine-tune": models["fine-tune"],
-                                                                  "base": models["base"]}))  # fmt: skip
+        app.console.print(
+            comparison_table(title, ev["metrics"], {"fine-tune": models["fine-tune"], "base": models["base"]})
+        )
         loss = ev.get("loss") or {}
         if loss.get("tuned") is not None:
             app.console.print(f"held-out loss: base {loss['base']:.4f}, fine-tune {loss['tuned']:.4f}")
-        app.console.print(f"items: eval {ev['eval_id']}, runs {ev['run_ids']['tuned']} (fine-tune), "
-                          f"{ev['run_ids']['base']} (base)")  # fmt: skip
+        app.console.print(
+            f"items: eval {ev['eval_id']}, runs {ev['run_ids']['tuned']} (fine-tune), {ev['run_ids']['base']} (base)"
+        )
 
 
 def _action(app: App, job_id: str, action: str) -> None:

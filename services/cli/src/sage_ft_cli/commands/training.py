@@ -22,8 +22,11 @@ TASKS = (*BUILTIN_TASKS, "custom")
 def load_config_file(path: Path) -> dict[str, Any]:
     """TrainingConfig fields from YAML or JSON, checked here so a typo names the file and the field."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.suffix != ".json" else json.loads(
-            path.read_text(encoding="utf-8"))  # fmt: skip
+        data = (
+            yaml.safe_load(path.read_text(encoding="utf-8"))
+            if path.suffix != ".json"
+            else json.loads(path.read_text(encoding="utf-8"))
+        )
     except (OSError, ValueError, yaml.YAMLError) as err:
         raise CLIError(f"{path}: cannot read it as YAML or JSON: {err}") from None
     if not isinstance(data, dict):
@@ -34,17 +37,29 @@ def load_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def submit(app: App, *, data: Path, model: str, name: str, preset: str | None, epochs: float | None,
-           config: dict[str, Any] | None, task: str | None, method: str = "supervised",
-           beta: float | None = None, dry_run: bool = False) -> dict[str, Any]:  # fmt: skip
+def submit(
+    app: App,
+    *,
+    data: Path,
+    model: str,
+    name: str,
+    preset: str | None,
+    epochs: float | None,
+    config: dict[str, Any] | None,
+    task: str | None,
+    method: str = "supervised",
+    beta: float | None = None,
+    dry_run: bool = False,
+) -> dict[str, Any]:
     gateway = app.gateway()
     uploaded = gateway.upload(data)
     if uploaded.get("status") == "error":
         raise CLIError(f"{data}: {uploaded.get('status_details')}")
     body: dict[str, Any] = {"model": model, "training_file": uploaded["id"], "suffix": name, "name": name}
     if model.startswith("ftckpt-"):  # a checkpoint object id: start from it, on its job's model
-        body.update(model=gateway.get(f"/v1/fine_tuning/jobs/ftjob-{model.split('-')[1]}")["model"],
-                    from_checkpoint=model)  # fmt: skip
+        body.update(
+            model=gateway.get(f"/v1/fine_tuning/jobs/ftjob-{model.split('-')[1]}")["model"], from_checkpoint=model
+        )
     hyper: dict[str, Any] = {}
     if epochs is not None:
         hyper["n_epochs"] = epochs
@@ -117,11 +132,11 @@ def link_results(app: App, model: str, name: str) -> Path | None:
     """On the embedded stack, ``~/.sage/finetune_output/<name>`` points at the published model (adapter, logs)."""
     if not app.local_gateway():
         return None
-    from sage_ft.storage import LocalStore, StorageError, read_manifest
+    from sage_ft.storage import LocalStore, StorageError, read_model
 
     root = app.settings.paths.resolved_output_root()
     try:
-        manifest = read_manifest(LocalStore(root), model)
+        manifest = read_model(LocalStore(root), model)
     except StorageError:
         return None
     if manifest is None or "adapter" not in manifest.parts:
@@ -144,11 +159,22 @@ def link_results(app: App, model: str, name: str) -> Path | None:
 @click.option("--preset", help="rtx_3060 | rtx_4090 | a100 | minimal | cpu | tiny | auto (default: the worker's).")
 @click.option("--epochs", type=float, help="Training epochs.")
 @click.option("--data", type=click.Path(path_type=Path), help="Dataset (required for custom).")
-@click.option("--config", "config_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="YAML/JSON of TrainingConfig fields.")  # fmt: skip
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="YAML/JSON of TrainingConfig fields.",
+)
 @pass_app
-def quickstart(app: App, task: str, model: str, preset: str | None, epochs: float | None, data: Path | None,
-               config_file: Path | None) -> None:  # fmt: skip
+def quickstart(
+    app: App,
+    task: str,
+    model: str,
+    preset: str | None,
+    epochs: float | None,
+    data: Path | None,
+    config_file: Path | None,
+) -> None:
     """Fine-tune on the built-in dataset for TASK and follow it; the model answers to TASK's name."""
     if task == "custom" and data is None:
         raise click.UsageError("custom needs --data FILE")
@@ -171,31 +197,63 @@ def quickstart(app: App, task: str, model: str, preset: str | None, epochs: floa
     help="YAML/JSON of TrainingConfig fields (epochs, learning_rate, lora, max_length, ...).",
 )
 @click.option("--name", help="Alias the fine-tuned model answers to (default: the task).")
-@click.option("--method", type=click.Choice(["supervised", "dpo"]), default="supervised", show_default=True,
-              help="supervised: learn the answers; dpo: prefer chosen over rejected (a preference file).")  # fmt: skip
-@click.option("--from", "from_model", help="Continue from a fine-tuned model, alias or checkpoint id (ft:..., "
-              "ftckpt-...) instead of --model.")  # fmt: skip
+@click.option(
+    "--method",
+    type=click.Choice(["supervised", "dpo"]),
+    default="supervised",
+    show_default=True,
+    help="supervised: learn the answers; dpo: prefer chosen over rejected (a preference file).",
+)
+@click.option(
+    "--from",
+    "from_model",
+    help="Continue from a fine-tuned model, alias or checkpoint id (ft:..., ftckpt-...) instead of --model.",
+)
 @click.option("--beta", type=click.FloatRange(0, 2, min_open=True), help="DPO beta (default: auto, 0.1).")
 @click.option("--follow", "follow_job", is_flag=True, help="Show progress; exit non-zero if the job fails.")
-@click.option("--dry-run", is_flag=True, help="Show the estimate (tokens, steps, time, peak GPU memory); start "
-              "nothing.")  # fmt: skip
+@click.option(
+    "--dry-run", is_flag=True, help="Show the estimate (tokens, steps, time, peak GPU memory); start nothing."
+)
 @pass_app
-def start(app: App, task: str, data: Path | None, model: str, preset: str | None, auto_preset: bool,
-          config_file: Path | None, name: str | None, method: str, from_model: str | None, beta: float | None,
-          follow_job: bool, dry_run: bool) -> None:  # fmt: skip
+def start(
+    app: App,
+    task: str,
+    data: Path | None,
+    model: str,
+    preset: str | None,
+    auto_preset: bool,
+    config_file: Path | None,
+    name: str | None,
+    method: str,
+    from_model: str | None,
+    beta: float | None,
+    follow_job: bool,
+    dry_run: bool,
+) -> None:
     """Upload data and start a fine-tuning job (supervised or DPO, from a base model or a fine-tune)."""
     if preset and auto_preset:
         raise click.UsageError("--preset and --auto exclude each other")
     if data is None and (task == "custom" or method == "dpo"):
-        raise click.UsageError("--data FILE is required unless --task names a built-in dataset (DPO always needs "
-                               "a preference file)")  # fmt: skip
+        raise click.UsageError(
+            "--data FILE is required unless --task names a built-in dataset (DPO always needs a preference file)"
+        )
     if beta is not None and method != "dpo":
         raise click.UsageError("--beta is a DPO setting: add --method dpo")
     config = load_config_file(config_file) if config_file else None
     alias = name or task
-    job = submit(app, data=data or builtin_dataset_path(task), model=from_model or model, name=alias,
-                 preset="auto" if auto_preset else preset, epochs=None, config=config, task=task, method=method,
-                 beta=beta, dry_run=dry_run)  # fmt: skip
+    job = submit(
+        app,
+        data=data or builtin_dataset_path(task),
+        model=from_model or model,
+        name=alias,
+        preset="auto" if auto_preset else preset,
+        epochs=None,
+        config=config,
+        task=task,
+        method=method,
+        beta=beta,
+        dry_run=dry_run,
+    )
     if dry_run:
         show_estimate(app, job)
     elif follow_job:
@@ -231,16 +289,21 @@ def validate(app: App, file: Path, max_length: int) -> None:
     else:
         tokens = summary["tokens"]
         fits = "preference pairs, for DPO" if summary["kind"] == "preference" else "supervised records"
-        app.console.print(f"{file}: {summary['valid_records']}/{summary['records']} records valid ({fits}); "
-                          f"formats {summary['formats']}")  # fmt: skip
+        app.console.print(
+            f"{file}: {summary['valid_records']}/{summary['records']} records valid ({fits}); "
+            f"formats {summary['formats']}"
+        )
         if tokens.get("total"):
-            app.console.print(f"tokens (estimated): min {tokens['min']} p50 {tokens['p50']} p95 {tokens['p95']} "
-                              f"max {tokens['max']}; {summary['truncated']} over {max_length} "
-                              f"({summary['truncated_share']:.1%})")  # fmt: skip
+            app.console.print(
+                f"tokens (estimated): min {tokens['min']} p50 {tokens['p50']} p95 {tokens['p95']} "
+                f"max {tokens['max']}; {summary['truncated']} over {max_length} "
+                f"({summary['truncated_share']:.1%})"
+            )
         for side, stats in summary.get("sides", {}).items():
             if stats:
-                app.console.print(f"  {side:<8} min {stats['min']} p50 {stats['p50']} p95 {stats['p95']} "
-                                  f"max {stats['max']}")  # fmt: skip
+                app.console.print(
+                    f"  {side:<8} min {stats['min']} p50 {stats['p50']} p95 {stats['p95']} max {stats['max']}"
+                )
         for error in summary["errors"]:
             app.err.print(f"[red]line {error['line']}[/red] {error['field'] or ''}: {error['message']}")
     if not report.ok:

@@ -21,8 +21,10 @@ from sage_ft_gateway.protocol.evals import (
 
 router = APIRouter(prefix="/v1/evals/{eval_id}/runs", tags=["evals"], responses=error_responses(400, 401, 404, 503))
 RunCursor = Annotated[str | None, Query(pattern=r"^evalrun-[0-9a-f]{1,64}$", description="A run id: list after it.")]
-ItemCursor = Annotated[str | None, Query(pattern=r"^outputitem-[0-9a-f]{1,64}-[0-9]{1,9}$",
-                                         description="An output item id: list after it.")]  # fmt: skip
+ItemCursor = Annotated[
+    str | None,
+    Query(pattern=r"^outputitem-[0-9a-f]{1,64}-[0-9]{1,9}$", description="An output item id: list after it."),
+]
 Limit = Annotated[int, Query(ge=1, le=100)]
 Order = Literal["asc", "desc"]
 RunStatus = Literal["queued", "in_progress", "completed", "canceled", "failed"]
@@ -34,8 +36,15 @@ def create_run(eval_id: IdPath, body: RunRequest, tenant: Tenant, svc: Svc) -> d
 
 
 @router.get("", response_model=EvalRunList)
-def list_runs(eval_id: IdPath, tenant: Tenant, svc: Svc, after: RunCursor = None, limit: Limit = 20,
-              order: Order = "asc", status: RunStatus | None = None) -> dict[str, Any]:  # fmt: skip
+def list_runs(
+    eval_id: IdPath,
+    tenant: Tenant,
+    svc: Svc,
+    after: RunCursor = None,
+    limit: Limit = 20,
+    order: Order = "asc",
+    status: RunStatus | None = None,
+) -> dict[str, Any]:
     return svc.eval_runs.list(tenant, eval_id, after, limit, order, status)
 
 
@@ -56,15 +65,23 @@ def delete_run(eval_id: IdPath, run_id: IdPath, tenant: Tenant, svc: Svc) -> dic
 
 
 @router.get("/{run_id}/output_items", response_model=OutputItemList)
-def list_output_items(eval_id: IdPath, run_id: IdPath, tenant: Tenant, svc: Svc, after: ItemCursor = None,
-                      limit: Limit = 20, order: Order = "asc",
-                      status: Literal["pass", "fail", "error"] | None = None) -> dict[str, Any]:  # fmt: skip
+def list_output_items(
+    eval_id: IdPath,
+    run_id: IdPath,
+    tenant: Tenant,
+    svc: Svc,
+    after: ItemCursor = None,
+    limit: Limit = 20,
+    order: Order = "asc",
+    status: Literal["pass", "fail", "error"] | None = None,
+) -> dict[str, Any]:
     return svc.eval_runs.output_items(tenant, eval_id, run_id, after, limit, order, status)
 
 
 @router.get("/{run_id}/output_items/{output_item_id}", response_model=OutputItemObject)
-def get_output_item(eval_id: IdPath, run_id: IdPath, output_item_id: IdPath, tenant: Tenant,
-                    svc: Svc) -> dict[str, Any]:  # fmt: skip
+def get_output_item(
+    eval_id: IdPath, run_id: IdPath, output_item_id: IdPath, tenant: Tenant, svc: Svc
+) -> dict[str, Any]:
     return svc.eval_runs.output_item(tenant, eval_id, run_id, output_item_id)
 
 

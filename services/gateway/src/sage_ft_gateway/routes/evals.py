@@ -22,8 +22,13 @@ def create_eval(body: EvalCreate, tenant: Tenant, svc: Svc) -> dict[str, Any]:
 
 
 @router.get("", response_model=EvalList)
-def list_evals(tenant: Tenant, svc: Svc, after: EvalCursor = None, limit: Annotated[int, Query(ge=1, le=100)] = 20,
-               order: Literal["asc", "desc"] = "asc") -> dict[str, Any]:  # fmt: skip
+def list_evals(
+    tenant: Tenant,
+    svc: Svc,
+    after: EvalCursor = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Literal["asc", "desc"] = "asc",
+) -> dict[str, Any]:
     return svc.evals.list(tenant, after, limit, order)
 
 

@@ -23,8 +23,9 @@ async def create_file(request: Request, tenant: Tenant, svc: Svc) -> dict[str, A
     upload = await receive_upload(request, limit)
     assert upload.path is not None  # receive_upload refuses a body without a file part
     try:
-        record = await run_in_threadpool(svc.files.create, tenant, upload.path, upload.filename or "upload.jsonl",
-                                         upload.fields.get("purpose"))  # fmt: skip
+        record = await run_in_threadpool(
+            svc.files.create, tenant, upload.path, upload.filename or "upload.jsonl", upload.fields.get("purpose")
+        )
     finally:
         upload.cleanup()
     return record.to_openai()
@@ -40,9 +41,16 @@ def get_file(file_id: IdPath, tenant: Tenant, svc: Svc) -> dict[str, Any]:
     return svc.files.get(tenant, file_id).to_openai()
 
 
-@router.get("/{file_id}/content", response_class=StreamingResponse,
-            responses={200: {"description": "The file's bytes", "content": {"application/octet-stream": {
-                "schema": {"type": "string", "format": "binary"}}}}})  # fmt: skip
+@router.get(
+    "/{file_id}/content",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The file's bytes",
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
 def file_content(file_id: IdPath, tenant: Tenant, svc: Svc) -> StreamingResponse:
     return StreamingResponse(svc.files.content(tenant, file_id), media_type="application/octet-stream")
 

@@ -32,8 +32,9 @@ CheckpointCursor = Annotated[str | None, Query(pattern=r"^ftckpt-[0-9a-f]{1,64}-
 
 
 @router.post("", response_model=FineTuningJob | JobEstimate)
-def create_job(body: JobRequest, tenant: Tenant, svc: Svc,
-               idempotency_key: Annotated[str | None, Header(max_length=256)] = None) -> dict[str, Any]:  # fmt: skip
+def create_job(
+    body: JobRequest, tenant: Tenant, svc: Svc, idempotency_key: Annotated[str | None, Header(max_length=256)] = None
+) -> dict[str, Any]:
     """Create a job; with ``dry_run: true``, return its estimate (tokens, steps, seconds, peak memory) instead."""
     if body.dry_run:
         return svc.estimates.estimate(tenant, body)
@@ -43,8 +44,11 @@ def create_job(body: JobRequest, tenant: Tenant, svc: Svc,
 
 @router.get("", response_model=JobList)
 def list_jobs(request: Request, tenant: Tenant, svc: Svc, after: JobCursor = None, limit: Limit = 20) -> dict[str, Any]:
-    metadata = {k[len("metadata[") : -1]: v for k, v in request.query_params.items()
-                if k.startswith("metadata[") and k.endswith("]")}  # fmt: skip
+    metadata = {
+        k[len("metadata[") : -1]: v
+        for k, v in request.query_params.items()
+        if k.startswith("metadata[") and k.endswith("]")
+    }
     return svc.jobs.list(tenant, after, limit, metadata)
 
 
@@ -76,8 +80,9 @@ def list_events(
 
 
 @router.get("/{job_id}/checkpoints", response_model=CheckpointList)
-def list_checkpoints(job_id: IdPath, tenant: Tenant, svc: Svc, after: CheckpointCursor = None,
-                     limit: Limit = 10) -> dict[str, Any]:  # fmt: skip
+def list_checkpoints(
+    job_id: IdPath, tenant: Tenant, svc: Svc, after: CheckpointCursor = None, limit: Limit = 10
+) -> dict[str, Any]:
     return svc.jobs.checkpoints(tenant, job_id, after, limit)
 
 
@@ -88,11 +93,19 @@ def resume_point(job_id: str, last_event_id: str | None) -> int:
         return int(last_event_id)
     seq = event_seq(last_event_id)
     if seq is None:
-        raise ApiError(400, "Last-Event-ID: expected an event id of this job (ftevent-...-<n>) or the stream's "
-                       "sequence number", param="Last-Event-ID", code="invalid_request")  # fmt: skip
+        raise ApiError(
+            400,
+            "Last-Event-ID: expected an event id of this job (ftevent-...-<n>) or the stream's sequence number",
+            param="Last-Event-ID",
+            code="invalid_request",
+        )
     if not last_event_id.startswith(f"ftevent-{job_id.split('-', 1)[-1]}-"):  # well formed, another job's: as `after`
-        raise ApiError(404, f"Last-Event-ID: '{last_event_id}' is not an event id of this job.",
-                       param="Last-Event-ID", code="event_not_found")  # fmt: skip
+        raise ApiError(
+            404,
+            f"Last-Event-ID: '{last_event_id}' is not an event id of this job.",
+            param="Last-Event-ID",
+            code="event_not_found",
+        )
     return seq
 
 
@@ -101,8 +114,12 @@ def resume_point(job_id: str, last_event_id: str | None) -> int:
     response_class=EventSourceResponse,
     responses=sse_response("fine_tuning.job.event frames, then an end frame (or a shutdown frame to resume)"),
 )
-async def stream_events(job_id: IdPath, tenant: Tenant, svc: Svc,
-                        last_event_id: LastEventId = None) -> EventSourceResponse:  # type: ignore[assignment]  # fmt: skip
+async def stream_events(
+    job_id: IdPath,
+    tenant: Tenant,
+    svc: Svc,
+    last_event_id: LastEventId = None,  # type: ignore[assignment]
+) -> EventSourceResponse:
     """Server-sent events, oldest first, until the job finishes. ``Last-Event-ID`` resumes after that event: the
     frame's SSE id (a sequence number) or the event's own id (``ftevent-<job hex>-<n>``); anything else is a 400.
 
@@ -136,8 +153,18 @@ async def stream_events(job_id: IdPath, tenant: Tenant, svc: Svc,
                 if idle >= wait:
                     idle = 0.0
                     yield ServerSentEvent(comment="keep-alive")
-        yield ServerSentEvent(data=json.dumps({"reason": "server shutting down", "last_event_id": seq}),
-                              event="shutdown", id=str(seq), retry=1000)  # fmt: skip
+        yield ServerSentEvent(
+            data=json.dumps({"reason": "server shutting down", "last_event_id": seq}),
+            event="shutdown",
+            id=str(seq),
+            retry=1000,
+        )
 
-    return EventSourceResponse(body(), ping=0, sep="\n", shutdown_event=shutdown, shutdown_grace_period=2.0,
-                               headers={"Cache-Control": "no-cache"})  # fmt: skip
+    return EventSourceResponse(
+        body(),
+        ping=0,
+        sep="\n",
+        shutdown_event=shutdown,
+        shutdown_grace_period=2.0,
+        headers={"Cache-Control": "no-cache"},
+    )

@@ -26,7 +26,15 @@ def readyz(svc: Svc) -> JSONResponse:
     )
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"description": "Prometheus text format",
-            "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}})  # fmt: skip
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text format",
+            "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+        }
+    },
+)
 def metrics(svc: Svc) -> Response:
     return Response(generate_latest(svc.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -12,8 +12,6 @@ import functools
 import json
 import logging
 import tempfile
-import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,8 @@ from sage_ft.data.builtin import builtin_dataset_path
 from sage_ft.data.loader import read_file
 from sage_ft.data.validate import validate_raw
 from sage_ft.jobs.estimate import RunRecord, estimate
-from sage_ft.jobs.spec import JobRequest, local_model_dir
+from sage_ft.jobs.spec import JobRequest
+from sage_ft.models import local_model_dir
 from sage_ft_gateway.services.jobs import JobService
 from sage_ft_gateway.state import GatewayState
 
@@ -72,9 +71,8 @@ class EstimateService:
     def __init__(self, state: GatewayState, jobs: JobService) -> None:
         self.state = state
         self.jobs = jobs
-        # (tenant, file id, model dir) -> lengths: an uploaded file never changes under its id
-        self._known: OrderedDict[tuple[str, str, str | None], tuple[list[int], bool]] = OrderedDict()
-        self._lock = threading.Lock()  # requests run on a thread pool
+        # (tenant, file id, name, model dir) -> lengths: an uploaded file never changes under its id
+        self._file_lengths = functools.lru_cache(maxsize=self.LENGTHS_KEPT)(self._read_file_lengths)
 
     def estimate(self, tenant: str, request: JobRequest) -> dict[str, Any]:
         checked = self.jobs.check_request(tenant, request)
@@ -84,8 +82,10 @@ class EstimateService:
         counter = _token_counter(str(model_dir)) if model_dir is not None else None
         lengths, exact = self._lengths(tenant, request, counter, str(model_dir) if model_dir else None)
         preset = request.preset or "auto"
-        history = [RunRecord(int(r["tokens"]), float(r["seconds"]), r.get("train_seconds"))
-                   for r in self.state.jobs.recent_runs(base, preset)]  # fmt: skip
+        history = [
+            RunRecord(int(r["tokens"]), float(r["seconds"]), r.get("train_seconds"))
+            for r in self.state.jobs.recent_runs(base, preset)
+        ]
         model = _model_config(model_dir, base)
         gateway = self.state.settings.gateway
         body = estimate(
@@ -97,8 +97,14 @@ class EstimateService:
             default_rate=gateway.estimate_tokens_per_second,
             liger=gateway.estimate_liger,
         )
-        body.update(tokens_exact=exact, model=request.model, base_model=base, preset=preset,
-                    method=request.method_type, hyperparameters=checked.hyperparameters)  # fmt: skip
+        body.update(
+            tokens_exact=exact,
+            model=request.model,
+            base_model=base,
+            preset=preset,
+            method=request.method_type,
+            hyperparameters=checked.hyperparameters,
+        )
         return {"object": "fine_tuning.job.estimate", "estimate": body}
 
     def _lengths(self, tenant: str, request: JobRequest, counter: Any, model: str | None) -> tuple[list[int], bool]:
@@ -106,17 +112,12 @@ class EstimateService:
             raw = read_file(builtin_dataset_path(str(request.task)))
             return validate_raw(raw, token_counter=counter).token_lengths, counter is not None
         record = self.jobs.files.get(tenant, request.training_file)  # the tenant's own, or a 404
-        key = (tenant, record.id, model)
-        with self._lock:
-            if key in self._known:
-                self._known.move_to_end(key)
-                return self._known[key]
+        return self._file_lengths(tenant, record.id, record.filename, model)
+
+    def _read_file_lengths(self, tenant: str, file_id: str, filename: str, model: str | None) -> tuple[list[int], bool]:
+        """Token lengths of an uploaded file's records (exact with the model's tokenizer); kept by ``_file_lengths``."""
+        counter = _token_counter(model) if model is not None else None
         with tempfile.TemporaryDirectory(prefix="sage-estimate-") as tmp:
-            path = self.state.tenant_store(tenant).get_file(f"files/{record.id}", Path(tmp) / "train.jsonl")
-            raw = read_file(path, name=record.filename)
-            found = validate_raw(raw, token_counter=counter).token_lengths, counter is not None
-        with self._lock:
-            self._known[key] = found
-            while len(self._known) > self.LENGTHS_KEPT:
-                self._known.popitem(last=False)
-        return found
+            path = self.state.tenant_store(tenant).get_file(f"files/{file_id}", Path(tmp) / "train.jsonl")
+            raw = read_file(path, name=filename)
+            return validate_raw(raw, token_counter=counter).token_lengths, counter is not None

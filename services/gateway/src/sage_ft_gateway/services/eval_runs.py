@@ -24,8 +24,13 @@ log = logging.getLogger(__name__)
 
 
 def _page(data: list[dict[str, Any]], more: bool) -> dict[str, Any]:
-    return {"object": "list", "data": data, "has_more": more, "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None}  # fmt: skip
+    return {
+        "object": "list",
+        "data": data,
+        "has_more": more,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }
 
 
 class EvalRunService:
@@ -38,23 +43,33 @@ class EvalRunService:
         param = "data_source.source.id"
         record = self.files.get(tenant, source.id, param)
         if record.purpose != "evals":
-            raise ApiError(400, f"{param}: file {source.id} has purpose '{record.purpose}'; eval data is uploaded "
-                           "with purpose 'evals'", param=param)  # fmt: skip
+            raise ApiError(
+                400,
+                f"{param}: file {source.id} has purpose '{record.purpose}'; eval data is uploaded with purpose 'evals'",
+                param=param,
+            )
         with tempfile.TemporaryDirectory() as tmp:
             path = self.state.tenant_store(tenant).get_file(f"files/{source.id}", Path(tmp) / "rows.jsonl")
             try:
                 return len(load_rows(path, schema))
             except DataError as err:
-                raise ApiError(400, f"{param}: {record.filename} does not match the eval's item_schema: {err.reason}",
-                               param=param, code="invalid_file") from None  # fmt: skip
+                raise ApiError(
+                    400,
+                    f"{param}: {record.filename} does not match the eval's item_schema: {err.reason}",
+                    param=param,
+                    code="invalid_file",
+                ) from None
 
     def create(self, tenant: str, eval_id: str, body: dict[str, Any]) -> dict[str, Any]:
         record = self.evals.get(tenant, eval_id)
         request = parse_run(body, record.item_schema)
         source = request.data_source
         serve_as = self.models.check_evaluable(tenant, source.model, "data_source.model")
-        total = (self._rows(tenant, source.source, record.item_schema) if isinstance(source.source, FileIdSource)
-                 else len(source.source.content))  # fmt: skip
+        total = (
+            self._rows(tenant, source.source, record.item_schema)
+            if isinstance(source.source, FileIdSource)
+            else len(source.source.content)
+        )
         run = RunRecord(
             id=new_id("evalrun"),
             eval_id=eval_id,
@@ -84,8 +99,9 @@ class EvalRunService:
     def get(self, tenant: str, eval_id: str, run_id: str) -> dict[str, Any]:
         return self._get(tenant, eval_id, run_id).to_openai(self.runs.counts(run_id))
 
-    def list(self, tenant: str, eval_id: str, after: str | None, limit: int, order: str,
-             status: str | None) -> dict[str, Any]:  # fmt: skip
+    def list(
+        self, tenant: str, eval_id: str, after: str | None, limit: int, order: str, status: str | None
+    ) -> dict[str, Any]:
         self.evals.get(tenant, eval_id)
         if after is not None and self.runs.get_for(tenant, eval_id, after) is None:
             raise ApiError(404, f"'{after}' is not a run of {eval_id}.", param="after", code="eval_run_not_found")
@@ -104,15 +120,17 @@ class EvalRunService:
     def _output(self, run: RunRecord, index: int, item: dict[str, Any]) -> dict[str, Any]:
         return {"id": item_id(run.id, index), "eval_id": run.eval_id, "run_id": run.id, **item}
 
-    def output_items(self, tenant: str, eval_id: str, run_id: str, after: str | None, limit: int, order: str,
-                     status: str | None) -> dict[str, Any]:  # fmt: skip
+    def output_items(
+        self, tenant: str, eval_id: str, run_id: str, after: str | None, limit: int, order: str, status: str | None
+    ) -> dict[str, Any]:
         run = self._get(tenant, eval_id, run_id)
         items = sorted(self.runs.items(run_id).items(), reverse=order == "desc")
         if after is not None:
             start = item_index(run_id, after)
             if start is None:
-                raise ApiError(404, f"'{after}' is not an output item of {run_id}.", param="after",
-                               code="output_item_not_found")  # fmt: skip
+                raise ApiError(
+                    404, f"'{after}' is not an output item of {run_id}.", param="after", code="output_item_not_found"
+                )
             items = [(i, it) for i, it in items if (i < start if order == "desc" else i > start)]
         items = [(i, it) for i, it in items if status is None or it["status"] == status]
         return _page([self._output(run, i, it) for i, it in items[:limit]], len(items) > limit)
@@ -127,6 +145,8 @@ class EvalRunService:
 
     def events(self, tenant: str, eval_id: str, run_id: str) -> dict[str, Any]:
         self._get(tenant, eval_id, run_id)
-        data = [{"object": "eval.run.event", "id": f"{run_id}-event-{n}", **e}
-                for n, e in enumerate(self.runs.events(run_id), start=1)]  # fmt: skip
+        data = [
+            {"object": "eval.run.event", "id": f"{run_id}-event-{n}", **e}
+            for n, e in enumerate(self.runs.events(run_id), start=1)
+        ]
         return {"object": "list", "data": data, "has_more": False}

@@ -19,9 +19,15 @@ class EvalService:
     def create(self, tenant: str, body: EvalCreate) -> EvalRecord:
         request = parse_eval(body.model_dump(exclude_unset=True))
         source = request.data_source_config
-        record = EvalRecord(id=new_id("eval"), tenant=tenant, name=request.name or "eval",
-                            item_schema=source.item_schema, include_sample_schema=source.include_sample_schema,
-                            testing_criteria=request.testing_criteria, metadata=request.metadata)  # fmt: skip
+        record = EvalRecord(
+            id=new_id("eval"),
+            tenant=tenant,
+            name=request.name or "eval",
+            item_schema=source.item_schema,
+            include_sample_schema=source.include_sample_schema,
+            testing_criteria=request.testing_criteria,
+            metadata=request.metadata,
+        )
         self.evals.put(record)
         return record
 
@@ -36,8 +42,13 @@ class EvalService:
             raise ApiError(404, f"'{after}' is not an eval id.", param="after", code="eval_not_found")
         records, more = self.evals.list(tenant, after=after, limit=limit, newest_first=order == "desc")
         data = [r.to_openai() for r in records]
-        return {"object": "list", "data": data, "has_more": more, "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None}  # fmt: skip
+        return {
+            "object": "list",
+            "data": data,
+            "has_more": more,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        }
 
     def update(self, tenant: str, eval_id: str, body: EvalUpdate) -> EvalRecord:
         record = self.get(tenant, eval_id)

@@ -33,24 +33,41 @@ class FileService:
         if purpose not in PURPOSES:
             raise ApiError(400, f"purpose must be one of {', '.join(PURPOSES)}", param="purpose")
         if purpose == "evals":
-            return self._store(tenant, path, FileRecord(id=new_id("file"), tenant=tenant, filename=filename,
-                               bytes=path.stat().st_size, purpose=purpose, report={
-                                   "kind": "eval", "rows": len(load_rows(path)), "path": filename}))  # fmt: skip
+            return self._store(
+                tenant,
+                path,
+                FileRecord(
+                    id=new_id("file"),
+                    tenant=tenant,
+                    filename=filename,
+                    bytes=path.stat().st_size,
+                    purpose=purpose,
+                    report={"kind": "eval", "rows": len(load_rows(path)), "path": filename},
+                ),
+            )
         raw = read_file(path, name=filename)  # file-level problems raise DataError -> 400 naming file and line
         if raw.errors:
             first = raw.errors[0]
             more = f" (and {len(raw.errors) - 1} more)" if len(raw.errors) > 1 else ""
             raise DataError(f"{first.reason}{more}", path=filename, line=first.line, field=first.field)
         report = validate_raw(raw)
-        record = FileRecord(id=new_id("file"), tenant=tenant, filename=filename, bytes=path.stat().st_size,
-                            purpose=purpose or "fine-tune")  # fmt: skip
+        record = FileRecord(
+            id=new_id("file"),
+            tenant=tenant,
+            filename=filename,
+            bytes=path.stat().st_size,
+            purpose=purpose or "fine-tune",
+        )
         if not report.ok:
             record.status = "error"
             try:
                 report.raise_for_errors()
             except DataError as err:
-                record.status_details = f"{filename}: line {err.line}: field '{err.field}': {err.reason}" if (
-                    err.line and err.field) else str(err)  # fmt: skip
+                record.status_details = (
+                    f"{filename}: line {err.line}: field '{err.field}': {err.reason}"
+                    if (err.line and err.field)
+                    else str(err)
+                )
         summary = report.to_dict()
         summary.pop("record_formats", None)
         summary["path"] = filename

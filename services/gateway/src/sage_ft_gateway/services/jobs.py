@@ -15,8 +15,9 @@ from sage_ft.config import TrainingConfig
 from sage_ft.jobs import Job, JobStatus, lifecycle
 from sage_ft.jobs.model import event_seq, new_id, now
 from sage_ft.jobs.secrets import masked_integrations, request_secrets
-from sage_ft.jobs.spec import CHECKPOINT_ID, JobRequest, build_training_config, local_model_dir
-from sage_ft.storage.manifest import closest_names, resolve_model_name
+from sage_ft.jobs.spec import CHECKPOINT_ID, JobRequest, build_training_config
+from sage_ft.models import local_model_dir
+from sage_ft.storage.names import closest_names, resolve_model_name
 from sage_ft_gateway.errors import ApiError, not_found
 from sage_ft_gateway.services.files import FileService
 from sage_ft_gateway.services.models import ModelService
@@ -36,10 +37,10 @@ _SECRET_FIELDS: Any = {"integrations": {"__all__": {"wandb": {"api_key"}}}, "dry
 
 
 class JobService:
-    def __init__(self, state: GatewayState, files: FileService) -> None:
+    def __init__(self, state: GatewayState, files: FileService, models: ModelService) -> None:
         self.state = state
         self.files = files
-        self.models = ModelService(state)
+        self.models = models
 
     # -- create -----------------------------------------------------------------------------------------------
 
@@ -51,27 +52,45 @@ class JobService:
             raise ApiError(400, "training_file is required (or a built-in 'task').", param="training_file")
         method = request.method_type
         if request.task and not request.training_file and method == "dpo":
-            raise ApiError(400, f"The built-in task '{request.task}' is supervised data; method 'dpo' needs a "
-                           "training_file of preference pairs.", param="training_file")  # fmt: skip
+            raise ApiError(
+                400,
+                f"The built-in task '{request.task}' is supervised data; method 'dpo' needs a "
+                "training_file of preference pairs.",
+                param="training_file",
+            )
         fits = {"preference": "dpo", "supervised": "supervised"}
         for param in ("training_file", "validation_file"):
             file_id = getattr(request, param)
             if file_id:
                 record = self.files.get(tenant, file_id, param)
                 if record.purpose != "fine-tune":
-                    raise ApiError(400, f"File {file_id} was uploaded for '{record.purpose}'; training needs a file "
-                                   "uploaded with purpose 'fine-tune'.", param=param, code="invalid_file")  # fmt: skip
+                    raise ApiError(
+                        400,
+                        f"File {file_id} was uploaded for '{record.purpose}'; training needs a file "
+                        "uploaded with purpose 'fine-tune'.",
+                        param=param,
+                        code="invalid_file",
+                    )
                 if record.status != "processed":
-                    raise ApiError(400, f"File {file_id} failed validation: {record.status_details}", param=param,
-                                   code="invalid_file")  # fmt: skip
+                    raise ApiError(
+                        400,
+                        f"File {file_id} failed validation: {record.status_details}",
+                        param=param,
+                        code="invalid_file",
+                    )
                 kind = record.report.get("kind") or "supervised"
                 if fits.get(kind, method) != method:
                     what = "preference pairs (chosen/rejected)" if kind == "preference" else "supervised records"
-                    raise ApiError(400, f"File {file_id} holds {what}, which fit method '{fits[kind]}', not "
-                                   f"'{method}'.", param=param, code="invalid_file")  # fmt: skip
+                    raise ApiError(
+                        400,
+                        f"File {file_id} holds {what}, which fit method '{fits[kind]}', not '{method}'.",
+                        param=param,
+                        code="invalid_file",
+                    )
         if parent is not None and request.lora is not None:
-            raise ApiError(400, f"A job that continues {parent} keeps its adapter's shape; leave 'lora' out.",
-                           param="lora")  # fmt: skip
+            raise ApiError(
+                400, f"A job that continues {parent} keeps its adapter's shape; leave 'lora' out.", param="lora"
+            )
         config, hyper = build_training_config(
             request,
             preset=_display_preset(request.preset),
@@ -79,7 +98,7 @@ class JobService:
             output_dir="/nonexistent",
             validation_path=request.validation_file,
             base_model=base,
-        )  # fmt: skip  (validation only)
+        )  # validation only
         return Checked(config, hyper, base, parent)
 
     def _lineage(self, tenant: str, request: JobRequest) -> tuple[str | None, str | None]:
@@ -94,9 +113,13 @@ class JobService:
                 close = closest_names(self.state.tenant_store(tenant), request.model)
                 close += [p.name for p in sorted(root.iterdir()) if p.is_dir()][:3] if root.is_dir() else []
                 hint = f" Did you mean: {', '.join(close)}?" if close else ""
-                raise ApiError(404, f"Model '{request.model}' is neither a hub id (owner/name), nor a model under "
-                               f"the models root, nor a fine-tuned model or alias.{hint}", param="model",
-                               code="model_not_found")  # fmt: skip
+                raise ApiError(
+                    404,
+                    f"Model '{request.model}' is neither a hub id (owner/name), nor a model under "
+                    f"the models root, nor a fine-tuned model or alias.{hint}",
+                    param="model",
+                    code="model_not_found",
+                )
         manifest = self.models.resolve(tenant, request.model)  # 404 with the closest names
         if "adapter" not in manifest.parts:
             raise ApiError(400, f"Model '{manifest.name}' has no adapter to continue from.", param="model")
@@ -114,13 +137,17 @@ class JobService:
 
             close = difflib.get_close_matches(checkpoint, [c["id"] for c in records], n=3)
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
-            raise ApiError(404, f"No checkpoint '{checkpoint}'.{hint}", param="from_checkpoint",
-                           code="checkpoint_not_found")  # fmt: skip
+            raise ApiError(
+                404, f"No checkpoint '{checkpoint}'.{hint}", param="from_checkpoint", code="checkpoint_not_found"
+            )
         names = {source.root_model, source.model, source.fine_tuned_model, source.name} - {None}
         if request.model not in names:
-            raise ApiError(400, f"Checkpoint {checkpoint} belongs to job {source.id}, a fine-tune of "
-                           f"'{source.root_model}'; set model to '{source.root_model}' (or that job's model).",
-                           param="model")  # fmt: skip
+            raise ApiError(
+                400,
+                f"Checkpoint {checkpoint} belongs to job {source.id}, a fine-tune of "
+                f"'{source.root_model}'; set model to '{source.root_model}' (or that job's model).",
+                param="model",
+            )
         self._check_base(source.root_model, checkpoint)
         return source.root_model, str(record["fine_tuned_model_checkpoint"])
 
@@ -128,21 +155,35 @@ class JobService:
         if "/" in base:
             return  # a hub id: the worker's cache or the hub has it
         if local_model_dir(self.state.settings.paths.resolved_models_root(), base) is None:
-            raise ApiError(400, f"{what} was trained on base model '{base}', which is not installed under the models "
-                           "root; install it there to continue from this fine-tune.", param="model",
-                           code="base_model_not_found")  # fmt: skip
+            raise ApiError(
+                400,
+                f"{what} was trained on base model '{base}', which is not installed under the models "
+                "root; install it there to continue from this fine-tune.",
+                param="model",
+                code="base_model_not_found",
+            )
 
     def create(self, tenant: str, request: JobRequest, idempotency_key: str | None) -> tuple[Job, bool]:
         _, hyper, base, parent = self.check_request(tenant, request)
         job = Job(
-            id=new_id("ftjob"), tenant=tenant, status=JobStatus.QUEUED, model=request.model,
-            training_file=request.training_file, validation_file=request.validation_file, suffix=request.suffix,
-            seed=request.seed if request.seed is not None else 42, metadata=request.metadata,
+            id=new_id("ftjob"),
+            tenant=tenant,
+            status=JobStatus.QUEUED,
+            model=request.model,
+            training_file=request.training_file,
+            validation_file=request.validation_file,
+            suffix=request.suffix,
+            seed=request.seed if request.seed is not None else 42,
+            metadata=request.metadata,
             integrations=masked_integrations(request.integrations),
             spec=request.model_dump(mode="json", exclude_none=True, exclude=_SECRET_FIELDS),
-            hyperparameters=hyper, name=request.name, base_model=base, parent_model=parent,
-            max_attempts=self.state.settings.jobs.max_attempts, enqueued_at=now(),
-        )  # fmt: skip
+            hyperparameters=hyper,
+            name=request.name,
+            base_model=base,
+            parent_model=parent,
+            max_attempts=self.state.settings.jobs.max_attempts,
+            enqueued_at=now(),
+        )
         sealed = self.state.secrets.seal(request_secrets(request.integrations), "integrations.wandb.api_key")
         job, created = self.state.jobs.create_job(job, idempotency_key, sealed)  # accepted from here on
         if created:
@@ -172,8 +213,7 @@ class JobService:
         if after:
             before = event_seq(after)
             if before is None:
-                raise ApiError(404, f"'{after}' is not an event id of this job.", param="after",
-                               code="event_not_found")  # fmt: skip
+                raise ApiError(404, f"'{after}' is not an event id of this job.", param="after", code="event_not_found")
         events, more = self.state.jobs.events_page(job_id, before=before, limit=limit)
         return {"object": "list", "data": events, "has_more": more}
 
@@ -183,12 +223,17 @@ class JobService:
         if after:
             ids = [c["id"] for c in items]
             if after not in ids:
-                raise ApiError(404, f"'{after}' is not a checkpoint id of this job.", param="after",
-                               code="checkpoint_not_found")  # fmt: skip
+                raise ApiError(
+                    404, f"'{after}' is not a checkpoint id of this job.", param="after", code="checkpoint_not_found"
+                )
             items = items[ids.index(after) + 1 :]
-        return {"object": "list", "data": items[:limit], "has_more": len(items) > limit,
-                "first_id": items[0]["id"] if items else None,
-                "last_id": items[:limit][-1]["id"] if items else None}  # fmt: skip
+        return {
+            "object": "list",
+            "data": items[:limit],
+            "has_more": len(items) > limit,
+            "first_id": items[0]["id"] if items else None,
+            "last_id": items[:limit][-1]["id"] if items else None,
+        }
 
     # -- control ----------------------------------------------------------------------------------------------
 

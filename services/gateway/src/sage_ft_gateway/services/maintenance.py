@@ -18,11 +18,13 @@ def run_once(state: GatewayState) -> dict[str, list[str]]:
     if not state.jobs.try_lock("maintenance", state.instance, ttl_s=max(period * 0.9, 0.5)):
         return {"reaped": [], "reconciled": [], "eval_runs": [], "purged": []}
     reaped = lifecycle.reap(state.jobs, state.enqueue_train)
-    reconciled = lifecycle.reconcile(state.jobs, state.enqueue_train, state.in_broker,
-                                     state.settings.jobs.reconcile_after_seconds)  # fmt: skip
+    reconciled = lifecycle.reconcile(
+        state.jobs, state.enqueue_train, state.in_broker, state.settings.jobs.reconcile_after_seconds
+    )
     jobs = state.settings.jobs
-    runs = runlife.reap(state.eval_runs, state.enqueue_eval, jobs.max_attempts, state.eval_in_broker,
-                        jobs.reconcile_after_seconds)  # fmt: skip
+    runs = runlife.reap(
+        state.eval_runs, state.enqueue_eval, jobs.max_attempts, state.eval_in_broker, jobs.reconcile_after_seconds
+    )
     if reaped or reconciled or runs:
         log.warning("maintenance: re-queued %s, re-enqueued %s, eval runs re-queued %s", reaped, reconciled, runs)
     purged = (

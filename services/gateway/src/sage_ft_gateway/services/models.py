@@ -14,10 +14,11 @@ from datetime import datetime
 from typing import Any
 
 from sage_ft.jobs.model import Job, JobStatus
-from sage_ft.jobs.spec import local_model_dir
+from sage_ft.models import local_model_dir
 from sage_ft.storage import Manifest, StorageError, delete_model, list_models
 from sage_ft.storage.checkpoints import CHECKPOINT_NAME
-from sage_ft.storage.manifest import CorruptManifestError, not_found_message, read_manifest, resolve_model_name
+from sage_ft.storage.manifest import CorruptManifestError
+from sage_ft.storage.names import not_found_message, read_model, resolve_model_name
 from sage_ft_gateway.errors import ApiError
 from sage_ft_gateway.state import GatewayState
 
@@ -38,11 +39,17 @@ def _unavailable(model: str, why: str) -> ApiError:
 
 def model_object(manifest: Manifest) -> dict[str, Any]:
     return {
-        "id": manifest.name, "object": "model", "created": _created(manifest), "owned_by": "sage-ft",
-        "root": manifest.base_model, "parent": manifest.parent or manifest.base_model,
+        "id": manifest.name,
+        "object": "model",
+        "created": _created(manifest),
+        "owned_by": "sage-ft",
+        "root": manifest.base_model,
+        "parent": manifest.parent or manifest.base_model,
         "aliases": [manifest.alias] if manifest.alias else [],
-        "parts": manifest.parts, "job_id": manifest.job_id, "metrics": manifest.metrics,
-    }  # fmt: skip
+        "parts": manifest.parts,
+        "job_id": manifest.job_id,
+        "metrics": manifest.metrics,
+    }
 
 
 class ModelService:
@@ -104,7 +111,7 @@ class ModelService:
     def _newest_visible(self, tenant: str, name: str) -> str:
         store = self.state.tenant_store(tenant)
         try:
-            direct = read_manifest(store, name)
+            direct = read_model(store, name)
         except CorruptManifestError as err:
             raise ApiError(404, str(err), param="model", code="model_not_found") from None
         if direct is not None:
@@ -123,12 +130,15 @@ class ModelService:
     def list(self, tenant: str) -> dict[str, Any]:
         manifests = list_models(self.state.tenant_store(tenant))
         jobs = self.state.jobs.get_jobs(sorted({m.job_id for m in manifests if m.job_id}))
-        tuned = sorted((m for m in manifests if self.job_blocks(m, jobs) is None), key=lambda m: m.created_at,
-                       reverse=True)  # fmt: skip
+        tuned = sorted(
+            (m for m in manifests if self.job_blocks(m, jobs) is None), key=lambda m: m.created_at, reverse=True
+        )
         root = self.state.settings.paths.resolved_models_root()
         installed = {p.name for p in root.iterdir() if local_model_dir(root, p.name)} if root.is_dir() else set()
-        data = [{"id": base, "object": "model", "created": 0, "owned_by": "base", "aliases": [], "parts": []}
-                for base in sorted(installed | set(self.state.jobs.base_models(tenant)))]  # fmt: skip
+        data = [
+            {"id": base, "object": "model", "created": 0, "owned_by": "base", "aliases": [], "parts": []}
+            for base in sorted(installed | set(self.state.jobs.base_models(tenant)))
+        ]
         data += [model_object(m) for m in tuned]
         return {"object": "list", "data": data}
 
@@ -139,8 +149,9 @@ class ModelService:
             raise ApiError(404, not_found_message(store, model), param="model", code="model_not_found")
         why = self.job_blocks(manifest)
         if why is not None:
-            raise ApiError(404, f"The model '{manifest.name}' is not available: {why}.", param="model",
-                           code="model_not_found")  # fmt: skip
+            raise ApiError(
+                404, f"The model '{manifest.name}' is not available: {why}.", param="model", code="model_not_found"
+            )
         return manifest
 
     def check_evaluable(self, tenant: str, model: str, param: str) -> str:
@@ -157,13 +168,20 @@ class ModelService:
         if manifest is not None:
             why = self.job_blocks(manifest)
             if why is not None:
-                raise ApiError(404, f"The model '{manifest.name}' is not available: {why}.", param=param,
-                               code="model_not_found")  # fmt: skip
+                raise ApiError(
+                    404, f"The model '{manifest.name}' is not available: {why}.", param=param, code="model_not_found"
+                )
             return name
         if "/" in model or local_model_dir(self.state.settings.paths.resolved_models_root(), model) is not None:
             return model
-        raise ApiError(404, not_found_message(store, model).replace("is not published.", "is not published, and no "
-                       "base model of that name is installed."), param=param, code="model_not_found")  # fmt: skip
+        raise ApiError(
+            404,
+            not_found_message(store, model).replace(
+                "is not published.", "is not published, and no base model of that name is installed."
+            ),
+            param=param,
+            code="model_not_found",
+        )
 
     def get(self, tenant: str, model: str) -> dict[str, Any]:
         return model_object(self.resolve(tenant, model))
@@ -172,8 +190,12 @@ class ModelService:
         try:
             manifest = self.resolve(tenant, model)
             if manifest.checkpoint_of:
-                raise ApiError(400, f"'{manifest.name}' is a checkpoint of {manifest.checkpoint_of}; it goes when "
-                               "that model is deleted.", param="model")  # fmt: skip
+                raise ApiError(
+                    400,
+                    f"'{manifest.name}' is a checkpoint of {manifest.checkpoint_of}; it goes when "
+                    "that model is deleted.",
+                    param="model",
+                )
             name = manifest.name
         except CorruptManifestError as err:
             name = err.name  # a damaged model can still be deleted by its name
@@ -186,8 +208,11 @@ class ModelService:
         if "adapter" not in manifest.parts:
             raise ApiError(400, f"Model '{manifest.name}' has no adapter to merge.", param="model")
         if manifest.checkpoint_of:
-            raise ApiError(400, f"'{manifest.name}' is a checkpoint: serve it as an adapter, or start a job from it "
-                           "and merge that model.", param="model")  # fmt: skip
+            raise ApiError(
+                400,
+                f"'{manifest.name}' is a checkpoint: serve it as an adapter, or start a job from it "
+                "and merge that model.",
+                param="model",
+            )
         self.state.enqueue_merge(tenant, manifest.name)
-        return {"id": manifest.name, "object": "model.merge", "status": "queued",
-                "merged": "merged" in manifest.parts}  # fmt: skip
+        return {"id": manifest.name, "object": "model.merge", "status": "queued", "merged": "merged" in manifest.parts}

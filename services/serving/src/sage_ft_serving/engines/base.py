@@ -29,8 +29,9 @@ class Engine(ABC):
         """How to start a server for ``artifact``; ``path_for_server`` maps local paths to the server's view."""
 
     @abstractmethod
-    async def attach(self, client: httpx.AsyncClient, server: ServerHandle, artifact: Artifact,
-                     server_path: str, plan: Plan) -> str:  # fmt: skip
+    async def attach(
+        self, client: httpx.AsyncClient, server: ServerHandle, artifact: Artifact, server_path: str, plan: Plan
+    ) -> str:
         """Make ``artifact`` servable on ``server``; returns the model id to put in requests."""
 
     async def detach(self, client: httpx.AsyncClient, server: ServerHandle, engine_model: str) -> None:

@@ -51,8 +51,20 @@ class VLLMEngine(Engine):
             base = Path(base_ref)
             model = path_for_server(base) if base.is_absolute() else base_ref  # a local directory, or a hub id
             served = artifact.manifest.base_model
-        args = ["--model", model, "--served-model-name", served, "--host", "{host}", "--port", "{port}",
-                "--load-format", "safetensors", "--uvicorn-log-level", "warning"]  # fmt: skip
+        args = [
+            "--model",
+            model,
+            "--served-model-name",
+            served,
+            "--host",
+            "{host}",
+            "--port",
+            "{port}",
+            "--load-format",
+            "safetensors",
+            "--uvicorn-log-level",
+            "warning",
+        ]
         if plan.max_model_len is not None:
             args += ["--max-model-len", str(plan.max_model_len)]
         if plan.mode == "adapter" and plan.lora_rank is not None:
@@ -67,17 +79,38 @@ class VLLMEngine(Engine):
             env["VLLM_CPU_KVCACHE_SPACE"] = str(cfg.vllm_cpu_kv_cache_gb)
         key = self.server_key(artifact, base_ref, plan)
         label = artifact.manifest.base_model if plan.mode == "adapter" else artifact.manifest.alias or "merged"
-        return ServerSpec(name=server_name("vllm", key, label), engine=self.name, module=API_SERVER, args=args,
-                          env=env, python=cfg.vllm_python, gpus=cfg.gpus_per_server if self.gpu else 0,
-                          labels={"sage-ft.engine": self.name})  # fmt: skip
+        return ServerSpec(
+            name=server_name("vllm", key, label),
+            engine=self.name,
+            module=API_SERVER,
+            args=args,
+            env=env,
+            python=cfg.vllm_python,
+            gpus=cfg.gpus_per_server if self.gpu else 0,
+            labels={"sage-ft.engine": self.name},
+        )
 
-    def embedding_spec(self, model_dir: Path, name: str, path_for_server: Callable[[Path], str], plan: Plan
-                       ) -> ServerSpec:  # fmt: skip
+    def embedding_spec(
+        self, model_dir: Path, name: str, path_for_server: Callable[[Path], str], plan: Plan
+    ) -> ServerSpec:
         """A pooling server for an embedding model (``/v1/embeddings``), served under ``name``."""
         cfg = self.settings.serving
-        args = ["--model", path_for_server(model_dir), "--served-model-name", name, "--runner", "pooling",
-                "--host", "{host}", "--port", "{port}", "--load-format", "safetensors",
-                "--uvicorn-log-level", "warning"]  # fmt: skip
+        args = [
+            "--model",
+            path_for_server(model_dir),
+            "--served-model-name",
+            name,
+            "--runner",
+            "pooling",
+            "--host",
+            "{host}",
+            "--port",
+            "{port}",
+            "--load-format",
+            "safetensors",
+            "--uvicorn-log-level",
+            "warning",
+        ]
         if plan.max_model_len is not None:
             args += ["--max-model-len", str(plan.max_model_len)]
         if self.gpu:
@@ -85,13 +118,20 @@ class VLLMEngine(Engine):
         env = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
         if not self.gpu:
             env["VLLM_CPU_KVCACHE_SPACE"] = str(cfg.vllm_cpu_kv_cache_gb)
-        return ServerSpec(name=server_name("vllm", f"embed:{model_dir}", f"embed-{name}"), engine=self.name,
-                          module=API_SERVER, args=args, env=env, python=cfg.vllm_python,
-                          gpus=cfg.gpus_per_server if self.gpu else 0,
-                          labels={"sage-ft.engine": self.name})  # fmt: skip
+        return ServerSpec(
+            name=server_name("vllm", f"embed:{model_dir}", f"embed-{name}"),
+            engine=self.name,
+            module=API_SERVER,
+            args=args,
+            env=env,
+            python=cfg.vllm_python,
+            gpus=cfg.gpus_per_server if self.gpu else 0,
+            labels={"sage-ft.engine": self.name},
+        )
 
-    async def attach(self, client: httpx.AsyncClient, server: ServerHandle, artifact: Artifact,
-                     server_path: str, plan: Plan) -> str:  # fmt: skip
+    async def attach(
+        self, client: httpx.AsyncClient, server: ServerHandle, artifact: Artifact, server_path: str, plan: Plan
+    ) -> str:
         name = artifact.engine_name
         if plan.mode == "merged":
             return name  # the server was started for this model under this name

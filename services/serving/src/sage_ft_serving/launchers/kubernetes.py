@@ -59,30 +59,56 @@ class KubernetesLauncher(Launcher):
         labels = self.labels(spec)
         selector = {SERVER_LABEL: spec.name}
         limits = {"nvidia.com/gpu": str(spec.gpus)} if spec.gpus else {}
-        probe = k.V1Probe(http_get=k.V1HTTPGetAction(path=spec.health_path, port=PORT), period_seconds=10,
-                          timeout_seconds=5, failure_threshold=3)  # fmt: skip
-        startup = k.V1Probe(http_get=k.V1HTTPGetAction(path=spec.health_path, port=PORT), period_seconds=10,
-                            failure_threshold=max(1, int(cfg.start_timeout_seconds // 10)))  # fmt: skip
+        probe = k.V1Probe(
+            http_get=k.V1HTTPGetAction(path=spec.health_path, port=PORT),
+            period_seconds=10,
+            timeout_seconds=5,
+            failure_threshold=3,
+        )
+        startup = k.V1Probe(
+            http_get=k.V1HTTPGetAction(path=spec.health_path, port=PORT),
+            period_seconds=10,
+            failure_threshold=max(1, int(cfg.start_timeout_seconds // 10)),
+        )
         container = k.V1Container(
-            name="server", image=cfg.docker_image, command=["python3", "-m", spec.module],
+            name="server",
+            image=cfg.docker_image,
+            command=["python3", "-m", spec.module],
             args=spec.argv("0.0.0.0", PORT),
             env=[k.V1EnvVar(name=n, value=v) for n, v in sorted({**spec.env, **_NON_ROOT_ENV}.items())],
             ports=[k.V1ContainerPort(container_port=PORT, name="http")],
-            resources=k.V1ResourceRequirements(requests={"cpu": cfg.k8s_cpu, "memory": cfg.k8s_memory, **limits},
-                                               limits={"memory": cfg.k8s_memory, **limits}),
-            readiness_probe=probe, liveness_probe=probe, startup_probe=startup,
-            volume_mounts=[k.V1VolumeMount(name="models", mount_path=cfg.docker_models_mount, read_only=True),
-                           k.V1VolumeMount(name="shm", mount_path="/dev/shm")],
-            security_context=k.V1SecurityContext(allow_privilege_escalation=False, run_as_non_root=True,
-                                                 run_as_user=1000, capabilities=k.V1Capabilities(drop=["ALL"])),
-        )  # fmt: skip
+            resources=k.V1ResourceRequirements(
+                requests={"cpu": cfg.k8s_cpu, "memory": cfg.k8s_memory, **limits},
+                limits={"memory": cfg.k8s_memory, **limits},
+            ),
+            readiness_probe=probe,
+            liveness_probe=probe,
+            startup_probe=startup,
+            volume_mounts=[
+                k.V1VolumeMount(name="models", mount_path=cfg.docker_models_mount, read_only=True),
+                k.V1VolumeMount(name="shm", mount_path="/dev/shm"),
+            ],
+            security_context=k.V1SecurityContext(
+                allow_privilege_escalation=False,
+                run_as_non_root=True,
+                run_as_user=1000,
+                capabilities=k.V1Capabilities(drop=["ALL"]),
+            ),
+        )
         pod = k.V1PodSpec(
-            containers=[container], automount_service_account_token=False,
-            volumes=[k.V1Volume(name="models", persistent_volume_claim=k.V1PersistentVolumeClaimVolumeSource(
-                         claim_name=cfg.k8s_models_pvc, read_only=True)),
-                     k.V1Volume(name="shm", empty_dir=k.V1EmptyDirVolumeSource(medium="Memory"))],
+            containers=[container],
+            automount_service_account_token=False,
+            volumes=[
+                k.V1Volume(
+                    name="models",
+                    persistent_volume_claim=k.V1PersistentVolumeClaimVolumeSource(
+                        claim_name=cfg.k8s_models_pvc, read_only=True
+                    ),
+                ),
+                k.V1Volume(name="shm", empty_dir=k.V1EmptyDirVolumeSource(medium="Memory")),
+            ],
             security_context=k.V1PodSecurityContext(run_as_non_root=True, fs_group=1000),
-        )  # fmt: skip
+        )
         owners = None
         if cfg.k8s_owner_name and cfg.k8s_owner_uid:
             owners = [
@@ -97,16 +123,24 @@ class KubernetesLauncher(Launcher):
             ]
         meta = k.V1ObjectMeta(name=spec.name, namespace=self.ns, labels=labels, owner_references=owners)
         deployment = k.V1Deployment(
-            api_version="apps/v1", kind="Deployment", metadata=meta,
-            spec=k.V1DeploymentSpec(replicas=1, selector=k.V1LabelSelector(match_labels=selector),
-                                    strategy=k.V1DeploymentStrategy(type="Recreate"),
-                                    template=k.V1PodTemplateSpec(metadata=k.V1ObjectMeta(labels=labels), spec=pod)),
-        )  # fmt: skip
+            api_version="apps/v1",
+            kind="Deployment",
+            metadata=meta,
+            spec=k.V1DeploymentSpec(
+                replicas=1,
+                selector=k.V1LabelSelector(match_labels=selector),
+                strategy=k.V1DeploymentStrategy(type="Recreate"),
+                template=k.V1PodTemplateSpec(metadata=k.V1ObjectMeta(labels=labels), spec=pod),
+            ),
+        )
         service = k.V1Service(
-            api_version="v1", kind="Service", metadata=meta,
-            spec=k.V1ServiceSpec(type="ClusterIP", selector=selector,
-                                 ports=[k.V1ServicePort(name="http", port=PORT, target_port=PORT)]),
-        )  # fmt: skip
+            api_version="v1",
+            kind="Service",
+            metadata=meta,
+            spec=k.V1ServiceSpec(
+                type="ClusterIP", selector=selector, ports=[k.V1ServicePort(name="http", port=PORT, target_port=PORT)]
+            ),
+        )
         return deployment, service
 
     def start(self, spec: ServerSpec) -> ServerHandle:

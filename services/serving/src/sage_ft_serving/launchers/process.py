@@ -32,8 +32,9 @@ class ProcessLauncher(Launcher):
         port = free_port(self.host)
         log_path = self.settings.log_dir / f"{spec.name}.log"
         python = str(spec.python) if spec.python else "python3"
-        proc = spawn([python, "-m", spec.module, *spec.argv(self.host, port)], log_path,
-                     env=server_environment(spec.env))  # fmt: skip
+        proc = spawn(
+            [python, "-m", spec.module, *spec.argv(self.host, port)], log_path, env=server_environment(spec.env)
+        )
         self.procs[spec.name] = proc
         return ServerHandle(spec.name, f"http://{self.host}:{port}", pid=proc.pid, log_path=log_path, ref=proc)
 

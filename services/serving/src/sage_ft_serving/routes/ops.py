@@ -5,9 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import generate_latest
-from starlette.concurrency import run_in_threadpool
 
-from sage_ft_serving.deps import State
+from sage_ft_serving.deps import Manager, State
 
 router = APIRouter(tags=["ops"])
 
@@ -17,19 +16,30 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
-                                   503: {"description": "The object store is unreachable",
-                                         "content": {"text/plain": {"schema": {"type": "string"}}}}})  # fmt: skip
-async def readyz(state: State) -> Response:
+@router.get(
+    "/readyz",
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        503: {
+            "description": "The object store is unreachable",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+    },
+)
+async def readyz(manager: Manager) -> Response:
     try:
-        await run_in_threadpool(state.manager.store.exists, "healthz-probe")
+        await manager.check_store()
     except Exception as err:
         return PlainTextResponse(f"object store: {type(err).__name__}", status_code=503)
     return PlainTextResponse("ok")
 
 
-@router.get("/metrics", responses={200: {"description": "Prometheus text format",
-                                          "content": {"text/plain": {"schema": {"type": "string"}}}}})  # fmt: skip
+@router.get(
+    "/metrics",
+    responses={
+        200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    },
+)
 async def prometheus(state: State) -> Response:
     await state.refresh_engine_metrics()
     return Response(generate_latest(state.metrics.registry), media_type="text/plain; version=0.0.4")

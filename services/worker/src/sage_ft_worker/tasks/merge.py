@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 from sage_ft.jobs.broker import MERGE_TASK
-from sage_ft.storage import fetch_part, publish_model, read_manifest
+from sage_ft.storage import fetch_part, publish_model, read_model
 from sage_ft.storage.base import IntegrityError
 from sage_ft.storage.manifest import model_prefix
 from sage_ft.storage.merges import clear_merge_failure, record_merge_failure
@@ -25,7 +25,7 @@ def merge(tenant: str, model: str) -> str:
 
     ctx = app.context
     store = ctx.tenant_store(tenant)
-    manifest = read_manifest(store, model)
+    manifest = read_model(store, model)
     if manifest is None:
         log.warning("merge of %s skipped: not published", model)
         return "not found"
@@ -35,8 +35,13 @@ def merge(tenant: str, model: str) -> str:
         adapter = fetch_part(store, model, "adapter", scratch / "adapter")
         merged = merge_adapter(adapter, scratch / "merged", base_model=resolve_model(manifest.base_model))
         replaced = manifest.location("merged") if "merged" in manifest.parts else None
-        now = publish_model(store, model, {"merged": Path(merged)}, base_model=manifest.base_model,
-                            scope=f"merges/{uuid.uuid4().hex[:12]}")  # fmt: skip
+        now = publish_model(
+            store,
+            model,
+            {"merged": Path(merged)},
+            base_model=manifest.base_model,
+            scope=f"merges/{uuid.uuid4().hex[:12]}",
+        )
         if replaced and replaced != now.location("merged"):
             store.delete_prefix(model_prefix(model) + replaced)  # the merge it superseded
         clear_merge_failure(store, model)

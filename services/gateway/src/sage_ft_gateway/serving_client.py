@@ -1,4 +1,4 @@
-"""The gateway's side of serving: requests forwarded to the serving service with the caller's tenant.
+"""The HTTP client of the serving service (another process): requests forwarded there with the caller's tenant.
 
 The gateway authenticates; serving trusts the ``X-Sage-Tenant`` header it sets (serving listens on the internal
 network only). Streams pass through chunk by chunk. If serving is down, callers get a 503 in OpenAI's shape.
@@ -29,8 +29,12 @@ class ServingClient:
 
     def _unavailable(self, err: Exception) -> ApiError:
         log.error("serving at %s unreachable: %s", self.base_url, err)
-        return ApiError(503, "The serving service is unavailable; try again shortly.", code="serving_unavailable",
-                        headers={"Retry-After": "5"})  # fmt: skip
+        return ApiError(
+            503,
+            "The serving service is unavailable; try again shortly.",
+            code="serving_unavailable",
+            headers={"Retry-After": "5"},
+        )
 
     async def forward(
         self, request: Request, path: str, tenant: str, body: dict[str, Any] | None = None, asked: str | None = None
@@ -43,8 +47,9 @@ class ServingClient:
         if request.headers.get("x-sage-no-wait"):
             headers["X-Sage-No-Wait"] = "1"
         content = json.dumps(body).encode() if body is not None else None
-        upstream = self.client.build_request(request.method, path, content=content, headers=headers,
-                                             params=request.query_params)  # fmt: skip
+        upstream = self.client.build_request(
+            request.method, path, content=content, headers=headers, params=request.query_params
+        )
         try:
             resp = await self.client.send(upstream, stream=True)
         except httpx.HTTPError as err:
@@ -67,8 +72,11 @@ class ServingClient:
     def undeploy(self, tenant: str, model: str) -> None:
         """Best effort, when a model is deleted: its adapter is unloaded and an unused server stopped."""
         try:
-            httpx.delete(f"{self.base_url}/v1/deployments/{quote(model, safe=':')}", headers={"X-Sage-Tenant": tenant},
-                         timeout=30)  # fmt: skip
+            httpx.delete(
+                f"{self.base_url}/v1/deployments/{quote(model, safe=':')}",
+                headers={"X-Sage-Tenant": tenant},
+                timeout=30,
+            )
         except (httpx.HTTPError, httpx.InvalidURL) as err:
             log.warning("could not undeploy %s from serving: %s", model, err)
 
