@@ -287,3 +287,22 @@ def test_files_list_get_content_delete(client: openai.OpenAI, qa_records: list[d
         client.files.retrieve(created.id)
     with pytest.raises(openai.NotFoundError):
         client.files.content(created.id)
+
+
+def test_the_listed_presets_are_exactly_the_ones_a_job_accepts(
+    stack: Stack, client: openai.OpenAI, good_file: str
+) -> None:
+    """``GET /v1/presets`` (what the console's form offers): each listed name prices a job, and a name it does not
+    list is a 400 naming ``preset``."""
+    listed = httpx.get(f"{stack.url}/v1/presets", timeout=30).json()["data"]
+    names = [p["id"] for p in listed]
+    assert names[0] == "auto" and {"cpu", "tiny", "rtx_3060", "minimal"} <= set(names)
+    assert next(p for p in listed if p["id"] == "minimal")["quantization"] == "4bit"
+    for name in names:
+        estimate = client.fine_tuning.jobs.with_raw_response.create(
+            model="sage-tiny", training_file=good_file, extra_body={"preset": name, "dry_run": True}
+        ).http_response.json()
+        assert estimate["object"] == "fine_tuning.job.estimate" and estimate["estimate"]["preset"] == name
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.fine_tuning.jobs.create(model="sage-tiny", training_file=good_file, extra_body={"preset": "h100"})
+    assert _error(exc)["param"] == "preset"

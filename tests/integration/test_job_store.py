@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from stack import start_redis
 
-from sage_ft.jobs import Job, JobConflictError, JobStatus, JobStore, lifecycle
+from sage_ft.jobs import Job, JobConflictError, JobStatus, JobStore, job_states
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_only_one_of_many_concurrent_claims_wins(store: JobStore) -> None:
 
     def contend(owner: str) -> None:
         barrier.wait()
-        if lifecycle.claim(store, job.id, owner, lease_s=30).job is not None:
+        if job_states.claim(store, job.id, owner, lease_s=30).job is not None:
             winners.append(owner)
 
     threads = [threading.Thread(target=contend, args=(f"w{i}",)) for i in range(8)]
@@ -49,36 +49,36 @@ def test_only_one_of_many_concurrent_claims_wins(store: JobStore) -> None:
 def test_lease_expiry_reaper_requeues_then_fails_after_max_attempts(store: JobStore) -> None:
     job = new_job(store, max_attempts=2)
     enqueued: list[str] = []
-    assert lifecycle.claim(store, job.id, "a", lease_s=0.2).job is not None
-    assert lifecycle.claim(store, job.id, "b", lease_s=5).job is None  # a live lease belongs to "a"
-    assert lifecycle.reap(store, lambda j: enqueued.append(j.id)) == []  # not expired yet
+    assert job_states.claim(store, job.id, "a", lease_s=0.2).job is not None
+    assert job_states.claim(store, job.id, "b", lease_s=5).job is None  # a live lease belongs to "a"
+    assert job_states.reap(store, lambda j: enqueued.append(j.id)) == []  # not expired yet
     time.sleep(0.3)
-    assert lifecycle.heartbeat(store, job.id, "a", 5) is not None  # a late heartbeat still renews: nobody took it
+    assert job_states.heartbeat(store, job.id, "a", 5) is not None  # a late heartbeat still renews: nobody took it
     time.sleep(0.1)
     store.update(job.id, lambda j: j.model_copy(update={"lease_expires_at": 0.0}))  # "a" died
-    assert lifecycle.reap(store, lambda j: enqueued.append(j.id)) == [job.id]
+    assert job_states.reap(store, lambda j: enqueued.append(j.id)) == [job.id]
     after = store.get_job(job.id)
     assert after is not None and after.status == JobStatus.QUEUED and enqueued == [job.id]
-    assert lifecycle.heartbeat(store, job.id, "a", 5) is None  # the old owner has lost it
-    claimed = lifecycle.claim(store, job.id, "b", lease_s=0.1).job
+    assert job_states.heartbeat(store, job.id, "a", 5) is None  # the old owner has lost it
+    claimed = job_states.claim(store, job.id, "b", lease_s=0.1).job
     assert claimed is not None and claimed.attempt == 2
     time.sleep(0.2)
-    lifecycle.reap(store, lambda j: enqueued.append(j.id))
+    job_states.reap(store, lambda j: enqueued.append(j.id))
     failed = store.get_job(job.id)
     assert failed is not None and failed.status == JobStatus.FAILED
     assert failed.error is not None and failed.error.code == "worker_lost"
-    assert lifecycle.finish(store, job.id, "b", JobStatus.SUCCEEDED) is None  # too late to succeed
+    assert job_states.finish(store, job.id, "b", JobStatus.SUCCEEDED) is None  # too late to succeed
 
 
 def test_cancel_rules(store: JobStore) -> None:
     queued = new_job(store)
-    assert lifecycle.request_cancel(store, queued.id).status == JobStatus.CANCELLED
-    assert lifecycle.claim(store, queued.id, "w", 30).job is None
+    assert job_states.request_cancel(store, queued.id).status == JobStatus.CANCELLED
+    assert job_states.claim(store, queued.id, "w", 30).job is None
     with pytest.raises(JobConflictError):
-        lifecycle.request_cancel(store, queued.id)
+        job_states.request_cancel(store, queued.id)
     running = new_job(store)
-    lifecycle.claim(store, running.id, "w", 30)
-    flagged = lifecycle.request_cancel(store, running.id)
+    job_states.claim(store, running.id, "w", 30)
+    flagged = job_states.request_cancel(store, running.id)
     assert flagged.status == JobStatus.RUNNING and flagged.cancel_requested
 
 
@@ -87,7 +87,7 @@ def test_reconciler_reenqueues_only_what_the_broker_lost(store: JobStore) -> Non
     held = new_job(store, enqueued_at=time.time() - 60)
     fresh = new_job(store, enqueued_at=time.time())
     enqueued: list[str] = []
-    fixed = lifecycle.reconcile(store, lambda j: enqueued.append(j.id), lambda jid: jid == held.id, after_s=30)
+    fixed = job_states.reconcile(store, lambda j: enqueued.append(j.id), lambda jid: jid == held.id, after_s=30)
     assert lost.id in fixed and held.id not in fixed and fresh.id not in fixed
     assert lost.id in enqueued
 
@@ -115,7 +115,7 @@ def test_events_page_newest_first_with_cursor(store: JobStore) -> None:
 def test_jobs_by_status_counts(store: JobStore, tmp_path: Path) -> None:
     before = store.count_by_status()
     job = new_job(store)
-    lifecycle.request_cancel(store, job.id)
+    job_states.request_cancel(store, job.id)
     after = store.count_by_status()
     assert after.get("cancelled", 0) == before.get("cancelled", 0) + 1
 
@@ -139,11 +139,11 @@ def test_a_stale_attempt_is_fenced_off_the_commit_by_the_real_lease(
     adapter.mkdir()
     (adapter / "adapter_model.safetensors").write_bytes(b"w")
     job = new_job(store)
-    assert lifecycle.claim(store, job.id, "wa", lease_s=0.3).job is not None
+    assert job_states.claim(store, job.id, "wa", lease_s=0.3).job is not None
     stale = LeaseKeeper(store, job.id, "wa", 0.3, 60, on_flags=lambda _: None)  # its threads are not needed here
     time.sleep(0.4)
-    assert lifecycle.reap(store, enqueue=lambda _: None) == [job.id]
-    live = lifecycle.claim(store, job.id, "wb", lease_s=30).job
+    assert job_states.reap(store, enqueue=lambda _: None) == [job.id]
+    live = job_states.claim(store, job.id, "wb", lease_s=30).job
     assert live is not None and live.attempt == 2
 
     with pytest.raises(PublishFencedError):
@@ -175,10 +175,10 @@ def test_a_stale_attempt_is_fenced_off_the_commit_by_the_real_lease(
 def test_finished_jobs_leave_redis_after_their_retention_and_active_ones_stay(store: JobStore) -> None:
     done, running = new_job(store, tenant="ret"), new_job(store, tenant="ret")
     for job in (done, running):
-        assert lifecycle.claim(store, job.id, "w", lease_s=30).job is not None
+        assert job_states.claim(store, job.id, "w", lease_s=30).job is not None
         store.add_event(job.id, "Step 1/2: training loss=1.0")
         store.add_checkpoint(job.id, {"step_number": 1})
-    assert lifecycle.finish(store, done.id, "w", JobStatus.SUCCEEDED) is not None
+    assert job_states.finish(store, done.id, "w", JobStatus.SUCCEEDED) is not None
     ended = store.get_job(done.id).finished_at  # type: ignore[union-attr]
     assert done.id not in store.purge_finished(ended - 1)  # not yet past its retention (others of this module may be)
     assert done.id in store.purge_finished(ended + 1)

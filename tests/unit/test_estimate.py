@@ -9,7 +9,7 @@ import pytest
 
 from sage_ft.config import LoRAConfig, TrainingConfig
 from sage_ft.jobs.estimate import (
-    RunRecord,
+    PastJob,
     fit_seconds,
     optimizer_steps,
     packed_sequences,
@@ -80,15 +80,15 @@ def test_truncation_cuts_each_record_at_max_length() -> None:
 
 
 def test_the_time_fit_separates_fixed_cost_from_speed() -> None:
-    history = [RunRecord(tokens=t, seconds=20 + t / 400) for t in (2_000, 8_000, 20_000)]
+    history = [PastJob(tokens=t, seconds=20 + t / 400) for t in (2_000, 8_000, 20_000)]
     seconds, basis = fit_seconds(history, 40_000, default_rate=500)
     assert seconds == pytest.approx(20 + 100, rel=1e-6)
     assert basis["fixed_seconds"] == pytest.approx(20) and basis["tokens_per_second"] == pytest.approx(400)
     one, basis = fit_seconds(history[:1], 4_000, default_rate=500)
     assert one == pytest.approx(4_000 / (2_000 / 25)) and basis["jobs"] == 1
     split = [
-        RunRecord(tokens=2_000, seconds=25, train_seconds=5),
-        RunRecord(tokens=8_000, seconds=41, train_seconds=20),
+        PastJob(tokens=2_000, seconds=25, train_seconds=5),
+        PastJob(tokens=8_000, seconds=41, train_seconds=20),
     ]
     two, basis = fit_seconds(split, 4_000, default_rate=500)  # fixed: median(20, 21); speed: median(400, 400)
     assert two == pytest.approx(20.5 + 10) and basis["jobs"] == 2

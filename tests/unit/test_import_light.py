@@ -39,7 +39,7 @@ def test_the_library_needs_no_web_stack_outside_its_http_extra() -> None:
     for the services under the ``http`` extra, needs it."""
     code = (
         "import sys; sys.modules['fastapi'] = None; sys.modules['starlette'] = None\n"
-        "import sage_ft, sage_ft.storage, sage_ft.jobs, sage_ft.jobs.lifecycle, sage_ft.data, sage_ft.settings\n"
+        "import sage_ft, sage_ft.storage, sage_ft.jobs, sage_ft.jobs.job_states, sage_ft.data, sage_ft.settings\n"
         "import sage_ft.storage.merges, sage_ft.jobs.broker\n"
         "try:\n    import sage_ft.api_errors\nexcept ImportError:\n    print('api_errors needs fastapi')\n"
     )

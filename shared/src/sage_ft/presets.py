@@ -169,6 +169,32 @@ class PresetConfigs:
         return config
 
     @classmethod
+    def describe(cls) -> list[dict[str, Any]]:
+        """Each preset as the API lists it (``GET /v1/presets``): its purpose and the settings that tell them apart.
+        ``auto`` comes first: it is what a job without a preset gets (the preset for the machine it trains on)."""
+        out: list[dict[str, Any]] = [
+            {"id": "auto", "object": "preset", "description": "The preset for the GPU the job trains on."}
+        ]
+        for name in cls.NAMES:
+            config: TrainingConfig = getattr(cls, name)()
+            doc = (getattr(cls, name).__doc__ or "").strip().split("\n")[0]
+            quantization = "4bit" if config.load_in_4bit else "8bit" if config.load_in_8bit else "none"
+            out.append(
+                {
+                    "id": name,
+                    "object": "preset",
+                    "description": doc,
+                    "quantization": quantization,
+                    "max_length": config.max_length,
+                    "batch_size": config.per_device_train_batch_size,
+                    "gradient_accumulation_steps": config.gradient_accumulation_steps,
+                    "lora_rank": config.lora.r,
+                    "learning_rate": config.learning_rate,
+                }
+            )
+        return out
+
+    @classmethod
     def choose(cls, accelerator: Accelerator | None = None) -> PresetChoice:
         """Pick a preset for ``accelerator`` (detected when omitted) and explain the choice."""
         acc = accelerator or detect_accelerator()

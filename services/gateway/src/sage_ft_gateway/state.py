@@ -12,8 +12,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from sage_ft.evals.runstore import RunRecord as EvalRun
-from sage_ft.evals.runstore import RunStore
+from sage_ft.evals.runstore import EvalRun, RunStore
 from sage_ft.jobs import Job, JobStore
 from sage_ft.jobs.broker import TaskSender, broker_holds, queue_depth
 from sage_ft.jobs.secrets import SecretBox

@@ -21,11 +21,11 @@ import httpx
 import redis
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
-from sage_ft.evals import runlife
+from sage_ft.evals import run_states
 from sage_ft.evals.graders import StringCheck, TextSimilarity
 from sage_ft.evals.items import load_rows
 from sage_ft.evals.runs import FileContentSource, RunRequest, criteria_of, output_item, prompt
-from sage_ft.evals.runstore import ACTIVE_RUN, RunRecord, RunStore
+from sage_ft.evals.runstore import ACTIVE_RUN, EvalRun, RunStore
 from sage_ft.evals.store import EvalStore
 from sage_ft.jobs.model import now
 from sage_ft_worker import metrics
@@ -97,7 +97,7 @@ class EvalRunner:
             return "taken"
         try:
             with _Lease(self.runs, self.run_id, self.owner, jobs.lease_seconds, jobs.heartbeat_seconds) as lease:
-                run = runlife.start(self.runs, self.run_id)
+                run = run_states.start(self.runs, self.run_id)
                 outcome = self._execute(run, lease) if run is not None else "gone"
         except KeyError:
             outcome = "deleted"  # the run (or its eval) was deleted while it ran
@@ -107,11 +107,11 @@ class EvalRunner:
         return outcome
 
     def _fail(self, code: str, message: str) -> str:
-        runlife.finish(self.runs, self.run_id, "failed", {"code": code, "message": message})
+        run_states.finish(self.runs, self.run_id, "failed", {"code": code, "message": message})
         self.runs.add_event(self.run_id, message, level="error", type="failed")
         return "failed"
 
-    def _execute(self, run: RunRecord, lease: _Lease) -> str:
+    def _execute(self, run: EvalRun, lease: _Lease) -> str:
         record = EvalStore(self.ctx.jobs).get(run.tenant, run.eval_id)
         if record is None:
             return self._fail("eval_not_found", f"The eval {run.eval_id} was deleted.")
@@ -139,7 +139,7 @@ class EvalRunner:
             return self._fail("model_not_found", str(err))
         if stopped:
             return stopped
-        ended = runlife.finish(self.runs, self.run_id, "completed")
+        ended = run_states.finish(self.runs, self.run_id, "completed")
         counts = self.runs.counts(self.run_id)
         self.runs.add_event(
             self.run_id,
@@ -155,7 +155,7 @@ class EvalRunner:
         work.mkdir(parents=True, exist_ok=True)
         return work
 
-    def _rows(self, run: RunRecord, request: RunRequest, schema: dict[str, Any], scratch: Path) -> list[dict]:
+    def _rows(self, run: EvalRun, request: RunRequest, schema: dict[str, Any], scratch: Path) -> list[dict]:
         source = request.data_source.source
         if isinstance(source, FileContentSource):
             return source.content
@@ -164,7 +164,7 @@ class EvalRunner:
 
     def _grade_all(
         self,
-        run: RunRecord,
+        run: EvalRun,
         request: RunRequest,
         criteria: list[StringCheck | TextSimilarity],
         rows: list[dict],
@@ -211,7 +211,7 @@ class EvalRunner:
     def _grade_one(
         self,
         client: httpx.Client,
-        run: RunRecord,
+        run: EvalRun,
         request: RunRequest,
         criteria: list[StringCheck | TextSimilarity],
         index: int,

@@ -14,7 +14,7 @@ from sage_ft.evals.compare import summary
 from sage_ft.evals.graders import parse_criteria
 from sage_ft.evals.model import EvalRecord
 from sage_ft.evals.runs import output_item
-from sage_ft.evals.runstore import RunRecord, RunStore
+from sage_ft.evals.runstore import EvalRun, RunStore
 from sage_ft.evals.store import EvalStore
 from sage_ft.jobs import JobStore
 from sage_ft.jobs.model import Job, new_id, now
@@ -64,7 +64,7 @@ def record(jobs: JobStore, job: Job, model: str, report: dict[str, Any]) -> dict
             "source": {"type": "holdout", "job_id": job.id},
             "sampling_params": {"temperature": 0.0},
         }
-        run = RunRecord(
+        run = EvalRun(
             id=new_id("evalrun"),
             eval_id=ev.id,
             tenant=job.tenant,

@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from sage_ft.jobs import JobStore, lifecycle
+from sage_ft.jobs import JobStore, job_states
 from sage_ft.jobs.model import Job
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class LeaseKeeper:
 
     def renew(self) -> bool:
         """One renewal now; False if the lease is ours no longer. Redis errors propagate to the caller."""
-        job = lifecycle.heartbeat(self.jobs, self.job_id, self.owner, self.lease_s, **self.progress)
+        job = job_states.heartbeat(self.jobs, self.job_id, self.owner, self.lease_s, **self.progress)
         if job is None:
             self.lost.set()
             return False

@@ -21,7 +21,7 @@ from typing import Any
 
 from sage_ft.data.builtin import builtin_dataset_path
 from sage_ft.fsutil import disk_full_reason
-from sage_ft.jobs import lifecycle
+from sage_ft.jobs import job_states
 from sage_ft.jobs.model import Job, JobError, JobStatus, fine_tuned_model_name
 from sage_ft.jobs.secrets import SecretBox
 from sage_ft.jobs.spec import JobRequest, build_training_config
@@ -86,7 +86,7 @@ class TrainRunner:
     # -- entry ------------------------------------------------------------------------------------------------
 
     def run(self) -> str:
-        claim = lifecycle.claim(self.ctx.jobs, self.job_id, self.owner, self.lease_s)
+        claim = job_states.claim(self.ctx.jobs, self.job_id, self.owner, self.lease_s)
         if claim.job is None:
             metrics.DUPLICATE_DELIVERIES.inc()
             log.info("job %s: delivery skipped (%s)", self.job_id, claim.reason)
@@ -101,7 +101,7 @@ class TrainRunner:
         except AccessDeniedError as err:  # revoked or wrong storage credentials: every retry would meet the same
             log.error("job %s: attempt %d: %s", job.id, job.attempt, err)
             error = JobError(code="storage_access_denied", message=f"{err}; nothing was published")
-            lifecycle.finish(self.ctx.jobs, job.id, self.owner, JobStatus.FAILED, error)
+            job_states.finish(self.ctx.jobs, job.id, self.owner, JobStatus.FAILED, error)
             self.ctx.jobs.add_event(job.id, f"Job failed: {error.message}", level="error")
             outcome = "failed"
             return outcome
@@ -116,11 +116,11 @@ class TrainRunner:
     def _requeue_or_fail(self, job: Job, reason: str) -> None:
         """A fault outside training (storage down, worker bug): hand the job back; the reconciler re-enqueues it."""
         if job.attempt >= job.max_attempts:
-            lifecycle.finish(
+            job_states.finish(
                 self.ctx.jobs, job.id, self.owner, JobStatus.FAILED, JobError(code="worker_error", message=reason)
             )
             self.ctx.jobs.add_event(job.id, f"Job failed: {reason}", level="error")
-        elif lifecycle.finish(self.ctx.jobs, job.id, self.owner, JobStatus.QUEUED, enqueued_at=0.0):
+        elif job_states.finish(self.ctx.jobs, job.id, self.owner, JobStatus.QUEUED, enqueued_at=0.0):
             self.ctx.jobs.add_event(job.id, f"Attempt {job.attempt} failed ({reason}); job re-queued", level="warn")
 
     # -- one attempt ------------------------------------------------------------------------------------------
@@ -390,7 +390,7 @@ class TrainRunner:
             log.warning("job %s: could not remove its uploads: %s", run.job.id, err)
         failed = [event_record(f"Job failed: {message}", level="error")]
         error = JobError(code=code, message=message)
-        lifecycle.finish(self.ctx.jobs, run.job.id, self.owner, JobStatus.FAILED, error, events=failed)
+        job_states.finish(self.ctx.jobs, run.job.id, self.owner, JobStatus.FAILED, error, events=failed)
         return "failed"
 
     def _retry_or_fail(self, run: _Run, code: str, reason: str, returncode: int | None, detail: str = "") -> str:
@@ -399,7 +399,7 @@ class TrainRunner:
         job = run.job
         log.warning("job %s: attempt %d ended: %s", job.id, job.attempt, reason)
         if job.attempt < job.max_attempts:
-            lifecycle.finish(self.ctx.jobs, job.id, self.owner, JobStatus.QUEUED, enqueued_at=0.0)
+            job_states.finish(self.ctx.jobs, job.id, self.owner, JobStatus.QUEUED, enqueued_at=0.0)
             message = f"Attempt {job.attempt} of {job.max_attempts} ended: {reason}; re-queued"
             data = {"code": code, "returncode": returncode, "peak_rss_bytes": run.peak_rss}
             self.ctx.jobs.add_event(job.id, message, level="warn", data=data)
@@ -429,14 +429,14 @@ class TrainRunner:
             delete_checkpoints(run.store, job.id)
             jobs.clear_checkpoints(job.id)  # the listing and the store agree: both empty
             delete_model(run.store, fine_tuned_model_name(job.root_model, job.suffix, job.id))
-            lifecycle.finish(jobs, job.id, self.owner, JobStatus.CANCELLED)
+            job_states.finish(jobs, job.id, self.owner, JobStatus.CANCELLED)
             latency = {"step": result["global_step"], "stop_latency_steps": result.get("stop_latency_steps")}
             jobs.add_event(
                 job.id, f"Job cancelled at step {result['global_step']}; nothing was published", data=latency
             )
             return "cancelled"
         if result["status"] == "stopped":
-            status = lifecycle.finish_pause(jobs, job.id, self.owner, result["global_step"])
+            status = job_states.finish_pause(jobs, job.id, self.owner, result["global_step"])
             if status == JobStatus.QUEUED:
                 jobs.add_event(
                     job.id,
@@ -499,7 +499,7 @@ class TrainRunner:
             event_record(f"New fine-tuned model created: {name}"),
             event_record("The job has successfully completed"),
         ]
-        done = lifecycle.finish(
+        done = job_states.finish(
             jobs,
             job.id,
             self.owner,

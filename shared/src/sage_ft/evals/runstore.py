@@ -37,7 +37,7 @@ return 0
 """
 
 
-class RunRecord(BaseModel):
+class EvalRun(BaseModel):
     """One run of an eval as the store keeps it; ``to_openai`` decides what a caller sees."""
 
     model_config = ConfigDict(extra="ignore")
@@ -119,7 +119,7 @@ class RunStore:
 
     # -- records ---------------------------------------------------------------------------------------------------
 
-    def create(self, record: RunRecord) -> None:
+    def create(self, record: EvalRun) -> None:
         """A new run: queued for a worker, or already finished (a job's held-out evaluation, graded in training)."""
         pipe = self.r.pipeline(transaction=True)
         pipe.set(self._key(record.id), record.model_dump_json())
@@ -130,9 +130,9 @@ class RunStore:
         pipe.rpush(self._key(record.id, "events"), json.dumps(event))
         pipe.execute()
 
-    def get(self, run_id: str) -> RunRecord | None:
+    def get(self, run_id: str) -> EvalRun | None:
         raw = self.r.get(self._key(run_id))
-        return RunRecord.model_validate_json(raw) if raw else None
+        return EvalRun.model_validate_json(raw) if raw else None
 
     def status(self, run_id: str) -> str | None:
         """The run's status alone (None: no such run), without parsing its data source."""
@@ -140,37 +140,37 @@ class RunStore:
         if raw is None:
             return None
         found = _STATUS.search(raw)
-        return found.group(1) if found else RunRecord.model_validate_json(raw).status
+        return found.group(1) if found else EvalRun.model_validate_json(raw).status
 
-    def get_for(self, tenant: str, eval_id: str, run_id: str) -> RunRecord | None:
+    def get_for(self, tenant: str, eval_id: str, run_id: str) -> EvalRun | None:
         """The run if it is ``eval_id``'s and ``tenant``'s; anything else looks exactly like a missing one."""
         run = self.get(run_id)
         return run if run is not None and run.tenant == tenant and run.eval_id == eval_id else None
 
-    def update(self, run_id: str, rule: Callable[[RunRecord], RunRecord | None]) -> RunRecord:
+    def update(self, run_id: str, rule: Callable[[EvalRun], EvalRun | None]) -> EvalRun:
         """Compare-and-set: ``rule`` gets the current record and returns the new one (None: leave it)."""
 
-        def write(pipe: Any, _: RunRecord, new: RunRecord) -> None:
+        def write(pipe: Any, _: EvalRun, new: EvalRun) -> None:
             pipe.set(self._key(run_id), new.model_dump_json())
             (pipe.sadd if new.status in ACTIVE_RUN else pipe.srem)(self._active, run_id)
 
-        return compare_and_set(self.r, self._key(run_id), run_id, RunRecord, rule, write)
+        return compare_and_set(self.r, self._key(run_id), run_id, EvalRun, rule, write)
 
     def page(
         self, eval_id: str, *, after: str | None, limit: int, newest_first: bool, status: str | None = None
-    ) -> tuple[list[RunRecord], bool]:
+    ) -> tuple[list[EvalRun], bool]:
         ids: list[str] = (self.r.zrevrange if newest_first else self.r.zrange)(self._index(eval_id), 0, -1)
         if after is not None:
             ids = ids[ids.index(after) + 1 :] if after in ids else []
         raws = self.r.mget([self._key(i) for i in ids]) if ids else []
-        runs = [RunRecord.model_validate_json(r) for r in raws if r]
+        runs = [EvalRun.model_validate_json(r) for r in raws if r]
         runs = [r for r in runs if status is None or r.status == status]
         return runs[:limit], len(runs) > limit
 
     def run_ids(self, eval_id: str) -> list[str]:
         return list(self.r.zrange(self._index(eval_id), 0, -1))
 
-    def delete(self, run: RunRecord) -> None:
+    def delete(self, run: EvalRun) -> None:
         pipe = self.r.pipeline(transaction=True)
         pipe.delete(*(self._key(run.id, part) for part in ("", "items", "counts", "lease", "events")))
         pipe.zrem(self._index(run.eval_id), run.id)

@@ -34,7 +34,7 @@ MLP_PROJ = ("gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(frozen=True)
-class RunRecord:
+class PastJob:
     """One finished job, as the throughput history keeps it."""
 
     tokens: int
@@ -74,7 +74,7 @@ def optimizer_steps(sequences: int, config: TrainingConfig) -> int:
     return math.ceil(config.num_train_epochs * per_epoch)
 
 
-def fit_seconds(history: list[RunRecord], tokens: int, default_rate: float) -> tuple[float, dict[str, Any]]:
+def fit_seconds(history: list[PastJob], tokens: int, default_rate: float) -> tuple[float, dict[str, Any]]:
     """Wall seconds for ``tokens`` trained tokens, and how the figure was reached."""
     runs = [r for r in history if r.tokens > 0 and r.seconds > 0]
     if not runs:
@@ -268,7 +268,7 @@ def estimate(
     *,
     has_validation_file: bool,
     model: dict[str, Any] | None,
-    history: list[RunRecord],
+    history: list[PastJob],
     default_rate: float,
     liger: bool = False,
 ) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from sage_ft_gateway.protocol.common import ApiModel
+from sage_ft_gateway.protocol.params import ApiModel
 
 Status = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled", "paused"]
 

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Query
 from sage_ft.api_errors import error_responses
 from sage_ft.evals.runs import RunRequest
 from sage_ft_gateway.deps import Svc, Tenant
-from sage_ft_gateway.protocol.common import IdPath
 from sage_ft_gateway.protocol.evals import (
     EvalRunDeleted,
     EvalRunEvents,
@@ -18,6 +17,7 @@ from sage_ft_gateway.protocol.evals import (
     OutputItemList,
     OutputItemObject,
 )
+from sage_ft_gateway.protocol.params import IdPath
 
 router = APIRouter(prefix="/v1/evals/{eval_id}/runs", tags=["evals"], responses=error_responses(400, 401, 404, 503))
 RunCursor = Annotated[str | None, Query(pattern=r"^evalrun-[0-9a-f]{1,64}$", description="A run id: list after it.")]

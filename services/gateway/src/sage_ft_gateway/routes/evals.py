@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query
 from sage_ft.api_errors import error_responses
 from sage_ft.evals.model import EvalCreate, EvalUpdate
 from sage_ft_gateway.deps import Svc, Tenant
-from sage_ft_gateway.protocol.common import IdPath
 from sage_ft_gateway.protocol.evals import EvalDeleted, EvalList, EvalObject
+from sage_ft_gateway.protocol.params import IdPath
 
 router = APIRouter(prefix="/v1/evals", tags=["evals"], responses=error_responses(400, 401, 404, 503))
 EvalCursor = Annotated[str | None, Query(pattern=r"^eval-[0-9a-f]{1,64}$", description="An eval id: list after it.")]

@@ -10,8 +10,8 @@ from starlette.concurrency import run_in_threadpool
 
 from sage_ft.api_errors import error_responses
 from sage_ft_gateway.deps import Svc, Tenant
-from sage_ft_gateway.protocol.common import Deleted, IdPath
 from sage_ft_gateway.protocol.files import UPLOAD_BODY, FileList, FileObject
+from sage_ft_gateway.protocol.params import Deleted, IdPath
 from sage_ft_gateway.uploads import receive_upload
 
 router = APIRouter(prefix="/v1/files", tags=["files"], responses=error_responses(400, 401, 404, 503))

@@ -17,8 +17,8 @@ from sage_ft.jobs.model import TERMINAL, event_seq
 from sage_ft.jobs.spec import JobRequest
 from sage_ft_gateway.deps import Svc, Tenant
 from sage_ft_gateway.errors import ApiError
-from sage_ft_gateway.protocol.common import IdPath, sse_response
 from sage_ft_gateway.protocol.jobs import CheckpointList, EventList, FineTuningJob, JobEstimate, JobList
+from sage_ft_gateway.protocol.params import IdPath, sse_response
 
 _SHUTDOWN_CHECK_S = 0.5  # how often an idle stream looks for a shutdown
 _SETTLE_S = 2.0  # a job's last events (model created, completed) are written just after its status: wait for them

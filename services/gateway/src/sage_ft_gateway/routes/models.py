@@ -8,8 +8,8 @@ from fastapi import APIRouter
 
 from sage_ft.api_errors import error_responses
 from sage_ft_gateway.deps import Svc, Tenant
-from sage_ft_gateway.protocol.common import Deleted, ModelPath
 from sage_ft_gateway.protocol.models import MergeQueued, ModelList, ModelObject
+from sage_ft_gateway.protocol.params import Deleted, ModelPath
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=error_responses(400, 401, 404, 409, 503))
 

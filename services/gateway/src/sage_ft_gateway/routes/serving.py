@@ -20,7 +20,7 @@ from sage_ft.protocol.serving import (
     EmbeddingRequest,
 )
 from sage_ft_gateway.deps import Svc, Tenant
-from sage_ft_gateway.protocol.common import SSE_EVENT, ModelPath
+from sage_ft_gateway.protocol.params import SSE_EVENT, ModelPath
 
 router = APIRouter(tags=["serving"], responses=error_responses(400, 401, 404, 409, 422, 502, 503))
 _STREAMED = "A completion; with stream=true, server-sent chunks ending with [DONE]"

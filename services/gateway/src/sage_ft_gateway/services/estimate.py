@@ -18,7 +18,7 @@ from typing import Any
 from sage_ft.data.builtin import builtin_dataset_path
 from sage_ft.data.loader import read_file
 from sage_ft.data.validate import validate_raw
-from sage_ft.jobs.estimate import RunRecord, estimate
+from sage_ft.jobs.estimate import PastJob, estimate
 from sage_ft.jobs.spec import JobRequest
 from sage_ft.models import local_model_dir
 from sage_ft_gateway.services.jobs import JobService
@@ -83,7 +83,7 @@ class EstimateService:
         lengths, exact = self._lengths(tenant, request, counter, str(model_dir) if model_dir else None)
         preset = request.preset or "auto"
         history = [
-            RunRecord(int(r["tokens"]), float(r["seconds"]), r.get("train_seconds"))
+            PastJob(int(r["tokens"]), float(r["seconds"]), r.get("train_seconds"))
             for r in self.state.jobs.recent_runs(base, preset)
         ]
         model = _model_config(model_dir, base)

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from sage_ft.errors import DataError
-from sage_ft.evals import runlife
+from sage_ft.evals import run_states
 from sage_ft.evals.items import load_rows
 from sage_ft.evals.runs import FileIdSource, parse_run
-from sage_ft.evals.runstore import RunRecord, item_id, item_index
+from sage_ft.evals.runstore import EvalRun, item_id, item_index
 from sage_ft.jobs.model import new_id
 from sage_ft_gateway.errors import ApiError, not_found
 from sage_ft_gateway.services.evals import EvalService
@@ -70,7 +70,7 @@ class EvalRunService:
             if isinstance(source.source, FileIdSource)
             else len(source.source.content)
         )
-        run = RunRecord(
+        run = EvalRun(
             id=new_id("evalrun"),
             eval_id=eval_id,
             tenant=tenant,
@@ -89,7 +89,7 @@ class EvalRunService:
             log.exception("could not enqueue eval run %s; the reconciler will", run.id)
         return run.to_openai({})
 
-    def _get(self, tenant: str, eval_id: str, run_id: str) -> RunRecord:
+    def _get(self, tenant: str, eval_id: str, run_id: str) -> EvalRun:
         self.evals.get(tenant, eval_id)
         run = self.runs.get_for(tenant, eval_id, run_id)
         if run is None:
@@ -111,13 +111,13 @@ class EvalRunService:
 
     def cancel(self, tenant: str, eval_id: str, run_id: str) -> dict[str, Any]:
         self._get(tenant, eval_id, run_id)
-        return runlife.cancel(self.runs, run_id).to_openai(self.runs.counts(run_id))
+        return run_states.cancel(self.runs, run_id).to_openai(self.runs.counts(run_id))
 
     def delete(self, tenant: str, eval_id: str, run_id: str) -> dict[str, Any]:
         self.runs.delete(self._get(tenant, eval_id, run_id))  # a worker on it finds the record gone and stops
         return {"object": "eval.run.deleted", "deleted": True, "run_id": run_id}
 
-    def _output(self, run: RunRecord, index: int, item: dict[str, Any]) -> dict[str, Any]:
+    def _output(self, run: EvalRun, index: int, item: dict[str, Any]) -> dict[str, Any]:
         return {"id": item_id(run.id, index), "eval_id": run.eval_id, "run_id": run.id, **item}
 
     def output_items(

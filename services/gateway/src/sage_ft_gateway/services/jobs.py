@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import redis
 
 from sage_ft.config import TrainingConfig
-from sage_ft.jobs import Job, JobStatus, lifecycle
+from sage_ft.jobs import Job, JobStatus, job_states
 from sage_ft.jobs.model import event_seq, new_id, now
 from sage_ft.jobs.secrets import masked_integrations, request_secrets
 from sage_ft.jobs.spec import CHECKPOINT_ID, JobRequest, build_training_config
@@ -239,15 +239,15 @@ class JobService:
 
     def cancel(self, tenant: str, job_id: str) -> Job:
         self.get(tenant, job_id)
-        return lifecycle.request_cancel(self.state.jobs, job_id)
+        return job_states.request_cancel(self.state.jobs, job_id)
 
     def pause(self, tenant: str, job_id: str) -> Job:
         self.get(tenant, job_id)
-        return lifecycle.request_pause(self.state.jobs, job_id)
+        return job_states.request_pause(self.state.jobs, job_id)
 
     def resume(self, tenant: str, job_id: str) -> Job:
         self.get(tenant, job_id)
-        return lifecycle.request_resume(self.state.jobs, job_id, self.state.enqueue_train)
+        return job_states.request_resume(self.state.jobs, job_id, self.state.enqueue_train)
 
 
 def _display_preset(preset: str | None) -> str:

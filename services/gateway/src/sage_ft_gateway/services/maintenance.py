@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sage_ft.evals import runlife
-from sage_ft.jobs import lifecycle
+from sage_ft.evals import run_states
+from sage_ft.jobs import job_states
 from sage_ft.jobs.model import now
 from sage_ft_gateway.state import GatewayState
 
@@ -17,12 +17,12 @@ def run_once(state: GatewayState) -> dict[str, list[str]]:
     period = state.settings.gateway.maintenance_seconds
     if not state.jobs.try_lock("maintenance", state.instance, ttl_s=max(period * 0.9, 0.5)):
         return {"reaped": [], "reconciled": [], "eval_runs": [], "purged": []}
-    reaped = lifecycle.reap(state.jobs, state.enqueue_train)
-    reconciled = lifecycle.reconcile(
+    reaped = job_states.reap(state.jobs, state.enqueue_train)
+    reconciled = job_states.reconcile(
         state.jobs, state.enqueue_train, state.in_broker, state.settings.jobs.reconcile_after_seconds
     )
     jobs = state.settings.jobs
-    runs = runlife.reap(
+    runs = run_states.reap(
         state.eval_runs, state.enqueue_eval, jobs.max_attempts, state.eval_in_broker, jobs.reconcile_after_seconds
     )
     if reaped or reconciled or runs:

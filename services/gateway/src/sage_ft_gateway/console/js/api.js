@@ -90,8 +90,50 @@ export async function all(path, max = 500) {
   return out;
 }
 
-// Server-sent events over fetch (EventSource cannot send an Authorization header). Reconnects after a drop or a
-// shutdown frame with Last-Event-ID, so nothing is missed or repeated. onEvent(name, data); returns a stop function.
+// The one server-sent-events parser: frames end at a blank line (LF or CRLF), comment lines are skipped, data lines
+// are joined. Yields { event, data, id } (data and id null when the frame has none) until the body ends.
+export async function* sseFrames(res) {
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value;
+      let cut;
+      while ((cut = buffer.search(/\r?\n\r?\n/)) >= 0) {
+        const frame = buffer.slice(0, cut);
+        buffer = buffer.slice(cut).replace(/^\r?\n\r?\n/, "");
+        const out = { event: "message", data: [], id: null };
+        for (const line of frame.split(/\r?\n/)) {
+          if (!line || line.startsWith(":")) continue;
+          const i = line.indexOf(":");
+          const name = i < 0 ? line : line.slice(0, i);
+          const val = i < 0 ? "" : line.slice(i + 1).replace(/^ /, "");
+          if (name === "data") out.data.push(val);
+          else if (name === "id") out.id = val;
+          else if (name === "event") out.event = val;
+        }
+        yield { event: out.event, data: out.data.length ? out.data.join("\n") : null, id: out.id };
+      }
+    }
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+}
+
+// JSON, or null for text that is not (a frame a proxy mangled is skipped, not thrown).
+export function parseJSON(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+
+// A job's (or run's) events over fetch (EventSource cannot send an Authorization header). Reconnects after a drop
+// or a shutdown frame with Last-Event-ID, so nothing is missed or repeated. onEvent(name, data); returns a stop
+// function.
 export function stream(path, onEvent) {
   let last = null;
   let stopped = false;
@@ -102,32 +144,13 @@ export function stream(path, onEvent) {
         const extra = last === null ? {} : { "Last-Event-ID": String(last) };
         const res = await raw(path, { headers: extra, signal: controller.signal });
         if (!res.ok) throw new ApiError(res.status, await res.json().catch(() => null));
-        const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-        let buffer = "";
         let ended = false;
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          buffer += value;
-          let cut;
-          while ((cut = buffer.search(/\r?\n\r?\n/)) >= 0) {
-            const frame = buffer.slice(0, cut);
-            buffer = buffer.slice(cut).replace(/^\r?\n\r?\n/, "");
-            const fields = { event: "message", data: [] };
-            for (const line of frame.split(/\r?\n/)) {
-              if (!line || line.startsWith(":")) continue;
-              const i = line.indexOf(":");
-              const name = i < 0 ? line : line.slice(0, i);
-              const val = i < 0 ? "" : line.slice(i + 1).replace(/^ /, "");
-              if (name === "data") fields.data.push(val);
-              else if (name === "id") last = val;
-              else if (name === "event") fields.event = val;
-            }
-            if (!fields.data.length) continue;
-            const data = JSON.parse(fields.data.join("\n"));
-            if (fields.event === "end") ended = true;
-            if (fields.event !== "shutdown") onEvent(fields.event, data);
-          }
+        for await (const frame of sseFrames(res)) {
+          if (frame.id !== null) last = frame.id;
+          const data = frame.data === null ? null : parseJSON(frame.data);
+          if (data === null) continue;
+          if (frame.event === "end") ended = true;
+          if (frame.event !== "shutdown") onEvent(frame.event, data);
         }
         if (ended) return;
       } catch (err) {
@@ -139,4 +162,17 @@ export function stream(path, onEvent) {
   }
   run();
   return () => { stopped = true; controller.abort(); };
+}
+
+// The gateway's OpenAPI document, fetched once: the console reads enumerations (job statuses) from the contract
+// instead of copying them.
+let contractPromise = null;
+export function contract() {
+  if (!contractPromise) contractPromise = get("/openapi.json").catch((err) => { contractPromise = null; throw err; });
+  return contractPromise;
+}
+
+export async function jobStatuses() {
+  const schema = (await contract()).components.schemas.FineTuningJob.properties.status;
+  return schema.enum;
 }

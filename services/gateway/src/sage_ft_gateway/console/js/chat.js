@@ -1,9 +1,16 @@
 // Chat playground: one model, or two side by side, answering the same messages, streamed from
 // /v1/chat/completions. A model that is not deployed yet is deployed first, with its cold start shown.
-import { ApiError, get, post, raw } from "./api.js";
+import { ApiError, get, parseJSON, post, raw, sseFrames } from "./api.js";
 import { errorBox, h, mount } from "./dom.js";
 
-async function ensureDeployed(model, status) {
+const DEPLOY_WAIT_MS = 15 * 60 * 1000; // a cold start past this is reported, not waited on forever
+const sleep = (ms, signal) => new Promise((resolve, reject) => {
+  const timer = setTimeout(resolve, ms);
+  signal.addEventListener("abort", () => { clearTimeout(timer); reject(new DOMException("left", "AbortError")); },
+    { once: true });
+});
+
+async function ensureDeployed(model, status, signal) {
   // the list, not GET /v1/deployments/<model>: "not deployed" is not an error (a 404 would be logged as one)
   let dep = (await get("/v1/deployments")).data.find((d) => d.model === model || d.alias === model) || null;
   if (dep && dep.state === "ready") {
@@ -13,8 +20,11 @@ async function ensureDeployed(model, status) {
   const t0 = Date.now();
   if (!dep || dep.state === "failed" || dep.state === "stopped") dep = await post("/v1/deployments", { model });
   while (dep.state === "deploying") {
+    if (Date.now() - t0 > DEPLOY_WAIT_MS) {
+      throw new Error(`The model server for ${model} is still starting after ${DEPLOY_WAIT_MS / 60000} minutes.`);
+    }
     status.textContent = `Starting a ${dep.engine} server for ${model}… ${Math.round((Date.now() - t0) / 1000)} s`;
-    await new Promise((r) => setTimeout(r, 1000));
+    await sleep(1000, signal);
     dep = await get(`/v1/deployments/${encodeURIComponent(dep.model)}`);
   }
   if (dep.state !== "ready") {
@@ -23,31 +33,22 @@ async function ensureDeployed(model, status) {
   status.textContent = `Ready (${dep.engine}, cold start ${(dep.cold_start_seconds || 0).toFixed(1)} s)`;
 }
 
-async function streamAnswer(model, messages, onDelta) {
+async function streamAnswer(model, messages, onDelta, signal) {
   const res = await raw("/v1/chat/completions", { method: "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ model, messages, stream: true, temperature: 0, max_tokens: 256 }) });
+    body: JSON.stringify({ model, messages, stream: true, temperature: 0, max_tokens: 256 }), signal });
   if (!res.ok) throw new ApiError(res.status, await res.json().catch(() => null));
-  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += value;
-    const lines = buffer.split("\n");
-    buffer = lines.pop();
-    for (const line of lines) {
-      if (!line.startsWith("data:")) continue;
-      const payload = line.slice(5).trim();
-      if (payload === "[DONE]") return;
-      const chunk = JSON.parse(payload);
-      if (chunk.error) throw new Error(chunk.error.message || "the model server failed");
-      const delta = ((chunk.choices || [])[0] || {}).delta || {};
-      if (delta.content) onDelta(delta.content);
-    }
+  for await (const frame of sseFrames(res)) {
+    if (frame.data === null) continue;
+    if (frame.data === "[DONE]") return;
+    const chunk = parseJSON(frame.data);
+    if (chunk === null) continue;
+    if (chunk.error) throw new Error(chunk.error.message || "the model server failed");
+    const delta = ((chunk.choices || [])[0] || {}).delta || {};
+    if (delta.content) onDelta(delta.content);
   }
 }
 
-function pane(model) {
+function pane(model, signal) {
   const messages = [];
   const log = h("div", { class: "messages" });
   const status = h("p", { class: "muted small status" });
@@ -61,12 +62,13 @@ function pane(model) {
       const out = h("div", { class: "msg assistant" });
       log.append(out);
       try {
-        if (!ready) { await ensureDeployed(model, status); ready = true; }
+        if (!ready) { await ensureDeployed(model, status, signal); ready = true; }
         let answer = "";
-        await streamAnswer(model, messages, (delta) => { answer += delta; out.textContent = answer; });
+        await streamAnswer(model, messages, (delta) => { answer += delta; out.textContent = answer; }, signal);
         messages.push({ role: "assistant", content: answer });
         out.classList.add("done");
       } catch (err) {
+        if (signal.aborted) return; // the page was left: nothing to show
         messages.pop();
         out.replaceWith(errorBox(err));
       }
@@ -74,7 +76,9 @@ function pane(model) {
   };
 }
 
+// Leaving the page (its cleanup) aborts every stream and deploy wait it started.
 export async function chatPage(view, params) {
+  const left = new AbortController();
   const models = (await get("/v1/models")).data;
   const names = [...new Set(models.flatMap((m) => [...(m.aliases || []), m.id]))];
   const pick = (id, value) => h("input", { id, list: "chat-models", value: value || "", placeholder: "model or alias" });
@@ -89,7 +93,7 @@ export async function chatPage(view, params) {
     const chosen = [first.value.trim(), second.value.trim()].filter(Boolean);
     if (chosen.join("|") === key) return;
     key = chosen.join("|");
-    active = chosen.map(pane);
+    active = chosen.map((model) => pane(model, left.signal));
     panes.replaceChildren(...active.map((p) => p.el));
     panes.classList.toggle("two", active.length === 2);
   }
@@ -114,4 +118,5 @@ export async function chatPage(view, params) {
     h("label", { class: "field" }, h("span", {}, "Compare with (optional)"), second)), panes, form,
   models.length ? null : errorBox("No model yet: fine-tune one first."));
   setup();
+  return () => left.abort();
 }

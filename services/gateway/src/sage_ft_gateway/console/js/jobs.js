@@ -1,8 +1,6 @@
 // The jobs list: status, progress, ETA, base model, method and created time, with filters; refreshed while shown.
-import { all } from "./api.js";
+import { all, jobStatuses } from "./api.js";
 import { badge, duration, errorBox, h, mount, table, when } from "./dom.js";
-
-const STATUSES = ["", "queued", "running", "paused", "succeeded", "failed", "cancelled"];
 
 export function progress(job) {
   const total = job.total_steps || 0;
@@ -20,8 +18,9 @@ export function eta(job) {
 export async function jobsPage(view) {
   const filters = { status: "", method: "", text: "" };
   const list = h("div", { id: "jobs-table" });
+  const statuses = ["", ...(await jobStatuses())];
   const status = h("select", { "aria-label": "status", onchange: (e) => { filters.status = e.target.value; draw(); } },
-    STATUSES.map((s) => h("option", { value: s }, s || "any status")));
+    statuses.map((s) => h("option", { value: s }, s || "any status")));
   const method = h("select", { "aria-label": "method", onchange: (e) => { filters.method = e.target.value; draw(); } },
     ["", "supervised", "dpo"].map((s) => h("option", { value: s }, s || "any method")));
   const text = h("input", { type: "search", placeholder: "model, name or id", "aria-label": "search",

@@ -3,8 +3,6 @@
 import { get, post } from "./api.js";
 import { bytes, duration, errorBox, h, kv, mount, num, table } from "./dom.js";
 
-const PRESETS = ["auto", "tiny", "cpu", "minimal", "rtx_3060", "rtx_4090", "a100"];
-
 export function report(file) {
   const r = file.report || {};
   const tokens = r.tokens || {};
@@ -44,11 +42,12 @@ export async function newJobPage(view) {
   const estimateBox = h("div", { id: "estimate" });
   const message = h("div", { id: "form-message" });
   const models = (await get("/v1/models").catch(() => ({ data: [] }))).data;
+  const presets = (await get("/v1/presets")).data;
   const inputs = {
     model: h("input", { id: "f-model", list: "model-list", required: true,
       value: (models.find((m) => m.owned_by === "base") || {}).id || "" }),
     method: h("select", { id: "f-method" }, ["supervised", "dpo"].map((m) => h("option", { value: m }, m))),
-    preset: h("select", { id: "f-preset" }, PRESETS.map((p) => h("option", { value: p }, p))),
+    preset: h("select", { id: "f-preset" }, presets.map((p) => h("option", { value: p.id, title: p.description }, p.id))),
     n_epochs: h("input", { id: "f-epochs", type: "number", min: "0", step: "any", placeholder: "auto" }),
     batch_size: h("input", { id: "f-batch", type: "number", min: "1", step: "1", placeholder: "auto" }),
     learning_rate_multiplier: h("input", { id: "f-lrm", type: "number", min: "0", step: "any", placeholder: "auto" }),

@@ -10,19 +10,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from sage_ft.evals.runstore import ACTIVE_RUN, RunRecord, RunStore
+from sage_ft.evals.runstore import ACTIVE_RUN, EvalRun, RunStore
 from sage_ft.jobs.model import now
 from sage_ft.jobs.store import JobConflictError
 
 log = logging.getLogger(__name__)
-Enqueue = Callable[[RunRecord], None]
+Enqueue = Callable[[EvalRun], None]
 
 
-def start(runs: RunStore, run_id: str) -> RunRecord | None:
+def start(runs: RunStore, run_id: str) -> EvalRun | None:
     """The worker holding the lease begins an attempt; None if the run is no longer active."""
     started = False
 
-    def rule(run: RunRecord) -> RunRecord | None:
+    def rule(run: EvalRun) -> EvalRun | None:
         nonlocal started
         started = run.status in ACTIVE_RUN
         if not started:
@@ -35,10 +35,10 @@ def start(runs: RunStore, run_id: str) -> RunRecord | None:
     return run if started else None
 
 
-def finish(runs: RunStore, run_id: str, status: str, error: dict[str, str] | None = None) -> RunRecord:
+def finish(runs: RunStore, run_id: str, status: str, error: dict[str, str] | None = None) -> EvalRun:
     """End an attempt; a run cancelled meanwhile stays cancelled."""
 
-    def rule(run: RunRecord) -> RunRecord | None:
+    def rule(run: EvalRun) -> EvalRun | None:
         if run.status not in ACTIVE_RUN:
             return None
         run.status, run.error, run.finished_at = status, error, now()
@@ -47,10 +47,10 @@ def finish(runs: RunStore, run_id: str, status: str, error: dict[str, str] | Non
     return runs.update(run_id, rule)
 
 
-def cancel(runs: RunStore, run_id: str) -> RunRecord:
+def cancel(runs: RunStore, run_id: str) -> EvalRun:
     """A user's cancel: the worker sees it before its next item and stops."""
 
-    def rule(run: RunRecord) -> RunRecord | None:
+    def rule(run: EvalRun) -> EvalRun | None:
         if run.status == "canceled":
             return None
         if run.status not in ACTIVE_RUN:
@@ -88,10 +88,10 @@ def reap(
     return moved
 
 
-def _requeue_lost(runs: RunStore, run_id: str, max_attempts: int) -> RunRecord | None:
+def _requeue_lost(runs: RunStore, run_id: str, max_attempts: int) -> EvalRun | None:
     changed = False
 
-    def rule(run: RunRecord) -> RunRecord | None:
+    def rule(run: EvalRun) -> EvalRun | None:
         nonlocal changed
         changed = run.status == "in_progress" and not runs.leased(run_id)
         if not changed:
@@ -123,10 +123,10 @@ def _requeue_lost(runs: RunStore, run_id: str, max_attempts: int) -> RunRecord |
     return run
 
 
-def _touch_queued(runs: RunStore, run_id: str) -> RunRecord | None:
+def _touch_queued(runs: RunStore, run_id: str) -> EvalRun | None:
     changed = False
 
-    def rule(run: RunRecord) -> RunRecord | None:
+    def rule(run: EvalRun) -> EvalRun | None:
         nonlocal changed
         changed = run.status == "queued"
         if not changed:
