@@ -173,6 +173,9 @@ def test_a_finished_job_shows_every_step_its_checkpoints_and_evaluation(
     wait_until(lambda: int(chart.get_attribute("data-points") or 0) >= 25 * RECORDS // 4 * 0.9, 60, "every step")
     page.wait_for_selector("#checkpoints table")
     page.wait_for_selector("#evaluation table")
+    page.click("#training-config summary")  # the config the trainer received, as the job stores it
+    shown = page.inner_text("#training-config")
+    assert "num_train_epochs" in shown and "lora.r" in shown and "data_path" not in shown
     tab.shot("job-1280")
     tuned = float(page.inner_text("#evaluation tr[data-metric='rouge_l'] td[data-model='tuned']"))
     base = float(page.inner_text("#evaluation tr[data-metric='rouge_l'] td[data-model='base']"))

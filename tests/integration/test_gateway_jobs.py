@@ -306,3 +306,33 @@ def test_the_listed_presets_are_exactly_the_ones_a_job_accepts(
     with pytest.raises(openai.BadRequestError) as exc:
         client.fine_tuning.jobs.create(model="sage-tiny", training_file=good_file, extra_body={"preset": "h100"})
     assert _error(exc)["param"] == "preset"
+
+
+@pytest.mark.parametrize(
+    ("preset", "resolved", "max_length"),
+    [("tiny", "tiny", 256), (None, "cpu", 512), ("auto", "cpu", 512)],  # named; the worker's default; its device's
+)
+def test_the_job_shows_exactly_the_config_its_trainer_received(
+    stack: Stack, client: openai.OpenAI, good_file: str, preset: str | None, resolved: str, max_length: int
+) -> None:
+    """The config is resolved once, by the worker that takes the job, and stored on it: while queued the job shows
+    only what the request set (``auto`` for what the preset decides), and once trained its ``training_config`` is the
+    one the trainer process loaded (reported by the trainer itself on its start event), with hyperparameters from it."""
+    extra = {"preset": preset} if preset else {}
+    job = client.fine_tuning.jobs.create(
+        model="sage-tiny", training_file=good_file, hyperparameters={"n_epochs": 1}, extra_body=extra
+    )
+    assert job.model_extra["training_config"] is None  # not resolved at submit: no stand-in values
+    assert job.hyperparameters.n_epochs == 1 and job.hyperparameters.batch_size == "auto"
+    done = wait_job(client, job.id, stack=stack)
+    assert done.status == "succeeded", done.error
+    config = done.model_extra["training_config"]
+    events = client.fine_tuning.jobs.list_events(job.id, limit=100).data
+    received = [e.data["config"] for e in events if isinstance(e.data, dict) and "config" in e.data]
+    assert received == [config]  # the trainer's own report, once
+    assert config["preset"] == resolved and config["max_length"] == max_length
+    assert not set(config) & {"data_path", "output_dir", "validation_file", "init_adapter"}  # no machine paths
+    assert done.hyperparameters.n_epochs == config["num_train_epochs"] == 1
+    batch = config["per_device_train_batch_size"] * config["gradient_accumulation_steps"]
+    assert done.hyperparameters.batch_size == batch
+    assert done.model_extra["total_steps"] == -(-8 // batch)  # 8 records, one epoch: what the trainer ran

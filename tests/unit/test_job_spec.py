@@ -198,6 +198,7 @@ def test_dpo_resolves_beta_and_a_lower_learning_rate(beta: object, shown: float,
 
 def test_the_job_echoes_its_method_and_lineage() -> None:
     from sage_ft.jobs.model import Job
+    from sage_ft_gateway.protocol.jobs import FineTuningJob
 
     hyper = {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 1.0, "beta": 0.2}
     job = Job(
@@ -209,12 +210,12 @@ def test_the_job_echoes_its_method_and_lineage() -> None:
         spec={"method": {"type": "dpo"}},
         hyperparameters=hyper,
     )
-    shown = job.to_openai()
+    shown = FineTuningJob.from_job(job).model_dump(mode="json")
     assert shown["method"] == {
         "type": "dpo",
         "dpo": {"hyperparameters": {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 1.0, "beta": 0.2}},
     }
     assert shown["model"] == "ft:sage-tiny:a:0abc" and shown["base_model"] == "sage-tiny"
     assert fine_tuned_model_name(job.root_model, "b", job.id) == "ft:sage-tiny:b:00ff"
-    plain = Job(id="ftjob-01", tenant="t", model="sage-tiny").to_openai()
+    plain = FineTuningJob.from_job(Job(id="ftjob-01", tenant="t", model="sage-tiny")).model_dump(mode="json")
     assert plain["method"]["type"] == "supervised" and "beta" not in plain["method"]["supervised"]["hyperparameters"]

@@ -18,7 +18,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sage_ft.errors import UNION_TAG, ConfigError
+from sage_ft.errors import ConfigError, request_error
+from sage_ft.protocol.common import TAGGED_UNIONS
 from sage_ft.storage import StorageError
 from sage_ft.storage.manifest import CorruptManifestError
 
@@ -157,13 +158,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, err: RequestValidationError) -> JSONResponse:
         first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [str(p) for p in first.get("loc", ())[1:] if not UNION_TAG.match(str(p))]
-        if first.get("loc", ("",))[0] == "header":
-            loc = [part.replace("_", "-").title() for part in loc]  # the header's own name: Idempotency-Key
-        param = ".".join(loc) or None
-        msg = str(first.get("msg")).removeprefix("Value error, ")
-        if first.get("type") == "extra_forbidden":
-            msg = "unknown parameter"
+        where = first.get("loc", ("",))
+        path, msg = request_error({**first, "loc": tuple(where)[1:]}, TAGGED_UNIONS)  # past "body", "query", ...
+        if where[0] == "header":
+            path = ".".join(part.replace("_", "-").title() for part in path.split("."))  # its name: Idempotency-Key
+        param = path or None
         return error_response(400, f"{param}: {msg}" if param else msg, param, "invalid_request")
 
     @app.exception_handler(StarletteHTTPException)

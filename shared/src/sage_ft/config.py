@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -186,6 +186,13 @@ class TrainingConfig(BaseModel):
                 data[key].update(nested)
         data.update(changes)
         return TrainingConfig.from_dict(data)
+
+    MACHINE_PATHS: ClassVar[tuple[str, ...]] = ("data_path", "output_dir", "validation_file", "init_adapter")
+
+    def portable(self) -> dict[str, Any]:
+        """The config without this machine's paths (data, output, validation file, the parent adapter's copy): what a
+        job shows, what its manifest records, and what a later attempt on another worker trains with again."""
+        return self.model_dump(mode="json", exclude=set(self.MACHINE_PATHS))
 
     # -- persistence ----------------------------------------------------------------------------------------
 

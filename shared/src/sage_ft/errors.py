@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 class SageFTError(Exception):
@@ -11,6 +13,34 @@ class SageFTError(Exception):
 
 # pydantic's union-member markers in an error's ``loc`` (``n_epochs.constrained-int``): not part of a field's path
 UNION_TAG = re.compile(r"^(int|float|str|bool|constrained-\w+|function-.*|.*\[.*\])$")
+
+
+def request_error(error: Mapping[str, Any], tagged: Mapping[str, Sequence[str]]) -> tuple[str, str]:
+    """A pydantic error as a request names it: ``(param, message)``. Union-member markers leave the path, and so does
+    the member tag pydantic puts after a union discriminated on ``type`` (``tagged``: field -> its tags), so
+    ``method.dpo.hyperparameters.beta`` reads as the request spells it. An unknown tag names the field's ``type`` and
+    lists the supported ones; another member's settings are named as such."""
+    loc = [str(p) for p in error.get("loc", ()) if not UNION_TAG.match(str(p))]
+    path: list[str] = []
+    tag = None
+    for i, part in enumerate(loc):
+        if i and loc[i - 1] in tagged and part in tagged[loc[i - 1]] and path and path[-1] == loc[i - 1]:
+            tag = part
+            continue
+        path.append(part)
+    kind = error.get("type")
+    message = str(error.get("msg", "invalid request")).removeprefix("Value error, ")
+    if kind in ("union_tag_invalid", "union_tag_not_found") and path and path[-1] in tagged:
+        field, given = path[-1], (error.get("ctx") or {}).get("tag")
+        supported = ", ".join(tagged[field])
+        message = f"unsupported {field} {given!r}; supported: {supported}" if given else f"give a type: {supported}"
+        path.append("type")
+    elif kind == "extra_forbidden":
+        message = "unknown parameter"
+        if tag is not None and len(path) >= 2 and path[-2] in tagged and path[-1] in tagged[path[-2]]:
+            message = f"'{path[-1]}' settings given for {path[-2]} type '{tag}'"
+            path.pop()
+    return ".".join(path), message
 
 
 class ConfigError(SageFTError, ValueError):

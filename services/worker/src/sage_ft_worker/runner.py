@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sage_ft.config import TrainingConfig
 from sage_ft.data.builtin import builtin_dataset_path
 from sage_ft.fsutil import disk_full_reason
 from sage_ft.jobs import job_states
@@ -134,31 +135,46 @@ class TrainRunner:
         else:
             train_path = builtin_dataset_path(spec.task or "code")
         val_path = store.get_file(f"files/{job.validation_file}", data / "val.jsonl") if job.validation_file else None
-        preset = spec.preset or self.ctx.settings.worker.preset
-        if preset == "auto":
-            choice = PresetConfigs.choose()
-            preset = choice.name
-            self.ctx.jobs.add_event(job.id, f"Preset auto: {choice.name} ({choice.reason})")
-        config, hyper = build_training_config(
-            spec,
-            preset=preset,
-            data_path=str(train_path),
-            output_dir=str(workdir / "out"),
-            validation_path=str(val_path) if val_path else None,
-            run_id=job.id,
-            base_model=job.base_model,
-            init_adapter=str(fetch_parent(store, job.parent_model, workdir / "parent")) if job.parent_model else None,
-        )
+        parent = str(fetch_parent(store, job.parent_model, workdir / "parent")) if job.parent_model else None
+        paths = {
+            "data_path": str(train_path),
+            "output_dir": str(workdir / "out"),
+            "validation_file": str(val_path) if val_path else None,
+            "init_adapter": parent,
+        }
+        if job.config is not None:  # resolved by an earlier attempt: the same run, whichever machine this is
+            config = TrainingConfig.model_validate({**job.config, **paths})
+        else:
+            config, hyper = self._resolve(job, spec, paths)
+            settled = {"config": config.portable(), "hyperparameters": hyper}
+            self.ctx.jobs.update(job.id, lambda j: j.model_copy(update=settled) if j.config is None else None)
         config.save(workdir / "config.yaml")
         run.secret_env = SecretBox(self.ctx.settings.jobs.secrets_key).open(self.ctx.jobs.secrets(job.id))
-        run.extra["config"] = config.model_dump(mode="json", exclude={"data_path", "output_dir", "validation_file"})
-        self.ctx.jobs.update(job.id, lambda j: j.model_copy(update={"hyperparameters": hyper}))
+        run.extra["config"] = config.portable()
         latest = begin_attempt(store, job.id, job.attempt)  # from here on, older attempts commit no checkpoint
         if latest is not None:
             fetch_checkpoint(store, job.id, latest, workdir / "out" / "checkpoints" / f"checkpoint-{latest.step}")
             run.last_uploaded = latest.step
             resumed = {"step": latest.step, "attempt": latest.attempt}
             self.ctx.jobs.add_event(job.id, f"Resuming from checkpoint at step {latest.step}", data=resumed)
+
+    def _resolve(self, job: Job, spec: JobRequest, paths: dict[str, Any]) -> tuple[TrainingConfig, dict[str, Any]]:
+        """The job's config, resolved here once: ``auto`` is this worker's accelerator's preset."""
+        preset = spec.preset or self.ctx.settings.worker.preset
+        if preset == "auto":
+            choice = PresetConfigs.choose()
+            preset = choice.name
+            self.ctx.jobs.add_event(job.id, f"Preset auto: {choice.name} ({choice.reason})")
+        return build_training_config(
+            spec,
+            preset=preset,
+            data_path=paths["data_path"],
+            output_dir=paths["output_dir"],
+            validation_path=paths["validation_file"],
+            run_id=job.id,
+            base_model=job.base_model,
+            init_adapter=paths["init_adapter"],
+        )
 
     def _train(self, job: Job) -> str:
         store = self.ctx.tenant_store(job.tenant)
@@ -283,7 +299,8 @@ class TrainRunner:
             message = f"Training started at step {step} of {run.total_steps}"
             if run.training:
                 message += f": {describe_setup(run.training)}"
-            run.pending.append(event_record(message, data={"setup": run.training} if run.training else None))
+            data = {"setup": run.training, "config": ev.get("config")}  # the config as the trainer loaded it
+            run.pending.append(event_record(message, data={k: v for k, v in data.items() if v} or None))
         elif kind == "log" and ev.get("loss") is not None:
             if step > run.step:
                 metrics.STEPS.inc(step - run.step)

@@ -43,7 +43,8 @@ class FileProgress(TrainingCallback):
     worker owns the copy and removes it once uploaded.
     """
 
-    def __init__(self, workdir: Path, writer: bool) -> None:
+    def __init__(self, workdir: Path, writer: bool, config: dict[str, Any] | None = None) -> None:
+        self.config = config  # what the trainer loaded (``TrainingConfig.portable()``), reported on the start event
         self.events = (workdir / EVENTS).open("a", encoding="utf-8") if writer else None
         self.stop_file = workdir / STOP
         self.staged = workdir / STAGED
@@ -57,7 +58,10 @@ class FileProgress(TrainingCallback):
             return
         if event.kind == "checkpoint" and event.checkpoint:
             event = dataclasses.replace(event, checkpoint=str(stage(Path(event.checkpoint), self.staged)))
-        self.events.write(json.dumps(event.to_dict()) + "\n")
+        record = event.to_dict()
+        if event.kind == "start" and self.config is not None:
+            record["config"] = self.config
+        self.events.write(json.dumps(record) + "\n")
         self.events.flush()
 
     def should_stop(self) -> bool:
@@ -102,6 +106,7 @@ def run(workdir: Path) -> tuple[dict[str, Any], int]:
     progress = FileProgress(workdir, writer)
     try:
         config = TrainingConfig.load(workdir / "config.yaml")
+        progress.config = config.portable()
         result = LoRATrainer(config, callbacks=[progress]).train(resume_from_checkpoint=True)
     except TrainingOOMError as err:
         return _error("out_of_memory", err), 1

@@ -1,7 +1,8 @@
-"""The job record, its states and the objects the OpenAI fine-tuning API returns.
+"""The job record and its states, as the job store keeps them.
 
-The record kept in Redis (``Job``) carries more than the API shows (tenant, lease, attempt, flags); the
-``to_openai`` methods are the one place that decides what a caller sees.
+The record kept in Redis (``Job``) carries more than the API shows (tenant, lease, attempt, flags). What a caller
+sees of a job is the gateway's ``protocol.jobs.FineTuningJob.from_job``; files and events keep their ``to_openai``
+here until they move the same way.
 """
 
 from __future__ import annotations
@@ -62,7 +63,15 @@ class Job(BaseModel):
     metadata: dict[str, str] | None = None
     integrations: list[dict[str, Any]] = Field(default_factory=list)
     spec: dict[str, Any] = Field(default_factory=dict, description="The validated request (sage_ft.jobs.spec).")
-    hyperparameters: dict[str, Any] = Field(default_factory=dict, description="Resolved n_epochs etc., for display.")
+    hyperparameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="n_epochs etc. as shown: the request's until a worker resolves the config, then the config's.",
+    )
+    config: dict[str, Any] | None = Field(
+        default=None,
+        description="The resolved TrainingConfig (TrainingConfig.portable()): set once, by the worker that first "
+        "takes the job (where the preset's hardware is known); every attempt trains with exactly this.",
+    )
     name: str | None = Field(default=None, description="Alias of the fine-tuned model (e.g. 'code').")
     base_model: str | None = Field(
         default=None,
@@ -112,43 +121,6 @@ class Job(BaseModel):
 
     def lease_live(self, at: float | None = None) -> bool:
         return self.lease_owner is not None and self.lease_expires_at > (at or now())
-
-    def to_openai(self) -> dict[str, Any]:
-        hyper = {k: self.hyperparameters.get(k, "auto") for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
-        method = self.method_type
-        method_hyper = {**hyper, "beta": self.hyperparameters.get("beta", "auto")} if method == "dpo" else hyper
-        status = self.status.value
-        return {
-            "object": "fine_tuning.job",
-            "id": self.id,
-            "created_at": int(self.created_at),
-            "finished_at": int(self.finished_at) if self.finished_at else None,
-            "error": self.error.model_dump() if self.error else None,
-            "fine_tuned_model": self.fine_tuned_model if self.status == JobStatus.SUCCEEDED else None,
-            "hyperparameters": hyper,
-            "method": {"type": method, method: {"hyperparameters": method_hyper}},
-            "model": self.model,
-            "organization_id": self.tenant,
-            "result_files": [],
-            "seed": self.seed,
-            "status": status,
-            "trained_tokens": self.trained_tokens,
-            "training_file": self.training_file,
-            "validation_file": self.validation_file,
-            "integrations": self.integrations,
-            "metadata": self.metadata,
-            "user_provided_suffix": self.suffix,
-            "estimated_finish": int(self.estimated_finish) if self.estimated_finish else None,
-            # extensions: progress and the alias, which OpenAI's schema does not have
-            "name": self.name,
-            "step": self.step,
-            "total_steps": self.total_steps,
-            "attempt": self.attempt,
-            "base_model": self.root_model,
-            "parent_model": self.parent_model,
-            "evaluation": self.evaluation,
-            "training": self.training,
-        }
 
 
 class FileRecord(BaseModel):

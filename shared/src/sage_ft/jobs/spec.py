@@ -18,15 +18,15 @@ from pydantic import (
     ValidationError,
     create_model,
     field_validator,
-    model_validator,
 )
 from pydantic.fields import FieldInfo
 
 from sage_ft.config import LoRAConfig, TrainingConfig, init_adapter_shape
 from sage_ft.data.builtin import BUILTIN_TASKS
-from sage_ft.errors import UNION_TAG, ConfigError
+from sage_ft.errors import ConfigError, request_error
 from sage_ft.models import LOCAL_NAME
 from sage_ft.presets import PresetConfigs
+from sage_ft.protocol.common import FINE_TUNING_METHODS, TAGGED_UNIONS
 
 Auto = Literal["auto"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
@@ -37,7 +37,7 @@ Epochs = Annotated[int, Field(ge=1, le=50)]
 BatchSize = Annotated[int, Field(ge=1, le=256)]
 Multiplier = Annotated[float, Field(gt=0, le=10)]
 Beta = Annotated[float, Field(gt=0, le=2)]
-METHODS = ("supervised", "dpo")
+METHODS = FINE_TUNING_METHODS
 DPO_BETA = 0.1  # beta "auto": TRL's and OpenAI's default
 DPO_LR_SCALE = 0.25  # learning rate "auto" for DPO: a quarter of the preset's supervised rate
 _FT_MODEL = re.compile(r"^ft:[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
@@ -94,32 +94,29 @@ class Dpo(BaseModel):
     hyperparameters: DpoHyperparameters = Field(default_factory=DpoHyperparameters)
 
 
-class Method(BaseModel):
+class SupervisedMethod(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    type: Literal["supervised", "dpo"] = "supervised"
+    type: Literal["supervised"]
     supervised: Supervised | None = None
-    dpo: Dpo | None = None
-
-    @field_validator("type", mode="before")
-    @classmethod
-    def _type(cls, v: Any) -> Any:
-        if v not in METHODS:
-            raise ValueError(f"unsupported method {v!r}; supported: {', '.join(METHODS)}")
-        return v
-
-    @model_validator(mode="after")
-    def _matching_section(self) -> Method:
-        other = "dpo" if self.type == "supervised" else "supervised"
-        if getattr(self, other) is not None:
-            raise ValueError(f"'{other}' settings given for method type '{self.type}'")
-        return self
 
     @property
     def hyperparameters(self) -> Hyperparameters:
-        section = self.dpo if self.type == "dpo" else self.supervised
-        if section is not None:
-            return section.hyperparameters
-        return DpoHyperparameters() if self.type == "dpo" else Hyperparameters()
+        return self.supervised.hyperparameters if self.supervised is not None else Hyperparameters()
+
+
+class DpoMethod(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["dpo"]
+    dpo: Dpo | None = None
+
+    @property
+    def hyperparameters(self) -> DpoHyperparameters:
+        return self.dpo.hyperparameters if self.dpo is not None else DpoHyperparameters()
+
+
+# OpenAI's ``method``: one member per ``type``, so the schema itself says that ``type: supervised`` takes no ``dpo``
+# settings (and the reverse); parse_request names the field when a request says otherwise.
+Method = Annotated[SupervisedMethod | DpoMethod, Field(discriminator="type")]
 
 
 class WandbIntegration(BaseModel):
@@ -295,11 +292,7 @@ def parse_request(body: dict[str, Any]) -> JobRequest:
     try:
         return JobRequest.model_validate(body)
     except ValidationError as err:
-        first = err.errors()[0]
-        param = ".".join(str(p) for p in first["loc"] if not UNION_TAG.match(str(p)))
-        msg = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
-            msg = "unknown parameter"
+        param, msg = request_error(err.errors()[0], TAGGED_UNIONS)
         raise ConfigError(f"{param}: {msg}", param=param) from None
 
 
@@ -399,6 +392,25 @@ def build_training_config(
     if beta is not None:
         shown["beta"] = beta
     return config, shown
+
+
+def requested_hyperparameters(request: JobRequest) -> dict[str, Any]:
+    """The hyperparameters a job shows until a worker resolves its config: what the request set, the defaults that do
+    not depend on where it trains (a learning-rate multiplier of 1, DPO's beta), and ``auto`` for what the preset
+    decides there (epochs, batch size). Never a stand-in preset's values, which the run may not use."""
+    hp = request.effective_hyperparameters()
+    shown: dict[str, Any] = {
+        "n_epochs": hp.n_epochs,
+        "batch_size": hp.batch_size,
+        "learning_rate_multiplier": hp.learning_rate_multiplier if hp.learning_rate_multiplier != "auto" else 1.0,
+    }
+    if request.preset is not None:  # else the worker's own default preset decides
+        shown["preset"] = request.preset
+    if request.learning_rate is not None:
+        shown["learning_rate"] = request.learning_rate
+    if request.method_type == "dpo":
+        shown["beta"] = hp.beta if isinstance(hp, DpoHyperparameters) and hp.beta != "auto" else DPO_BETA
+    return shown
 
 
 # Config fields set from request fields of another name.

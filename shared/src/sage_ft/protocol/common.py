@@ -6,6 +6,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+# Request fields that are unions discriminated on ``type``, and their tags (error paths leave the tags out)
+FINE_TUNING_METHODS = ("supervised", "dpo")
+TAGGED_UNIONS = {"method": FINE_TUNING_METHODS}
+
 # A published model's name or alias (``ft:base:suffix:id``, ``code``), or a hub id as a base model
 MODEL_ID = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,255}$"
 

@@ -1,18 +1,15 @@
-"""``/v1/fine_tuning/jobs``: OpenAI's job, event and checkpoint objects (the request is ``sage_ft.jobs.JobRequest``)."""
+"""``/v1/fine_tuning/jobs``: OpenAI's job, event and checkpoint objects (the request is ``sage_ft.jobs.JobRequest``).
+
+``FineTuningJob.from_job`` is the one place that decides what a caller sees of a job; its status and error are the
+domain's own types (``sage_ft.jobs.model``), not copies.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
+from sage_ft.jobs.model import Job, JobError, JobStatus
 from sage_ft_gateway.protocol.params import ApiModel
-
-Status = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled", "paused"]
-
-
-class JobError(ApiModel):
-    code: str
-    message: str
-    param: str | None = None
 
 
 class Estimate(ApiModel):
@@ -45,20 +42,63 @@ class FineTuningJob(ApiModel):
     organization_id: str
     result_files: list[str]
     seed: int
-    status: Status
+    status: JobStatus
     trained_tokens: int | None = None
     training_file: str | None = None
     validation_file: str | None = None
     integrations: list[dict[str, Any]] | None = None
     metadata: dict[str, str] | None = None
+    user_provided_suffix: str | None = None
     estimated_finish: int | None = None
     # extensions
     name: str | None = None
     step: int | None = None
     total_steps: int | None = None
     attempt: int | None = None
+    base_model: str | None = None
+    parent_model: str | None = None
     evaluation: dict[str, Any] | None = None
     training: dict[str, Any] | None = None
+    training_config: dict[str, Any] | None = None
+
+    @classmethod
+    def from_job(cls, job: Job) -> FineTuningJob:
+        """The job as OpenAI's API shows one, plus our extensions (progress, alias, lineage, evaluation, batch
+        layout, and the resolved training config once a worker has resolved it)."""
+        hyper = {k: job.hyperparameters.get(k, "auto") for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
+        method = job.method_type
+        method_hyper = {**hyper, "beta": job.hyperparameters.get("beta", "auto")} if method == "dpo" else hyper
+        return cls(
+            object="fine_tuning.job",
+            id=job.id,
+            created_at=int(job.created_at),
+            finished_at=int(job.finished_at) if job.finished_at else None,
+            error=job.error,
+            fine_tuned_model=job.fine_tuned_model if job.status == JobStatus.SUCCEEDED else None,
+            hyperparameters=hyper,
+            method={"type": method, method: {"hyperparameters": method_hyper}},
+            model=job.model,
+            organization_id=job.tenant,
+            result_files=[],
+            seed=job.seed,
+            status=job.status,
+            trained_tokens=job.trained_tokens,
+            training_file=job.training_file,
+            validation_file=job.validation_file,
+            integrations=job.integrations,
+            metadata=job.metadata,
+            user_provided_suffix=job.suffix,
+            estimated_finish=int(job.estimated_finish) if job.estimated_finish else None,
+            name=job.name,
+            step=job.step,
+            total_steps=job.total_steps,
+            attempt=job.attempt,
+            base_model=job.root_model,
+            parent_model=job.parent_model,
+            evaluation=job.evaluation,
+            training=job.training,
+            training_config=job.config,
+        )
 
 
 class JobList(ApiModel):

@@ -34,12 +34,12 @@ CheckpointCursor = Annotated[str | None, Query(pattern=r"^ftckpt-[0-9a-f]{1,64}-
 @router.post("", response_model=FineTuningJob | JobEstimate)
 def create_job(
     body: JobRequest, tenant: Tenant, svc: Svc, idempotency_key: Annotated[str | None, Header(max_length=256)] = None
-) -> dict[str, Any]:
+) -> FineTuningJob | dict[str, Any]:
     """Create a job; with ``dry_run: true``, return its estimate (tokens, steps, seconds, peak memory) instead."""
     if body.dry_run:
         return svc.estimates.estimate(tenant, body)
     job, _ = svc.jobs.create(tenant, body, idempotency_key)
-    return job.to_openai()
+    return FineTuningJob.from_job(job)
 
 
 @router.get("", response_model=JobList)
@@ -53,23 +53,23 @@ def list_jobs(request: Request, tenant: Tenant, svc: Svc, after: JobCursor = Non
 
 
 @router.get("/{job_id}", response_model=FineTuningJob)
-def get_job(job_id: IdPath, tenant: Tenant, svc: Svc) -> dict[str, Any]:
-    return svc.jobs.get(tenant, job_id).to_openai()
+def get_job(job_id: IdPath, tenant: Tenant, svc: Svc) -> FineTuningJob:
+    return FineTuningJob.from_job(svc.jobs.get(tenant, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=FineTuningJob, responses=error_responses(409))
-def cancel_job(job_id: IdPath, tenant: Tenant, svc: Svc) -> dict[str, Any]:
-    return svc.jobs.cancel(tenant, job_id).to_openai()
+def cancel_job(job_id: IdPath, tenant: Tenant, svc: Svc) -> FineTuningJob:
+    return FineTuningJob.from_job(svc.jobs.cancel(tenant, job_id))
 
 
 @router.post("/{job_id}/pause", response_model=FineTuningJob, responses=error_responses(409))
-def pause_job(job_id: IdPath, tenant: Tenant, svc: Svc) -> dict[str, Any]:
-    return svc.jobs.pause(tenant, job_id).to_openai()
+def pause_job(job_id: IdPath, tenant: Tenant, svc: Svc) -> FineTuningJob:
+    return FineTuningJob.from_job(svc.jobs.pause(tenant, job_id))
 
 
 @router.post("/{job_id}/resume", response_model=FineTuningJob, responses=error_responses(409))
-def resume_job(job_id: IdPath, tenant: Tenant, svc: Svc) -> dict[str, Any]:
-    return svc.jobs.resume(tenant, job_id).to_openai()
+def resume_job(job_id: IdPath, tenant: Tenant, svc: Svc) -> FineTuningJob:
+    return FineTuningJob.from_job(svc.jobs.resume(tenant, job_id))
 
 
 @router.get("/{job_id}/events", response_model=EventList)
@@ -147,7 +147,9 @@ async def stream_events(
                     await anyio.sleep(min(_SETTLE_S, job.finished_at + _SETTLE_S - time.time()))  # type: ignore[operator]
                     continue
                 if job is None or job.status in TERMINAL:
-                    yield ServerSentEvent(data=json.dumps(job.to_openai() if job else {}), event="end")
+                    yield ServerSentEvent(
+                        data=FineTuningJob.from_job(job).model_dump_json() if job else "{}", event="end"
+                    )
                     return
                 idle = 0.0 if await wake(min(wait, _SHUTDOWN_CHECK_S)) else idle + min(wait, _SHUTDOWN_CHECK_S)
                 if idle >= wait:

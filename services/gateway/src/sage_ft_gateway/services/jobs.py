@@ -15,10 +15,11 @@ from sage_ft.config import TrainingConfig
 from sage_ft.jobs import Job, JobStatus, job_states
 from sage_ft.jobs.model import event_seq, new_id, now
 from sage_ft.jobs.secrets import masked_integrations, request_secrets
-from sage_ft.jobs.spec import CHECKPOINT_ID, JobRequest, build_training_config
+from sage_ft.jobs.spec import CHECKPOINT_ID, JobRequest, build_training_config, requested_hyperparameters
 from sage_ft.models import local_model_dir
 from sage_ft.storage.names import closest_names, resolve_model_name
 from sage_ft_gateway.errors import ApiError, not_found
+from sage_ft_gateway.protocol.jobs import FineTuningJob
 from sage_ft_gateway.services.files import FileService
 from sage_ft_gateway.services.models import ModelService
 from sage_ft_gateway.state import GatewayState
@@ -93,7 +94,7 @@ class JobService:
             )
         config, hyper = build_training_config(
             request,
-            preset=_display_preset(request.preset),
+            preset=_stand_in_preset(request.preset),
             data_path=None,
             output_dir="/nonexistent",
             validation_path=request.validation_file,
@@ -164,7 +165,7 @@ class JobService:
             )
 
     def create(self, tenant: str, request: JobRequest, idempotency_key: str | None) -> tuple[Job, bool]:
-        _, hyper, base, parent = self.check_request(tenant, request)
+        _, _, base, parent = self.check_request(tenant, request)  # a config is built to validate, not kept
         job = Job(
             id=new_id("ftjob"),
             tenant=tenant,
@@ -177,7 +178,7 @@ class JobService:
             metadata=request.metadata,
             integrations=masked_integrations(request.integrations),
             spec=request.model_dump(mode="json", exclude_none=True, exclude=_SECRET_FIELDS),
-            hyperparameters=hyper,
+            hyperparameters=requested_hyperparameters(request),  # the worker that takes it resolves the config
             name=request.name,
             base_model=base,
             parent_model=parent,
@@ -205,7 +206,7 @@ class JobService:
 
     def list(self, tenant: str, after: str | None, limit: int, metadata: dict[str, str]) -> dict[str, Any]:
         jobs, more = self.state.jobs.list_jobs(tenant, after=after, limit=limit, metadata=metadata or None)
-        return {"object": "list", "data": [j.to_openai() for j in jobs], "has_more": more}
+        return {"object": "list", "data": [FineTuningJob.from_job(j) for j in jobs], "has_more": more}
 
     def events(self, tenant: str, job_id: str, after: str | None, limit: int) -> dict[str, Any]:
         self.get(tenant, job_id)
@@ -250,6 +251,6 @@ class JobService:
         return job_states.request_resume(self.state.jobs, job_id, self.state.enqueue_train)
 
 
-def _display_preset(preset: str | None) -> str:
+def _stand_in_preset(preset: str | None) -> str:
     """For validation only: the worker resolves 'auto' from its own device; here the CPU preset stands in."""
     return "cpu" if preset in (None, "auto") else preset

@@ -173,6 +173,7 @@ export function contract() {
 }
 
 export async function jobStatuses() {
-  const schema = (await contract()).components.schemas.FineTuningJob.properties.status;
-  return schema.enum;
+  const schemas = (await contract()).components.schemas;
+  const status = schemas.FineTuningJob.properties.status;
+  return (status.$ref ? schemas[status.$ref.split("/").pop()] : status).enum;
 }

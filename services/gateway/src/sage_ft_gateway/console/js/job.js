@@ -8,6 +8,18 @@ import { eta, progress } from "./jobs.js";
 const CONTROLS = { cancel: ["queued", "running", "paused", "validating_files"], pause: ["running", "queued"],
   resume: ["paused"] };
 
+// The config the job trains with, exactly as the worker resolved it (and the trainer loaded it); until a worker
+// takes the job, what the preset will decide is still open.
+function trainingConfig(config) {
+  if (!config) return h("p", { class: "muted", id: "training-config" }, "The training config is resolved when a worker "
+    + "takes the job (its preset decides what is still auto).");
+  const flat = Object.entries(config).flatMap(([k, v]) => v && typeof v === "object" && !Array.isArray(v)
+    ? Object.entries(v).map(([kk, vv]) => [`${k}.${kk}`, vv]) : [[k, v]]);
+  return h("details", { id: "training-config" }, h("summary", {}, "Training config (as the trainer received it)"),
+    kv(flat.filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => [k, Array.isArray(v) ? v.join(", ")
+      : String(v)])));
+}
+
 export function evaluationSummary(evaluation) {
   if (!evaluation) return h("p", { class: "muted" }, "No evaluation: the job had no held-out records.");
   const models = evaluation.models || {};
@@ -67,7 +79,8 @@ export async function jobPage(view, id) {
       ["model", model ? h("span", {}, h("a", { href: "#/models" }, model), " · ",
         h("a", { href: `#/chat?model=${encodeURIComponent(job.name || model)}` }, "chat with it")) : null],
     ]), h("h3", {}, "Hyperparameters"), kv(Object.entries({ ...job.hyperparameters,
-      ...((job.method[job.method.type] || {}).hyperparameters || {}) }).map(([k, v]) => [k, String(v)])));
+      ...((job.method[job.method.type] || {}).hyperparameters || {}) }).map(([k, v]) => [k, String(v)])),
+    trainingConfig(job.training_config));
     evaluation.replaceChildren(evaluationSummary(job.evaluation));
   }
   draw();
