@@ -66,15 +66,7 @@ async def place(pool: ServerPool, engine: Engine, key: Key, base_dir: Path, plan
     LoRA slot, or on one started for it. A hot-loading engine serves the base under its own name."""
     name = key[1]
     artifact = base_artifact(base_manifest_for(name), base_dir)
-    base_ref = str(base_dir)
-    server = await pool.ensure(
-        engine.server_key(artifact, base_ref, plan),
-        engine.name,
-        plan,
-        lambda p: engine.spec(artifact, base_ref, pool.path_for_server, p),
-        hot_loads=engine.hot_loads and plan.mode == "adapter",
-        grow_rank=False,
-    )
+    server = await pool.ensure_for(engine, artifact, str(base_dir), plan, grow_rank=False)
     if engine.hot_loads:
         pool.share(server, key, name)  # the name the base's server serves it under
     else:

@@ -39,13 +39,7 @@ async def place(
     pool: ServerPool, engine: Engine, key: Key, artifact: artifacts.Artifact, base_ref: str, plan: Plan
 ) -> Server:
     """``artifact`` served for ``key`` on the server of its key (started, or restarted for a larger LoRA slot)."""
-    server = await pool.ensure(
-        engine.server_key(artifact, base_ref, plan),
-        engine.name,
-        plan,
-        lambda p: engine.spec(artifact, base_ref, pool.path_for_server, p),
-        hot_loads=engine.hot_loads and plan.mode == "adapter",
-    )
+    server = await pool.ensure_for(engine, artifact, base_ref, plan)
     await pool.attach(server, engine, key, artifact, plan)
     return server
 

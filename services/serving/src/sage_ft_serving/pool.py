@@ -73,6 +73,20 @@ class ServerPool:
                 return await self._restart(server, plan, spec_for)
             return server or await self.start(spec_for(plan), key, engine, plan, hot_loads)
 
+    async def ensure_for(
+        self, engine: Engine, artifact: Artifact, base_ref: str, plan: Plan, grow_rank: bool = True
+    ) -> Server:
+        """``ensure`` for what ``engine`` serves ``artifact`` on: its key (vLLM: one server per base model) and the
+        command line the engine writes for it."""
+        return await self.ensure(
+            engine.server_key(artifact, base_ref, plan),
+            engine.name,
+            plan,
+            lambda wider: engine.spec(artifact, base_ref, self.path_for_server, wider),
+            hot_loads=engine.hot_loads and plan.mode == "adapter",
+            grow_rank=grow_rank,
+        )
+
     async def start(self, spec: ServerSpec, key: str, engine: str, plan: Plan, hot_loads: bool) -> Server:
         """Start ``spec`` as the server behind ``key`` and wait until it is healthy (stopping it if it is not)."""
         handle = await self.launch(spec)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from sage_ft.errors import UNION_TAG, ConfigError
+from sage_ft.errors import ConfigError, request_error
 from sage_ft.evals.graders import parse_criteria
 from sage_ft.evals.items import check_item_schema
 from sage_ft.jobs.model import now
@@ -62,30 +62,14 @@ class EvalRecord(BaseModel):
     testing_criteria: list[dict[str, Any]]
     metadata: dict[str, str] | None = None
 
-    def to_openai(self) -> dict[str, Any]:
-        properties: dict[str, Any] = {"item": self.item_schema}
-        if self.include_sample_schema:
-            properties["sample"] = SAMPLE_SCHEMA
-        schema = {"type": "object", "properties": properties, "required": sorted(properties)}
-        return {
-            "object": "eval",
-            "id": self.id,
-            "name": self.name,
-            "created_at": int(self.created_at),
-            "metadata": self.metadata or {},
-            "data_source_config": {"type": "custom", "schema": schema},
-            "testing_criteria": self.testing_criteria,
-        }
-
 
 def parse_eval(body: Any) -> EvalCreate:
     """Validate a create request; every error is a ConfigError naming the parameter."""
     try:
         request = EvalCreate.model_validate(body)
     except ValidationError as err:
-        first = err.errors()[0]
-        param = ".".join(str(p) for p in first["loc"] if not UNION_TAG.match(str(p))) or "body"
-        msg = "unknown parameter" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+        param, msg = request_error(err.errors()[0], {})
+        param = param or "body"
         if param == "data_source_config.type":
             msg = "unsupported data source; supported: custom (an item_schema)"
         raise ConfigError(f"{param}: {msg}", param=param) from None
@@ -99,8 +83,7 @@ def parse_update(body: Any) -> EvalUpdate:
     try:
         update = EvalUpdate.model_validate(body)
     except ValidationError as err:
-        first = err.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or "body"
-        msg = "unknown parameter" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+        param, msg = request_error(err.errors()[0], {})
+        param = param or "body"
         raise ConfigError(f"{param}: {msg}", param=param) from None
     return update

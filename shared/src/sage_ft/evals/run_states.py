@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from sage_ft.evals.runstore import ACTIVE_RUN, EvalRun, RunStore
+from sage_ft.evals.runstore import ACTIVE_RUN, EvalRun, RunStatus, RunStore
 from sage_ft.jobs.model import now
 from sage_ft.jobs.store import JobConflictError
 
@@ -35,7 +35,7 @@ def start(runs: RunStore, run_id: str) -> EvalRun | None:
     return run if started else None
 
 
-def finish(runs: RunStore, run_id: str, status: str, error: dict[str, str] | None = None) -> EvalRun:
+def finish(runs: RunStore, run_id: str, status: RunStatus, error: dict[str, str] | None = None) -> EvalRun:
     """End an attempt; a run cancelled meanwhile stays cancelled."""
 
     def rule(run: EvalRun) -> EvalRun | None:

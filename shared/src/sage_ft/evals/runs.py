@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sage_ft.errors import UNION_TAG, ConfigError
+from sage_ft.errors import ConfigError, request_error
 from sage_ft.evals.graders import StringCheck, TextSimilarity, grade, parse_criteria
 from sage_ft.evals.items import rows_from_content
 from sage_ft.evals.templates import check_template, render
@@ -75,9 +75,8 @@ def parse_run(body: Any, item_schema: dict[str, Any]) -> RunRequest:
     try:
         request = RunRequest.model_validate(body)
     except ValidationError as err:
-        first = err.errors()[0]
-        param = ".".join(str(p) for p in first["loc"] if not UNION_TAG.match(str(p))) or "body"
-        msg = "unknown parameter" if first["type"] == "extra_forbidden" else first["msg"]
+        param, msg = request_error(err.errors()[0], {})
+        param = param or "body"
         if param in ("data_source.type", "data_source.source.type", "data_source.input_messages.type"):
             msg = f"{msg} (supported: completions from a template, over file_id or file_content rows)"
         raise ConfigError(f"{param}: {msg}", param=param) from None

@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from sage_ft.jobs.model import now
 from sage_ft.jobs.store import JobStore, compare_and_set, event_record
 
+RunStatus = Literal["queued", "in_progress", "completed", "failed", "canceled"]
 ACTIVE_RUN = ("queued", "in_progress")
 _STATUS = re.compile(r'"status":"([a-z_]+)"')  # pydantic's compact JSON; the first "status" key is the record's
 _SEP = "\x1f"
@@ -38,11 +39,11 @@ return 0
 
 
 class EvalRun(BaseModel):
-    """One run of an eval as the store keeps it; ``to_openai`` decides what a caller sees."""
+    """One run of an eval as the store keeps it (what a caller sees is the gateway's ``EvalRunObject.from_run``)."""
 
     model_config = ConfigDict(extra="ignore")
     id: str
-    status: str = "queued"  # first after the id: ``RunStore.status`` reads it without parsing the rest
+    status: RunStatus = "queued"  # first after the id: ``RunStore.status`` reads it without parsing the rest
     eval_id: str
     tenant: str
     name: str
@@ -59,7 +60,9 @@ class EvalRun(BaseModel):
     attempts: int = 0
     error: dict[str, str] | None = None
 
-    def to_openai(self, counts: dict[str, int]) -> dict[str, Any]:
+    def tally(self, counts: dict[str, int]) -> tuple[dict[str, int], list[dict[str, Any]]]:
+        """The run's result counts (total, errored, failed, passed) and each grader's passed and failed, from the
+        counters ``RunStore.counts`` keeps."""
         per = [
             {
                 "testing_criteria": n,
@@ -69,22 +72,7 @@ class EvalRun(BaseModel):
             for n in self.criteria
         ]
         done = {k: counts.get(k, 0) for k in ("errored", "failed", "passed")}
-        return {
-            "object": "eval.run",
-            "id": self.id,
-            "eval_id": self.eval_id,
-            "name": self.name,
-            "model": self.model,
-            "status": self.status,
-            "created_at": int(self.created_at),
-            "data_source": self.data_source,
-            "metadata": self.metadata or {},
-            "error": self.error,
-            "report_url": f"/v1/evals/{self.eval_id}/runs/{self.id}/output_items",
-            "result_counts": {"total": self.total if self.total is not None else sum(done.values()), **done},
-            "per_testing_criteria_results": per,
-            "per_model_usage": [],
-        }
+        return {"total": self.total if self.total is not None else sum(done.values()), **done}, per
 
 
 def item_id(run_id: str, index: int) -> str:

@@ -1,8 +1,7 @@
 """The job record and its states, as the job store keeps them.
 
 The record kept in Redis (``Job``) carries more than the API shows (tenant, lease, attempt, flags). What a caller
-sees of a job is the gateway's ``protocol.jobs.FineTuningJob.from_job``; files and events keep their ``to_openai``
-here until they move the same way.
+sees of a job or a file is the gateway's (``protocol.jobs.FineTuningJob.from_job``, ``protocol.files.FileObject``).
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ import re
 import secrets
 import time
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -132,22 +131,9 @@ class FileRecord(BaseModel):
     bytes: int
     purpose: str = "fine-tune"
     created_at: float = Field(default_factory=now)
-    status: str = "processed"  # processed | error
+    status: Literal["processed", "error"] = "processed"
     status_details: str | None = None
     report: dict[str, Any] = Field(default_factory=dict)
-
-    def to_openai(self) -> dict[str, Any]:
-        return {
-            "object": "file",
-            "id": self.id,
-            "bytes": self.bytes,
-            "created_at": int(self.created_at),
-            "filename": self.filename,
-            "purpose": self.purpose,
-            "status": self.status,
-            "status_details": self.status_details,
-            "report": self.report,
-        }
 
 
 def event_object(job_id: str, seq: int, raw: dict[str, Any]) -> dict[str, Any]:

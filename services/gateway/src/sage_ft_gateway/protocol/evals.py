@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from sage_ft.evals.model import SAMPLE_SCHEMA, EvalRecord
+from sage_ft.evals.runstore import EvalRun, RunStatus
 from sage_ft_gateway.protocol.params import ApiModel
 
 
@@ -15,6 +17,23 @@ class EvalObject(ApiModel):
     metadata: dict[str, str]
     data_source_config: dict[str, Any]
     testing_criteria: list[dict[str, Any]]
+
+    @classmethod
+    def from_record(cls, record: EvalRecord) -> EvalObject:
+        """The eval as OpenAI shows one: its item schema (with the sample a run adds) as a custom data source."""
+        properties: dict[str, Any] = {"item": record.item_schema}
+        if record.include_sample_schema:
+            properties["sample"] = SAMPLE_SCHEMA
+        schema = {"type": "object", "properties": properties, "required": sorted(properties)}
+        return cls(
+            object="eval",
+            id=record.id,
+            name=record.name,
+            created_at=int(record.created_at),
+            metadata=record.metadata or {},
+            data_source_config={"type": "custom", "schema": schema},
+            testing_criteria=record.testing_criteria,
+        )
 
 
 class EvalList(ApiModel):
@@ -44,7 +63,7 @@ class EvalRunObject(ApiModel):
     eval_id: str
     name: str
     model: str
-    status: Literal["queued", "in_progress", "completed", "failed", "canceled"]
+    status: RunStatus
     created_at: int
     data_source: dict[str, Any]
     metadata: dict[str, str]
@@ -53,6 +72,27 @@ class EvalRunObject(ApiModel):
     result_counts: ResultCounts
     per_testing_criteria_results: list[dict[str, Any]]
     per_model_usage: list[dict[str, Any]]
+
+    @classmethod
+    def from_run(cls, run: EvalRun, counts: dict[str, int]) -> EvalRunObject:
+        """The run as OpenAI shows one; ``counts`` are the store's counters for it (``RunStore.counts``)."""
+        result_counts, per_criteria = run.tally(counts)
+        return cls(
+            object="eval.run",
+            id=run.id,
+            eval_id=run.eval_id,
+            name=run.name,
+            model=run.model,
+            status=run.status,
+            created_at=int(run.created_at),
+            data_source=run.data_source,
+            metadata=run.metadata or {},
+            error=run.error,
+            report_url=f"/v1/evals/{run.eval_id}/runs/{run.id}/output_items",
+            result_counts=ResultCounts(**result_counts),
+            per_testing_criteria_results=per_criteria,
+            per_model_usage=[],
+        )
 
 
 class EvalRunList(ApiModel):

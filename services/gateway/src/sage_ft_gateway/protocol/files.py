@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from sage_ft.jobs.model import FileRecord
 from sage_ft_gateway.protocol.params import ApiModel
 
 
@@ -17,6 +18,20 @@ class FileObject(ApiModel):
     status: Literal["uploaded", "processed", "error"]
     status_details: str | None = None
     report: dict[str, Any] | None = None
+
+    @classmethod
+    def from_record(cls, record: FileRecord) -> FileObject:
+        return cls(
+            object="file",
+            id=record.id,
+            bytes=record.bytes,
+            created_at=int(record.created_at),
+            filename=record.filename,
+            purpose=record.purpose,
+            status=record.status,
+            status_details=record.status_details,
+            report=record.report,
+        )
 
 
 class FileList(ApiModel):

@@ -31,7 +31,7 @@ RunStatus = Literal["queued", "in_progress", "completed", "canceled", "failed"]
 
 
 @router.post("", response_model=EvalRunObject, responses=error_responses(409))
-def create_run(eval_id: IdPath, body: RunRequest, tenant: Tenant, svc: Svc) -> dict[str, Any]:
+def create_run(eval_id: IdPath, body: RunRequest, tenant: Tenant, svc: Svc) -> EvalRunObject:
     return svc.eval_runs.create(tenant, eval_id, body.model_dump(exclude_unset=True))
 
 
@@ -49,13 +49,13 @@ def list_runs(
 
 
 @router.get("/{run_id}", response_model=EvalRunObject)
-def get_run(eval_id: IdPath, run_id: IdPath, tenant: Tenant, svc: Svc) -> dict[str, Any]:
+def get_run(eval_id: IdPath, run_id: IdPath, tenant: Tenant, svc: Svc) -> EvalRunObject:
     return svc.eval_runs.get(tenant, eval_id, run_id)
 
 
 @router.post("/{run_id}/cancel", response_model=EvalRunObject, responses=error_responses(409))
 @router.post("/{run_id}", response_model=EvalRunObject, responses=error_responses(409))  # what older SDKs call
-def cancel_run(eval_id: IdPath, run_id: IdPath, tenant: Tenant, svc: Svc) -> dict[str, Any]:
+def cancel_run(eval_id: IdPath, run_id: IdPath, tenant: Tenant, svc: Svc) -> EvalRunObject:
     return svc.eval_runs.cancel(tenant, eval_id, run_id)
 
 

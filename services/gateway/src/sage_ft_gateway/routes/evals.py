@@ -17,8 +17,8 @@ EvalCursor = Annotated[str | None, Query(pattern=r"^eval-[0-9a-f]{1,64}$", descr
 
 
 @router.post("", response_model=EvalObject)
-def create_eval(body: EvalCreate, tenant: Tenant, svc: Svc) -> dict[str, Any]:
-    return svc.evals.create(tenant, body).to_openai()
+def create_eval(body: EvalCreate, tenant: Tenant, svc: Svc) -> EvalObject:
+    return EvalObject.from_record(svc.evals.create(tenant, body))
 
 
 @router.get("", response_model=EvalList)
@@ -33,13 +33,13 @@ def list_evals(
 
 
 @router.get("/{eval_id}", response_model=EvalObject)
-def get_eval(eval_id: IdPath, tenant: Tenant, svc: Svc) -> dict[str, Any]:
-    return svc.evals.get(tenant, eval_id).to_openai()
+def get_eval(eval_id: IdPath, tenant: Tenant, svc: Svc) -> EvalObject:
+    return EvalObject.from_record(svc.evals.get(tenant, eval_id))
 
 
 @router.post("/{eval_id}", response_model=EvalObject)
-def update_eval(eval_id: IdPath, body: EvalUpdate, tenant: Tenant, svc: Svc) -> dict[str, Any]:
-    return svc.evals.update(tenant, eval_id, body).to_openai()
+def update_eval(eval_id: IdPath, body: EvalUpdate, tenant: Tenant, svc: Svc) -> EvalObject:
+    return EvalObject.from_record(svc.evals.update(tenant, eval_id, body))
 
 
 @router.delete("/{eval_id}", response_model=EvalDeleted)

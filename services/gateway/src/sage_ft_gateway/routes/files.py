@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v1/files", tags=["files"], responses=error_responses
 
 
 @router.post("", response_model=FileObject, openapi_extra=UPLOAD_BODY, responses=error_responses(413, 415))
-async def create_file(request: Request, tenant: Tenant, svc: Svc) -> dict[str, Any]:
+async def create_file(request: Request, tenant: Tenant, svc: Svc) -> FileObject:
     limit = int(svc.state.settings.gateway.max_upload_mb * 1024 * 1024)
     upload = await receive_upload(request, limit)
     assert upload.path is not None  # receive_upload refuses a body without a file part
@@ -28,17 +28,18 @@ async def create_file(request: Request, tenant: Tenant, svc: Svc) -> dict[str, A
         )
     finally:
         upload.cleanup()
-    return record.to_openai()
+    return FileObject.from_record(record)
 
 
 @router.get("", response_model=FileList)
 def list_files(tenant: Tenant, svc: Svc, purpose: str | None = None) -> dict[str, Any]:
-    return {"object": "list", "data": [f.to_openai() for f in svc.files.list(tenant, purpose)], "has_more": False}
+    data = [FileObject.from_record(f) for f in svc.files.list(tenant, purpose)]
+    return {"object": "list", "data": data, "has_more": False}
 
 
 @router.get("/{file_id}", response_model=FileObject)
-def get_file(file_id: IdPath, tenant: Tenant, svc: Svc) -> dict[str, Any]:
-    return svc.files.get(tenant, file_id).to_openai()
+def get_file(file_id: IdPath, tenant: Tenant, svc: Svc) -> FileObject:
+    return FileObject.from_record(svc.files.get(tenant, file_id))
 
 
 @router.get(

@@ -15,22 +15,14 @@ from sage_ft.evals.runs import FileIdSource, parse_run
 from sage_ft.evals.runstore import EvalRun, item_id, item_index
 from sage_ft.jobs.model import new_id
 from sage_ft_gateway.errors import ApiError, not_found
+from sage_ft_gateway.protocol.evals import EvalRunObject
+from sage_ft_gateway.protocol.params import cursor_page
 from sage_ft_gateway.services.evals import EvalService
 from sage_ft_gateway.services.files import FileService
 from sage_ft_gateway.services.models import ModelService
 from sage_ft_gateway.state import GatewayState
 
 log = logging.getLogger(__name__)
-
-
-def _page(data: list[dict[str, Any]], more: bool) -> dict[str, Any]:
-    return {
-        "object": "list",
-        "data": data,
-        "has_more": more,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-    }
 
 
 class EvalRunService:
@@ -60,7 +52,7 @@ class EvalRunService:
                     code="invalid_file",
                 ) from None
 
-    def create(self, tenant: str, eval_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    def create(self, tenant: str, eval_id: str, body: dict[str, Any]) -> EvalRunObject:
         record = self.evals.get(tenant, eval_id)
         request = parse_run(body, record.item_schema)
         source = request.data_source
@@ -87,7 +79,7 @@ class EvalRunService:
             self.state.enqueue_eval(run)
         except Exception:  # the broker is away: the run is stored as queued, and the reconciler sends it again
             log.exception("could not enqueue eval run %s; the reconciler will", run.id)
-        return run.to_openai({})
+        return EvalRunObject.from_run(run, {})
 
     def _get(self, tenant: str, eval_id: str, run_id: str) -> EvalRun:
         self.evals.get(tenant, eval_id)
@@ -96,8 +88,8 @@ class EvalRunService:
             raise not_found("eval run", run_id, "run_id")
         return run
 
-    def get(self, tenant: str, eval_id: str, run_id: str) -> dict[str, Any]:
-        return self._get(tenant, eval_id, run_id).to_openai(self.runs.counts(run_id))
+    def get(self, tenant: str, eval_id: str, run_id: str) -> EvalRunObject:
+        return EvalRunObject.from_run(self._get(tenant, eval_id, run_id), self.runs.counts(run_id))
 
     def list(
         self, tenant: str, eval_id: str, after: str | None, limit: int, order: str, status: str | None
@@ -107,11 +99,11 @@ class EvalRunService:
             raise ApiError(404, f"'{after}' is not a run of {eval_id}.", param="after", code="eval_run_not_found")
         runs, more = self.runs.page(eval_id, after=after, limit=limit, newest_first=order == "desc", status=status)
         counts = self.runs.counts_many([r.id for r in runs])
-        return _page([r.to_openai(c) for r, c in zip(runs, counts, strict=True)], more)
+        return cursor_page([EvalRunObject.from_run(r, c) for r, c in zip(runs, counts, strict=True)], more)
 
-    def cancel(self, tenant: str, eval_id: str, run_id: str) -> dict[str, Any]:
+    def cancel(self, tenant: str, eval_id: str, run_id: str) -> EvalRunObject:
         self._get(tenant, eval_id, run_id)
-        return run_states.cancel(self.runs, run_id).to_openai(self.runs.counts(run_id))
+        return EvalRunObject.from_run(run_states.cancel(self.runs, run_id), self.runs.counts(run_id))
 
     def delete(self, tenant: str, eval_id: str, run_id: str) -> dict[str, Any]:
         self.runs.delete(self._get(tenant, eval_id, run_id))  # a worker on it finds the record gone and stops
@@ -133,7 +125,7 @@ class EvalRunService:
                 )
             items = [(i, it) for i, it in items if (i < start if order == "desc" else i > start)]
         items = [(i, it) for i, it in items if status is None or it["status"] == status]
-        return _page([self._output(run, i, it) for i, it in items[:limit]], len(items) > limit)
+        return cursor_page([self._output(run, i, it) for i, it in items[:limit]], len(items) > limit)
 
     def output_item(self, tenant: str, eval_id: str, run_id: str, output_item_id: str) -> dict[str, Any]:
         run = self._get(tenant, eval_id, run_id)

@@ -8,6 +8,8 @@ from sage_ft.evals.model import EvalCreate, EvalRecord, EvalUpdate, parse_eval, 
 from sage_ft.evals.store import EvalStore
 from sage_ft.jobs.model import new_id
 from sage_ft_gateway.errors import ApiError, not_found
+from sage_ft_gateway.protocol.evals import EvalObject
+from sage_ft_gateway.protocol.params import cursor_page
 from sage_ft_gateway.state import GatewayState
 
 
@@ -41,14 +43,7 @@ class EvalService:
         if after is not None and self.evals.get(tenant, after) is None:
             raise ApiError(404, f"'{after}' is not an eval id.", param="after", code="eval_not_found")
         records, more = self.evals.list(tenant, after=after, limit=limit, newest_first=order == "desc")
-        data = [r.to_openai() for r in records]
-        return {
-            "object": "list",
-            "data": data,
-            "has_more": more,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-        }
+        return cursor_page([EvalObject.from_record(r) for r in records], more)
 
     def update(self, tenant: str, eval_id: str, body: EvalUpdate) -> EvalRecord:
         record = self.get(tenant, eval_id)

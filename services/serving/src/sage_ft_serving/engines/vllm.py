@@ -51,57 +51,46 @@ class VLLMEngine(Engine):
             base = Path(base_ref)
             model = path_for_server(base) if base.is_absolute() else base_ref  # a local directory, or a hub id
             served = artifact.manifest.base_model
-        args = [
-            "--model",
-            model,
-            "--served-model-name",
-            served,
-            "--host",
-            "{host}",
-            "--port",
-            "{port}",
-            "--load-format",
-            "safetensors",
-            "--uvicorn-log-level",
-            "warning",
-        ]
-        if plan.max_model_len is not None:
-            args += ["--max-model-len", str(plan.max_model_len)]
+        lora: list[str] = []
         if plan.mode == "adapter" and plan.lora_rank is not None:
-            args += ["--enable-lora", "--max-loras", str(cfg.max_loras), "--max-lora-rank", str(plan.lora_rank)]
-        if self.gpu:
-            args += ["--gpu-memory-utilization", str(cfg.gpu_memory_utilization)]
-        if cfg.trust_remote_code:
-            args.append("--trust-remote-code")
-        args += shlex.split(cfg.vllm_extra_args)
-        env = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
-        if not self.gpu:
-            env["VLLM_CPU_KVCACHE_SPACE"] = str(cfg.vllm_cpu_kv_cache_gb)
+            lora = ["--enable-lora", "--max-loras", str(cfg.max_loras), "--max-lora-rank", str(plan.lora_rank)]
+        trailing = ["--trust-remote-code"] if cfg.trust_remote_code else []
         key = self.server_key(artifact, base_ref, plan)
         label = artifact.manifest.base_model if plan.mode == "adapter" else artifact.manifest.alias or "merged"
-        return ServerSpec(
-            name=server_name("vllm", key, label),
-            engine=self.name,
-            module=API_SERVER,
-            args=args,
-            env=env,
-            python=cfg.vllm_python,
-            gpus=cfg.gpus_per_server if self.gpu else 0,
-            labels={"sage-ft.engine": self.name},
+        return self._server(
+            server_name("vllm", key, label),
+            model,
+            served,
+            plan,
+            lora=lora,
+            trailing=[*trailing, *shlex.split(cfg.vllm_extra_args)],
+            env={"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"},
         )
 
     def embedding_spec(
         self, model_dir: Path, name: str, path_for_server: Callable[[Path], str], plan: Plan
     ) -> ServerSpec:
         """A pooling server for an embedding model (``/v1/embeddings``), served under ``name``."""
+        server = server_name("vllm", f"embed:{model_dir}", f"embed-{name}")
+        return self._server(server, path_for_server(model_dir), name, plan, leading=["--runner", "pooling"])
+
+    def _server(
+        self,
+        name: str,
+        model: str,
+        served: str,
+        plan: Plan,
+        *,
+        leading: list[str] | None = None,
+        lora: list[str] | None = None,
+        trailing: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> ServerSpec:
+        """The command line every vLLM server shares (safetensors only, the planned context length, this machine's
+        memory settings), around what a kind of server adds."""
         cfg = self.settings.serving
-        args = [
-            "--model",
-            path_for_server(model_dir),
-            "--served-model-name",
-            name,
-            "--runner",
-            "pooling",
+        args = ["--model", model, "--served-model-name", served, *(leading or [])]
+        args += [
             "--host",
             "{host}",
             "--port",
@@ -113,17 +102,19 @@ class VLLMEngine(Engine):
         ]
         if plan.max_model_len is not None:
             args += ["--max-model-len", str(plan.max_model_len)]
+        args += lora or []
         if self.gpu:
             args += ["--gpu-memory-utilization", str(cfg.gpu_memory_utilization)]
-        env = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+        args += trailing or []
+        environment = {**(env or {}), "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
         if not self.gpu:
-            env["VLLM_CPU_KVCACHE_SPACE"] = str(cfg.vllm_cpu_kv_cache_gb)
+            environment["VLLM_CPU_KVCACHE_SPACE"] = str(cfg.vllm_cpu_kv_cache_gb)
         return ServerSpec(
-            name=server_name("vllm", f"embed:{model_dir}", f"embed-{name}"),
+            name=name,
             engine=self.name,
             module=API_SERVER,
             args=args,
-            env=env,
+            env=environment,
             python=cfg.vllm_python,
             gpus=cfg.gpus_per_server if self.gpu else 0,
             labels={"sage-ft.engine": self.name},
