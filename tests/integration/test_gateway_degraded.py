@@ -91,9 +91,16 @@ def stream_ids(url: str, job_id: str, last: str | None) -> tuple[int, list[int]]
         if r.status_code != 200:
             r.read()
             return r.status_code, []
+        frame: dict[str, str] = {}
         for line in r.iter_lines():
-            if line.startswith("data:") and '"seq"' in line:
-                seqs.append(json.loads(line[5:])["seq"])
+            if line:
+                name, _, value = line.partition(":")
+                frame[name] = value.strip()
+                continue
+            if frame.get("event") == "fine_tuning.job.event":  # a frame ends at a blank line; its SSE id is the seq
+                assert json.loads(frame["data"])["id"].endswith(f"-{frame['id']}")
+                seqs.append(int(frame["id"]))
+            frame = {}
     return 200, seqs
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ import pytest
 from stack import start_redis
 
 from sage_ft.jobs import Job, JobConflictError, JobStatus, JobStore, job_states
+from sage_ft.jobs.model import CheckpointRecord
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +108,29 @@ def test_events_page_newest_first_with_cursor(store: JobStore) -> None:
     for i in range(5):
         store.add_event(job.id, f"e{i}")
     page, more = store.events_page(job.id, limit=2)
-    assert [e["message"] for e in page] == ["e4", "e3"] and more
-    nxt, more = store.events_page(job.id, before=page[-1]["seq"], limit=10)
-    assert [e["message"] for e in nxt] == ["e2", "e1", "e0"] and not more
-    assert [e["message"] for e in store.events_after(job.id, 3)] == ["e3", "e4"]
+    assert [(e.seq, e.message) for e in page] == [(5, "e4"), (4, "e3")] and more
+    nxt, more = store.events_page(job.id, before=page[-1].seq, limit=10)
+    assert [e.message for e in nxt] == ["e2", "e1", "e0"] and not more
+    assert [(e.seq, e.message) for e in store.events_after(job.id, 3)] == [(4, "e3"), (5, "e4")]
+
+
+def test_checkpoints_read_back_oldest_first_and_as_stored_by_earlier_versions(store: JobStore) -> None:
+    job = new_job(store)
+    legacy = {  # how a checkpoint was stored before CheckpointRecord: OpenAI's object itself
+        "object": "fine_tuning.job.checkpoint",
+        "id": f"ftckpt-{job.id.split('-', 1)[-1]}-10",
+        "created_at": 1700000000,
+        "fine_tuned_model_checkpoint": "ft:m:s:abc:ckpt-step-10",
+        "fine_tuning_job_id": job.id,
+        "step_number": 10,
+        "metrics": {"step": 10, "train_loss": 1.5},
+        "bytes": 123,
+    }
+    store.r.rpush(f"test:job:{job.id}:ckpts", json.dumps(legacy))
+    store.add_checkpoint(CheckpointRecord(job_id=job.id, step=20, model="ft:m:s:abc:ckpt-step-20", bytes=7))
+    old, new = store.checkpoints(job.id)
+    assert (old.step, old.model, old.metrics["train_loss"], old.bytes) == (10, "ft:m:s:abc:ckpt-step-10", 1.5, 123)
+    assert (new.job_id, new.step, new.bytes) == (job.id, 20, 7) and new.created_at > old.created_at
 
 
 def test_jobs_by_status_counts(store: JobStore, tmp_path: Path) -> None:
@@ -177,7 +198,7 @@ def test_finished_jobs_leave_redis_after_their_retention_and_active_ones_stay(st
     for job in (done, running):
         assert job_states.claim(store, job.id, "w", lease_s=30).job is not None
         store.add_event(job.id, "Step 1/2: training loss=1.0")
-        store.add_checkpoint(job.id, {"step_number": 1})
+        store.add_checkpoint(CheckpointRecord(job_id=job.id, step=1, model=f"ft:b:s:{job.id}:ckpt-step-1"))
     assert job_states.finish(store, done.id, "w", JobStatus.SUCCEEDED) is not None
     ended = store.get_job(done.id).finished_at  # type: ignore[union-attr]
     assert done.id not in store.purge_finished(ended - 1)  # not yet past its retention (others of this module may be)

@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 
 from sage_ft.errors import ConfigError
-from sage_ft.evals import check_template, grade, parse_criteria, render, similarity, variables
+from sage_ft.evals import parse_criteria
+from sage_ft.graders import Grading, check_template, render, sample_of, variables
+from sage_ft.graders.similarity import similarity
 
 ITEM = {"question": "Capital of Oslandia?", "answer": "Brightport", "tags": ["geo"], "meta": {"level": 2}}
 PROPS = {"question", "answer", "tags", "meta"}
@@ -52,7 +54,7 @@ def _check(op: str, output: str) -> bool:
         ],
         PROPS,
     )
-    return grade(criterion, ITEM, output).passed
+    return Grading().run(criterion, sample_of(output), ITEM).passed
 
 
 @pytest.mark.parametrize(
@@ -94,16 +96,18 @@ def test_text_similarity_passes_at_its_threshold() -> None:
         }
     ]
     (criterion,) = parse_criteria(raw, PROPS)
-    assert grade(criterion, {"answer": "red fox jumps"}, "red fox jumps").passed
-    low = grade(criterion, {"answer": "red fox jumps"}, "a blue owl")
-    assert not low.passed and low.score == 0.0 and low.name == "r"
+    assert Grading().run(criterion, sample_of("red fox jumps"), {"answer": "red fox jumps"}).passed
+    low = Grading().run(criterion, sample_of("a blue owl"), {"answer": "red fox jumps"})
+    assert not low.passed and low.reward == 0.0 and low.name == "r"
 
 
 @pytest.mark.parametrize(
     ("raw", "param", "fragment"),
     [
-        ([{"type": "label_model", "name": "x"}], "testing_criteria.0.type", "unsupported grader type 'label_model'"),
-        ([{"type": "python", "name": "x", "source": "."}], "testing_criteria.0.type", "string_check, text_similarity"),
+        ([{"type": "regex", "name": "x"}], "testing_criteria.0.type", "unsupported grader type 'regex'"),
+        ([{"name": "x"}], "testing_criteria.0.type", "give a type: string_check, text_similarity, python"),
+        ([{"type": "label_model", "name": "x"}], "testing_criteria.0.model", "Field required"),
+        ([{"type": "python", "name": "x", "source": ""}], "testing_criteria.0.source", "at least 1 character"),
         (
             [{"type": "text_similarity", "name": "x", "input": "a", "reference": "b", "evaluation_metric": "meteor"}],
             "testing_criteria.0.evaluation_metric",
@@ -122,7 +126,7 @@ def test_text_similarity_passes_at_its_threshold() -> None:
         (
             [{"type": "string_check", "name": "x", "input": "a", "reference": "b", "operation": "eq", "extra": 1}],
             "testing_criteria.0.extra",
-            "unknown field",
+            "unknown parameter",
         ),
         ([], "testing_criteria", "at least one"),
     ],
@@ -211,7 +215,7 @@ def _run_body(**change: Any) -> dict[str, Any]:
 
 
 def test_a_run_renders_prompts_grades_items_and_counts() -> None:
-    from sage_ft.evals.runs import criteria_of, output_item, parse_run, prompt, summarize
+    from sage_ft.evals.runs import criteria_of, grade_item, parse_run, prompt, summarize
 
     request = parse_run(_run_body(), SCHEMA)
     rows = request.data_source.source.content  # type: ignore[union-attr]
@@ -238,14 +242,12 @@ def test_a_run_renders_prompts_grades_items_and_counts() -> None:
         {"role": "system", "content": "Answer briefly."},
         {"role": "user", "content": "Capital of Oslandia?"},
     ]
-    good = output_item(criteria, 0, rows[0]["item"], messages, "Brightport", "m")
-    bad = output_item(criteria, 1, rows[1]["item"], prompt(request, rows[1]["item"]), "Dunmere", "m")
-    broken = output_item(criteria, 2, rows[1]["item"], [], None, "m", error="server down")
-    assert (good["status"], bad["status"], broken["status"]) == ("pass", "fail", "error")
-    assert good["sample"]["output"][0]["content"] == "Brightport" and [r["passed"] for r in bad["results"]] == [
-        False,
-        False,
-    ]
+    grading = Grading()
+    good = grade_item(grading, criteria, 0, rows[0]["item"], messages, "Brightport", "m")
+    bad = grade_item(grading, criteria, 1, rows[1]["item"], prompt(request, rows[1]["item"]), "Dunmere", "m")
+    broken = grade_item(grading, criteria, 2, rows[1]["item"], [], None, "m", error="server down")
+    assert (good.status, bad.status, broken.status) == ("pass", "fail", "error")
+    assert good.output_text == "Brightport" and [r.passed for r in bad.results] == [False, False]
     summary = summarize(raw, [good, bad, broken], total=4)
     assert summary["result_counts"] == {"total": 4, "errored": 1, "failed": 1, "passed": 1}
     assert summary["per_testing_criteria_results"] == [

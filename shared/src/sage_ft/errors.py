@@ -24,16 +24,19 @@ def request_error(error: Mapping[str, Any], tagged: Mapping[str, Sequence[str]])
     path: list[str] = []
     tag = None
     for i, part in enumerate(loc):
-        if i and loc[i - 1] in tagged and part in tagged[loc[i - 1]] and path and path[-1] == loc[i - 1]:
+        field = _tagged_field(path, tagged)
+        if field is not None and part in tagged[field] and path and path[-1] == loc[i - 1]:  # a member's tag
             tag = part
             continue
         path.append(part)
     kind = error.get("type")
     message = str(error.get("msg", "invalid request")).removeprefix("Value error, ")
-    if kind in ("union_tag_invalid", "union_tag_not_found") and path and path[-1] in tagged:
-        field, given = path[-1], (error.get("ctx") or {}).get("tag")
+    field = _tagged_field(path, tagged)
+    if kind in ("union_tag_invalid", "union_tag_not_found") and field is not None:
+        given = (error.get("ctx") or {}).get("tag")
         supported = ", ".join(tagged[field])
-        message = f"unsupported {field} {given!r}; supported: {supported}" if given else f"give a type: {supported}"
+        noun = "grader type" if field in _COLLECTIONS or field == "grader" else field
+        message = f"unsupported {noun} {given!r}; supported: {supported}" if given else f"give a type: {supported}"
         path.append("type")
     elif kind == "extra_forbidden":
         message = "unknown parameter"
@@ -41,6 +44,18 @@ def request_error(error: Mapping[str, Any], tagged: Mapping[str, Sequence[str]])
             message = f"'{path[-1]}' settings given for {path[-2]} type '{tag}'"
             path.pop()
     return ".".join(path), message
+
+
+def _tagged_field(path: list[str], tagged: Mapping[str, Sequence[str]]) -> str | None:
+    """The tagged union ``path`` ends at: the field itself, or an entry (index, key) of a list or map of them."""
+    if path and path[-1] in tagged:
+        return path[-1]
+    if len(path) >= 2 and path[-2] in tagged and path[-2] in _COLLECTIONS:
+        return path[-2]
+    return None
+
+
+_COLLECTIONS = frozenset({"testing_criteria", "graders"})  # tagged fields that are lists or maps of members
 
 
 class ConfigError(SageFTError, ValueError):

@@ -14,3 +14,10 @@ def local_model_dir(models_root: Path, name: str) -> Path | None:
         return None
     path = models_root / name
     return path if (path / "config.json").is_file() else None
+
+
+def installed_models(models_root: Path) -> list[str]:
+    """The names of the models installed under ``models_root`` (each a directory with a ``config.json``)."""
+    if not models_root.is_dir():
+        return []
+    return sorted(p.name for p in models_root.iterdir() if LOCAL_NAME.match(p.name) and (p / "config.json").is_file())

@@ -30,6 +30,15 @@ class Accelerator:
 
 
 @dataclass(frozen=True)
+class PresetInfo:
+    """A preset a job may name: its purpose, and its config (None for ``auto``, decided by the machine)."""
+
+    name: str
+    description: str
+    config: TrainingConfig | None
+
+
+@dataclass(frozen=True)
 class PresetChoice:
     name: str
     reason: str
@@ -169,29 +178,13 @@ class PresetConfigs:
         return config
 
     @classmethod
-    def describe(cls) -> list[dict[str, Any]]:
-        """Each preset as the API lists it (``GET /v1/presets``): its purpose and the settings that tell them apart.
-        ``auto`` comes first: it is what a job without a preset gets (the preset for the machine it trains on)."""
-        out: list[dict[str, Any]] = [
-            {"id": "auto", "object": "preset", "description": "The preset for the GPU the job trains on."}
-        ]
+    def describe(cls) -> list[PresetInfo]:
+        """Each preset a job may name, with its purpose and config. ``auto`` comes first: it is what a job without a
+        preset gets (the preset for the machine it trains on), so it has no config of its own."""
+        out = [PresetInfo("auto", "The preset for the GPU the job trains on.", None)]
         for name in cls.NAMES:
-            config: TrainingConfig = getattr(cls, name)()
             doc = (getattr(cls, name).__doc__ or "").strip().split("\n")[0]
-            quantization = "4bit" if config.load_in_4bit else "8bit" if config.load_in_8bit else "none"
-            out.append(
-                {
-                    "id": name,
-                    "object": "preset",
-                    "description": doc,
-                    "quantization": quantization,
-                    "max_length": config.max_length,
-                    "batch_size": config.per_device_train_batch_size,
-                    "gradient_accumulation_steps": config.gradient_accumulation_steps,
-                    "lora_rank": config.lora.r,
-                    "learning_rate": config.learning_rate,
-                }
-            )
+            out.append(PresetInfo(name, doc, getattr(cls, name)()))
         return out
 
     @classmethod

@@ -12,7 +12,7 @@ from sage_ft_gateway import errors
 from sage_ft_gateway.deps import Services
 from sage_ft_gateway.metrics import MetricsMiddleware, StateCollector
 from sage_ft_gateway.ratelimit import ReadRateLimit, shared_storage
-from sage_ft_gateway.routes import console, eval_runs, evals, files, jobs, models, ops, presets, serving
+from sage_ft_gateway.routes import console, eval_runs, evals, files, graders, jobs, models, ops, presets, serving
 from sage_ft_gateway.services import maintenance
 from sage_ft_gateway.settings import Settings
 from sage_ft_gateway.state import GatewayState
@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="sage-ft gateway", version="0.1.0", lifespan=lifespan)
     app.state.services = Services(state)
     errors.install(app)
-    for module in (files, jobs, models, presets, ops, serving, evals, eval_runs):
+    for module in (files, jobs, models, presets, ops, serving, evals, eval_runs, graders):
         app.include_router(module.router)
     console.mount(app)
     if settings.gateway.read_rate_limit:

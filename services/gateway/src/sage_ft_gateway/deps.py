@@ -10,6 +10,7 @@ from sage_ft_gateway.services.estimate import EstimateService
 from sage_ft_gateway.services.eval_runs import EvalRunService
 from sage_ft_gateway.services.evals import EvalService
 from sage_ft_gateway.services.files import FileService
+from sage_ft_gateway.services.graders import GraderService
 from sage_ft_gateway.services.inference import InferenceService
 from sage_ft_gateway.services.jobs import JobService
 from sage_ft_gateway.services.models import ModelService
@@ -26,6 +27,7 @@ class Services:
         self.estimates = EstimateService(state, self.jobs)
         self.evals = EvalService(state)
         self.eval_runs = EvalRunService(state, self.evals, self.files, self.models)
+        self.graders = GraderService(state, self.models)
 
 
 def services(request: Request) -> Services:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sage_ft.settings import JobSettings, PathSettings, StorageSettings
+from sage_ft.settings import GraderSettings, JobSettings, PathSettings, StorageSettings
 
 
 class GatewaySettings(BaseSettings):
@@ -88,8 +88,10 @@ class Settings:
         jobs: JobSettings | None = None,
         storage: StorageSettings | None = None,
         paths: PathSettings | None = None,
+        graders: GraderSettings | None = None,
     ) -> None:
         self.gateway = gateway or GatewaySettings()
         self.jobs = jobs or JobSettings()
         self.storage = storage or StorageSettings()
         self.paths = paths or PathSettings()
+        self.graders = graders or GraderSettings()

@@ -17,12 +17,12 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
 from sage_ft.api_errors import ApiError
-from sage_ft.models import local_model_dir
+from sage_ft.models import installed_models, local_model_dir
+from sage_ft.protocol.serving import DeploymentObject
 from sage_ft.storage import IntegrityError, ObjectStore
 from sage_ft.storage.manifest import Manifest
 from sage_ft.storage.names import not_found_message
@@ -64,7 +64,8 @@ class DeploymentManager:
         if manifest is None:  # an installed base model, asked for by its own name
             manifest = bases.base_manifest(self.settings.paths.resolved_models_root(), name)
         if manifest is None:
-            message = await run_in_threadpool(not_found_message, store, name)
+            installed = installed_models(self.settings.paths.resolved_models_root())
+            message = await run_in_threadpool(not_found_message, store, name, installed)
             raise ApiError(404, message, param="model", code="model_not_found")
         return manifest
 
@@ -75,11 +76,11 @@ class DeploymentManager:
         aliased = [d for (t, _), d in self.deployments.items() if t == tenant and d.alias == name]
         return self._settled(max(aliased, key=lambda d: d.created_at)) if aliased else None
 
-    def listing(self, tenant: str) -> list[dict[str, Any]]:
+    def listing(self, tenant: str) -> list[DeploymentObject]:
         deps = sorted((d for (t, _), d in self.deployments.items() if t == tenant), key=lambda d: d.created_at)
         return [self.describe(d) for d in deps]
 
-    def describe(self, dep: Deployment) -> dict[str, Any]:
+    def describe(self, dep: Deployment) -> DeploymentObject:
         self._settled(dep)
         return dep.to_api(self.pool.get(dep.server_key), restarting=self.pool.restarting(dep.server_key))
 

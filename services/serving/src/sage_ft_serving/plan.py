@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sage_ft.errors import SageFTError
+from sage_ft.protocol.serving import ServingMode, ServingPlan
 
 # vLLM's LoRAConfig.max_lora_rank is a Literal of these sizes; a server holds adapters up to its slot.
 LORA_RANK_SLOTS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -96,7 +97,7 @@ class Limits:
 class Plan:
     """How one artifact is served: which part, with which engine arguments, and why."""
 
-    mode: str  # "adapter" (hot-loaded on the base model's server) or "merged" (a server of its own)
+    mode: ServingMode  # hot-loaded on the base model's server, a server of its own, or a pooling server
     max_model_len: int | None  # None: the base config could not be read; the engine derives it
     lora_rank: int | None = None  # the server's --max-lora-rank slot (adapter mode)
     adapter_rank: int | None = None  # the adapter's own largest rank
@@ -110,15 +111,15 @@ class Plan:
     def with_rank(self, rank: int) -> Plan:
         return replace(self, lora_rank=rank)
 
-    def to_api(self) -> dict[str, Any]:
-        return {
-            "mode": self.mode,
-            "max_model_len": self.max_model_len,
-            "max_lora_rank": self.lora_rank,
-            "adapter_rank": self.adapter_rank,
-            "reason": self.reason,
-            "notes": list(self.notes),
-        }
+    def to_api(self) -> ServingPlan:
+        return ServingPlan(
+            mode=self.mode,
+            max_model_len=self.max_model_len,
+            max_lora_rank=self.lora_rank,
+            adapter_rank=self.adapter_rank,
+            reason=self.reason,
+            notes=list(self.notes),
+        )
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -269,7 +270,7 @@ def make_plan(hot_loads: bool, inputs: Inputs, limits: Limits) -> Plan:
     """How to serve: the part, the context length and the rank slot; ``NotServableError`` for what cannot work."""
     notes: list[str] = []
     reason = None
-    mode = "adapter" if hot_loads and inputs.adapter_config is not None else "merged"
+    mode: ServingMode = "adapter" if hot_loads and inputs.adapter_config is not None else "merged"
     rank = None
     if inputs.adapter_config is not None:
         rank = adapter_rank(inputs.adapter_config)

@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Literal
 
 from sage_ft.api_errors import ApiError
+from sage_ft.protocol.serving import DeploymentError, DeploymentObject, ModelServer
 from sage_ft_serving.artifacts import Artifact
 from sage_ft_serving.launchers import ServerHandle
 from sage_ft_serving.plan import Plan
 
-STATES = ("deploying", "ready", "failed", "stopped")
+DeploymentState = Literal["deploying", "ready", "failed", "stopped"]
+STATES: tuple[DeploymentState, ...] = ("deploying", "ready", "failed", "stopped")
 Key = tuple[str, str]  # (tenant, model)
 # The HTTP status of a failed deployment, by its one code per cause: an artifact that cannot be served (its bytes,
 # its format, its merge) is a 422 whichever path found it; an engine that did not start, or anything else, a 502.
@@ -31,7 +33,7 @@ class Server:
     handle: ServerHandle
     plan: Plan  # the arguments it was started with (its context length and LoRA rank slot)
     hot_loads: bool = False  # adapters are loaded onto it at runtime (vLLM with --enable-lora)
-    state: str = "starting"  # starting | ready | stopped
+    state: Literal["starting", "ready", "stopped"] = "starting"
     started_at: float = field(default_factory=time.time)
     ready_at: float | None = None
     last_used: float = field(default_factory=time.monotonic)
@@ -40,19 +42,19 @@ class Server:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     metrics_text: str = ""
 
-    def to_api(self) -> dict[str, Any]:
-        return {
-            "name": self.handle.name,
-            "engine": self.engine,
-            "state": self.state,
-            "endpoint": self.handle.url,
-            "pid": self.handle.pid,
-            "models": len(self.models),
-            "started_at": int(self.started_at),
-            "max_model_len": self.plan.max_model_len,
-            "max_lora_rank": self.plan.lora_rank,
-            "log": str(self.handle.log_path) if self.handle.log_path else None,
-        }
+    def to_api(self) -> ModelServer:
+        return ModelServer(
+            name=self.handle.name,
+            engine=self.engine,
+            state=self.state,
+            endpoint=self.handle.url,
+            pid=self.handle.pid,
+            models=len(self.models),
+            started_at=int(self.started_at),
+            max_model_len=self.plan.max_model_len,
+            max_lora_rank=self.plan.lora_rank,
+            log=str(self.handle.log_path) if self.handle.log_path else None,
+        )
 
 
 @dataclass
@@ -76,7 +78,7 @@ class Deployment:
     engine: str
     plan: Plan
     alias: str | None = None
-    state: str = "deploying"
+    state: DeploymentState = "deploying"
     digest: str | None = None
     server_key: str | None = None
     engine_model: str | None = None
@@ -95,26 +97,26 @@ class Deployment:
         status = FAILURE_STATUS.get(self.error_code or "", 502)
         return ApiError(status, self.error or "deployment failed", param="model", code=self.error_code)
 
-    def to_api(self, server: Server | None, restarting: bool = False) -> dict[str, Any]:
+    def to_api(self, server: Server | None, restarting: bool = False) -> DeploymentObject:
         """As the API shows it; while its server restarts (a larger LoRA slot) it reads as deploying."""
-        state = "deploying" if restarting and self.state == "ready" else self.state
+        state: DeploymentState = "deploying" if restarting and self.state == "ready" else self.state
         healthy = server is not None and server.state == "ready" and state == "ready"
         serving = self.plan.to_api()
         if server is not None:  # the server's own figures: a later, larger adapter may have raised its rank
-            serving.update(max_model_len=server.plan.max_model_len, max_lora_rank=server.plan.lora_rank)
-        return {
-            "object": "deployment",
-            "id": self.model,
-            "model": self.model,
-            "alias": self.alias,
-            "state": state,
-            "engine": self.engine,
-            "endpoint": server.handle.url if server else None,
-            "health": "healthy" if healthy else ("unhealthy" if self.state == "failed" else "unknown"),
-            "serving": serving,
-            "server": server.to_api() if server else None,
-            "created_at": int(self.created_at),
-            "ready_at": int(self.ready_at) if self.ready_at else None,
-            "cold_start_seconds": self.cold_start_seconds,
-            "error": {"code": self.error_code, "message": self.error} if self.error else None,
-        }
+            serving.max_model_len, serving.max_lora_rank = server.plan.max_model_len, server.plan.lora_rank
+        return DeploymentObject(
+            object="deployment",
+            id=self.model,
+            model=self.model,
+            alias=self.alias,
+            state=state,
+            engine=self.engine,
+            endpoint=server.handle.url if server else None,
+            health="healthy" if healthy else ("unhealthy" if self.state == "failed" else "unknown"),
+            serving=serving,
+            server=server.to_api() if server else None,
+            created_at=int(self.created_at),
+            ready_at=int(self.ready_at) if self.ready_at else None,
+            cold_start_seconds=self.cold_start_seconds,
+            error=DeploymentError(code=self.error_code, message=self.error) if self.error else None,
+        )

@@ -8,6 +8,7 @@ resumed run grades only the rest. A cancel (or the run's deletion) is seen withi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tempfile
@@ -19,20 +20,18 @@ from typing import Any
 
 import httpx
 import redis
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from sage_ft.evals import run_states
-from sage_ft.evals.graders import StringCheck, TextSimilarity
 from sage_ft.evals.items import load_rows
-from sage_ft.evals.runs import FileContentSource, RunRequest, criteria_of, output_item, prompt
+from sage_ft.evals.runs import FileContentSource, GradedItem, RunRequest, criteria_of, grade_item, prompt
 from sage_ft.evals.runstore import ACTIVE_RUN, EvalRun, RunStore
 from sage_ft.evals.store import EvalStore
-from sage_ft.jobs.model import now
+from sage_ft.graders import AnyGrader, Grading, PythonSandbox
+from sage_ft.graders.serving import ServingModels, chat_completion, error_message
 from sage_ft_worker import metrics
 from sage_ft_worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
-_RETRY_STATUS = frozenset({429, 502, 503, 504})
 STATUS_EVERY_S = 0.5  # how often a running eval reads its status (a cancel, a deletion)
 
 
@@ -71,12 +70,6 @@ class _Lease:
                 if time.monotonic() - renewed >= self.lease_s:
                     self.lost.set()
                     return
-
-
-def _retryable(err: BaseException) -> bool:
-    if isinstance(err, httpx.HTTPStatusError):
-        return err.response.status_code in _RETRY_STATUS
-    return isinstance(err, httpx.TransportError)
 
 
 class EvalRunner:
@@ -166,15 +159,18 @@ class EvalRunner:
         self,
         run: EvalRun,
         request: RunRequest,
-        criteria: list[StringCheck | TextSimilarity],
+        criteria: list[AnyGrader],
         rows: list[dict],
         todo: list[int],
         lease: _Lease,
     ) -> str | None:
         """Grade ``todo`` with at most ``eval_concurrency`` answers in flight; the reason it stopped early, if it
-        did (canceled, deleted, lease lost)."""
+        did (canceled, deleted, lease lost). Model graders ask serving as the run's tenant."""
         limit = self.settings.eval_concurrency
-        pending: set[Future[tuple[int, dict[str, Any]]]] = set()
+        pending: set[Future[GradedItem]] = set()
+        graders = self.ctx.settings.graders
+        models = ServingModels(self.settings.serving_url, run.tenant, graders.model_timeout_seconds)
+        grading = Grading(models, PythonSandbox(graders))
         queue = iter(todo)
         stopped: str | None = None
         next_check = time.monotonic() + STATUS_EVERY_S
@@ -183,17 +179,19 @@ class EvalRunner:
         with (
             httpx.Client(base_url=self.settings.serving_url, headers=headers, timeout=timeout) as client,
             ThreadPoolExecutor(max_workers=limit, thread_name_prefix=f"eval-{run.id}") as pool,
+            contextlib.closing(models),
         ):
             while True:
                 while stopped is None and len(pending) < limit and (index := next(queue, None)) is not None:
-                    pending.add(pool.submit(self._grade_one, client, run, request, criteria, index, rows[index]))
+                    job = (client, grading, run, request, criteria, index, rows[index])
+                    pending.add(pool.submit(self._grade_one, *job))
                 if not pending:
                     break
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    index, item = future.result()  # ModelUnavailableError ends the run
-                    if self.runs.add_item(self.run_id, index, item):
-                        metrics.EVAL_ITEMS.labels(item["status"]).inc()
+                    graded = future.result()  # ModelUnavailableError ends the run
+                    if self.runs.add_item(self.run_id, graded):
+                        metrics.EVAL_ITEMS.labels(graded.status).inc()
                 if lease.lost.is_set():
                     stopped = "lease lost"
                 elif time.monotonic() >= next_check or not pending:  # a cancel is seen within STATUS_EVERY_S
@@ -211,12 +209,13 @@ class EvalRunner:
     def _grade_one(
         self,
         client: httpx.Client,
+        grading: Grading,
         run: EvalRun,
         request: RunRequest,
-        criteria: list[StringCheck | TextSimilarity],
+        criteria: list[AnyGrader],
         index: int,
         row: dict[str, Any],
-    ) -> tuple[int, dict[str, Any]]:
+    ) -> GradedItem:
         item = row["item"]
         messages = prompt(request, item)
         params = request.data_source.sampling_params
@@ -232,48 +231,25 @@ class EvalRunner:
         started = time.perf_counter()
         text, error, extra = None, None, {}
         try:
-            answer = self._ask(client, body)
+            answer = chat_completion(client, body, self.settings.eval_request_seconds)
             choice = answer["choices"][0]
             text = choice["message"].get("content") or ""
             extra = {"finish_reason": choice.get("finish_reason"), "usage": answer.get("usage")}
         except httpx.HTTPStatusError as err:
             if err.response.status_code == 404:
                 raise ModelUnavailableError(
-                    f"Serving does not know the model '{run.model}': {_message(err.response)}"
+                    f"Serving does not know the model '{run.model}': {error_message(err.response)}"
                 ) from None
-            error = f"serving answered {err.response.status_code}: {_message(err.response)}"
+            error = f"serving answered {err.response.status_code}: {error_message(err.response)}"
         except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as err:
             error = f"{type(err).__name__}: {err}"
-        out = output_item(criteria, index, item, messages, text, run.model, error)
-        out["created_at"] = int(now())
-        out["sample"].update(
-            extra,
-            max_completion_tokens=params.max_completion_tokens,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            seed=params.seed,
-        )
+        graded = grade_item(grading, criteria, index, item, messages, text, run.model, error)
+        graded.sampling = {
+            **extra,
+            "max_completion_tokens": params.max_completion_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "seed": params.seed,
+        }
         metrics.EVAL_ITEM_SECONDS.observe(time.perf_counter() - started)
-        return index, out
-
-    def _ask(self, client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
-        """One chat completion; a model server still starting (503), a full queue (429) or a dropped connection is
-        retried until ``eval_request_seconds`` have passed."""
-        for attempt in Retrying(
-            retry=retry_if_exception(_retryable),
-            reraise=True,
-            stop=stop_after_delay(self.settings.eval_request_seconds),
-            wait=wait_exponential(multiplier=0.5, max=5),
-        ):
-            with attempt:
-                resp = client.post("/v1/chat/completions", json=body)
-                resp.raise_for_status()
-                answer: dict[str, Any] = resp.json()
-        return answer
-
-
-def _message(resp: httpx.Response) -> str:
-    try:
-        return str(resp.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return resp.text[:300]
+        return graded

@@ -13,9 +13,10 @@ from typing import Any
 from sage_ft.evals.compare import summary
 from sage_ft.evals.graders import parse_criteria
 from sage_ft.evals.model import EvalRecord
-from sage_ft.evals.runs import output_item
+from sage_ft.evals.runs import grade_item
 from sage_ft.evals.runstore import EvalRun, RunStore
 from sage_ft.evals.store import EvalStore
+from sage_ft.graders import Grading
 from sage_ft.jobs import JobStore
 from sage_ft.jobs.model import Job, new_id, now
 
@@ -46,6 +47,7 @@ CRITERIA = [
 def record(jobs: JobStore, job: Job, model: str, report: dict[str, Any]) -> dict[str, Any]:
     """Store ``report``'s items as an eval and its two runs; returns the summary for the job and the manifest."""
     criteria = parse_criteria(CRITERIA, set(ITEM_SCHEMA["properties"]))
+    grading = Grading()  # text similarity only: no model, no sandbox
     ev = EvalRecord(
         id=new_id("eval"),
         tenant=job.tenant,
@@ -80,8 +82,9 @@ def record(jobs: JobStore, job: Job, model: str, report: dict[str, Any]) -> dict
         runs.create(run)
         for it in report["items"]:
             item = {"prompt": str(it["prompt"][-1]["content"]) if it["prompt"] else "", "reference": it["reference"]}
-            out = output_item(criteria, it["index"], item, it["prompt"], it["answers"][label], served)
-            runs.add_item(run.id, it["index"], {**out, "created_at": int(now())})
+            runs.add_item(
+                run.id, grade_item(grading, criteria, it["index"], item, it["prompt"], it["answers"][label], served)
+            )
         ids[label] = run.id
     return {**summary(report), "eval_id": ev.id, "run_ids": ids}
 

@@ -7,11 +7,10 @@ file against what their writer recorded.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
-from sage_ft.jobs.model import Job, fine_tuned_model_name
+from sage_ft.jobs.model import CheckpointRecord, Job, fine_tuned_model_name
 from sage_ft.storage import ObjectStore, fetch_part
 from sage_ft.storage.checkpoints import CHECKPOINT_NAME, checkpoint_model_name, fetch_checkpoint_adapter
 
@@ -58,17 +57,10 @@ def fetch_parent(store: ObjectStore, parent: str, dest: Path) -> Path:
         raise
 
 
-def checkpoint_record(job: Job, step: int, size: int, metrics: dict[str, Any]) -> dict[str, Any]:
-    """``fine_tuning.job.checkpoint``: its id, the model id it can be served as, and its metrics."""
+def checkpoint_record(job: Job, step: int, size: int, metrics: dict[str, Any]) -> CheckpointRecord:
+    """The checkpoint at ``step``: the model name it can be served as, and its metrics (the unknown ones left out)."""
     name = fine_tuned_model_name(job.root_model, job.suffix, job.id)
     shown = {k: v for k, v in metrics.items() if v is not None}
-    return {
-        "object": "fine_tuning.job.checkpoint",
-        "id": f"ftckpt-{job.id.split('-', 1)[-1]}-{step}",
-        "created_at": int(time.time()),
-        "fine_tuned_model_checkpoint": checkpoint_model_name(name, step),
-        "fine_tuning_job_id": job.id,
-        "step_number": step,
-        "metrics": {"step": step, **shown},
-        "bytes": size,
-    }
+    return CheckpointRecord(
+        job_id=job.id, step=step, model=checkpoint_model_name(name, step), metrics={"step": step, **shown}, bytes=size
+    )

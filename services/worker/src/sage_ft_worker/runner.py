@@ -271,7 +271,7 @@ class TrainRunner:
         """Send buffered events; while Redis is away they stay buffered (in order) for the next call."""
         try:
             while run.extra.get("checkpoints"):
-                self.ctx.jobs.add_checkpoint(run.job.id, run.extra["checkpoints"][0])
+                self.ctx.jobs.add_checkpoint(run.extra["checkpoints"][0])
                 run.extra["checkpoints"].pop(0)
             if run.pending:
                 batch = list(run.pending)
@@ -388,10 +388,13 @@ class TrainRunner:
         job = run.job
         record = checkpoint_record(job, step, size, {"train_loss": run.loss, **run.latest})
         run.pending.append(
-            event_record(f"Checkpoint at step {step} uploaded ({size / 1e6:.1f} MB)", data={"checkpoint": record})
+            event_record(
+                f"Checkpoint at step {step} uploaded ({size / 1e6:.1f} MB)",
+                data={"checkpoint": record.model_dump(include={"step", "model", "bytes"})},
+            )
         )
         try:
-            self.ctx.jobs.add_checkpoint(job.id, record)
+            self.ctx.jobs.add_checkpoint(record)
         except REDIS_DOWN:
             run.extra.setdefault("checkpoints", []).append(record)  # recorded at the next flush
         self._flush(run)

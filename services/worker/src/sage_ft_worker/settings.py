@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sage_ft.settings import JobSettings, PathSettings, StorageSettings, child_environment
+from sage_ft.settings import GraderSettings, JobSettings, PathSettings, StorageSettings, child_environment
 
 
 class WorkerSettings(BaseSettings):
@@ -88,6 +88,7 @@ class Settings:
         self.jobs = JobSettings()
         self.storage = StorageSettings()
         self.paths = PathSettings()
+        self.graders = GraderSettings()
 
     @property
     def work_dir(self) -> Path:

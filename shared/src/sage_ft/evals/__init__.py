@@ -1,20 +1,7 @@
-"""Evaluation: OpenAI-style evals (templates, graders) used by the gateway's Evals API, workers and the CLI."""
+"""Evaluation: OpenAI-style evals (items, testing criteria, runs) used by the gateway's Evals API, workers and the
+CLI. Templates and graders are ``sage_ft.graders``, shared with reinforcement fine-tuning."""
 
-from sage_ft.evals.graders import GRADER_TYPES, METRICS, Grade, grade, parse_criteria, similarity
+from sage_ft.evals.graders import parse_criteria
 from sage_ft.evals.items import check_item_schema, load_rows, rows_from_content
-from sage_ft.evals.templates import check_template, render, variables
 
-__all__ = [
-    "GRADER_TYPES",
-    "METRICS",
-    "Grade",
-    "check_item_schema",
-    "check_template",
-    "grade",
-    "load_rows",
-    "parse_criteria",
-    "render",
-    "rows_from_content",
-    "similarity",
-    "variables",
-]
+__all__ = ["check_item_schema", "load_rows", "parse_criteria", "rows_from_content"]

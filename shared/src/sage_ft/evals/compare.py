@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sage_ft.errors import ConfigError
-from sage_ft.evals.graders import similarity
+from sage_ft.graders.similarity import similarity
 
 SCORES = ("exact", "f1", "rouge_l", "bleu")
 DEFAULT_SCORES = ("exact", "f1", "rouge_l")

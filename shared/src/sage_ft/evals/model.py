@@ -11,10 +11,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sage_ft.errors import ConfigError, request_error
-from sage_ft.evals.graders import parse_criteria
+from sage_ft.evals.graders import check_criteria
 from sage_ft.evals.items import check_item_schema
+from sage_ft.graders.model import METRICS, Grader
 from sage_ft.jobs.model import now
 from sage_ft.jobs.spec import METADATA_SCHEMA, check_metadata
+from sage_ft.protocol.common import TAGGED_UNIONS
 
 # the sample namespace a run fills in: the text (and its JSON, when it parses) the model answered
 SAMPLE_SCHEMA: dict[str, Any] = {
@@ -48,7 +50,7 @@ class EvalCreate(EvalUpdate):
     """``POST /v1/evals``. Unknown fields are rejected by name; graders are checked by ``parse_criteria``."""
 
     data_source_config: CustomDataSource
-    testing_criteria: list[dict[str, Any]] = Field(min_length=1, max_length=32)
+    testing_criteria: list[Grader] = Field(min_length=1, max_length=32)
 
 
 class EvalRecord(BaseModel):
@@ -68,14 +70,15 @@ def parse_eval(body: Any) -> EvalCreate:
     try:
         request = EvalCreate.model_validate(body)
     except ValidationError as err:
-        param, msg = request_error(err.errors()[0], {})
+        param, msg = request_error(err.errors()[0], TAGGED_UNIONS)
         param = param or "body"
+        if param.endswith("evaluation_metric"):
+            msg = f"unsupported metric; supported: {', '.join(METRICS)}"
         if param == "data_source_config.type":
             msg = "unsupported data source; supported: custom (an item_schema)"
         raise ConfigError(f"{param}: {msg}", param=param) from None
     properties = check_item_schema(request.data_source_config.item_schema)
-    criteria = parse_criteria(request.testing_criteria, properties)
-    request.testing_criteria = [c.model_dump() for c in criteria]  # with defaults (pass_threshold) filled in
+    check_criteria(request.testing_criteria, properties)
     return request
 
 

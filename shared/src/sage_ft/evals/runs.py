@@ -1,7 +1,7 @@
 """Eval runs: the request (OpenAI's ``completions`` data source), the prompt each item becomes, how one answered
 item is graded into an output item, and the run's counts.
 
-Generation is not here: a worker asks a served model for each prompt and hands the text to ``output_item``. Keeping
+Generation is not here: a worker asks a served model for each prompt and hands the text to ``grade_item``. Keeping
 grading and counting pure makes them the same in the worker, the CLI and ``sage_ft.evaluate``.
 """
 
@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sage_ft.errors import ConfigError, request_error
-from sage_ft.evals.graders import StringCheck, TextSimilarity, grade, parse_criteria
+from sage_ft.evals.graders import parse_criteria
 from sage_ft.evals.items import rows_from_content
-from sage_ft.evals.templates import check_template, render
+from sage_ft.graders import AnyGrader, Grading, sample_of
+from sage_ft.graders.templates import check_template, render
+from sage_ft.jobs.model import now
 
 RUN_STATUSES = ("queued", "in_progress", "completed", "failed", "canceled")
 
@@ -94,49 +96,102 @@ def prompt(request: RunRequest, item: dict[str, Any]) -> list[dict[str, str]]:
     return [{"role": m.role, "content": render(m.content, item)} for m in request.data_source.input_messages.template]
 
 
-def output_item(
-    criteria: list[StringCheck | TextSimilarity],
+class CriterionResult(BaseModel):
+    """One testing criterion's verdict on one item (``error``: why the grader gave no score)."""
+
+    name: str
+    type: str
+    score: float
+    passed: bool
+    error: str | None = None
+
+
+class GradedItem(BaseModel):
+    """One graded item as the run store keeps it; the gateway shows it as OpenAI's ``eval.run.output_item``. An
+    item whose answer could not be generated, or that a grader could not grade, is an error, not a failure."""
+
+    index: int
+    item: dict[str, Any]
+    status: Literal["pass", "fail", "error"]
+    results: list[CriterionResult] = Field(default_factory=list)
+    input: list[dict[str, Any]] = Field(default_factory=list)
+    output_text: str | None = None
+    model: str
+    error: str | None = None  # generation's
+    created_at: float = Field(default_factory=now)
+    sampling: dict[str, Any] = Field(default_factory=dict)  # finish_reason, usage and the sampling parameters
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stored_as_wire_form(cls, raw: Any) -> Any:
+        """Items stored before this record existed kept OpenAI's shape; they read the same."""
+        if not isinstance(raw, dict) or "datasource_item_id" not in raw:
+            return raw
+        sample = dict(raw.get("sample") or {})
+        output = sample.pop("output", None) or [{}]
+        error = sample.pop("error", None)
+        return {
+            "index": raw["datasource_item_id"],
+            "item": raw.get("datasource_item") or {},
+            "status": raw["status"],
+            "results": raw.get("results") or [],
+            "input": sample.pop("input", []),
+            "output_text": output[0].get("content"),
+            "model": sample.pop("model", ""),
+            "error": error.get("message") if isinstance(error, dict) else None,
+            "created_at": raw.get("created_at", 0),
+            "sampling": sample,
+        }
+
+
+def grade_item(
+    grading: Grading,
+    criteria: list[AnyGrader],
     index: int,
     item: dict[str, Any],
     messages: list[dict[str, str]],
     output_text: str | None,
     model: str,
     error: str | None = None,
-) -> dict[str, Any]:
-    """One graded item, in the shape of OpenAI's ``eval.run.output_item`` (ids are added by the store). An item
-    whose generation failed is ``error`` and counts as errored, not failed."""
+) -> GradedItem:
+    """Grade one answered item with every criterion (none when its generation failed)."""
     results = []
     if error is None and output_text is not None:
+        sample = sample_of(output_text)
         for c in criteria:
-            g = grade(c, item, output_text)
-            results.append({"name": g.name, "type": c.type, "score": g.score, "passed": g.passed})
-    passed = error is None and all(r["passed"] for r in results)
-    return {
-        "object": "eval.run.output_item",
-        "datasource_item_id": index,
-        "datasource_item": item,
-        "status": "error" if error else "pass" if passed else "fail",
-        "results": results,
-        "sample": {
-            "input": messages,
-            "output": [{"role": "assistant", "content": output_text or ""}],
-            "model": model,
-            "error": {"code": "generation_failed", "message": error} if error else None,
-        },
-    }
+            g = grading.run(c, sample, item)
+            why = "; ".join(g.errors.details) or None
+            results.append(CriterionResult(name=c.name, type=c.type, score=g.reward, passed=g.passed, error=why))
+    if error is not None or any(r.error for r in results):
+        status: Literal["pass", "fail", "error"] = "error"
+    else:
+        status = "pass" if all(r.passed for r in results) else "fail"
+    return GradedItem(
+        index=index,
+        item=item,
+        status=status,
+        results=results,
+        input=messages,
+        output_text=output_text,
+        model=model,
+        error=error,
+    )
 
 
-def summarize(criteria: list[dict[str, Any]], items: list[dict[str, Any]], total: int) -> dict[str, Any]:
+def summarize(criteria: list[dict[str, Any]], items: list[GradedItem], total: int) -> dict[str, Any]:
     """``result_counts`` and ``per_testing_criteria_results`` over the items graded so far."""
     counts = {"total": total, "errored": 0, "failed": 0, "passed": 0}
     per = {c["name"]: {"testing_criteria": c["name"], "passed": 0, "failed": 0} for c in criteria}
     for item in items:
-        counts[{"error": "errored", "fail": "failed", "pass": "passed"}[item["status"]]] += 1
-        for r in item["results"]:
-            per[r["name"]]["passed" if r["passed"] else "failed"] += 1
+        counts[OUTCOME[item.status]] += 1
+        for r in item.results:
+            per[r.name]["passed" if r.passed else "failed"] += 1
     return {"result_counts": counts, "per_testing_criteria_results": list(per.values())}
 
 
-def criteria_of(raw: list[dict[str, Any]]) -> list[StringCheck | TextSimilarity]:
+OUTCOME = {"error": "errored", "fail": "failed", "pass": "passed"}  # an item's status -> its run count
+
+
+def criteria_of(raw: list[dict[str, Any]]) -> list[AnyGrader]:
     """A stored eval's graders (already validated when the eval was created)."""
     return parse_criteria(raw, None)

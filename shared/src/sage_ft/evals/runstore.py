@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sage_ft.evals.runs import OUTCOME, GradedItem
 from sage_ft.jobs.model import now
 from sage_ft.jobs.store import JobStore, compare_and_set, event_record
 
@@ -73,16 +74,6 @@ class EvalRun(BaseModel):
         ]
         done = {k: counts.get(k, 0) for k in ("errored", "failed", "passed")}
         return {"total": self.total if self.total is not None else sum(done.values()), **done}, per
-
-
-def item_id(run_id: str, index: int) -> str:
-    return f"outputitem-{run_id.removeprefix('evalrun-')}-{index}"
-
-
-def item_index(run_id: str, output_item_id: str) -> int | None:
-    """The index an output item id names, if it is one of ``run_id``'s."""
-    head, _, tail = output_item_id.rpartition("-")
-    return int(tail) if head == f"outputitem-{run_id.removeprefix('evalrun-')}" and tail.isdigit() else None
 
 
 class RunStore:
@@ -170,12 +161,11 @@ class RunStore:
 
     # -- items -----------------------------------------------------------------------------------------------------
 
-    def add_item(self, run_id: str, index: int, item: dict[str, Any]) -> bool:
+    def add_item(self, run_id: str, item: GradedItem) -> bool:
         """Store one graded item and count it, unless that index is already graded (then nothing changes)."""
-        outcome = {"error": "errored", "fail": "failed", "pass": "passed"}[item["status"]]
-        bumps = [outcome, *(f"{r['name']}{_SEP}{'passed' if r['passed'] else 'failed'}" for r in item["results"])]
+        bumps = [OUTCOME[item.status], *(f"{r.name}{_SEP}{'passed' if r.passed else 'failed'}" for r in item.results)]
         keys = [self._key(run_id, "items"), self._key(run_id, "counts")]
-        return bool(self._add_item(keys=keys, args=[index, json.dumps(item), *bumps]))
+        return bool(self._add_item(keys=keys, args=[item.index, item.model_dump_json(), *bumps]))
 
     def done_indices(self, run_id: str) -> set[int]:
         return {int(i) for i in self.r.hkeys(self._key(run_id, "items"))}
@@ -189,12 +179,13 @@ class RunStore:
             pipe.hgetall(self._key(run_id, "counts"))
         return [{k: int(v) for k, v in got.items()} for got in pipe.execute()]
 
-    def items(self, run_id: str) -> dict[int, dict[str, Any]]:
-        return {int(i): json.loads(raw) for i, raw in self.r.hgetall(self._key(run_id, "items")).items()}
+    def items(self, run_id: str) -> dict[int, GradedItem]:
+        raws = self.r.hgetall(self._key(run_id, "items")).items()
+        return {int(i): GradedItem.model_validate_json(raw) for i, raw in raws}
 
-    def item(self, run_id: str, index: int) -> dict[str, Any] | None:
+    def item(self, run_id: str, index: int) -> GradedItem | None:
         raw = self.r.hget(self._key(run_id, "items"), index)
-        return json.loads(raw) if raw else None
+        return GradedItem.model_validate_json(raw) if raw else None
 
     # -- lease and events ------------------------------------------------------------------------------------------
 

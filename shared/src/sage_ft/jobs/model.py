@@ -12,7 +12,7 @@ import time
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class JobStatus(StrEnum):
@@ -136,26 +136,42 @@ class FileRecord(BaseModel):
     report: dict[str, Any] = Field(default_factory=dict)
 
 
-def event_object(job_id: str, seq: int, raw: dict[str, Any]) -> dict[str, Any]:
-    """An event as stored (``{created_at, level, message, type, data}``) shaped as ``fine_tuning.job.event``."""
-    return {
-        "object": "fine_tuning.job.event",
-        "id": f"ftevent-{job_id.split('-', 1)[-1]}-{seq}",
-        "created_at": int(raw.get("created_at", 0)),
-        "level": raw.get("level", "info"),
-        "message": raw.get("message", ""),
-        "type": raw.get("type", "message"),
-        "data": raw.get("data") or {},
-        "seq": seq,
-    }
+class JobEventRecord(BaseModel):
+    """One entry of a job's event log. ``seq`` is its 1-based position in the log: the stable cursor that lists
+    and streams resume from. What a caller sees of it is the gateway's (``protocol.jobs.JobEvent.from_record``)."""
+
+    seq: int
+    created_at: float = 0.0
+    level: str = "info"
+    message: str = ""
+    type: str = "message"
+    data: dict[str, Any] = Field(default_factory=dict)
 
 
-_EVENT_ID = re.compile(r"^ftevent-[0-9a-f]+-(\d+)$")
+class CheckpointRecord(BaseModel):
+    """A checkpoint a worker uploaded: the step, the model name it can be served as, its metrics and size."""
 
+    job_id: str
+    step: int
+    model: str
+    created_at: float = Field(default_factory=now)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    bytes: int = 0
 
-def event_seq(event_id: str) -> int | None:
-    match = _EVENT_ID.match(event_id)
-    return int(match.group(1)) if match else None
+    @model_validator(mode="before")
+    @classmethod
+    def _stored_as_wire_form(cls, raw: Any) -> Any:
+        """Checkpoints recorded before this record existed were stored in OpenAI's shape; they read the same."""
+        if isinstance(raw, dict) and "fine_tuned_model_checkpoint" in raw:
+            return {
+                "job_id": raw["fine_tuning_job_id"],
+                "step": raw["step_number"],
+                "model": raw["fine_tuned_model_checkpoint"],
+                "created_at": raw.get("created_at", 0),
+                "metrics": raw.get("metrics") or {},
+                "bytes": raw.get("bytes", 0),
+            }
+        return raw
 
 
 def fine_tuned_model_name(base_model: str, suffix: str | None, job_id: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import redis
 from pydantic import BaseModel
 
-from sage_ft.jobs.model import ACTIVE, FileRecord, Job, event_object, now
+from sage_ft.jobs.model import ACTIVE, CheckpointRecord, FileRecord, Job, JobEventRecord, now
 
 IDEMPOTENCY_TTL = 24 * 3600
 
@@ -269,14 +269,14 @@ class JobStore:
         pipe.publish(self.notify_channel(job_id), "event")
         return int(pipe.execute()[0])
 
-    def events_after(self, job_id: str, seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+    def events_after(self, job_id: str, seq: int = 0, limit: int = 1000) -> list[JobEventRecord]:
         """Oldest first, those with sequence number > ``seq`` (for streaming)."""
         raws = self.r.lrange(f"{self._job(job_id)}:events", seq, seq + limit - 1)
-        return [event_object(job_id, seq + i + 1, json.loads(r)) for i, r in enumerate(raws)]
+        return [JobEventRecord(seq=seq + i + 1, **json.loads(r)) for i, r in enumerate(raws)]
 
     def events_page(
         self, job_id: str, *, before: int | None = None, limit: int = 20
-    ) -> tuple[list[dict[str, Any]], bool]:
+    ) -> tuple[list[JobEventRecord], bool]:
         """Newest first, as OpenAI lists them; ``before`` is the sequence number of the previous page's last event."""
         total = int(self.r.llen(f"{self._job(job_id)}:events"))
         end = min(total, before - 1) if before is not None else total  # exclusive upper seq bound + 1
@@ -284,17 +284,18 @@ class JobStore:
             return [], False
         start = max(0, end - limit)
         raws = self.r.lrange(f"{self._job(job_id)}:events", start, end - 1)
-        events = [event_object(job_id, start + i + 1, json.loads(r)) for i, r in enumerate(raws)]
+        events = [JobEventRecord(seq=start + i + 1, **json.loads(r)) for i, r in enumerate(raws)]
         return list(reversed(events)), start > 0
 
-    def add_checkpoint(self, job_id: str, checkpoint: dict[str, Any]) -> None:
-        self.r.rpush(f"{self._job(job_id)}:ckpts", json.dumps(checkpoint))
+    def add_checkpoint(self, checkpoint: CheckpointRecord) -> None:
+        self.r.rpush(f"{self._job(checkpoint.job_id)}:ckpts", checkpoint.model_dump_json())
 
     def clear_checkpoints(self, job_id: str) -> None:
         self.r.delete(f"{self._job(job_id)}:ckpts")
 
-    def checkpoints(self, job_id: str) -> list[dict[str, Any]]:
-        return [json.loads(r) for r in self.r.lrange(f"{self._job(job_id)}:ckpts", 0, -1)]
+    def checkpoints(self, job_id: str) -> list[CheckpointRecord]:
+        """Oldest first."""
+        return [CheckpointRecord.model_validate_json(r) for r in self.r.lrange(f"{self._job(job_id)}:ckpts", 0, -1)]
 
     # -- files ---------------------------------------------------------------------------------------------------
 

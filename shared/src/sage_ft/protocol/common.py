@@ -8,7 +8,13 @@ from pydantic import BaseModel, ConfigDict
 
 # Request fields that are unions discriminated on ``type``, and their tags (error paths leave the tags out)
 FINE_TUNING_METHODS = ("supervised", "dpo")
-TAGGED_UNIONS = {"method": FINE_TUNING_METHODS}
+GRADER_TYPES = ("string_check", "text_similarity", "python", "score_model", "label_model", "multi")
+TAGGED_UNIONS = {
+    "method": FINE_TUNING_METHODS,
+    "grader": GRADER_TYPES,
+    "testing_criteria": GRADER_TYPES,
+    "graders": GRADER_TYPES[:-1],  # a multi grader's members
+}
 
 # A published model's name or alias (``ft:base:suffix:id``, ``code``), or a hub id as a base model
 MODEL_ID = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,255}$"

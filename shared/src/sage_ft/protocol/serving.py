@@ -80,6 +80,41 @@ class DeployRequest(BaseModel):
     wait: bool = False
 
 
+ServingMode = Literal["adapter", "merged", "embedding"]
+
+
+class ServingPlan(ApiModel):
+    """How a model is served (an adapter on its base's server, a merged model, an embedding model), and the
+    server's limits."""
+
+    mode: ServingMode
+    max_model_len: int | None = None
+    max_lora_rank: int | None = None
+    adapter_rank: int | None = None
+    reason: str | None = None
+    notes: list[str] = []
+
+
+class ModelServer(ApiModel):
+    """The model server a deployment runs on (several deployments share one)."""
+
+    name: str
+    engine: str
+    state: Literal["starting", "ready", "stopped"]
+    endpoint: str | None = None
+    pid: int | None = None
+    models: int
+    started_at: int
+    max_model_len: int | None = None
+    max_lora_rank: int | None = None
+    log: str | None = None
+
+
+class DeploymentError(ApiModel):
+    code: str | None = None
+    message: str
+
+
 class DeploymentObject(ApiModel):
     object: Literal["deployment"]
     id: str
@@ -89,12 +124,12 @@ class DeploymentObject(ApiModel):
     engine: str
     endpoint: str | None = None
     health: Literal["healthy", "unhealthy", "unknown"]
-    serving: dict[str, Any] | None = None
-    server: dict[str, Any] | None = None
+    serving: ServingPlan | None = None
+    server: ModelServer | None = None
     created_at: int
     ready_at: int | None = None
     cold_start_seconds: float | None = None
-    error: dict[str, Any] | None = None
+    error: DeploymentError | None = None
 
 
 class DeploymentList(ApiModel):

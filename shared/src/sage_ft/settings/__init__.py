@@ -142,6 +142,44 @@ class JobSettings(BaseSettings):
         return (self.broker_url or self.redis_url).get_secret_value()
 
 
+class GraderSettings(BaseSettings):
+    """Graders (Evals, ``/graders/run``, reinforcement fine-tuning): the python sandbox's limits and model calls."""
+
+    model_config = SettingsConfigDict(env_prefix="SAGE_GRADER_", extra="ignore")
+
+    python_cpu_seconds: float = Field(default=5.0, gt=0, le=600, description="CPU time of one python grader call.")
+    python_wall_seconds: float = Field(
+        default=10.0, gt=0, le=600, description="Wall-clock time of one python grader call (sleeping counts)."
+    )
+    python_memory_bytes: int = Field(
+        default=512 * 2**20, ge=64 * 2**20, description="Address space of one python grader call."
+    )
+    python_processes: int = Field(
+        default=16, ge=2, le=4096, description="Processes one python grader call may have (a fork bomb stops here)."
+    )
+    python_output_bytes: int = Field(
+        default=2**20, ge=4096, description="Largest output (and largest file) one python grader call may write."
+    )
+    python_disk_bytes: int = Field(
+        default=16 * 2**20, ge=2**20, description="Size of each of the sandbox's /work and /tmp (memory-backed)."
+    )
+    python_uid_base: int = Field(
+        default=61000, ge=1000, description="Python graders run as uids from here (when started as root)."
+    )
+    python_uid_count: int = Field(default=1000, ge=1, description="How many uids from python_uid_base are used.")
+    python_image_tags: list[str] = Field(
+        default=["default", "2025-05-08"],
+        description="image_tag values a python grader may name (each runs in the same sandbox runtime here); "
+        "any other is a 400.",
+    )
+    model_timeout_seconds: float = Field(
+        default=120.0, gt=0, description="Longest wait for a model grader's answer from serving."
+    )
+    model_concurrency: int = Field(
+        default=4, ge=1, le=256, description="Model-grader calls in flight at once, per grading process."
+    )
+
+
 # The one deny-list of secret settings. No child process inherits these: not the trainer, not a model server (which
 # runs third-party model code), not a process of the CLI's local stack. A child that needs a credential gets it
 # passed explicitly (``extra``), never inherited. Names are matched exactly, then by pattern, so a credential added

@@ -7,6 +7,7 @@ nothing of each other's names.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from pathlib import Path
 
 from sage_ft.storage.base import ObjectStore, StorageError
@@ -51,13 +52,14 @@ def resolve_model_name(store: ObjectStore, name_or_alias: str) -> Manifest | Non
     return max(matches, key=lambda m: m.created_at) if matches else None
 
 
-def closest_names(store: ObjectStore, name: str, limit: int = 3) -> list[str]:
-    """Published names and aliases that look like ``name``, for a helpful "not found" message."""
-    known = {n for m in list_models(store) for n in (m.name, m.alias) if n}
+def closest_names(store: ObjectStore, name: str, limit: int = 3, also: Iterable[str] = ()) -> list[str]:
+    """Published names and aliases (and ``also``: installed base models) that look like ``name``, for a helpful
+    "not found" message."""
+    known = {n for m in list_models(store) for n in (m.name, m.alias) if n} | set(also)
     return difflib.get_close_matches(name, sorted(known), n=limit, cutoff=0.4)
 
 
-def not_found_message(store: ObjectStore, name: str) -> str:
-    close = closest_names(store, name)
+def not_found_message(store: ObjectStore, name: str, also: Iterable[str] = ()) -> str:
+    close = closest_names(store, name, also=also)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     return f"The model '{name}' does not exist or is not published.{hint}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from sage_ft.evals.model import SAMPLE_SCHEMA, EvalRecord
+from sage_ft.evals.runs import GradedItem
 from sage_ft.evals.runstore import EvalRun, RunStatus
 from sage_ft_gateway.protocol.params import ApiModel
 
@@ -109,6 +110,17 @@ class EvalRunDeleted(ApiModel):
     run_id: str
 
 
+def item_id(run_id: str, index: int) -> str:
+    """``outputitem-<run hex>-<index>``: an output item's id names its run and the row it graded."""
+    return f"outputitem-{run_id.removeprefix('evalrun-')}-{index}"
+
+
+def item_index(run_id: str, output_item_id: str) -> int | None:
+    """The index an output item id names, if it is one of ``run_id``'s."""
+    head, _, tail = output_item_id.rpartition("-")
+    return int(tail) if head == f"outputitem-{run_id.removeprefix('evalrun-')}" and tail.isdigit() else None
+
+
 class OutputItemObject(ApiModel):
     object: Literal["eval.run.output_item"]
     id: str
@@ -120,6 +132,28 @@ class OutputItemObject(ApiModel):
     datasource_item: dict[str, Any]
     results: list[dict[str, Any]]
     sample: dict[str, Any]
+
+    @classmethod
+    def from_record(cls, run: EvalRun, graded: GradedItem) -> OutputItemObject:
+        error = {"code": "generation_failed", "message": graded.error} if graded.error else None
+        return cls(
+            object="eval.run.output_item",
+            id=item_id(run.id, graded.index),
+            eval_id=run.eval_id,
+            run_id=run.id,
+            created_at=int(graded.created_at),
+            status=graded.status,
+            datasource_item_id=graded.index,
+            datasource_item=graded.item,
+            results=[r.model_dump(exclude_none=True) for r in graded.results],
+            sample={
+                "input": graded.input,
+                "output": [{"role": "assistant", "content": graded.output_text or ""}],
+                "model": graded.model,
+                "error": error,
+                **graded.sampling,
+            },
+        )
 
 
 class OutputItemList(ApiModel):

@@ -6,9 +6,10 @@ domain's own types (``sage_ft.jobs.model``), not copies.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from sage_ft.jobs.model import Job, JobError, JobStatus
+from sage_ft.jobs.model import CheckpointRecord, Job, JobError, JobEventRecord, JobStatus
 from sage_ft_gateway.protocol.params import ApiModel
 
 
@@ -107,6 +108,31 @@ class JobList(ApiModel):
     has_more: bool
 
 
+def _job_hex(job_id: str) -> str:
+    return job_id.split("-", 1)[-1]
+
+
+def event_id(job_id: str, seq: int) -> str:
+    """``ftevent-<job hex>-<seq>``: an event's id names its job and its place in the job's log."""
+    return f"ftevent-{_job_hex(job_id)}-{seq}"
+
+
+_EVENT_ID = re.compile(r"^ftevent-([0-9a-f]+)-(\d+)$")
+
+
+def event_seq(event_id: str, job_id: str | None = None) -> int | None:
+    """The sequence number in an event id; None if it is not one (or, given ``job_id``, not one of that job's)."""
+    match = _EVENT_ID.match(event_id)
+    if match is None or (job_id is not None and match.group(1) != _job_hex(job_id)):
+        return None
+    return int(match.group(2))
+
+
+def checkpoint_id(job_id: str, step: int) -> str:
+    """``ftckpt-<job hex>-<step>``, the id ``from_checkpoint`` accepts (``sage_ft.jobs.spec.CHECKPOINT_ID``)."""
+    return f"ftckpt-{_job_hex(job_id)}-{step}"
+
+
 class JobEvent(ApiModel):
     object: Literal["fine_tuning.job.event"]
     id: str
@@ -115,6 +141,18 @@ class JobEvent(ApiModel):
     message: str
     type: str
     data: dict[str, Any] | None = None
+
+    @classmethod
+    def from_record(cls, job_id: str, event: JobEventRecord) -> JobEvent:
+        return cls(
+            object="fine_tuning.job.event",
+            id=event_id(job_id, event.seq),
+            created_at=int(event.created_at),
+            level=event.level,
+            message=event.message,
+            type=event.type,
+            data=event.data,
+        )
 
 
 class EventList(ApiModel):
@@ -131,6 +169,18 @@ class Checkpoint(ApiModel):
     fine_tuning_job_id: str
     step_number: int
     metrics: dict[str, Any]
+
+    @classmethod
+    def from_record(cls, checkpoint: CheckpointRecord) -> Checkpoint:
+        return cls(
+            object="fine_tuning.job.checkpoint",
+            id=checkpoint_id(checkpoint.job_id, checkpoint.step),
+            created_at=int(checkpoint.created_at),
+            fine_tuned_model_checkpoint=checkpoint.model,
+            fine_tuning_job_id=checkpoint.job_id,
+            step_number=checkpoint.step,
+            metrics=checkpoint.metrics,
+        )
 
 
 class CheckpointList(ApiModel):

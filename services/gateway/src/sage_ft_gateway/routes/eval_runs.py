@@ -81,7 +81,7 @@ def list_output_items(
 @router.get("/{run_id}/output_items/{output_item_id}", response_model=OutputItemObject)
 def get_output_item(
     eval_id: IdPath, run_id: IdPath, output_item_id: IdPath, tenant: Tenant, svc: Svc
-) -> dict[str, Any]:
+) -> OutputItemObject:
     return svc.eval_runs.output_item(tenant, eval_id, run_id, output_item_id)
 
 

@@ -13,11 +13,19 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from sage_ft.api_errors import error_responses
-from sage_ft.jobs.model import TERMINAL, event_seq
+from sage_ft.jobs.model import TERMINAL
 from sage_ft.jobs.spec import JobRequest
 from sage_ft_gateway.deps import Svc, Tenant
 from sage_ft_gateway.errors import ApiError
-from sage_ft_gateway.protocol.jobs import CheckpointList, EventList, FineTuningJob, JobEstimate, JobList
+from sage_ft_gateway.protocol.jobs import (
+    CheckpointList,
+    EventList,
+    FineTuningJob,
+    JobEstimate,
+    JobEvent,
+    JobList,
+    event_seq,
+)
 from sage_ft_gateway.protocol.params import IdPath, sse_response
 
 _SHUTDOWN_CHECK_S = 0.5  # how often an idle stream looks for a shutdown
@@ -91,15 +99,15 @@ def resume_point(job_id: str, last_event_id: str | None) -> int:
         return 0
     if last_event_id.isdigit() and len(last_event_id) < 12:
         return int(last_event_id)
-    seq = event_seq(last_event_id)
-    if seq is None:
+    if event_seq(last_event_id) is None:
         raise ApiError(
             400,
             "Last-Event-ID: expected an event id of this job (ftevent-...-<n>) or the stream's sequence number",
             param="Last-Event-ID",
             code="invalid_request",
         )
-    if not last_event_id.startswith(f"ftevent-{job_id.split('-', 1)[-1]}-"):  # well formed, another job's: as `after`
+    seq = event_seq(last_event_id, job_id)
+    if seq is None:  # well formed, another job's: as `after`
         raise ApiError(
             404,
             f"Last-Event-ID: '{last_event_id}' is not an event id of this job.",
@@ -138,8 +146,9 @@ async def stream_events(
             while not shutdown.is_set():
                 events = await run_in_threadpool(store.events_after, job_id, seq)
                 for event in events:
-                    seq = event["seq"]
-                    yield ServerSentEvent(data=json.dumps(event), event="fine_tuning.job.event", id=str(seq))
+                    seq = event.seq
+                    data = JobEvent.from_record(job_id, event).model_dump_json()
+                    yield ServerSentEvent(data=data, event="fine_tuning.job.event", id=str(seq))
                 if events:
                     continue
                 job = await run_in_threadpool(store.get_job, job_id)

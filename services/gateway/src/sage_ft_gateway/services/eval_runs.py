@@ -12,10 +12,10 @@ from sage_ft.errors import DataError
 from sage_ft.evals import run_states
 from sage_ft.evals.items import load_rows
 from sage_ft.evals.runs import FileIdSource, parse_run
-from sage_ft.evals.runstore import EvalRun, item_id, item_index
+from sage_ft.evals.runstore import EvalRun
 from sage_ft.jobs.model import new_id
 from sage_ft_gateway.errors import ApiError, not_found
-from sage_ft_gateway.protocol.evals import EvalRunObject
+from sage_ft_gateway.protocol.evals import EvalRunObject, OutputItemObject, item_index
 from sage_ft_gateway.protocol.params import cursor_page
 from sage_ft_gateway.services.evals import EvalService
 from sage_ft_gateway.services.files import FileService
@@ -109,9 +109,6 @@ class EvalRunService:
         self.runs.delete(self._get(tenant, eval_id, run_id))  # a worker on it finds the record gone and stops
         return {"object": "eval.run.deleted", "deleted": True, "run_id": run_id}
 
-    def _output(self, run: EvalRun, index: int, item: dict[str, Any]) -> dict[str, Any]:
-        return {"id": item_id(run.id, index), "eval_id": run.eval_id, "run_id": run.id, **item}
-
     def output_items(
         self, tenant: str, eval_id: str, run_id: str, after: str | None, limit: int, order: str, status: str | None
     ) -> dict[str, Any]:
@@ -124,16 +121,16 @@ class EvalRunService:
                     404, f"'{after}' is not an output item of {run_id}.", param="after", code="output_item_not_found"
                 )
             items = [(i, it) for i, it in items if (i < start if order == "desc" else i > start)]
-        items = [(i, it) for i, it in items if status is None or it["status"] == status]
-        return cursor_page([self._output(run, i, it) for i, it in items[:limit]], len(items) > limit)
+        items = [(i, it) for i, it in items if status is None or it.status == status]
+        return cursor_page([OutputItemObject.from_record(run, it) for _, it in items[:limit]], len(items) > limit)
 
-    def output_item(self, tenant: str, eval_id: str, run_id: str, output_item_id: str) -> dict[str, Any]:
+    def output_item(self, tenant: str, eval_id: str, run_id: str, output_item_id: str) -> OutputItemObject:
         run = self._get(tenant, eval_id, run_id)
         index = item_index(run_id, output_item_id)
         item = self.runs.item(run_id, index) if index is not None else None
         if index is None or item is None:
             raise not_found("output item", output_item_id, "output_item_id")
-        return self._output(run, index, item)
+        return OutputItemObject.from_record(run, item)
 
     def events(self, tenant: str, eval_id: str, run_id: str) -> dict[str, Any]:
         self._get(tenant, eval_id, run_id)

@@ -27,7 +27,7 @@ class EvalService:
             name=request.name or "eval",
             item_schema=source.item_schema,
             include_sample_schema=source.include_sample_schema,
-            testing_criteria=request.testing_criteria,
+            testing_criteria=[c.model_dump(mode="json") for c in request.testing_criteria],
             metadata=request.metadata,
         )
         self.evals.put(record)

@@ -6,6 +6,7 @@ process dies between the two, the reconciler finds a queued job the broker does 
 
 from __future__ import annotations
 
+import difflib
 import logging
 from typing import Any, NamedTuple
 
@@ -13,13 +14,13 @@ import redis
 
 from sage_ft.config import TrainingConfig
 from sage_ft.jobs import Job, JobStatus, job_states
-from sage_ft.jobs.model import event_seq, new_id, now
+from sage_ft.jobs.model import new_id, now
 from sage_ft.jobs.secrets import masked_integrations, request_secrets
 from sage_ft.jobs.spec import CHECKPOINT_ID, JobRequest, build_training_config, requested_hyperparameters
 from sage_ft.models import local_model_dir
 from sage_ft.storage.names import closest_names, resolve_model_name
 from sage_ft_gateway.errors import ApiError, not_found
-from sage_ft_gateway.protocol.jobs import FineTuningJob
+from sage_ft_gateway.protocol.jobs import Checkpoint, FineTuningJob, JobEvent, event_seq
 from sage_ft_gateway.services.files import FileService
 from sage_ft_gateway.services.models import ModelService
 from sage_ft_gateway.state import GatewayState
@@ -131,12 +132,10 @@ class JobService:
         match = CHECKPOINT_ID.match(checkpoint)
         assert match is not None  # the request pattern
         source = self.state.jobs.get_for(tenant, f"ftjob-{match.group(1)}")
-        records = self.state.jobs.checkpoints(source.id) if source is not None else []
-        record = next((c for c in records if c.get("id") == checkpoint), None)
+        records = [Checkpoint.from_record(c) for c in self.state.jobs.checkpoints(source.id)] if source else []
+        record = next((c for c in records if c.id == checkpoint), None)
         if source is None or record is None:
-            import difflib
-
-            close = difflib.get_close_matches(checkpoint, [c["id"] for c in records], n=3)
+            close = difflib.get_close_matches(checkpoint, [c.id for c in records], n=3)
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
             raise ApiError(
                 404, f"No checkpoint '{checkpoint}'.{hint}", param="from_checkpoint", code="checkpoint_not_found"
@@ -150,7 +149,7 @@ class JobService:
                 param="model",
             )
         self._check_base(source.root_model, checkpoint)
-        return source.root_model, str(record["fine_tuned_model_checkpoint"])
+        return source.root_model, record.fine_tuned_model_checkpoint
 
     def _check_base(self, base: str, what: str) -> None:
         if "/" in base:
@@ -216,13 +215,13 @@ class JobService:
             if before is None:
                 raise ApiError(404, f"'{after}' is not an event id of this job.", param="after", code="event_not_found")
         events, more = self.state.jobs.events_page(job_id, before=before, limit=limit)
-        return {"object": "list", "data": events, "has_more": more}
+        return {"object": "list", "data": [JobEvent.from_record(job_id, e) for e in events], "has_more": more}
 
     def checkpoints(self, tenant: str, job_id: str, after: str | None, limit: int) -> dict[str, Any]:
         self.get(tenant, job_id)
-        items = list(reversed(self.state.jobs.checkpoints(job_id)))  # newest first
+        items = [Checkpoint.from_record(c) for c in reversed(self.state.jobs.checkpoints(job_id))]  # newest first
         if after:
-            ids = [c["id"] for c in items]
+            ids = [c.id for c in items]
             if after not in ids:
                 raise ApiError(
                     404, f"'{after}' is not a checkpoint id of this job.", param="after", code="checkpoint_not_found"
@@ -232,8 +231,8 @@ class JobService:
             "object": "list",
             "data": items[:limit],
             "has_more": len(items) > limit,
-            "first_id": items[0]["id"] if items else None,
-            "last_id": items[:limit][-1]["id"] if items else None,
+            "first_id": items[0].id if items else None,
+            "last_id": items[:limit][-1].id if items else None,
         }
 
     # -- control ----------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from sage_ft.jobs.model import Job, JobStatus
-from sage_ft.models import local_model_dir
+from sage_ft.models import installed_models, local_model_dir
 from sage_ft.storage import Manifest, StorageError, delete_model, list_models
 from sage_ft.storage.checkpoints import CHECKPOINT_NAME
 from sage_ft.storage.manifest import CorruptManifestError
@@ -172,11 +172,12 @@ class ModelService:
                     404, f"The model '{manifest.name}' is not available: {why}.", param=param, code="model_not_found"
                 )
             return name
-        if "/" in model or local_model_dir(self.state.settings.paths.resolved_models_root(), model) is not None:
+        root = self.state.settings.paths.resolved_models_root()
+        if "/" in model or local_model_dir(root, model) is not None:
             return model
         raise ApiError(
             404,
-            not_found_message(store, model).replace(
+            not_found_message(store, model, also=installed_models(root)).replace(
                 "is not published.", "is not published, and no base model of that name is installed."
             ),
             param=param,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path
 
@@ -16,7 +16,7 @@ ModelPath = Annotated[str, Path(pattern=MODEL_ID)]
 
 
 @router.post("/v1/deployments", response_model=DeploymentObject)
-async def deploy(req: DeployRequest, tenant: Tenant, manager: Manager, state: State) -> dict[str, Any]:
+async def deploy(req: DeployRequest, tenant: Tenant, manager: Manager, state: State) -> DeploymentObject:
     dep = await manager.deploy(tenant, req.model, req.engine)
     if req.wait:
         await manager.wait(dep, state.settings.serving.start_timeout_seconds)
@@ -26,12 +26,12 @@ async def deploy(req: DeployRequest, tenant: Tenant, manager: Manager, state: St
 
 
 @router.get("/v1/deployments", response_model=DeploymentList)
-async def list_deployments(tenant: Tenant, manager: Manager) -> dict[str, Any]:
-    return {"object": "list", "data": manager.listing(tenant)}
+async def list_deployments(tenant: Tenant, manager: Manager) -> DeploymentList:
+    return DeploymentList(object="list", data=manager.listing(tenant))
 
 
 @router.get("/v1/deployments/{model:path}", response_model=DeploymentObject)
-async def get_deployment(model: ModelPath, tenant: Tenant, manager: Manager) -> dict[str, Any]:
+async def get_deployment(model: ModelPath, tenant: Tenant, manager: Manager) -> DeploymentObject:
     dep = manager.find(tenant, model)
     if dep is None:
         raise ApiError(404, f"No deployment of '{model}'.", param="model", code="deployment_not_found")
@@ -39,6 +39,6 @@ async def get_deployment(model: ModelPath, tenant: Tenant, manager: Manager) -> 
 
 
 @router.delete("/v1/deployments/{model:path}", response_model=DeploymentDeleted)
-async def delete_deployment(model: ModelPath, tenant: Tenant, manager: Manager) -> dict[str, Any]:
+async def delete_deployment(model: ModelPath, tenant: Tenant, manager: Manager) -> DeploymentDeleted:
     dep = await manager.undeploy(tenant, model)
-    return {"object": "deployment.deleted", "id": dep.model, "deleted": True}
+    return DeploymentDeleted(object="deployment.deleted", id=dep.model, deleted=True)

@@ -49,8 +49,8 @@ async def embeddings(body: EmbeddingRequest, manager: Manager, proxy: Proxy) -> 
 
 @router.get("/v1/models")
 async def models(tenant: Tenant, manager: Manager) -> dict[str, Any]:
-    ready = [d for d in manager.listing(tenant) if d["state"] == "ready"]
+    ready = [d for d in manager.listing(tenant) if d.state == "ready"]
     return {
         "object": "list",
-        "data": [{"id": d["id"], "object": "model", "owned_by": "sage-ft", "created": d["created_at"]} for d in ready],
+        "data": [{"id": d.id, "object": "model", "owned_by": "sage-ft", "created": d.created_at} for d in ready],
     }

@@ -1,4 +1,4 @@
-"""OpenAI eval templates: ``{{item.field}}`` and ``{{sample.output_text}}`` inside grader inputs and run prompts.
+"""OpenAI grader templates: ``{{item.field}}`` and ``{{sample.output_text}}`` inside grader inputs and run prompts.
 
 A template is checked before anything runs: every variable must be in a known namespace and, for ``item``, a
 property of the eval's ``item_schema``. Rendering never evaluates code; it only substitutes values.
