@@ -31,6 +31,11 @@ EXACT = {
     "reference": "{{item.answer}}",
     "operation": "eq",
 }
+PYTHON = {  # the same verdict as EXACT, from user code in the worker's sandbox
+    "type": "python",
+    "name": "py",
+    "source": "def grade(sample, item):\n    return float(sample['output_text'] == item['answer'])\n",
+}
 TEMPLATE = {"type": "template", "template": [{"role": "user", "content": "{{item.question}}"}]}
 FACTS = 10
 SAGE = Path(sys.executable).parent / "sage-ft"
@@ -111,7 +116,7 @@ def test_a_share_held_out_of_the_training_file_is_evaluated(client: openai.OpenA
 def facts_eval(client: openai.OpenAI, qa_records: list[dict]) -> tuple[str, str]:
     ev = client.evals.create(
         name="code words",
-        testing_criteria=[EXACT],  # type: ignore[list-item]
+        testing_criteria=[EXACT, PYTHON],  # type: ignore[list-item]
         data_source_config={"type": "custom", "item_schema": SCHEMA},
     )
     rows = "".join(json.dumps({"item": r}) + "\n" for r in qa_records[:FACTS])
@@ -159,12 +164,45 @@ def test_the_fine_tune_passes_its_facts_and_the_base_does_not(
     assert sorted(i.datasource_item_id for i in items) == list(range(FACTS))
     for item in items:  # each sample: what was asked, what the model said, and the grade
         assert item.sample.input[0].content == item.datasource_item["question"]
-        assert item.sample.model == tuned and item.results[0].name == "exact"
+        assert item.sample.model == tuned and [r.name for r in item.results] == ["exact", "py"]
+        assert item.results[1].passed == item.results[0].passed
         assert (item.status == "pass") == (item.sample.output[0].content == item.datasource_item["answer"])
     failed = client.evals.runs.output_items.list(runs["sage-tiny"].id, eval_id=eval_id, status="fail", limit=100)
     assert len(failed.data) == done["sage-tiny"].result_counts.failed
     events = httpx.get(f"{client.base_url}evals/{eval_id}/runs/{runs[tuned].id}/events", timeout=10).json()["data"]
     assert [e["type"] for e in events] == ["queued", "started", "completed"]
+
+
+def test_model_graders_ask_a_served_model(client: openai.OpenAI, tuned: str, qa_records: list[dict]) -> None:
+    """A label grader whose judge is the fine-tune: it answers each question with its code word, so the label it
+    picks is that row's answer; a score grader on the base; a model that is not served is a 404 with a hint."""
+    graders = client.fine_tuning.alpha.graders
+    first, second = qa_records[0], qa_records[1]
+    label = {
+        "type": "label_model",
+        "name": "judge",
+        "model": tuned,
+        "input": [{"role": "user", "content": "{{item.question}}"}],
+        "labels": [first["answer"], second["answer"]],
+        "passing_labels": [first["answer"]],
+    }
+    passed = graders.run(grader=label, model_sample="-", item=first)
+    failed = graders.run(grader=label, model_sample="-", item=second)
+    assert (passed.reward, failed.reward) == (1.0, 0.0), (passed, failed)
+    assert passed.metadata.sampled_model_name == tuned and (passed.metadata.token_usage or 0) > 0
+    score = {
+        "type": "score_model",
+        "name": "score",
+        "model": "sage-tiny",
+        "input": [{"role": "user", "content": "Rate 0 to 1: {{sample.output_text}}"}],
+        "sampling_params": {"max_completions_tokens": 8, "temperature": 0},
+    }
+    rated = graders.run(grader=score, model_sample="Paris", item={})
+    assert rated.metadata.sampled_model_name == "sage-tiny" and (rated.metadata.token_usage or 0) > 0
+    assert 0.0 <= rated.reward <= 1.0 and (rated.metadata.errors.model_grader_parse_error or rated.reward >= 0)
+    with pytest.raises(openai.NotFoundError) as exc:
+        graders.run(grader={**label, "model": tuned[:-1] + "z"}, model_sample="-", item=first)
+    assert tuned in exc.value.message and "Did you mean" in exc.value.message
 
 
 def many(n: int) -> dict[str, Any]:

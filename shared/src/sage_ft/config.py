@@ -56,6 +56,41 @@ class DPOSettings(BaseModel):
     )
 
 
+class RFTSettings(BaseModel):
+    """Reinforcement fine-tuning (TRL's ``GRPOTrainer``): answers sampled from the model being trained are scored by
+    ``grader`` (an OpenAI grader: ``sage_ft.graders``), and the policy moves towards the higher-rewarded ones."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    grader: dict[str, Any] | None = Field(
+        default=None, description="The grader that scores each sampled answer (required for method rft)."
+    )
+    num_generations: int = Field(
+        default=8, ge=2, le=64, description="Answers sampled per prompt (OpenAI's compute_multiplier scales it)."
+    )
+    max_completion_length: int = Field(default=128, ge=1, le=32768, description="Longest sampled answer, in tokens.")
+    temperature: float = Field(default=1.0, gt=0, le=2, description="Sampling temperature of the rollouts.")
+    beta: float = Field(
+        default=0.0, ge=0, le=10, description="KL pull towards the starting model; 0 (TRL's default) loads no copy."
+    )
+    eval_interval: int | None = Field(
+        default=None, ge=1, description="Score the validation prompts every this many steps (None: at checkpoints)."
+    )
+    eval_samples: int = Field(default=1, ge=1, le=16, description="Answers sampled per validation prompt.")
+
+    @field_validator("grader")
+    @classmethod
+    def _valid_grader(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        from sage_ft.graders import parse_grader
+
+        try:
+            return parse_grader(value, "grader").model_dump(mode="json", exclude_none=True)
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+
+
 class TrainingConfig(BaseModel):
     """Everything one fine-tuning run needs. Unknown fields are rejected, so typos fail loudly."""
 
@@ -120,10 +155,13 @@ class TrainingConfig(BaseModel):
     trust_remote_code: bool = Field(default=False, description="Run model code from the hub. Off by default.")
     preset: str | None = Field(default=None, description="Name of the preset this config came from, if any.")
     lora: LoRAConfig = Field(default_factory=LoRAConfig)
-    method: Literal["sft", "dpo"] = Field(
-        default="sft", description="sft: supervised on the answers; dpo: preference pairs (chosen over rejected)."
+    method: Literal["sft", "dpo", "rft"] = Field(
+        default="sft",
+        description="sft: supervised on the answers; dpo: preference pairs (chosen over rejected); rft: "
+        "reinforcement from a grader's rewards on sampled answers.",
     )
     dpo: DPOSettings = Field(default_factory=DPOSettings, description="DPO settings, used when method is dpo.")
+    rft: RFTSettings = Field(default_factory=RFTSettings, description="RFT settings, used when method is rft.")
     init_adapter: str | None = Field(
         default=None,
         description="Start from this adapter directory (a fine-tune "
@@ -133,7 +171,7 @@ class TrainingConfig(BaseModel):
     @field_validator("method", mode="before")
     @classmethod
     def _method_alias(cls, value: Any) -> Any:
-        return "sft" if value == "supervised" else value  # the OpenAI API's name for it
+        return {"supervised": "sft", "reinforcement": "rft"}.get(value, value)  # the OpenAI API's names
 
     @field_validator("report_to", mode="before")
     @classmethod
@@ -162,6 +200,8 @@ class TrainingConfig(BaseModel):
             raise ValueError("fp16 and bf16 are mutually exclusive; choose one precision")
         if self.validation_file and self.validation_split:
             raise ValueError("set validation_file or validation_split, not both")
+        if self.method == "rft" and self.rft.grader is None:
+            raise ValueError("rft.grader: reinforcement fine-tuning needs a grader to score the sampled answers")
         return self
 
     # -- construction helpers -------------------------------------------------------------------------------

@@ -46,8 +46,10 @@ def decide_packing(
 ) -> PackingDecision:
     """``lengths``: the training records' token counts, before truncation at ``max_length``; ``batch_size``: records
     (or packed rows) per device and step."""
-    if method != "sft":
+    if method == "dpo":
         return PackingDecision("padded", requested, "preference training pads each chosen/rejected pair")
+    if method != "sft":
+        return PackingDecision("padded", requested, "reinforcement fine-tuning pads the sampled answers")
     if requested is True:
         return PackingDecision("packed", requested, "packing=true was asked for")
     if requested is False:

@@ -22,12 +22,12 @@ class Services:
         self.state = state
         self.files = FileService(state)
         self.models = ModelService(state)
-        self.jobs = JobService(state, self.files, self.models)
+        self.graders = GraderService(state, self.models)
+        self.jobs = JobService(state, self.files, self.models, self.graders)
         self.inference = InferenceService(state, self.models)
         self.estimates = EstimateService(state, self.jobs)
         self.evals = EvalService(state)
         self.eval_runs = EvalRunService(state, self.evals, self.files, self.models)
-        self.graders = GraderService(state, self.models)
 
 
 def services(request: Request) -> Services:

@@ -26,12 +26,21 @@ _NAMES = {
     "rewards/rejected": "rewards_rejected",
     "eval_rewards/accuracies": "valid_reward_accuracy",
     "eval_rewards/margins": "valid_reward_margin",
+    "reward": "train_reward_mean",  # reinforcement (TRL's GRPO): OpenAI's RFT names
+    "reward_std": "train_reward_std",
+    "eval_reward": "valid_reward_mean",
+    "grader/error_rate": "grader_error_rate",
 }
 
 
 def named_metrics(logs: dict[str, Any]) -> dict[str, float]:
-    """The metrics of one trainer log line worth showing, by their public names."""
-    return {name: float(logs[key]) for key, name in _NAMES.items() if isinstance(logs.get(key), int | float)}
+    """The metrics of one trainer log line worth showing, by their public names (a multi grader's members as
+    ``<name>_reward_mean``)."""
+    out = {name: float(logs[key]) for key, name in _NAMES.items() if isinstance(logs.get(key), int | float)}
+    for key, value in logs.items():
+        if key.startswith("grader/") and key.endswith("_mean") and isinstance(value, int | float):
+            out[f"{key.removeprefix('grader/').removesuffix('_mean')}_reward_mean"] = float(value)
+    return out
 
 
 class ParentMissingError(FileNotFoundError):

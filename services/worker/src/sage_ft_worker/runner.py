@@ -150,6 +150,11 @@ class TrainRunner:
             self.ctx.jobs.update(job.id, lambda j: j.model_copy(update=settled) if j.config is None else None)
         config.save(workdir / "config.yaml")
         run.secret_env = SecretBox(self.ctx.settings.jobs.secrets_key).open(self.ctx.jobs.secrets(job.id))
+        if config.method == "rft":  # model graders ask serving, as the job's tenant
+            run.secret_env.update(
+                SAGE_TRAIN_GRADER_SERVING_URL=self.ctx.settings.worker.serving_url,
+                SAGE_TRAIN_GRADER_TENANT=job.tenant,
+            )
         run.extra["config"] = config.portable()
         latest = begin_attempt(store, job.id, job.attempt)  # from here on, older attempts commit no checkpoint
         if latest is not None:

@@ -16,9 +16,11 @@ from typing import Any
 from sage_ft.data.formats import Conversation, to_conversation
 from sage_ft.data.loader import RawData, parse_bytes, read_file
 from sage_ft.data.preference import Preference, is_preference, to_preference
+from sage_ft.data.reinforcement import Prompt, is_prompt, to_prompt
 from sage_ft.errors import DataError
 
 TokenCounter = Callable[[list[dict[str, Any]]], int]
+_KIND_NAMES = {"preference": "preference record", "prompts": "prompt row", "supervised": "supervised record"}
 MAX_REPORTED_ERRORS = 50
 
 
@@ -28,6 +30,7 @@ class ValidationReport:
     container: str
     conversations: list[Conversation] = field(default_factory=list)
     preferences: list[Preference] = field(default_factory=list)
+    prompts: list[Prompt] = field(default_factory=list)  # RFT rows: a prompt and the grader's item fields
     errors: list[DataError] = field(default_factory=list)
     token_lengths: list[int] = field(default_factory=list)
     tokens_exact: bool = False
@@ -35,13 +38,22 @@ class ValidationReport:
     side_lengths: dict[str, list[int]] = field(default_factory=dict)  # preference files: prompt, chosen, rejected
 
     @property
-    def records(self) -> list[Conversation | Preference]:
-        return [*self.conversations, *self.preferences]
+    def records(self) -> list[Conversation | Preference | Prompt]:
+        return [*self.conversations, *self.preferences, *self.prompts]
 
     @property
     def kind(self) -> str:
-        """``preference`` (pairs, for DPO) or ``supervised`` (conversations, for SFT)."""
-        return "preference" if self.preferences else "supervised"
+        """``preference`` (pairs, for DPO), ``prompts`` (for reinforcement fine-tuning) or ``supervised``
+        (conversations, for SFT)."""
+        return "preference" if self.preferences else "prompts" if self.prompts else "supervised"
+
+    def item_fields(self) -> tuple[list[str], dict[str, int]]:
+        """RFT rows: the item fields every row has, and for each field only some rows have, the first line
+        without it (what a grader's template may read, and where it would fail)."""
+        every = set.intersection(*(set(p.item) for p in self.prompts)) if self.prompts else set()
+        some = set().union(*(set(p.item) for p in self.prompts)) - every
+        missing = {f: next(p.line for p in self.prompts if f not in p.item) for f in sorted(some)}
+        return sorted(every), missing
 
     @property
     def ok(self) -> bool:
@@ -113,7 +125,12 @@ class ValidationReport:
                 if self.preferences
                 else {}
             ),
+            **(self._item_report() if self.prompts else {}),
         }
+
+    def _item_report(self) -> dict[str, Any]:
+        every, missing = self.item_fields()
+        return {"item_fields": every, "item_fields_missing": missing}
 
 
 def estimate_tokens(messages: list[dict[str, Any]]) -> int:
@@ -130,20 +147,24 @@ def _build(raw: RawData, counter: TokenCounter | None, max_length: int | None) -
         max_length=max_length,
     )
     count = counter or estimate_tokens
-    first: dict[bool, int] = {}  # the line of the first record of each kind (True: preference)
+    first: dict[str, int] = {}  # the line of the first record of each kind
     for rec in raw.records:
-        pair = is_preference(rec.value)
-        first.setdefault(pair, rec.line)
+        kind = "preference" if is_preference(rec.value) else "prompts" if is_prompt(rec.value) else "supervised"
+        first.setdefault(kind, rec.line)
+        pair = kind == "preference"
         try:
-            if pair != min(first, key=lambda k: first[k]):
-                other = "supervised" if pair else "preference"
+            ruling = min(first, key=lambda k: first[k])
+            if kind != ruling:
                 raise DataError(
-                    f"a {'preference' if pair else 'supervised'} record in a file of {other} records "
-                    f"(line {first[not pair]}); one kind per file: preference pairs for DPO, "
-                    "conversations for SFT",
+                    f"a {_KIND_NAMES[kind]} in a file of {_KIND_NAMES[ruling]}s (line {first[ruling]}); one kind "
+                    "per file: preference pairs for DPO, prompts for reinforcement, conversations for SFT",
                     path=raw.path,
                     line=rec.line,
                 )
+            if kind == "prompts":
+                report.prompts.append(to_prompt(rec.value, set(), raw.path, rec.line, rec.index))
+                report.token_lengths.append(count(report.prompts[-1].messages))
+                continue
             if pair:
                 pref = to_preference(rec.value, path=raw.path, line=rec.line, index=rec.index)
             else:

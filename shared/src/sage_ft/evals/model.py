@@ -27,7 +27,7 @@ SAMPLE_SCHEMA: dict[str, Any] = {
 
 
 class CustomDataSource(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # 0 is not false here, as the schema says
     type: Literal["custom"]
     item_schema: dict[str, Any]
     include_sample_schema: bool = True

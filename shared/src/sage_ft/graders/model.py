@@ -19,7 +19,8 @@ MAX_SOURCE = 256 * 1024
 
 
 class _Grader(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # strict: a boolean or a string is not a number here, as the schema says (lax mode would take false as 0.0)
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), strict=True)
     name: str = Field(min_length=1, max_length=256)
 
 
@@ -54,13 +55,13 @@ class PythonGrader(_Grader):
 class ContentPart(BaseModel):
     """Text in a grader message; images and audio are refused (no model here reads them)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     type: Literal["input_text", "output_text"]
     text: str
 
 
 class GraderMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     role: Literal["user", "assistant", "system", "developer"]
     content: str | list[ContentPart]
     type: Literal["message"] | None = None
@@ -70,7 +71,7 @@ class GraderMessage(BaseModel):
 
 
 class SamplingParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     max_completions_tokens: int | None = Field(default=None, ge=1, le=32768)
     reasoning_effort: str | None = None  # accepted for compatibility; no served model here reasons
     seed: int | None = None

@@ -59,7 +59,7 @@ class ServingModels:
         p = params or SamplingParams()
         served = self.names.get(model, model)
         body: dict[str, Any] = {"model": served, "messages": messages, "temperature": p.temperature or 0.0}
-        extra = {"top_p": p.top_p, "seed": p.seed, "max_tokens": p.max_completions_tokens or 256}
+        extra = {"top_p": p.top_p, "seed": p.seed, "max_tokens": p.max_completions_tokens or 64}
         body.update({k: v for k, v in extra.items() if v is not None})
         try:
             answer = chat_completion(self.client, body, self.timeout_s)

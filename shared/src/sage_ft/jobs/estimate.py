@@ -218,7 +218,7 @@ def logits_bytes(model: dict[str, Any], config: TrainingConfig, tokens: int, *, 
 
 
 def peak_memory(
-    model: dict[str, Any], config: TrainingConfig, sequence_tokens: int, *, liger: bool = False
+    model: dict[str, Any], config: TrainingConfig, sequence_tokens: int, *, liger: bool = False, rows: int = 0
 ) -> dict[str, Any]:
     """Peak accelerator bytes for one training step of ``per_device_train_batch_size`` rows of ``sequence_tokens``
     (a packed row is ``max_length`` long), with the parts that make it up. ``liger``: the worker trains SFT with
@@ -239,7 +239,7 @@ def peak_memory(
     lora_params = d["layers"] * sum(config.lora.r * (i + o) for name, (i, o) in shapes.items() if name in targets)
     state = 2 if "8bit" in config.optim else 8  # Adam's two moments, fp32 or 8-bit
     lora_bytes = lora_params * (4 + 4 + state)  # fp32 weights and gradients, optimizer state
-    tokens = config.per_device_train_batch_size * sequence_tokens
+    tokens = (rows or config.per_device_train_batch_size) * sequence_tokens  # rows: RFT's prompts x samples
     per_layer = activation_bytes(model, config, liger=liger and config.method == "sft")
     if config.gradient_checkpointing:  # each layer's input, then one layer recomputed at a time
         activations = tokens * (d["layers"] * d["h"] * (2 if half else 4) + per_layer)
@@ -275,7 +275,11 @@ def estimate(
     """The ``estimate`` object of ``fine_tuning.job.estimate``."""
     kept = train_lengths(lengths, config, has_validation_file)
     cut = sum(1 for n in lengths if n > config.max_length)
-    per_epoch = sum(kept)
+    # reinforcement: each prompt is answered num_generations times, each answer up to max_completion_length tokens,
+    # and the step trains on every prompt + answer (an upper bound: answers often stop sooner)
+    samples = config.rft.num_generations if config.method == "rft" else 1
+    trained = [n + config.rft.max_completion_length for n in kept] if samples > 1 else kept
+    per_epoch = sum(trained) * samples
     batch_rows = config.per_device_train_batch_size
     packing = decide_packing(config.packing, kept, config.max_length, batch_rows, config.method)
     rows = packed_sequences(kept, config.max_length) if packing.layout == "packed" else len(kept)
@@ -301,7 +305,10 @@ def estimate(
         "seconds": round(seconds, 1),
         "seconds_basis": basis,
     }
-    seq = math.ceil(step_tokens(packing, kept, config.max_length, batch_rows) / batch_rows)  # the fullest step's
+    if samples > 1:
+        rollouts = int(len(kept) * epochs)
+        out.update(rollouts=rollouts, samples_per_rollout=samples, samples=rollouts * samples, tokens_upper_bound=True)
+    seq = math.ceil(step_tokens(packing, trained, config.max_length, batch_rows) / batch_rows)  # the fullest step's
     if model is None:
         reason = (
             "the model's config.json is not on this installation (neither under the models root nor in the Hugging "
@@ -309,7 +316,7 @@ def estimate(
         )
         out.update(peak_memory_bytes=None, memory_basis={"reason": reason})
         return out
-    out.update(peak_memory(model, config, seq, liger=liger))
+    out.update(peak_memory(model, config, seq, liger=liger, rows=batch_rows * samples))
     out["memory_basis"] = {
         "sequence_tokens": seq,
         "batch": config.per_device_train_batch_size,

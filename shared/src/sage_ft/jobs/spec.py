@@ -24,6 +24,7 @@ from pydantic.fields import FieldInfo
 from sage_ft.config import LoRAConfig, TrainingConfig, init_adapter_shape
 from sage_ft.data.builtin import BUILTIN_TASKS
 from sage_ft.errors import ConfigError, request_error
+from sage_ft.graders.model import Grader
 from sage_ft.models import LOCAL_NAME
 from sage_ft.presets import PresetConfigs
 from sage_ft.protocol.common import FINE_TUNING_METHODS, TAGGED_UNIONS
@@ -40,6 +41,7 @@ Beta = Annotated[float, Field(gt=0, le=2)]
 METHODS = FINE_TUNING_METHODS
 DPO_BETA = 0.1  # beta "auto": TRL's and OpenAI's default
 DPO_LR_SCALE = 0.25  # learning rate "auto" for DPO: a quarter of the preset's supervised rate
+RFT_SAMPLES = 8  # answers sampled per prompt at compute_multiplier 1 (TRL's num_generations default)
 _FT_MODEL = re.compile(r"^ft:[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
 CHECKPOINT_ID = re.compile(r"^ftckpt-([0-9a-f]{1,64})-([0-9]{1,12})$")
 
@@ -114,9 +116,45 @@ class DpoMethod(BaseModel):
         return self.dpo.hyperparameters if self.dpo is not None else DpoHyperparameters()
 
 
+class ReinforcementHyperparameters(Hyperparameters):
+    eval_interval: Annotated[int, Field(ge=1, le=100_000)] | Auto = Field(
+        default="auto", description="Steps between evaluations of the validation prompts; auto: at checkpoints."
+    )
+    eval_samples: Annotated[int, Field(ge=1, le=16)] | Auto = Field(
+        default="auto", description="Answers sampled per validation prompt; auto is 1."
+    )
+    compute_multiplier: Annotated[float, Field(gt=0, le=8)] | Auto = Field(
+        default="auto", description=f"Scales the answers sampled per prompt ({RFT_SAMPLES} at 1); auto is 1."
+    )
+    reasoning_effort: Literal["default", "low", "medium", "high"] | None = Field(
+        default=None, description="Accepted for compatibility; the open models trained here do not reason apart."
+    )
+
+
+class Reinforcement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    grader: Grader
+    hyperparameters: ReinforcementHyperparameters = Field(default_factory=ReinforcementHyperparameters)
+    response_format: dict[str, Any] | None = Field(
+        default=None,
+        description="Structured output for the sampled answers (json_schema); the grader reads it as "
+        "sample.output_json.",
+    )
+
+
+class ReinforcementMethod(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["reinforcement"]
+    reinforcement: Reinforcement
+
+    @property
+    def hyperparameters(self) -> ReinforcementHyperparameters:
+        return self.reinforcement.hyperparameters
+
+
 # OpenAI's ``method``: one member per ``type``, so the schema itself says that ``type: supervised`` takes no ``dpo``
 # settings (and the reverse); parse_request names the field when a request says otherwise.
-Method = Annotated[SupervisedMethod | DpoMethod, Field(discriminator="type")]
+Method = Annotated[SupervisedMethod | DpoMethod | ReinforcementMethod, Field(discriminator="type")]
 
 
 class WandbIntegration(BaseModel):
@@ -350,6 +388,8 @@ def build_training_config(
     if dpo:
         beta = hp.beta if isinstance(hp, DpoHyperparameters) and hp.beta != "auto" else DPO_BETA
         values["method"] = "dpo"
+    if isinstance(request.method, ReinforcementMethod):
+        values.update(method="rft", rft=rft_settings(request.method))
     if request.quantization is not None:
         values["load_in_4bit"] = request.quantization == "4bit"
         values["load_in_8bit"] = request.quantization == "8bit"
@@ -391,7 +431,28 @@ def build_training_config(
     }
     if beta is not None:
         shown["beta"] = beta
+    if config.method == "rft":
+        shown.update(
+            eval_interval=config.rft.eval_interval or config.save_steps,
+            eval_samples=config.rft.eval_samples,
+            compute_multiplier=config.rft.num_generations / RFT_SAMPLES,
+        )
     return config, shown
+
+
+def rft_settings(method: ReinforcementMethod) -> dict[str, Any]:
+    """``TrainingConfig.rft`` from OpenAI's reinforcement method: the grader, and the samples per prompt."""
+    hp = method.hyperparameters
+    multiplier = hp.compute_multiplier if hp.compute_multiplier != "auto" else 1.0
+    settings: dict[str, Any] = {
+        "grader": method.reinforcement.grader.model_dump(mode="json", exclude_none=True),
+        "num_generations": max(2, min(64, round(RFT_SAMPLES * multiplier))),
+    }
+    if hp.eval_interval != "auto":
+        settings["eval_interval"] = hp.eval_interval
+    if hp.eval_samples != "auto":
+        settings["eval_samples"] = hp.eval_samples
+    return settings
 
 
 def requested_hyperparameters(request: JobRequest) -> dict[str, Any]:
@@ -410,6 +471,9 @@ def requested_hyperparameters(request: JobRequest) -> dict[str, Any]:
         shown["learning_rate"] = request.learning_rate
     if request.method_type == "dpo":
         shown["beta"] = hp.beta if isinstance(hp, DpoHyperparameters) and hp.beta != "auto" else DPO_BETA
+    if isinstance(hp, ReinforcementHyperparameters):
+        shown.update(eval_interval=hp.eval_interval, eval_samples=hp.eval_samples)
+        shown["compute_multiplier"] = hp.compute_multiplier if hp.compute_multiplier != "auto" else 1.0
     return shown
 
 

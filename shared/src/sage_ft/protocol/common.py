@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 # Request fields that are unions discriminated on ``type``, and their tags (error paths leave the tags out)
-FINE_TUNING_METHODS = ("supervised", "dpo")
+FINE_TUNING_METHODS = ("supervised", "dpo", "reinforcement")
 GRADER_TYPES = ("string_check", "text_similarity", "python", "score_model", "label_model", "multi")
 TAGGED_UNIONS = {
     "method": FINE_TUNING_METHODS,

@@ -50,6 +50,13 @@ class TrainingEnvSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SAGE_TRAIN_", extra="ignore")
 
+    grader_serving_url: str | None = Field(
+        default=None,
+        description="Serving's URL, for the model graders of reinforcement fine-tuning (the worker sets it for its "
+        "trainer); unset: model graders answer a server error.",
+    )
+    grader_tenant: str = Field(default="default", description="The tenant model graders ask serving as.")
+
     allow_remote_code: bool = Field(
         default=False,
         description="Allow configs to set trust_remote_code=True. Off by default: hub code runs arbitrary Python.",

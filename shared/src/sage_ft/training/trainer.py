@@ -103,6 +103,8 @@ class LoRATrainer:
         cfg = self.config
         if cfg.method == "dpo":
             return self._preference_datasets()
+        if cfg.method == "rft":
+            return self._prompt_datasets()
         convs = load_conversations(self._data_path())
         eval_convs = load_conversations(cfg.validation_file) if cfg.validation_file else []
 
@@ -128,6 +130,25 @@ class LoRATrainer:
         evaluation = None
         if cfg.validation_file:
             evaluation = Dataset.from_list(preference_rows(load_preferences(cfg.validation_file)))
+        if cfg.validation_split and len(train) > 1:
+            split = train.train_test_split(test_size=cfg.validation_split, seed=cfg.seed)
+            train, evaluation = split["train"], split["test"]
+        return train, evaluation
+
+    def _prompt_datasets(self) -> tuple[Any, Any]:
+        from datasets import Dataset
+
+        from sage_ft.data.reinforcement import load_prompts
+        from sage_ft.graders import parse_grader, template_fields
+        from sage_ft.training.rft import prompt_rows
+
+        cfg = self.config
+        assert cfg.rft.grader is not None
+        needed = template_fields(parse_grader(cfg.rft.grader, "rft.grader"))
+        train = Dataset.from_list(prompt_rows(load_prompts(self._data_path(), needed)))
+        evaluation = None
+        if cfg.validation_file:
+            evaluation = Dataset.from_list(prompt_rows(load_prompts(cfg.validation_file, needed)))
         if cfg.validation_split and len(train) > 1:
             split = train.train_test_split(test_size=cfg.validation_split, seed=cfg.seed)
             train, evaluation = split["train"], split["test"]
@@ -188,6 +209,10 @@ class LoRATrainer:
             from sage_ft.training.dpo import dpo_args
 
             return dpo_args(self._common_args(has_eval), self.config)
+        if self.config.method == "rft":
+            from sage_ft.training.rft import grpo_args
+
+            return grpo_args(self._common_args(has_eval), self.config)
         from trl import SFTConfig
 
         layout = self.packing.layout if self.packing is not None else "padded"
@@ -220,8 +245,8 @@ class LoRATrainer:
         )
 
     def build_trainer(self) -> tuple[Any, _HFBridge]:
-        """The configured ``SFTTrainer`` or ``DPOTrainer`` (exposed for tests and advanced use) and its progress
-        bridge."""
+        """The configured ``SFTTrainer``, ``DPOTrainer`` or ``GRPOTrainer`` (exposed for tests and advanced use) and
+        its progress bridge."""
         from peft import PeftModel, get_peft_model
         from transformers import PrinterCallback, set_seed
 
@@ -263,6 +288,10 @@ class LoRATrainer:
             from sage_ft.training.dpo import SageDPOTrainer
 
             trainer: Any = SageDPOTrainer(**kwargs, peft_config=peft_config)
+        elif cfg.method == "rft":
+            from sage_ft.training.rft import SageGRPOTrainer, make_reward
+
+            trainer = SageGRPOTrainer(**kwargs, reward=make_reward(cfg, self._grading()))
         else:
             trainer = SageSFTTrainer(**kwargs)
         # progress goes through TrainingCallback; HF's PrinterCallback would print raw log dicts to stdout
@@ -275,6 +304,19 @@ class LoRATrainer:
             liger = getattr(trainer.args, "use_liger_kernel", False)
             log.info("fused training ops: %s", fuse_training_ops(trainer.model, elementwise=not liger))
         return trainer, bridge
+
+    def _grading(self) -> Any:
+        """The graders' runner for RFT rewards: model graders through serving (where the worker says where it is),
+        python graders in the sandbox."""
+        from sage_ft.graders import Grading, PythonSandbox
+        from sage_ft.graders.serving import ServingModels
+        from sage_ft.settings import GraderSettings
+
+        env, graders = training_env_settings(), GraderSettings()
+        models = None
+        if env.grader_serving_url:
+            models = ServingModels(env.grader_serving_url, env.grader_tenant, graders.model_timeout_seconds)
+        return Grading(models, PythonSandbox(graders))
 
     def setup(self, records: int, rows: int, liger: bool) -> dict[str, Any]:
         """How the run lays out its batches, for the start event and the result: the layout and why, the attention

@@ -30,6 +30,9 @@ class JobEstimate(ApiModel):
     estimate: Estimate
 
 
+RFT_HYPERPARAMETERS = ("eval_interval", "eval_samples", "compute_multiplier")
+
+
 class FineTuningJob(ApiModel):
     object: Literal["fine_tuning.job"]
     id: str
@@ -68,7 +71,13 @@ class FineTuningJob(ApiModel):
         layout, and the resolved training config once a worker has resolved it)."""
         hyper = {k: job.hyperparameters.get(k, "auto") for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
         method = job.method_type
-        method_hyper = {**hyper, "beta": job.hyperparameters.get("beta", "auto")} if method == "dpo" else hyper
+        settings: dict[str, Any] = {"hyperparameters": hyper}
+        if method == "dpo":
+            settings["hyperparameters"] = {**hyper, "beta": job.hyperparameters.get("beta", "auto")}
+        elif method == "reinforcement":
+            asked = job.spec["method"]["reinforcement"]
+            extra = {k: job.hyperparameters.get(k, "auto") for k in RFT_HYPERPARAMETERS}
+            settings = {**asked, "hyperparameters": {**hyper, **extra}}
         return cls(
             object="fine_tuning.job",
             id=job.id,
@@ -77,7 +86,7 @@ class FineTuningJob(ApiModel):
             error=job.error,
             fine_tuned_model=job.fine_tuned_model if job.status == JobStatus.SUCCEEDED else None,
             hyperparameters=hyper,
-            method={"type": method, method: {"hyperparameters": method_hyper}},
+            method={"type": method, method: settings},
             model=job.model,
             organization_id=job.tenant,
             result_files=[],

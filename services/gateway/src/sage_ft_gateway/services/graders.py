@@ -28,12 +28,12 @@ class GraderService:
         self.sandbox = PythonSandbox(state.settings.graders)
 
     def validate(self, tenant: str, grader: AnyGrader) -> GraderValidateResponse:
-        self._check(tenant, grader)
+        self.check(tenant, grader)
         return GraderValidateResponse(grader=grader.model_dump(mode="json", exclude_none=True))
 
     def run(self, tenant: str, request: GraderRunRequest) -> GraderRunResponse:
         grader = request.grader
-        names = self._check(tenant, grader)
+        names = self.check(tenant, grader)
         settings = self.state.settings
         models = ServingModels(settings.gateway.serving_url, tenant, settings.graders.model_timeout_seconds, names)
         try:
@@ -42,14 +42,15 @@ class GraderService:
             models.close()
         return GraderRunResponse.from_result(result)
 
-    def _check(self, tenant: str, grader: AnyGrader) -> dict[str, str]:
+    def check(self, tenant: str, grader: AnyGrader, param: str = "grader") -> dict[str, str]:
         """Templates name known variables, a python grader's image is allowed, and every model a grader asks is
-        one this tenant may use; returns the name serving knows each model by."""
+        one this tenant may use; returns the name serving knows each model by. ``param``: where the grader sits
+        in the request."""
         try:
-            check_templates(grader, "grader", None)
+            check_templates(grader, param, None)
         except ConfigError as err:
             raise ApiError(400, str(err), param=err.param) from None
-        for where, sub in _pythons(grader, "grader"):
+        for where, sub in _pythons(grader, param):
             if not self.sandbox.image_allowed(sub.image_tag):
                 allowed = ", ".join(self.state.settings.graders.python_image_tags)
                 raise ApiError(
@@ -57,7 +58,7 @@ class GraderService:
                     f"{where}.image_tag: {sub.image_tag!r} is not an allowed sandbox image; allowed: {allowed}",
                     param=f"{where}.image_tag",
                 )
-        return {m: self.models.check_evaluable(tenant, m, "grader.model") for m in model_names(grader)}
+        return {m: self.models.check_evaluable(tenant, m, f"{param}.model") for m in model_names(grader)}
 
 
 def _pythons(grader: AnyGrader, where: str) -> list[tuple[str, PythonGrader]]:

@@ -13,15 +13,23 @@ from typing import Any, NamedTuple
 import redis
 
 from sage_ft.config import TrainingConfig
+from sage_ft.graders import AnyGrader, template_fields
 from sage_ft.jobs import Job, JobStatus, job_states
 from sage_ft.jobs.model import new_id, now
 from sage_ft.jobs.secrets import masked_integrations, request_secrets
-from sage_ft.jobs.spec import CHECKPOINT_ID, JobRequest, build_training_config, requested_hyperparameters
+from sage_ft.jobs.spec import (
+    CHECKPOINT_ID,
+    JobRequest,
+    ReinforcementMethod,
+    build_training_config,
+    requested_hyperparameters,
+)
 from sage_ft.models import local_model_dir
 from sage_ft.storage.names import closest_names, resolve_model_name
 from sage_ft_gateway.errors import ApiError, not_found
 from sage_ft_gateway.protocol.jobs import Checkpoint, FineTuningJob, JobEvent, event_seq
 from sage_ft_gateway.services.files import FileService
+from sage_ft_gateway.services.graders import GraderService
 from sage_ft_gateway.services.models import ModelService
 from sage_ft_gateway.state import GatewayState
 
@@ -39,10 +47,11 @@ _SECRET_FIELDS: Any = {"integrations": {"__all__": {"wandb": {"api_key"}}}, "dry
 
 
 class JobService:
-    def __init__(self, state: GatewayState, files: FileService, models: ModelService) -> None:
+    def __init__(self, state: GatewayState, files: FileService, models: ModelService, graders: GraderService) -> None:
         self.state = state
         self.files = files
         self.models = models
+        self.graders = graders
 
     # -- create -----------------------------------------------------------------------------------------------
 
@@ -53,14 +62,20 @@ class JobService:
         if not request.training_file and not request.task:
             raise ApiError(400, "training_file is required (or a built-in 'task').", param="training_file")
         method = request.method_type
-        if request.task and not request.training_file and method == "dpo":
+        if request.task and not request.training_file and method != "supervised":
+            needs = "preference pairs" if method == "dpo" else "prompts (OpenAI's RFT rows)"
             raise ApiError(
                 400,
-                f"The built-in task '{request.task}' is supervised data; method 'dpo' needs a "
-                "training_file of preference pairs.",
+                f"The built-in task '{request.task}' is supervised data; method '{method}' needs a "
+                f"training_file of {needs}.",
                 param="training_file",
             )
-        fits = {"preference": "dpo", "supervised": "supervised"}
+        fits = {"preference": "dpo", "supervised": "supervised", "prompts": "reinforcement"}
+        what = {
+            "preference": "preference pairs (chosen/rejected)",
+            "supervised": "supervised records",
+            "prompts": "prompts without answers (RFT rows)",
+        }
         for param in ("training_file", "validation_file"):
             file_id = getattr(request, param)
             if file_id:
@@ -82,13 +97,16 @@ class JobService:
                     )
                 kind = record.report.get("kind") or "supervised"
                 if fits.get(kind, method) != method:
-                    what = "preference pairs (chosen/rejected)" if kind == "preference" else "supervised records"
                     raise ApiError(
                         400,
-                        f"File {file_id} holds {what}, which fit method '{fits[kind]}', not '{method}'.",
+                        f"File {file_id} holds {what[kind]}, which fit method '{fits[kind]}', not '{method}'.",
                         param=param,
                         code="invalid_file",
                     )
+                if isinstance(request.method, ReinforcementMethod):
+                    _check_grader_fields(request.method.reinforcement.grader, record.report, file_id, param)
+        if isinstance(request.method, ReinforcementMethod):
+            self.graders.check(tenant, request.method.reinforcement.grader, "method.reinforcement.grader")
         if parent is not None and request.lora is not None:
             raise ApiError(
                 400, f"A job that continues {parent} keeps its adapter's shape; leave 'lora' out.", param="lora"
@@ -253,3 +271,17 @@ class JobService:
 def _stand_in_preset(preset: str | None) -> str:
     """For validation only: the worker resolves 'auto' from its own device; here the CPU preset stands in."""
     return "cpu" if preset in (None, "auto") else preset
+
+
+def _check_grader_fields(grader: AnyGrader, report: dict[str, Any], file_id: str, param: str) -> None:
+    """Every item field the grader's templates read is in every row of the file (the upload's report says which
+    fields every row has, and the first line without each of the others)."""
+    every, missing = set(report.get("item_fields") or []), report.get("item_fields_missing") or {}
+    for field in sorted(template_fields(grader) - every):
+        where = f"line {missing[field]} of {file_id} has" if field in missing else f"no row of {file_id} has"
+        raise ApiError(
+            400,
+            f"The grader reads {{{{item.{field}}}}}, but {where} a field '{field}'.",
+            param=param,
+            code="invalid_file",
+        )

@@ -1,0 +1,90 @@
+"""Reinforcement fine-tuning rows, in OpenAI's RFT JSONL: ``messages`` (the prompt the model answers) and any
+other fields, which the grader reads as ``{{item.<field>}}`` (a python grader gets the whole row as ``item``).
+
+Every problem names the file, line and field: a row without messages, a message the chat template cannot render,
+a prompt that already ends with the answer, or a field the grader's templates read that the row lacks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sage_ft.data.formats import ROLE_ALIASES, ROLES, _content
+from sage_ft.data.loader import read_file
+from sage_ft.errors import DataError
+
+
+@dataclass
+class Prompt:
+    """One RFT row: the prompt messages and the row's other fields (the grader's ``item``)."""
+
+    messages: list[dict[str, str]]
+    item: dict[str, Any]
+    line: int
+    index: int = 0
+    format: str = "openai_rft"
+
+
+def is_prompt(record: Any) -> bool:
+    """An RFT row: messages with no answer among them (a supervised record always has the assistant's)."""
+    messages = record.get("messages") if isinstance(record, dict) else None
+    return (
+        isinstance(messages, list)
+        and bool(messages)
+        and not any(isinstance(m, dict) and m.get("role") in ("assistant", "gpt") for m in messages)
+    )
+
+
+def to_prompt(record: Any, needed: set[str], path: str | None, line: int, index: int = 0) -> Prompt:
+    if not isinstance(record, dict):
+        raise DataError("each row must be a JSON object with messages", path=path, line=line)
+    raw = record.get("messages")
+    if not isinstance(raw, list) or not raw:
+        raise DataError("must be a non-empty list of messages (the prompt)", path=path, line=line, field="messages")
+    messages = []
+    for i, msg in enumerate(raw):
+        where = f"messages[{i}]"
+        if not isinstance(msg, dict):
+            raise DataError("message must be an object", path=path, line=line, field=where)
+        raw_role = msg.get("role")
+        role = ROLE_ALIASES.get(raw_role) if isinstance(raw_role, str) else None
+        if role is None:
+            raise DataError(
+                f"unknown role {msg.get('role')!r} (expected one of {', '.join(ROLES)})",
+                path=path,
+                line=line,
+                field=f"{where}.role",
+            )
+        if "content" not in msg:
+            raise DataError("missing required field", path=path, line=line, field=f"{where}.content")
+        messages.append({"role": role, "content": _content(msg["content"], f"{where}.content", path, line)})
+    if messages[-1]["role"] == "assistant":
+        raise DataError(
+            "the last message is the assistant's: an RFT prompt ends where the model's answer starts",
+            path=path,
+            line=line,
+            field=f"messages[{len(messages) - 1}].role",
+        )
+    item = {k: v for k, v in record.items() if k != "messages"}
+    missing = sorted(needed - set(item))
+    if missing:
+        raise DataError(
+            f"the grader reads {{{{item.{missing[0]}}}}}, which this row does not have",
+            path=path,
+            line=line,
+            field=missing[0],
+        )
+    return Prompt(messages, item, line, index)
+
+
+def load_prompts(path: str | Path, needed: set[str] | None = None, name: str | None = None) -> list[Prompt]:
+    """Every row of an RFT file; ``needed``: the item fields the grader's templates read. Raises ``DataError`` on
+    the first bad row."""
+    data = read_file(path, name)
+    if data.errors:
+        raise data.errors[0]
+    if not data.records:
+        raise DataError("has no rows; an RFT file needs at least one prompt", path=data.path)
+    return [to_prompt(r.value, needed or set(), data.path, r.line, r.index) for r in data.records]
