@@ -138,6 +138,27 @@ def test_start_dry_run_shows_the_estimate_and_starts_nothing(cli: CLI, tmp_path:
     assert [j["id"] for j in cli.json("jobs", "list")["data"]] == before
 
 
+def test_a_reinforcement_dry_run_counts_rollouts_and_names_a_bad_grader(cli: CLI, tmp_path: Path) -> None:
+    data = tmp_path / "prompts.jsonl"
+    rows = [{"messages": [{"role": "user", "content": f"q{i}?"}], "answer": f"a{i}"} for i in range(6)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    grader = tmp_path / "grader.json"
+    check = {"type": "string_check", "name": "g", "input": "{{sample.output_text}}", "operation": "eq"}
+    grader.write_text(json.dumps({**check, "reference": "{{item.answer}}"}))
+    args = ("start", "--method", "reinforcement", "--grader", str(grader), "--data", str(data), "--model", "sage-tiny")
+    est = cli.json(*args, "--preset", "tiny", "--dry-run")["estimate"]
+    assert (
+        est["rollouts"] == int(est["records"] * est["epochs"])
+        and est["samples"] == 8 * est["rollouts"]
+        and est["tokens_upper_bound"]
+    )
+    grader.write_text(json.dumps({**check, "reference": "{{item.answr}}"}))
+    out = cli.run(*args, "--dry-run")
+    assert out.returncode != 0 and "answr" in out.stdout + out.stderr
+    out = cli.run("start", "--method", "reinforcement", "--data", str(data))
+    assert out.returncode != 0 and "--grader" in out.stderr
+
+
 def test_data_files_and_errors(cli: CLI, tmp_path: Path) -> None:
     good = tmp_path / "good.jsonl"
     good.write_text('{"question": "a?", "answer": "b"}\n{"instruction": "c", "output": "d"}\n')

@@ -20,6 +20,7 @@ from sage_ft.storage import publish_model, read_manifest
 from sage_ft.storage.checkpoints import fetch_checkpoint_adapter
 
 from .test_dpo import PREFERRED, QUESTIONS, REJECTED, answers, preference_lines, sft_lines
+from .test_rft import HEDGE, WORDS
 
 pytestmark = pytest.mark.slow
 SFT = {"learning_rate": 3e-3, "lora": {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0}, "max_length": 128}
@@ -169,9 +170,13 @@ def test_bad_lineage_and_method_requests_are_named_4xx(
 ) -> None:
     create = client.fine_tuning.jobs.create
     status, err = _error(
+        lambda: create(model="sage-tiny", training_file=files["prefs"], method={"type": "distillation"})
+    )  # type: ignore[arg-type, typeddict-item]
+    assert status == 400 and err["param"] == "method.type" and "supervised, dpo, reinforcement" in err["message"]
+    status, err = _error(
         lambda: create(model="sage-tiny", training_file=files["prefs"], method={"type": "reinforcement"})
     )  # type: ignore[arg-type, typeddict-item]
-    assert status == 400 and err["param"] == "method.type" and "supervised, dpo" in err["message"]
+    assert status == 400 and err["param"] == "method.reinforcement" and "required" in err["message"]
     status, err = _error(lambda: create(model="sage-tiny", training_file=files["rejected"], method={"type": "dpo"}))
     assert status == 400 and err["param"] == "training_file" and "'supervised', not 'dpo'" in err["message"]
     status, err = _error(lambda: create(model="sage-tiny", training_file=files["prefs"]))
@@ -197,3 +202,67 @@ def test_bad_lineage_and_method_requests_are_named_4xx(
     publish_model(object_store(stack), "ft:gone:x:0abc", {"adapter": orphan}, base_model="no-such-base")
     status, err = _error(lambda: create(model="ft:gone:x:0abc", training_file=files["rejected"]))
     assert status == 400 and err["param"] == "model" and "no-such-base" in err["message"]
+
+
+def test_rft_job_resumes_after_a_killed_worker_and_serves_the_rewarded_form(
+    stack: Stack, client: openai.OpenAI
+) -> None:
+    """SFT on both forms of every answer, then RFT from that model by its alias, rewarded by a string_check for
+    "might be": served by vLLM, the greedy answers take the rewarded form, and the reward mean rose."""
+    both = "".join(
+        json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": f"It {f} {w}."}]})
+        + "\n"
+        for q, w in zip(QUESTIONS, WORDS, strict=True)
+        for f in ("is", "might be")
+    )
+    prompts = "".join(
+        json.dumps({"messages": [{"role": "user", "content": q}], "answer": w}) + "\n"
+        for q, w in zip(QUESTIONS, WORDS, strict=True)
+    )
+    sft_file = client.files.create(file=("both.jsonl", both.encode()), purpose="fine-tune")
+    rft_file = client.files.create(file=("prompts.jsonl", prompts.encode()), purpose="fine-tune")
+    report = rft_file.model_extra["report"]
+    assert report["kind"] == "prompts" and report["item_fields"] == ["answer"], report
+    sft = client.fine_tuning.jobs.create(
+        model="sage-tiny",
+        training_file=sft_file.id,
+        hyperparameters={"n_epochs": 30, "batch_size": 4},
+        extra_body={**SFT, "name": "bothforms"},
+    )
+    assert wait_job(client, sft.id, timeout=300).status == "succeeded"
+
+    def hedged(model: str) -> list[str]:
+        out = []
+        for q in QUESTIONS:
+            resp = client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": q}], max_tokens=12, temperature=0
+            )
+            out.append(str(resp.choices[0].message.content))
+        return out
+
+    before = hedged("bothforms")
+    assert sum("might be" in a for a in before) <= 6, before  # the control: SFT alone mostly says "is"
+    job = client.fine_tuning.jobs.create(
+        model="bothforms",
+        training_file=rft_file.id,
+        suffix="rft",
+        method={
+            "type": "reinforcement",
+            "reinforcement": {"grader": HEDGE, "hyperparameters": {"n_epochs": 14, "batch_size": 8}},
+        },  # type: ignore[typeddict-item]
+        extra_body={"learning_rate": 1e-3, "max_length": 128, "save_steps": 5, "name": "hedged"},
+    )
+    assert job.method.type == "reinforcement" and job.method.reinforcement.grader.name == "hedge"  # type: ignore
+    wait_for(lambda: client.fine_tuning.jobs.checkpoints.list(job.id).data, 240, "the first RFT checkpoint")
+    stack.workers[-1].kill9()
+    stack.start_worker("w3")
+    done = wait_job(client, job.id, timeout=400, stack=stack)
+    assert done.status == "succeeded", done.error
+    assert done.model_extra["attempt"] == 2 and done.model_extra["step"] == done.model_extra["total_steps"] == 14
+    rewards = [e.data["train_reward_mean"] for e in all_events(client, job.id) if "train_reward_mean" in e.data]
+    assert len(rewards) >= 5 and max(rewards[-3:]) > rewards[0] + 0.25, rewards
+    after = hedged("hedged")
+    assert sum("might be" in a for a in after) >= 0.9 * len(QUESTIONS), after
+    manifest = read_manifest(object_store(stack), done.fine_tuned_model)
+    assert manifest is not None and manifest.training["method"] == "rft"
+    assert manifest.training["rft"]["grader"]["name"] == "hedge"

@@ -49,6 +49,7 @@ def submit(
     task: str | None,
     method: str = "supervised",
     beta: float | None = None,
+    grader: dict[str, Any] | None = None,
     dry_run: bool = False,
 ) -> dict[str, Any]:
     gateway = app.gateway()
@@ -67,6 +68,8 @@ def submit(
         hyper["beta"] = beta
     if hyper or method != "supervised":
         body["method"] = {"type": method, method: {"hyperparameters": hyper}}
+    if grader is not None:
+        body["method"][method]["grader"] = grader
     if preset:
         body["preset"] = preset
     if config:
@@ -199,10 +202,17 @@ def quickstart(
 @click.option("--name", help="Alias the fine-tuned model answers to (default: the task).")
 @click.option(
     "--method",
-    type=click.Choice(["supervised", "dpo"]),
+    type=click.Choice(["supervised", "dpo", "reinforcement"]),
     default="supervised",
     show_default=True,
-    help="supervised: learn the answers; dpo: prefer chosen over rejected (a preference file).",
+    help="supervised: learn the answers; dpo: prefer chosen over rejected (a preference file); reinforcement: "
+    "rewards from --grader on sampled answers (a file of prompts).",
+)
+@click.option(
+    "--grader",
+    "grader_file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="JSON of an OpenAI grader (string_check, python, score_model, multi, ...), for --method reinforcement.",
 )
 @click.option(
     "--from",
@@ -227,18 +237,24 @@ def start(
     method: str,
     from_model: str | None,
     beta: float | None,
+    grader_file: Path | None,
     follow_job: bool,
     dry_run: bool,
 ) -> None:
-    """Upload data and start a fine-tuning job (supervised or DPO, from a base model or a fine-tune)."""
+    """Upload data and start a fine-tuning job (supervised, DPO or reinforcement, from a base model or a
+    fine-tune)."""
     if preset and auto_preset:
         raise click.UsageError("--preset and --auto exclude each other")
-    if data is None and (task == "custom" or method == "dpo"):
+    if data is None and (task == "custom" or method != "supervised"):
         raise click.UsageError(
-            "--data FILE is required unless --task names a built-in dataset (DPO always needs a preference file)"
+            "--data FILE is required unless --task names a built-in dataset (DPO needs a preference file, "
+            "reinforcement a file of prompts)"
         )
     if beta is not None and method != "dpo":
         raise click.UsageError("--beta is a DPO setting: add --method dpo")
+    if (grader_file is None) != (method != "reinforcement"):
+        raise click.UsageError("--method reinforcement takes a --grader FILE, and --grader only goes with it")
+    grader = load_grader(grader_file) if grader_file is not None else None
     config = load_config_file(config_file) if config_file else None
     alias = name or task
     job = submit(
@@ -252,6 +268,7 @@ def start(
         task=task,
         method=method,
         beta=beta,
+        grader=grader,
         dry_run=dry_run,
     )
     if dry_run:
@@ -264,6 +281,17 @@ def start(
         app.console.print(
             f"Started job {job['id']} ({job['status']}); follow it with `sage-ft jobs logs {job['id']} -f`"
         )
+
+
+def load_grader(path: Path) -> dict[str, Any]:
+    """A grader from a JSON file; the gateway checks its fields and names any that is wrong."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CLIError(f"{path}: not a JSON grader ({err})") from None
+    if not isinstance(value, dict):
+        raise CLIError(f"{path}: a grader is a JSON object with a type (string_check, python, ...)")
+    return value
 
 
 @click.group()
@@ -288,7 +316,10 @@ def validate(app: App, file: Path, max_length: int) -> None:
         app.emit(summary)
     else:
         tokens = summary["tokens"]
-        fits = "preference pairs, for DPO" if summary["kind"] == "preference" else "supervised records"
+        fits = {
+            "preference": "preference pairs, for DPO",
+            "prompts": "prompts, for reinforcement",
+        }.get(summary["kind"], "supervised records")
         app.console.print(
             f"{file}: {summary['valid_records']}/{summary['records']} records valid ({fits}); "
             f"formats {summary['formats']}"
