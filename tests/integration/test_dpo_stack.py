@@ -33,11 +33,11 @@ def stack(make_stack: Any, s3_endpoint: dict[str, str]) -> Stack:
     return vllm_stack(make_stack, s3_endpoint, "dpo", SAGE_SERVING_MAX_MODEL_LEN="256", SAGE_LEASE_SECONDS="5")
 
 
-def ask_all(client: openai.OpenAI, model: str) -> list[str]:
+def ask_all(client: openai.OpenAI, model: str, tokens: int = 8) -> list[str]:
     out = []
     for q in QUESTIONS:
         resp = client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": q}], max_tokens=8, temperature=0
+            model=model, messages=[{"role": "user", "content": q}], max_tokens=tokens, temperature=0
         )
         out.append(str(resp.choices[0].message.content).strip())
     return out
@@ -266,3 +266,60 @@ def test_rft_job_resumes_after_a_killed_worker_and_serves_the_rewarded_form(
     manifest = read_manifest(object_store(stack), done.fine_tuned_model)
     assert manifest is not None and manifest.training["method"] == "rft"
     assert manifest.training["rft"]["grader"]["name"] == "hedge"
+
+
+def test_dpo_with_only_beta_flips_the_answers_and_a_long_run_does_not_collapse(
+    stack: Stack, client: openai.OpenAI
+) -> None:
+    """As a migrating user runs it: SFT on "It might be X." answers, then DPO preferring "It is X." with only beta
+    given. ``auto`` is chosen from the 8 pairs (25 epochs, batch 1) and the RPO term is on by default, so the served
+    greedy answers flip; 20 epochs at 5e-4 keep the words (no likelihood displacement)."""
+    might = "".join(
+        json.dumps(
+            {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": f"It might be {w}."}]}
+        )
+        + "\n"
+        for q, w in zip(QUESTIONS, WORDS, strict=True)
+    )
+    pairs = "".join(
+        json.dumps(
+            {
+                "input": {"messages": [{"role": "user", "content": q}]},
+                "preferred_output": [{"role": "assistant", "content": f"It is {w}."}],
+                "non_preferred_output": [{"role": "assistant", "content": f"It might be {w}."}],
+            }
+        )
+        + "\n"
+        for q, w in zip(QUESTIONS, WORDS, strict=True)
+    )
+    sft_file = client.files.create(file=("might.jsonl", might.encode()), purpose="fine-tune")
+    pair_file = client.files.create(file=("is.jsonl", pairs.encode()), purpose="fine-tune")
+    sft = client.fine_tuning.jobs.create(
+        model="sage-tiny",
+        training_file=sft_file.id,
+        hyperparameters={"n_epochs": 30, "batch_size": 4},
+        extra_body={**SFT, "name": "mightbase"},
+    )
+    assert wait_job(client, sft.id, timeout=300).status == "succeeded"
+    assert sum(a.startswith("It might be") for a in ask_all(client, "mightbase")) >= 7  # the control
+    preferred = [f"It is {w}." for w in WORDS]
+    runs = {"dpoauto": {"beta": 0.1}, "dpolong": {"beta": 0.1, "n_epochs": 20}}
+    for name, hyper in runs.items():
+        extra: dict[str, Any] = {"name": name} | ({"learning_rate": 5e-4} if name == "dpolong" else {})
+        job = client.fine_tuning.jobs.create(
+            model="mightbase",
+            training_file=pair_file.id,
+            method={"type": "dpo", "dpo": {"hyperparameters": hyper}},  # type: ignore[typeddict-item]
+            extra_body=extra,
+        )
+        done = wait_job(client, job.id, timeout=400, stack=stack)
+        assert done.status == "succeeded", done.error
+        if name == "dpoauto":
+            shown = done.method.dpo.hyperparameters  # type: ignore[union-attr]
+            assert (shown.n_epochs, shown.batch_size, shown.beta) == (25, 1, 0.1), shown
+            assert done.model_extra["training_config"]["dpo"]["sft_weight"] == 1.0
+        got = [a.strip() for a in ask_all(client, name)]
+        assert sum(a == p for a, p in zip(got, preferred, strict=True)) >= 7, (name, got)
+        metrics = [e.data for e in all_events(client, job.id) if e.type == "metrics" and "logps_chosen" in e.data]
+        assert metrics and {"logps_chosen", "logps_rejected"} <= metrics[-1].keys()
+        assert metrics[-1]["logps_chosen"] > metrics[-1]["logps_rejected"]  # the preferred answer is now likelier

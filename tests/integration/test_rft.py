@@ -1,10 +1,6 @@
-"""Reinforcement fine-tuning through the Python API, on CPU with the offline tiny model.
-
-SFT first teaches each answer in two forms ("It is X." and "It might be X."), so the model samples both and its
-greedy answer is one of them. RFT from that fine-tune, rewarded by a ``string_check`` grader for "might be", makes
-the rewarded form the greedy one, and the reward mean in its logs rises. Around it: RFT rows are checked by line
-and field before anything trains.
-"""
+"""Reinforcement fine-tuning's rows through the Python API: each problem is named by line and field before anything
+trains. That RFT learns is shown on the whole stack (``test_dpo_stack``), where the job API, a killed worker and
+vLLM serving are part of it."""
 
 from __future__ import annotations
 
@@ -16,8 +12,7 @@ import pytest
 
 from sage_ft import LoRAConfig, TrainingConfig
 from sage_ft.errors import DataError
-from sage_ft.training import LoRATrainer, RecordingCallback
-from sage_ft.training.inference import generate_reply, load_for_inference
+from sage_ft.training import LoRATrainer
 
 pytestmark = pytest.mark.slow
 
@@ -49,64 +44,6 @@ def config(model: Path, data: Path, out: Path, **kw: Any) -> TrainingConfig:
     )
     base.update(kw)
     return TrainingConfig(**base)
-
-
-def hedged(adapter: Path) -> list[str]:
-    model, tokenizer = load_for_inference(adapter)
-    return [generate_reply(model, tokenizer, [{"role": "user", "content": q}], max_new_tokens=12) for q in QUESTIONS]
-
-
-@pytest.fixture(scope="module")
-def both_forms(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An SFT fine-tune that has seen every answer said both ways."""
-    root = tmp_path_factory.mktemp("rft-sft")
-    rows = [
-        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": f"It {form} {w}."}]}
-        for q, w in zip(QUESTIONS, WORDS, strict=True)
-        for form in ("is", "might be")
-    ]
-    data = root / "both.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    result = LoRATrainer(config(tiny_model, data, root / "out")).train()
-    assert result.adapter_dir is not None
-    return result.adapter_dir
-
-
-@pytest.fixture(scope="module")
-def prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """OpenAI's RFT rows: the prompt, and a field the grader could read."""
-    path = tmp_path_factory.mktemp("rft-data") / "prompts.jsonl"
-    rows = [{"messages": [{"role": "user", "content": q}], "answer": w} for q, w in zip(QUESTIONS, WORDS, strict=True)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def test_rft_makes_the_rewarded_form_the_greedy_answer(
-    tiny_model: Path, both_forms: Path, prompts: Path, tmp_path: Path
-) -> None:
-    before = hedged(both_forms)
-    assert sum("might be" in a for a in before) <= 6, before  # the control: SFT alone does not answer that way
-    rec = RecordingCallback()
-    cfg = config(
-        tiny_model,
-        prompts,
-        tmp_path / "rft",
-        method="reinforcement",
-        rft={"grader": HEDGE},
-        init_adapter=str(both_forms),
-        num_train_epochs=14,
-        learning_rate=1e-3,
-        per_device_train_batch_size=8,
-    )
-    result = LoRATrainer(cfg, callbacks=[rec]).train()
-    after = hedged(result.adapter_dir)
-    assert sum("might be" in a for a in after) >= 0.9 * len(QUESTIONS), after
-    assert sum(any(w in a for w in WORDS) for a in after) >= 6, after  # still the code words, now hedged
-    rewards = [e.metrics["reward"] for e in rec.events if e.kind == "log" and "reward" in e.metrics]
-    assert len(rewards) >= 5 and max(rewards[-3:]) > rewards[0] + 0.25, rewards
-    assert all(e.metrics["grader/error_rate"] == 0 for e in rec.events if "grader/error_rate" in e.metrics)
-    meta = json.loads((result.adapter_dir / "sage_ft.json").read_text())
-    assert meta["method"] == "rft" and meta["config"]["rft"]["grader"]["name"] == "hedge"
 
 
 @pytest.mark.parametrize(

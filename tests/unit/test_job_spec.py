@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -99,7 +100,8 @@ def test_any_training_config_field_through_config_and_presets_keep_their_epochs(
         ({"model": "a/b/c"}, "model"),
         ({"model": "../x"}, "model"),
         ({"model": "m", "hyperparameters": {"n_epochs": 51}}, "hyperparameters.n_epochs"),
-        ({"model": "m", "method": {"type": "reinforcement"}}, "method.type"),
+        ({"model": "m", "method": {"type": "distillation"}}, "method.type"),
+        ({"model": "m", "method": {"type": "reinforcement"}}, "method.reinforcement"),
         (
             {"model": "m", "method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 2.5}}}},
             "method.dpo.hyperparameters.beta",
@@ -153,13 +155,12 @@ def test_a_config_the_request_parses_but_training_refuses_names_its_exact_field(
 
 def test_method_type_error_lists_the_supported_types() -> None:
     with pytest.raises(ConfigError) as exc:
-        parse_request({"model": "m", "method": {"type": "reinforcement"}})
+        parse_request({"model": "m", "method": {"type": "distillation"}})
     assert "supervised" in str(exc.value) and "dpo" in str(exc.value) and "reinforcement" in str(exc.value)
 
 
 @pytest.mark.parametrize(("beta", "shown"), [("auto", 0.1), (0.5, 0.5), (2, 2.0)])
-def test_dpo_resolves_beta_and_a_lower_learning_rate(beta: object, shown: float, tmp_path: Path) -> None:
-    from sage_ft.jobs.spec import DPO_LR_SCALE
+def test_dpo_resolves_beta_and_the_presets_learning_rate(beta: object, shown: float, tmp_path: Path) -> None:
     from sage_ft.presets import PresetConfigs
 
     request = parse_request(
@@ -185,15 +186,37 @@ def test_dpo_resolves_beta_and_a_lower_learning_rate(beta: object, shown: float,
     assert (config.lora.r, config.lora.lora_alpha, config.lora.target_modules) == (32, 64, ["q_proj", "v_proj"])
     assert config.method == "dpo" and config.dpo.beta == shown and hyper["beta"] == shown
     assert config.model_name == "sage-tiny" and config.init_adapter == str(tmp_path) and config.num_train_epochs == 2
-    assert config.learning_rate == pytest.approx(PresetConfigs.get("cpu").learning_rate * DPO_LR_SCALE)
+    assert config.learning_rate == pytest.approx(PresetConfigs.get("cpu").learning_rate)
+    assert config.dpo.sft_weight == 1.0  # RPO by default: the guard against likelihood displacement
     sft, hyper_sft = build_training_config(
         parse_request({"model": "sage-tiny"}), preset="cpu", data_path=None, output_dir="/o"
     )
-    assert sft.method == "sft" and "beta" not in hyper_sft and sft.learning_rate > config.learning_rate
+    assert sft.method == "sft" and "beta" not in hyper_sft
     for fixed in ("method", "init_adapter"):
         with pytest.raises(ConfigError) as exc:
             parse_request({"model": "m", "config": {fixed: "dpo"}})
         assert exc.value.param == "config" and fixed in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("pairs", "epochs", "batch"),
+    [(8, 25, 1), (40, 5, 1), (500, 3, 1), (2000, 3, 4), (20000, 1, 4)],
+)
+def test_dpo_auto_epochs_and_batch_come_from_the_number_of_pairs(
+    pairs: int, epochs: int, batch: int, tmp_path: Path
+) -> None:
+    data = tmp_path / "pairs.jsonl"
+    row = {"prompt": "q", "chosen": "a", "rejected": "b"}
+    data.write_text((json.dumps(row) + "\n") * pairs)
+    auto = parse_request({"model": "m", "method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1}}}})
+    config, hyper = build_training_config(auto, preset="cpu", data_path=str(data), output_dir="/o")
+    assert (config.num_train_epochs, config.per_device_train_batch_size) == (epochs, batch)
+    assert (hyper["n_epochs"], hyper["batch_size"]) == (epochs, batch)
+    given = parse_request(
+        {"model": "m", "method": {"type": "dpo", "dpo": {"hyperparameters": {"n_epochs": 2, "batch_size": 3}}}}
+    )
+    config, _ = build_training_config(given, preset="cpu", data_path=str(data), output_dir="/o")
+    assert (config.num_train_epochs, config.per_device_train_batch_size) == (2, 3)  # what the user set stays
 
 
 def test_the_job_echoes_its_method_and_lineage() -> None:

@@ -47,12 +47,12 @@ class DPOSettings(BaseModel):
     )
     loss_type: Literal["sigmoid", "ipo", "hinge"] = Field(default="sigmoid", description="DPO loss variant.")
     sft_weight: float = Field(
-        default=0.0,
+        default=1.0,
         ge=0,
         le=10,
-        description="Weight of a supervised loss on the chosen "
-        "answers added to the DPO loss (RPO; LLaMA-Factory's pref_ftx). Keeps the chosen "
-        "answers likely while DPO widens the margin; 0 is plain DPO.",
+        description="Weight of a supervised loss on the chosen answers added to the DPO loss (RPO, Pang et al. "
+        "2024; LLaMA-Factory's pref_ftx). It guards against likelihood displacement, where DPO widens the margin by "
+        "making both answers unlikely and the model's answers collapse; 0 is plain DPO.",
     )
 
 

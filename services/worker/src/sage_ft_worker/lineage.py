@@ -24,6 +24,8 @@ _NAMES = {
     "rewards/margins": "reward_margin",
     "rewards/chosen": "rewards_chosen",
     "rewards/rejected": "rewards_rejected",
+    "logps/chosen": "logps_chosen",  # the chosen and rejected answers' log-probabilities: falling together is
+    "logps/rejected": "logps_rejected",  # likelihood displacement, which the RPO term (dpo.sft_weight) guards against
     "eval_rewards/accuracies": "valid_reward_accuracy",
     "eval_rewards/margins": "valid_reward_margin",
     "reward": "train_reward_mean",  # reinforcement (TRL's GRPO): OpenAI's RFT names
