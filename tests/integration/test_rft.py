@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from sage_ft import LoRAConfig, TrainingConfig
 from sage_ft.errors import DataError
 from sage_ft.training import LoRATrainer
+
+from .test_dpo import config
 
 pytestmark = pytest.mark.slow
 
@@ -25,25 +26,6 @@ HEDGE = {
     "reference": "might be",
     "operation": "like",
 }
-
-
-def config(model: Path, data: Path, out: Path, **kw: Any) -> TrainingConfig:
-    base: dict[str, Any] = dict(
-        model_name=str(model),
-        data_path=str(data),
-        output_dir=str(out),
-        num_train_epochs=30,
-        learning_rate=3e-3,
-        per_device_train_batch_size=4,
-        max_length=128,
-        logging_steps=2,
-        save_steps=1000,
-        warmup_ratio=0.0,
-        report_to="none",
-        lora=LoRAConfig(r=16, lora_alpha=32, lora_dropout=0.0),
-    )
-    base.update(kw)
-    return TrainingConfig(**base)
 
 
 @pytest.mark.parametrize(

@@ -108,7 +108,11 @@ def _content(value: Any, field: str, path: str | None, line: int | None) -> str:
     raise DataError("content must be a string or a list of text parts", path=path, line=line, field=field)
 
 
-def _messages(items: Any, key: str, fmt: str, path: str | None, line: int | None) -> list[dict[str, Any]]:
+def _messages(
+    items: Any, key: str, fmt: str, path: str | None, line: int | None, *, answered: bool = True
+) -> list[dict[str, Any]]:
+    """Checked messages. ``answered``: the assistant's answer is among them (training records); a prompt for
+    reinforcement fine-tuning has none."""
     if not isinstance(items, list) or not items:
         raise DataError("must be a non-empty list of messages", path=path, line=line, field=key)
     sharegpt = fmt == "conversations" and isinstance(items[0], dict) and "from" in items[0]
@@ -150,6 +154,8 @@ def _messages(items: Any, key: str, fmt: str, path: str | None, line: int | None
                 field=f"{where}.{content_key}",
             )
         out.append(message)
+    if not answered:
+        return out
     if not any(m["role"] == "assistant" for m in out):
         raise DataError("has no assistant message to learn from", path=path, line=line, field=key)
     if all(m.get("weight", 1) == 0 for m in out if m["role"] == "assistant"):

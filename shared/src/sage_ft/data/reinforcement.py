@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sage_ft.data.formats import ROLE_ALIASES, ROLES, _content
+from sage_ft.data.formats import _messages
 from sage_ft.data.loader import read_file
 from sage_ft.errors import DataError
 
@@ -40,26 +40,10 @@ def is_prompt(record: Any) -> bool:
 def to_prompt(record: Any, needed: set[str], path: str | None, line: int, index: int = 0) -> Prompt:
     if not isinstance(record, dict):
         raise DataError("each row must be a JSON object with messages", path=path, line=line)
-    raw = record.get("messages")
-    if not isinstance(raw, list) or not raw:
-        raise DataError("must be a non-empty list of messages (the prompt)", path=path, line=line, field="messages")
-    messages = []
-    for i, msg in enumerate(raw):
-        where = f"messages[{i}]"
-        if not isinstance(msg, dict):
-            raise DataError("message must be an object", path=path, line=line, field=where)
-        raw_role = msg.get("role")
-        role = ROLE_ALIASES.get(raw_role) if isinstance(raw_role, str) else None
-        if role is None:
-            raise DataError(
-                f"unknown role {msg.get('role')!r} (expected one of {', '.join(ROLES)})",
-                path=path,
-                line=line,
-                field=f"{where}.role",
-            )
-        if "content" not in msg:
-            raise DataError("missing required field", path=path, line=line, field=f"{where}.content")
-        messages.append({"role": role, "content": _content(msg["content"], f"{where}.content", path, line)})
+    messages = [
+        {"role": m["role"], "content": m["content"]}
+        for m in _messages(record.get("messages"), "messages", "messages", path, line, answered=False)
+    ]
     if messages[-1]["role"] == "assistant":
         raise DataError(
             "the last message is the assistant's: an RFT prompt ends where the model's answer starts",
