@@ -104,6 +104,7 @@ class SageGRPOTrainer(GRPOTrainer):
         super().log(logs, start_time)
 
 
-def make_reward(cfg: TrainingConfig, grading: Grading) -> GraderReward:
+def make_reward(cfg: TrainingConfig, grading: Grading, concurrency: int) -> GraderReward:
+    """``concurrency``: grader calls in flight at once (model graders wait on serving)."""
     assert cfg.rft.grader is not None  # TrainingConfig requires it for method rft
-    return GraderReward(parse_grader(cfg.rft.grader, "rft.grader"), grading)
+    return GraderReward(parse_grader(cfg.rft.grader, "rft.grader"), grading, concurrency)

@@ -289,9 +289,11 @@ class LoRATrainer:
 
             trainer: Any = SageDPOTrainer(**kwargs, peft_config=peft_config)
         elif cfg.method == "rft":
+            from sage_ft.settings import GraderSettings
             from sage_ft.training.rft import SageGRPOTrainer, make_reward
 
-            trainer = SageGRPOTrainer(**kwargs, reward=make_reward(cfg, self._grading()))
+            reward = make_reward(cfg, self._grading(), GraderSettings().model_concurrency)
+            trainer = SageGRPOTrainer(**kwargs, reward=reward)
         else:
             trainer = SageSFTTrainer(**kwargs)
         # progress goes through TrainingCallback; HF's PrinterCallback would print raw log dicts to stdout
