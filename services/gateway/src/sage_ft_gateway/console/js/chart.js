@@ -1,9 +1,12 @@
-// Loss curves with uPlot (vendored by `make install`): train and validation loss by step, and DPO reward accuracy
-// on a second axis. The container's data-points attribute counts the steps plotted.
+// Loss curves with uPlot (vendored by `make install`): train and validation loss by step, and on a second axis DPO's
+// reward accuracy or reinforcement fine-tuning's mean reward. The container's data-points attribute counts the steps
+// plotted.
 const SERIES = [
   { key: "train_loss", label: "train loss", stroke: "#2563eb", scale: "loss" },
   { key: "valid_loss", label: "validation loss", stroke: "#dc2626", scale: "loss" },
   { key: "reward_accuracy", label: "reward accuracy", stroke: "#16a34a", scale: "acc" },
+  { key: "train_reward_mean", label: "reward", stroke: "#9333ea", scale: "reward" },
+  { key: "valid_reward_mean", label: "validation reward", stroke: "#ea580c", scale: "reward" },
 ];
 
 export function lossChart(container) {
@@ -26,9 +29,10 @@ export function lossChart(container) {
     const width = Math.max(280, container.clientWidth || 600);
     const axes = [{ label: "step" }, { scale: "loss", label: "loss" }];
     if (series.some((s) => s.scale === "acc")) axes.push({ scale: "acc", side: 1, label: "accuracy", grid: { show: false } });
+    if (series.some((s) => s.scale === "reward")) axes.push({ scale: "reward", side: 1, label: "reward", grid: { show: false } });
     plot = new window.uPlot({ width, height: 260, axes, legend: { live: false },
       series: [{ label: "step" }, ...series.map((s) => ({ label: s.label, stroke: s.stroke, width: 2, scale: s.scale,
-        spanGaps: true, points: { show: s.key === "valid_loss" } }))],
+        spanGaps: true, points: { show: s.key.startsWith("valid_") } }))],
       scales: { x: { time: false }, acc: { range: [0, 1] } } }, data(series), container);
   }
 

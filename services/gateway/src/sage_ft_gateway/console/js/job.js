@@ -39,6 +39,14 @@ export function evaluationSummary(evaluation) {
     evaluation.eval_id ? h("a", { href: `#/evals/${evaluation.eval_id}` }, "Every item, side by side") : null);
 }
 
+// a reinforcement job's grader: its name and type (and a multi grader's members)
+function grader(job) {
+  const g = (job.method[job.method.type] || {}).grader;
+  if (!g) return null;
+  const members = g.type === "multi" ? ` of ${Object.keys(g.graders || {}).join(", ")}` : "";
+  return `${g.name} (${g.type}${members})`;
+}
+
 export async function jobPage(view, id) {
   let job = await get(`/v1/fine_tuning/jobs/${id}`);
   const header = h("div", { class: "head" });
@@ -72,7 +80,7 @@ export async function jobPage(view, id) {
     const model = job.fine_tuned_model;
     summary.replaceChildren(h("h2", {}, "Job"), kv([
       ["id", job.id], ["base model", job.base_model], ["started from", job.parent_model || job.model],
-      ["method", job.method.type], ["progress", progress(job)], ["ETA", eta(job)],
+      ["method", job.method.type], ["grader", grader(job)], ["progress", progress(job)], ["ETA", eta(job)],
       ["created", when(job.created_at)], ["finished", when(job.finished_at)],
       ["trained tokens", num(job.trained_tokens)], ["training file", job.training_file],
       ["error", job.error ? job.error.message : null],
