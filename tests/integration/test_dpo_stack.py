@@ -259,8 +259,12 @@ def test_rft_job_resumes_after_a_killed_worker_and_serves_the_rewarded_form(
     done = wait_job(client, job.id, timeout=400, stack=stack)
     assert done.status == "succeeded", done.error
     assert done.model_extra["attempt"] == 2 and done.model_extra["step"] == done.model_extra["total_steps"] == 14
-    rewards = [e.data["train_reward_mean"] for e in all_events(client, job.id) if "train_reward_mean" in e.data]
+    events = all_events(client, job.id)
+    rewards = [e.data["train_reward_mean"] for e in events if "train_reward_mean" in e.data]
     assert len(rewards) >= 5 and max(rewards[-3:]) > rewards[0] + 0.25, rewards
+    sampled = [e.data for e in events if e.type == "samples"]  # every save_steps (eval_interval auto): what it said
+    assert sampled and sampled[-1]["step"] % 5 == 0 and sampled[-1]["samples"][0]["prompt"] in QUESTIONS
+    assert all(s["reward"] == float("might be" in s["answer"]) for e in sampled for s in e["samples"])
     after = hedged("hedged")
     assert sum("might be" in a for a in after) >= 0.9 * len(QUESTIONS), after
     manifest = read_manifest(object_store(stack), done.fine_tuned_model)

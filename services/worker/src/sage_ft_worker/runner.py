@@ -345,6 +345,10 @@ class TrainRunner:
             )
             if ev.get("eta_seconds") is not None:
                 run.eta = float(ev["eta_seconds"])
+            if ev.get("samples"):  # reinforcement: a few sampled answers and the rewards the grader gave them
+                shown = [f"{s['reward']:.2f}: {str(s['answer'])[:60]!r}" for s in ev["samples"]]
+                message = f"Sampled answers at step {step} (reward: answer): " + "; ".join(shown)
+                run.pending.append(event_record(message, type="samples", data={"step": step, "samples": ev["samples"]}))
         elif kind == "log" and (ev.get("metrics") or {}).get("eval_loss") is not None:
             named = named_metrics(ev["metrics"])
             run.latest.update(named)

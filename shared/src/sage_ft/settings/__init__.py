@@ -154,12 +154,14 @@ class GraderSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SAGE_GRADER_", extra="ignore")
 
-    python_cpu_seconds: float = Field(default=5.0, gt=0, le=600, description="CPU time of one python grader call.")
+    # the defaults are OpenAI's documented limits for its python grader (2 minutes, 2 GB of memory, 1 GB of disk),
+    # so a grader written for OpenAI runs here unchanged
+    python_cpu_seconds: float = Field(default=120.0, gt=0, le=600, description="CPU time of one python grader call.")
     python_wall_seconds: float = Field(
-        default=10.0, gt=0, le=600, description="Wall-clock time of one python grader call (sleeping counts)."
+        default=120.0, gt=0, le=600, description="Wall-clock time of one python grader call (sleeping counts)."
     )
     python_memory_bytes: int = Field(
-        default=512 * 2**20, ge=64 * 2**20, description="Address space of one python grader call."
+        default=2 * 2**30, ge=64 * 2**20, description="Address space of one python grader call."
     )
     python_processes: int = Field(
         default=16, ge=2, le=4096, description="Processes one python grader call may have (a fork bomb stops here)."
@@ -168,7 +170,9 @@ class GraderSettings(BaseSettings):
         default=2**20, ge=4096, description="Largest output (and largest file) one python grader call may write."
     )
     python_disk_bytes: int = Field(
-        default=16 * 2**20, ge=2**20, description="Size of each of the sandbox's /work and /tmp (memory-backed)."
+        default=2**30,
+        ge=2**20,
+        description="Size of each of the sandbox's /work and /tmp (memory-backed, used as written).",
     )
     python_uid_base: int = Field(
         default=61000, ge=1000, description="Python graders run as uids from here (when started as root)."

@@ -11,6 +11,7 @@ is left waiting in a collective; a checkpoint event is sent only once every rank
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ class ProgressEvent:
     checkpoint: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     setup: dict[str, Any] = field(default_factory=dict)  # on "start": how batches are laid out (LoRATrainer.setup)
+    samples: list[dict[str, Any]] = field(default_factory=list)  # on some "log"s of RFT: answers and their rewards
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,6 +73,9 @@ class _HFBridge(TrainerCallback):
         self._start_tokens = 0
         self.stopped_early = False
         self.setup: dict[str, Any] = {}
+        # RFT: where the latest sampled answers come from, and every how many steps they are reported
+        self.samples: Callable[[], list[dict[str, Any]]] | None = None
+        self.samples_every = 0
 
     def _emit(self, event: ProgressEvent) -> None:
         for cb in self.callbacks:
@@ -119,8 +124,17 @@ class _HFBridge(TrainerCallback):
         gpu = _gpu_memory_bytes()
         if gpu:
             metrics["gpu_memory_bytes"] = gpu
+        due = self.samples_every and (state.global_step == 1 or state.global_step % self.samples_every == 0)
+        samples = self.samples() if self.samples is not None and "loss" in logs and due else []
         self._emit(
-            self._event("log", state, loss=logs.get("loss"), learning_rate=logs.get("learning_rate"), metrics=metrics)
+            self._event(
+                "log",
+                state,
+                loss=logs.get("loss"),
+                learning_rate=logs.get("learning_rate"),
+                metrics=metrics,
+                samples=samples,
+            )
         )
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:

@@ -61,6 +61,7 @@ class GraderReward:
     def __init__(self, grader: AnyGrader, grading: Grading, concurrency: int = 4) -> None:
         self.grader, self.grading, self.concurrency = grader, grading, concurrency
         self.window: list[GraderResult] = []
+        self.recent: list[dict[str, Any]] = []  # a few of the latest batch's answers, with their rewards
 
     def __call__(self, prompts: list[Any], completions: list[Any], item_json: list[str], **_: Any) -> list[float]:
         texts = [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions]
@@ -74,7 +75,14 @@ class GraderReward:
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="reward") as pool:
             results = list(pool.map(one, texts, items))
         self.window.extend(results)
+        self.recent = [
+            {"prompt": _last_user(p), "answer": t, "reward": r.reward, "errors": r.errors.details}
+            for p, t, r in list(zip(prompts, texts, results, strict=True))[:SAMPLES_SHOWN]
+        ]
         return [r.reward for r in results]
+
+    def samples(self) -> list[dict[str, Any]]:
+        return list(self.recent)
 
     def drain(self) -> dict[str, float]:
         """Means since the last call: each sub-grader's reward (a multi grader's), and the share of answers the
@@ -89,6 +97,15 @@ class GraderReward:
         out = {k: v / len(results) for k, v in sums.items()}
         out["grader/error_rate"] = sum(r.errors.any for r in results) / len(results)
         return out
+
+
+SAMPLES_SHOWN = 4  # sampled answers reported with their rewards, every eval_interval steps
+
+
+def _last_user(prompt: Any) -> str:
+    if isinstance(prompt, list):
+        return next((str(m.get("content", "")) for m in reversed(prompt) if m.get("role") == "user"), "")
+    return str(prompt)
 
 
 class SageGRPOTrainer(GRPOTrainer):

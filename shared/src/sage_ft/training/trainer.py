@@ -294,6 +294,7 @@ class LoRATrainer:
 
             reward = make_reward(cfg, self._grading(), GraderSettings().model_concurrency)
             trainer = SageGRPOTrainer(**kwargs, reward=reward)
+            bridge.samples, bridge.samples_every = reward.samples, cfg.rft.eval_interval or cfg.save_steps
         else:
             trainer = SageSFTTrainer(**kwargs)
         # progress goes through TrainingCallback; HF's PrinterCallback would print raw log dicts to stdout
