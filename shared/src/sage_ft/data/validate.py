@@ -220,6 +220,15 @@ def load_conversations(path: str | Path) -> list[Conversation]:
             "holds preference pairs (chosen/rejected), which fit method 'dpo', not supervised fine-tuning",
             path=str(path),
         )
+    if report.kind == "prompts":
+        first = report.prompts[0].line
+        raise DataError(
+            "has no assistant message to learn from: these are prompts without answers (OpenAI's RFT rows), which "
+            "fit method 'reinforcement', not supervised fine-tuning",
+            path=str(path),
+            line=first,
+            field="messages",
+        )
     return report.conversations
 
 
@@ -229,8 +238,10 @@ def load_preferences(path: str | Path) -> list[Preference]:
     report = validate_file(path)
     report.raise_for_errors()
     if report.kind != "preference":
-        raise DataError(
-            "holds supervised records (conversations), which fit method 'supervised', not DPO preference pairs",
-            path=str(path),
+        held = (
+            "prompts without answers, which fit method 'reinforcement'"
+            if report.kind == "prompts"
+            else ("supervised records (conversations), which fit method 'supervised'")
         )
+        raise DataError(f"holds {held}, not DPO preference pairs", path=str(path))
     return report.preferences
