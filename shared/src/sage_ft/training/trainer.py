@@ -312,12 +312,13 @@ class LoRATrainer:
         """The graders' runner for RFT rewards: model graders through serving (where the worker says where it is),
         python graders in the sandbox."""
         from sage_ft.graders import Grading, PythonSandbox
-        from sage_ft.graders.serving import ServingModels
         from sage_ft.settings import GraderSettings
 
         env, graders = training_env_settings(), GraderSettings()
         models = None
-        if env.grader_serving_url:
+        if env.grader_serving_url:  # httpx is needed only here
+            from sage_ft.graders.serving import ServingModels
+
             models = ServingModels(env.grader_serving_url, env.grader_tenant, graders.model_timeout_seconds)
         return Grading(models, PythonSandbox(graders))
 
