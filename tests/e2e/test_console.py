@@ -69,7 +69,14 @@ def files(tmp_path_factory: pytest.TempPathFactory, qa_records: list[dict]) -> d
             for r in qa_records[:4]
         )
     )
-    return {"good": good, "bad": bad, "prefs": prefs}
+    prompts = root / "prompts.jsonl"
+    prompts.write_text(
+        "".join(
+            json.dumps({"messages": [{"role": "user", "content": r["question"]}], "answer": r["answer"]}) + "\n"
+            for r in qa_records[:4]
+        )
+    )
+    return {"good": good, "bad": bad, "prefs": prefs, "prompts": prompts}
 
 
 def wait_until(check: Any, timeout: float, what: str) -> Any:
@@ -240,6 +247,28 @@ def test_a_preference_file_starts_a_dpo_job_charting_its_reward_accuracy(prefere
     assert preference_job["method"] == "dpo" and "preference" in preference_job["report"]
     assert preference_job["series"] == "train_loss reward_accuracy"
     assert preference_job["errors"] == []
+
+
+def test_a_prompts_file_picks_reinforcement_and_the_grader_is_checked_before_anything_starts(
+    url: str, tab: Tab, files: dict[str, Path]
+) -> None:
+    page = tab.page
+    page.goto(url + "#/new")
+    assert not page.is_visible("#f-grader")  # supervised: no grader to give
+    page.set_input_files("#upload", str(files["prompts"]))
+    page.wait_for_selector("#report h2:has-text('valid')")
+    assert page.input_value("#f-method") == "reinforcement" and page.is_visible("#f-grader")
+    page.fill("#f-model", "sage-tiny")
+    page.select_option("#f-preset", "tiny")
+    check = {"type": "string_check", "name": "exact", "input": "{{sample.output_text}}", "operation": "eq"}
+    page.fill("#f-grader", json.dumps({**check, "reference": "{{item.answr}}"}))
+    page.click("#estimate-button")
+    assert "answr" in page.wait_for_selector("#estimate .error").inner_text()
+    tab.errors[:] = [e for e in tab.errors if "status of 400" not in e]  # the browser logs the expected 400
+    page.fill("#f-grader", json.dumps({**check, "reference": "{{item.answer}}"}))
+    page.click("#estimate-button")
+    shown = page.wait_for_selector("#est-rollouts").inner_text()
+    assert "answered 8 times" in shown, shown
 
 
 def test_the_jobs_list_filters_by_the_statuses_the_api_declares(url: str, tab: Tab, facts: dict[str, str]) -> None:

@@ -46,7 +46,11 @@ export async function newJobPage(view) {
   const inputs = {
     model: h("input", { id: "f-model", list: "model-list", required: true,
       value: (models.find((m) => m.owned_by === "base") || {}).id || "" }),
-    method: h("select", { id: "f-method" }, ["supervised", "dpo"].map((m) => h("option", { value: m }, m))),
+    method: h("select", { id: "f-method" },
+      ["supervised", "dpo", "reinforcement"].map((m) => h("option", { value: m }, m))),
+    grader: h("textarea", { id: "f-grader", rows: 4, spellcheck: false,
+      placeholder: '{"type": "string_check", "name": "exact", "input": "{{sample.output_text}}", '
+        + '"reference": "{{item.answer}}", "operation": "eq"}' }),
     preset: h("select", { id: "f-preset" }, presets.map((p) => h("option", { value: p.id, title: p.description }, p.id))),
     n_epochs: h("input", { id: "f-epochs", type: "number", min: "0", step: "any", placeholder: "auto" }),
     batch_size: h("input", { id: "f-batch", type: "number", min: "1", step: "1", placeholder: "auto" }),
@@ -63,14 +67,21 @@ export async function newJobPage(view) {
       if (inputs[key].value !== "") hyper[key] = Number(inputs[key].value);
     }
     const method = inputs.method.value;
+    const settings = { hyperparameters: hyper };
+    if (method === "reinforcement") settings.grader = graderValue();
     const out = { model: inputs.model.value.trim(), training_file: file && file.id, preset: inputs.preset.value,
-      method: { type: method, [method]: { hyperparameters: hyper } } };
+      method: { type: method, [method]: settings } };
     if (inputs.rank.value) out.lora = { r: Number(inputs.rank.value), lora_alpha: 2 * Number(inputs.rank.value) };
     if (inputs.max_length.value) out.max_length = Number(inputs.max_length.value);
     if (validation) out.validation_file = validation.id;
     if (inputs.name.value) { out.name = inputs.name.value; out.suffix = inputs.name.value.replace(/[^A-Za-z0-9_-]/g, "-"); }
     if (dryRun) out.dry_run = true;
     return out;
+  }
+
+  // the grader as typed; text that is not JSON goes as it is, so the gateway names the problem (a 400 on grader)
+  function graderValue() {
+    try { return JSON.parse(inputs.grader.value); } catch { return inputs.grader.value; }
   }
 
   function showEstimate(answer) {
@@ -87,6 +98,8 @@ export async function newJobPage(view) {
       ["wall time", h("span", { id: "est-seconds" }, `${duration(e.seconds)} — ${how}`)],
       ["peak GPU memory", e.peak_memory_bytes ? bytes(e.peak_memory_bytes) : (e.memory_basis || {}).reason],
       ["resolved", Object.entries(hp).map(([k, v]) => `${k} ${v}`).join(", ")],
+      ...(e.rollouts ? [["rollouts", h("span", { id: "est-rollouts" },
+        `${num(e.rollouts)} prompts answered ${e.samples_per_rollout} times: ${num(e.samples)} sampled answers`)]] : []),
     ])));
     const cut = document.getElementById("report-truncated");
     if (cut) cut.textContent = `${num(e.truncated)} (${(100 * e.truncated_share).toFixed(1)} %) over ${e.max_length} `
@@ -122,6 +135,11 @@ export async function newJobPage(view) {
     } catch (err) { validationBox.replaceChildren(errorBox(err)); }
   });
 
+  const graderField = field("Grader (reinforcement)", inputs.grader, "an OpenAI grader as JSON: string_check, "
+    + "text_similarity, python, score_model, label_model or multi; it scores each sampled answer");
+  const showGrader = () => { graderField.hidden = inputs.method.value !== "reinforcement"; };
+  inputs.method.addEventListener("change", showGrader);
+  showGrader();
   const start = h("button", { id: "start", type: "submit", disabled: true }, "Start job");
   const form = h("form", { class: "card", id: "job-form", onsubmit: async (e) => {
     e.preventDefault();
@@ -132,6 +150,7 @@ export async function newJobPage(view) {
   } }, h("h2", {}, "Job"), datalist,
   field("Base model", inputs.model, "a base model, a fine-tune to continue, or an alias"),
   h("div", { class: "row" }, field("Method", inputs.method), field("Preset", inputs.preset)),
+  graderField,
   h("div", { class: "row" }, field("Epochs", inputs.n_epochs), field("Batch size", inputs.batch_size),
     field("LR multiplier", inputs.learning_rate_multiplier)),
   h("div", { class: "row" }, field("LoRA rank", inputs.rank), field("Max length", inputs.max_length),
@@ -153,7 +172,8 @@ export async function newJobPage(view) {
       file = await upload(chosen);
       reportBox.replaceChildren(report(file));
       start.disabled = file.status !== "processed";
-      if (file.report && file.report.kind === "preference") inputs.method.value = "dpo";
+      const fits = { preference: "dpo", prompts: "reinforcement" }[(file.report || {}).kind];
+      if (fits) { inputs.method.value = fits; showGrader(); }
       await estimate();
     } catch (err) {
       reportBox.replaceChildren(h("section", { class: "card", id: "report" }, h("h2", {}, `${chosen.name}: refused`),
@@ -163,5 +183,5 @@ export async function newJobPage(view) {
   mount(view, h("h1", {}, "New fine-tuning job"),
     h("section", { class: "card" }, h("h2", {}, "Training file"), fileInput,
       h("p", { class: "muted small" }, "JSONL, JSON, CSV or Parquet: chat messages, prompt/completion, "
-        + "question/answer, Alpaca, or preference pairs for DPO.")), reportBox, form, estimateBox);
+        + "question/answer, Alpaca, preference pairs for DPO, or prompts for reinforcement (OpenAI's RFT rows).")), reportBox, form, estimateBox);
 }
