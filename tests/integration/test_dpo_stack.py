@@ -204,6 +204,18 @@ def test_bad_lineage_and_method_requests_are_named_4xx(
     assert status == 400 and err["param"] == "model" and "no-such-base" in err["message"]
 
 
+def train_sft(client: openai.OpenAI, lines: str, name: str) -> None:
+    """An SFT job on the tiny model (30 epochs, the settings that make it memorise), served as ``name``."""
+    file = client.files.create(file=(f"{name}.jsonl", lines.encode()), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(
+        model="sage-tiny",
+        training_file=file.id,
+        hyperparameters={"n_epochs": 30, "batch_size": 4},
+        extra_body={**SFT, "name": name},
+    )
+    assert wait_job(client, job.id, timeout=300).status == "succeeded"
+
+
 def test_rft_job_resumes_after_a_killed_worker_and_serves_the_rewarded_form(
     stack: Stack, client: openai.OpenAI
 ) -> None:
@@ -219,26 +231,13 @@ def test_rft_job_resumes_after_a_killed_worker_and_serves_the_rewarded_form(
         json.dumps({"messages": [{"role": "user", "content": q}], "answer": w}) + "\n"
         for q, w in zip(QUESTIONS, WORDS, strict=True)
     )
-    sft_file = client.files.create(file=("both.jsonl", both.encode()), purpose="fine-tune")
     rft_file = client.files.create(file=("prompts.jsonl", prompts.encode()), purpose="fine-tune")
     report = rft_file.model_extra["report"]
     assert report["kind"] == "prompts" and report["item_fields"] == ["answer"], report
-    sft = client.fine_tuning.jobs.create(
-        model="sage-tiny",
-        training_file=sft_file.id,
-        hyperparameters={"n_epochs": 30, "batch_size": 4},
-        extra_body={**SFT, "name": "bothforms"},
-    )
-    assert wait_job(client, sft.id, timeout=300).status == "succeeded"
+    train_sft(client, both, "bothforms")
 
     def hedged(model: str) -> list[str]:
-        out = []
-        for q in QUESTIONS:
-            resp = client.chat.completions.create(
-                model=model, messages=[{"role": "user", "content": q}], max_tokens=12, temperature=0
-            )
-            out.append(str(resp.choices[0].message.content))
-        return out
+        return ask_all(client, model, tokens=12)
 
     before = hedged("bothforms")
     assert sum("might be" in a for a in before) <= 6, before  # the control: SFT alone mostly says "is"
@@ -296,15 +295,8 @@ def test_dpo_with_only_beta_flips_the_answers_and_a_long_run_does_not_collapse(
         + "\n"
         for q, w in zip(QUESTIONS, WORDS, strict=True)
     )
-    sft_file = client.files.create(file=("might.jsonl", might.encode()), purpose="fine-tune")
     pair_file = client.files.create(file=("is.jsonl", pairs.encode()), purpose="fine-tune")
-    sft = client.fine_tuning.jobs.create(
-        model="sage-tiny",
-        training_file=sft_file.id,
-        hyperparameters={"n_epochs": 30, "batch_size": 4},
-        extra_body={**SFT, "name": "mightbase"},
-    )
-    assert wait_job(client, sft.id, timeout=300).status == "succeeded"
+    train_sft(client, might, "mightbase")
     assert sum(a.startswith("It might be") for a in ask_all(client, "mightbase")) >= 7  # the control
     preferred = [f"It is {w}." for w in WORDS]
     runs = {"dpoauto": {"beta": 0.1}, "dpolong": {"beta": 0.1, "n_epochs": 20}}

@@ -21,7 +21,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from sage_ft.config import TrainingConfig
 from sage_ft.data.reinforcement import Prompt
-from sage_ft.graders import AnyGrader, GraderResult, Grading, parse_grader
+from sage_ft.graders import AnyGrader, GraderResult, Grading, parse_grader, sample_of
 
 
 def prompt_rows(prompts: list[Prompt]) -> list[dict[str, Any]]:
@@ -68,8 +68,6 @@ class GraderReward:
         items = [json.loads(raw) for raw in item_json]
 
         def one(text: str, item: dict[str, Any]) -> GraderResult:
-            from sage_ft.graders import sample_of
-
             return self.grading.run(self.grader, sample_of(text), item)
 
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="reward") as pool:
