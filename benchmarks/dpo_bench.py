@@ -84,7 +84,7 @@ def _common(work: Path, steps: int) -> dict[str, Any]:
 
 
 def side_sage(work: Path, model: Path, steps: int, method: str) -> Any:
-    from sage_ft import LoRAConfig, TrainingConfig
+    from sage_ft import DPOSettings, LoRAConfig, TrainingConfig
     from sage_ft.training import LoRATrainer
 
     prefs, sft = work / "prefs.jsonl", work / "sft.jsonl"
@@ -102,6 +102,8 @@ def side_sage(work: Path, model: Path, steps: int, method: str) -> Any:
         save_steps=10_000,
         report_to="none",
         lora=LoRAConfig(**LORA),
+        # plain DPO, as the bare TRL side runs it (sage-ft's default adds the RPO term, a loss on the same forward)
+        dpo=DPOSettings(sft_weight=0.0),
     )
     trainer, _ = LoRATrainer(cfg).build_trainer()
     return trainer
