@@ -139,6 +139,10 @@ def test_hundreds_of_children_start_while_threads_load_libraries_and_allocate(tm
             importlib.invalidate_caches()
 
     threads = [threading.Thread(target=busy, args=(i,), daemon=True) for i in range(12)]
+    # hand the GIL round 50 times as often as usual: the spawning thread waits less for its turn, and the busy threads
+    # interleave more finely, so more forks land while one of them holds a lock
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(interval / 50)
     for t in threads:
         t.start()
     hung = []
@@ -154,6 +158,7 @@ def test_hundreds_of_children_start_while_threads_load_libraries_and_allocate(tm
         stop.set()
         for t in threads:
             t.join(10)
+        sys.setswitchinterval(interval)
     assert not hung, f"{len(hung)} of 200 children hung or failed"
 
 
