@@ -131,6 +131,9 @@ def dpo_run(
         learning_rate=1e-3,
         report_to=["tensorboard"],
         save_steps=40,
+        validation_file=str(files["prefs"]),  # the other format than training's
+        eval_items=len(PREFERRED),
+        eval_max_new_tokens=8,
     )
     return LoRATrainer(cfg, callbacks=[rec]).train(), rec
 
@@ -161,6 +164,19 @@ def test_dpo_from_the_fine_tune_makes_the_preferred_answers_greedy(dpo_run: tupl
 
     tags = EventAccumulator(str(next((result.output_dir / "logs").glob("events.out.tfevents.*")))).Reload().Tags()
     assert {"train/rewards/accuracies", "train/rewards/margins", "train/loss"} <= set(tags["scalars"])
+
+
+def test_the_end_of_job_evaluation_compares_the_greedy_answers_with_the_parents(dpo_run: tuple[Any, Any]) -> None:
+    """On the validation pairs: how often the greedy answer is the preferred one, and the rejected one, for the DPO
+    model and for the fine-tune it started from (its adapter loaded beside the trained one, then dropped)."""
+    result, _ = dpo_run
+    ev = result.evaluation
+    assert ev["method"] == "dpo" and ev["against"] == "parent" and ev["n"] == len(PREFERRED)
+    assert ev["models"]["base"]["exact"] == 0.0 and ev["rejected"]["base"] >= 0.875, ev  # the parent: rejected
+    assert ev["models"]["tuned"]["exact"] >= 0.875 and ev["rejected"]["tuned"] <= 0.125, ev
+    assert [it["answers"]["tuned"] for it in ev["items"]] == answers(result.adapter_dir)  # the model it saved
+    assert [it["reference"] for it in ev["items"]] == PREFERRED and ev["items"][0]["rejected"] == REJECTED[0]
+    assert not (result.adapter_dir / "parent").exists()
 
 
 def test_a_dpo_model_merges_to_the_same_answers(dpo_run: tuple[Any, Any], tmp_path: Path) -> None:

@@ -244,6 +244,7 @@ def test_rft_job_resumes_after_a_killed_worker_and_serves_the_rewarded_form(
     job = client.fine_tuning.jobs.create(
         model="bothforms",
         training_file=rft_file.id,
+        validation_file=rft_file.id,
         suffix="rft",
         method={
             "type": "reinforcement",
@@ -266,6 +267,14 @@ def test_rft_job_resumes_after_a_killed_worker_and_serves_the_rewarded_form(
     assert all(s["reward"] == float("might be" in s["answer"]) for e in sampled for s in e["samples"])
     after = hedged("hedged")
     assert sum("might be" in a for a in after) >= 0.9 * len(QUESTIONS), after
+    assert any("valid_reward_mean" in e.data for e in events)  # the validation rows, sampled every eval_interval
+    # the end of the job: the grader on the validation rows, for the parent (the SFT model) and the RFT model
+    ev = done.model_extra["evaluation"]
+    assert ev["against"] == "parent" and ev["compared_model"] == client.models.retrieve("bothforms").id, ev
+    assert ev["models"]["tuned"]["reward"] >= 0.875 > ev["models"]["base"]["reward"], ev
+    items = client.evals.runs.output_items.list(ev["run_ids"]["tuned"], eval_id=ev["eval_id"]).data
+    assert len(items) == len(QUESTIONS) and items[0].results[0].name == "hedge"
+    assert sum(it.status == "pass" for it in items) == round(ev["models"]["tuned"]["reward"] * len(QUESTIONS))
     manifest = read_manifest(object_store(stack), done.fine_tuned_model)
     assert manifest is not None and manifest.training["method"] == "rft"
     assert manifest.training["rft"]["grader"]["name"] == "hedge"
@@ -305,6 +314,7 @@ def test_dpo_with_only_beta_flips_the_answers_and_a_long_run_does_not_collapse(
         job = client.fine_tuning.jobs.create(
             model="mightbase",
             training_file=pair_file.id,
+            validation_file=pair_file.id if name == "dpoauto" else None,
             method={"type": "dpo", "dpo": {"hyperparameters": hyper}},  # type: ignore[typeddict-item]
             extra_body=extra,
         )
@@ -314,6 +324,9 @@ def test_dpo_with_only_beta_flips_the_answers_and_a_long_run_does_not_collapse(
             shown = done.method.dpo.hyperparameters  # type: ignore[union-attr]
             assert (shown.n_epochs, shown.batch_size, shown.beta) == (25, 1, 0.1), shown
             assert done.model_extra["training_config"]["dpo"]["sft_weight"] == 1.0
+            ev = done.model_extra["evaluation"]  # greedy answers on the validation pairs, against the parent
+            assert ev["against"] == "parent" and ev["rejected"]["base"] >= 0.875, ev
+            assert ev["models"]["tuned"]["exact"] >= 0.875 and ev["models"]["base"]["exact"] == 0.0, ev
         got = [a.strip() for a in ask_all(client, name)]
         assert sum(a == p for a, p in zip(got, preferred, strict=True)) >= 7, (name, got)
         metrics = [e.data for e in all_events(client, job.id) if e.type == "metrics" and "logps_chosen" in e.data]

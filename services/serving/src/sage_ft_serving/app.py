@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from sage_ft import api_errors
 from sage_ft_serving.launchers import Launcher
-from sage_ft_serving.routes import deployments, inference, ops
+from sage_ft_serving.routes import deployments, graders, inference, ops
 from sage_ft_serving.settings import Settings
 from sage_ft_serving.state import ServingState
 
@@ -35,6 +35,6 @@ def create_app(
 
     app = FastAPI(title="sage-ft serving", version="0.1.0", lifespan=lifespan)
     api_errors.install(app)
-    for module in (deployments, inference, ops):
+    for module in (deployments, graders, inference, ops):
         app.include_router(module.router)
     return app

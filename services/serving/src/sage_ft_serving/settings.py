@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sage_ft.settings import JobSettings, PathSettings, StorageSettings, child_environment
+from sage_ft.settings import GraderSettings, JobSettings, PathSettings, StorageSettings, child_environment
 
 
 def _default_vllm_python() -> Path:
@@ -70,6 +70,11 @@ class ServingSettings(BaseSettings):
     vllm_extra_args: str = Field(default="", description="Extra command-line arguments for vLLM (space-separated).")
     gpus_per_server: int = Field(default=1, ge=0, description="GPUs requested per model server (docker, kubernetes).")
     trust_remote_code: bool = Field(default=False, description="Let engines run model code from the hub. Off.")
+    grader_sandbox: Literal["auto", "process", "docker"] = Field(
+        default="auto",
+        description="Where python graders sent to serving run: docker (a locked-down container each call), process "
+        "(bubblewrap here); auto: docker under the docker launcher, else process.",
+    )
     # docker launcher
     docker_url: str = Field(default="unix:///var/run/docker.sock", description="Docker Engine API endpoint.")
     docker_image: str = Field(default="vllm/vllm-openai:v0.11.0", description="Pinned vLLM image (docker, k8s).")
@@ -106,11 +111,13 @@ class Settings:
         storage: StorageSettings | None = None,
         paths: PathSettings | None = None,
         jobs: JobSettings | None = None,
+        graders: GraderSettings | None = None,
     ) -> None:
         self.serving = serving or ServingSettings()
         self.storage = storage or StorageSettings()
         self.paths = paths or PathSettings()
         self.jobs = jobs or JobSettings()
+        self.graders = graders or GraderSettings()
 
     @property
     def cache_dir(self) -> Path:

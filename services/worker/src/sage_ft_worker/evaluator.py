@@ -26,7 +26,7 @@ from sage_ft.evals.items import load_rows
 from sage_ft.evals.runs import FileContentSource, GradedItem, RunRequest, criteria_of, grade_item, prompt
 from sage_ft.evals.runstore import ACTIVE_RUN, EvalRun, RunStore
 from sage_ft.evals.store import EvalStore
-from sage_ft.graders import AnyGrader, Grading, PythonSandbox
+from sage_ft.graders import AnyGrader, Grading, python_sandbox
 from sage_ft.graders.serving import ServingModels, chat_completion, error_message
 from sage_ft_worker import metrics
 from sage_ft_worker.context import WorkerContext
@@ -170,7 +170,7 @@ class EvalRunner:
         pending: set[Future[GradedItem]] = set()
         graders = self.ctx.settings.graders
         models = ServingModels(self.settings.serving_url, run.tenant, graders.model_timeout_seconds)
-        grading = Grading(models, PythonSandbox(graders))
+        grading = Grading(models, python_sandbox(graders, self.settings.serving_url))
         queue = iter(todo)
         stopped: str | None = None
         next_check = time.monotonic() + STATUS_EVERY_S

@@ -21,11 +21,15 @@ DEFAULT_SCORES = ("exact", "f1", "rouge_l")
 
 @dataclass(frozen=True)
 class Case:
-    """One held-out record: the conversation up to its last assistant turn, and that turn as the reference."""
+    """One held-out record: the conversation up to its last assistant turn, and that turn as the reference. A
+    preference pair's reference is its chosen answer, with ``rejected`` beside it; an RFT row has no reference, only
+    the ``item`` its grader reads."""
 
     prompt: list[dict[str, Any]]
     reference: str
     line: int
+    rejected: str | None = None
+    item: dict[str, Any] | None = None
 
 
 def check_scores(names: list[str] | tuple[str, ...], param: str = "metrics") -> tuple[str, ...]:
@@ -61,26 +65,82 @@ def cases_from(conversations: list[Any], limit: int | None = None) -> list[Case]
     return out
 
 
+def cases_from_pairs(pairs: list[Any], limit: int | None = None) -> list[Case]:
+    """Cases from ``sage_ft.data`` preference pairs: the chosen answer is the reference, the rejected one beside it."""
+    out = [
+        Case(
+            prompt=[{"role": m["role"], "content": m["content"]} for m in p.prompt],
+            reference=p.chosen,
+            line=p.line,
+            rejected=p.rejected,
+        )
+        for p in pairs
+    ]
+    return out[:limit] if limit is not None else out
+
+
+def cases_from_prompts(prompts: list[Any], limit: int | None = None) -> list[Case]:
+    """Cases from RFT rows (``sage_ft.data.reinforcement.Prompt``): no reference, the row's fields as the item."""
+    out = [Case(prompt=list(p.messages), reference="", line=p.line, item=dict(p.item)) for p in prompts]
+    return out[:limit] if limit is not None else out
+
+
 def compare(
     cases: list[Case], answers: dict[str, list[str]], metrics: tuple[str, ...] = DEFAULT_SCORES
 ) -> dict[str, Any]:
     """The report: each model's mean per metric, the difference (first model minus second), and every item with both
-    answers and their scores. ``answers`` maps a model's label to its answers, in ``cases`` order."""
+    answers and their scores. ``answers`` maps a model's label to its answers, in ``cases`` order. For preference
+    pairs, ``rejected`` is the share of each model's answers that are the rejected one."""
     labels = list(answers)
-    items: list[dict[str, Any]] = []
-    for i, case in enumerate(cases):
-        scores = {m: {k: round(score(k, answers[m][i], case.reference), 4) for k in metrics} for m in labels}
-        items.append(
-            {
-                "index": i,
-                "line": case.line,
-                "prompt": case.prompt,
-                "reference": case.reference,
-                "answers": {m: answers[m][i] for m in labels},
-                "scores": scores,
-            }
+    items = [
+        _item(
+            i,
+            case,
+            answers,
+            {m: {k: round(score(k, answers[m][i], case.reference), 4) for k in metrics} for m in labels},
         )
-    n = len(cases)
+        for i, case in enumerate(cases)
+    ]
+    report = _report(items, labels, metrics)
+    if items and all(c.rejected is not None for c in cases):  # preference pairs: how often each says the rejected
+        for it, case in zip(items, cases, strict=True):
+            it["rejected"] = case.rejected
+            it["said_rejected"] = {m: score("exact", it["answers"][m], str(case.rejected)) for m in labels}
+        report["rejected"] = {m: round(sum(it["said_rejected"][m] for it in items) / len(items), 4) for m in labels}
+    return report
+
+
+def compare_graded(cases: list[Case], answers: dict[str, list[str]], grader: Any, grading: Any) -> dict[str, Any]:
+    """The same report for RFT rows, scored by the job's grader (``sage_ft.graders``) instead of a reference: each
+    model's mean ``reward``, and per item each answer's reward, whether it passed and the grader's error if any."""
+    from sage_ft.graders import sample_of
+
+    labels = list(answers)
+    items = []
+    for i, case in enumerate(cases):
+        results = {m: grading.run(grader, sample_of(answers[m][i]), case.item or {}) for m in labels}
+        item = _item(i, case, answers, {m: {"reward": round(r.reward, 4)} for m, r in results.items()})
+        item["item"] = case.item
+        item["graded"] = {
+            m: {"passed": r.passed, "error": "; ".join(r.errors.details) or None} for m, r in results.items()
+        }
+        items.append(item)
+    return _report(items, labels, ("reward",))
+
+
+def _item(i: int, case: Case, answers: dict[str, list[str]], scores: dict[str, dict[str, float]]) -> dict[str, Any]:
+    return {
+        "index": i,
+        "line": case.line,
+        "prompt": case.prompt,
+        "reference": case.reference,
+        "answers": {m: answers[m][i] for m in answers},
+        "scores": scores,
+    }
+
+
+def _report(items: list[dict[str, Any]], labels: list[str], metrics: tuple[str, ...]) -> dict[str, Any]:
+    n = len(items)
     means = {
         m: {k: round(sum(it["scores"][m][k] for it in items) / n, 4) if n else 0.0 for k in metrics} for m in labels
     }

@@ -20,7 +20,7 @@ from sage_ft.graders.model import (
     StringCheckGrader,
     TextSimilarityGrader,
 )
-from sage_ft.graders.sandbox import PythonSandbox
+from sage_ft.graders.sandbox import PythonSandbox, Sandbox, python_sandbox
 from sage_ft.graders.templates import check_template, render, variables
 from sage_ft.protocol.common import GRADER_TYPES, TAGGED_UNIONS
 
@@ -38,6 +38,7 @@ __all__ = [
     "MultiGrader",
     "PythonGrader",
     "PythonSandbox",
+    "Sandbox",
     "ScoreModelGrader",
     "StringCheckGrader",
     "TextSimilarityGrader",
@@ -45,6 +46,7 @@ __all__ = [
     "check_templates",
     "model_names",
     "parse_grader",
+    "python_sandbox",
     "render",
     "sample_of",
     "template_fields",

@@ -24,7 +24,7 @@ from sage_ft.graders.model import (
     StringCheckGrader,
     TextSimilarityGrader,
 )
-from sage_ft.graders.sandbox import PythonSandbox
+from sage_ft.graders.sandbox import PythonSandbox, Sandbox
 from sage_ft.graders.similarity import similarity
 from sage_ft.graders.templates import render
 
@@ -116,9 +116,9 @@ def sample_of(model_sample: str) -> dict[str, Any]:
 class Grading:
     """Grades samples. ``models`` answers model graders; ``sandbox`` runs python graders."""
 
-    def __init__(self, models: ModelCaller | None = None, sandbox: PythonSandbox | None = None) -> None:
+    def __init__(self, models: ModelCaller | None = None, sandbox: Sandbox | None = None) -> None:
         self.models = models
-        self.sandbox = sandbox or PythonSandbox()
+        self.sandbox: Sandbox = sandbox or PythonSandbox()
 
     def run(self, grader: AnyGrader, sample: dict[str, Any], item: Any) -> GraderResult:
         started = time.monotonic()
@@ -181,7 +181,7 @@ class Grading:
                 python_grader_server_error_type="image_not_allowed",
             )
             return None
-        outcome = self.sandbox.run(grader.source, sample, item)
+        outcome = self.sandbox.run(grader.source, sample, item, grader.image_tag)
         if outcome.error is None:
             return outcome.score
         detail = outcome.details or outcome.error

@@ -14,8 +14,13 @@ resource limits. Each call gets:
 - a wall-clock limit, after which its process group (and with it the PID namespace) is killed.
 
 The code and its inputs come on stdin and the score goes back on stdout, so nothing is shared with the host.
-Under Docker or Kubernetes the same command runs when the container may create namespaces; otherwise python
-graders answer ``python_grader_server_error`` (``sandbox_unavailable``) rather than run unconfined.
+
+Under Docker a service's container may not create namespaces, so there the ``serving`` sandbox is used
+(``SAGE_GRADER_PYTHON_SANDBOX=serving``, what compose sets): the gateway and workers send each call to serving,
+which already starts containers for its model servers and runs the grader in a locked-down one of its own
+(``sage_ft_serving.sandbox``: no network, read-only root, cgroup and rlimit limits, Docker's seccomp profile). No
+other service gets the engine's socket. Where neither can run, python graders answer
+``python_grader_server_error`` (``sandbox_unavailable``) rather than run unconfined.
 """
 
 from __future__ import annotations
@@ -32,8 +37,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
 
 from sage_ft.settings import GraderSettings
 
@@ -80,9 +85,36 @@ class PythonOutcome:
     error: str | None = None  # runtime | timeout | resource_limit | output_limit | sandbox_unavailable
     details: str | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
-class SandboxUnavailableError(RuntimeError):
-    """This machine cannot make the sandbox (no bwrap, or no namespaces allowed here)."""
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PythonOutcome:
+        return cls(
+            score=None if data.get("score") is None else float(data["score"]),
+            seconds=float(data.get("seconds", 0.0)),
+            error=data.get("error"),
+            details=data.get("details"),
+        )
+
+
+class Sandbox(Protocol):
+    """Where python graders run: bubblewrap on this host, a container, or serving (which picks one of those)."""
+
+    def image_allowed(self, tag: str | None) -> bool: ...
+
+    def run(self, source: str, sample: dict[str, Any], item: Any, image_tag: str | None = None) -> PythonOutcome: ...
+
+
+def python_sandbox(settings: GraderSettings, serving_url: str | None = None) -> Sandbox:
+    """The sandbox ``settings.python_sandbox`` names: ``local`` (bubblewrap here) or ``serving``."""
+    if settings.python_sandbox == "serving":
+        if not serving_url:
+            raise ValueError("SAGE_GRADER_PYTHON_SANDBOX=serving needs serving's URL")
+        from sage_ft.graders.serving import ServingSandbox
+
+        return ServingSandbox(serving_url, settings)
+    return PythonSandbox(settings)
 
 
 _uids = itertools.count()
@@ -105,7 +137,8 @@ class PythonSandbox:
             return "setpriv (util-linux) is not installed"
         return None
 
-    def run(self, source: str, sample: dict[str, Any], item: Any) -> PythonOutcome:
+    def run(self, source: str, sample: dict[str, Any], item: Any, image_tag: str | None = None) -> PythonOutcome:
+        """One call; every ``image_tag`` allowed runs in this host's Python (the tag is checked by the caller)."""
         started = time.monotonic()
         why = self.available()
         if why is not None:
@@ -138,7 +171,7 @@ class PythonSandbox:
             seconds = time.monotonic() - started
             text = _read_capped(out_path, s.python_output_bytes)
             stderr = _read_capped(err_path, 4000)
-        return self._outcome(proc.returncode, timed_out, text, stderr, seconds)
+        return outcome(s, proc.returncode, timed_out, text, stderr, seconds)
 
     def command(self) -> list[str]:
         s = self.settings
@@ -173,44 +206,48 @@ class PythonSandbox:
             nproc += sum(1 for p in os.listdir("/proc") if p.isdigit())
         resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
 
-    def _outcome(self, code: int | None, timed_out: bool, text: str, stderr: str, seconds: float) -> PythonOutcome:
-        s = self.settings
-        if timed_out:
-            return PythonOutcome(None, seconds, "timeout", f"no answer within {s.python_wall_seconds:g} s (wall)")
-        line = text.strip().rsplit("\n", 1)[-1] if text.strip() else ""
-        try:
-            answer = json.loads(line) if line.startswith("{") else None
-        except ValueError:
-            answer = None
-        if isinstance(answer, dict) and "score" in answer:
-            return PythonOutcome(float(answer["score"]), seconds)
-        if isinstance(answer, dict) and answer.get("error") == "runtime":
-            details = str(answer.get("details", ""))
-            if details.startswith("MemoryError"):
-                return PythonOutcome(None, seconds, "resource_limit", f"memory limit ({_mib(s.python_memory_bytes)})")
-            if "[Errno 27]" in details:  # EFBIG: the file-size rlimit, which bounds stdout too
-                return PythonOutcome(None, seconds, "output_limit", f"output limit ({s.python_output_bytes} bytes)")
-            if details.startswith("BlockingIOError: [Errno 11]"):  # EAGAIN from fork(): the process rlimit
-                return PythonOutcome(None, seconds, "resource_limit", f"process limit ({s.python_processes})")
-            return PythonOutcome(None, seconds, "runtime", details)
-        if code is not None and code > 128:  # bwrap's init reports a child killed by a signal as 128 + signal
-            code = 128 - code
-        if code is not None and code < 0:
-            sig = -code
-            why = {
-                signal.SIGXCPU: f"CPU time limit ({s.python_cpu_seconds:g} s)",
-                signal.SIGKILL: f"killed: CPU time ({s.python_cpu_seconds:g} s) or memory limit",
-                signal.SIGXFSZ: f"output limit ({s.python_output_bytes} bytes)",
-                signal.SIGSEGV: f"crashed (segmentation fault; memory limit {_mib(s.python_memory_bytes)}?)",
-            }.get(signal.Signals(sig), f"killed by signal {signal.Signals(sig).name}")
-            kind = "output_limit" if sig == signal.SIGXFSZ else "resource_limit"
-            return PythonOutcome(None, seconds, kind, why)
-        if len(text.encode()) >= s.python_output_bytes or "File too large" in stderr:
+
+def outcome(
+    s: GraderSettings, code: int | None, timed_out: bool, text: str, stderr: str, seconds: float
+) -> PythonOutcome:
+    """What a sandboxed run of ``HARNESS`` came to: its exit status (a negative one: the signal that killed it; above
+    128: an init's report of one), whether the wall clock ran out, its stdout and the tail of its stderr."""
+    if timed_out:
+        return PythonOutcome(None, seconds, "timeout", f"no answer within {s.python_wall_seconds:g} s (wall)")
+    line = text.strip().rsplit("\n", 1)[-1] if text.strip() else ""
+    try:
+        answer = json.loads(line) if line.startswith("{") else None
+    except ValueError:
+        answer = None
+    if isinstance(answer, dict) and "score" in answer:
+        return PythonOutcome(float(answer["score"]), seconds)
+    if isinstance(answer, dict) and answer.get("error") == "runtime":
+        details = str(answer.get("details", ""))
+        if details.startswith("MemoryError"):
+            return PythonOutcome(None, seconds, "resource_limit", f"memory limit ({_mib(s.python_memory_bytes)})")
+        if "[Errno 27]" in details:  # EFBIG: the file-size rlimit, which bounds stdout too
             return PythonOutcome(None, seconds, "output_limit", f"output limit ({s.python_output_bytes} bytes)")
-        tail = stderr.strip().splitlines()[-1:] or [f"exit status {code}"]
-        if "fork" in stderr.lower() or "Resource temporarily unavailable" in stderr:
-            return PythonOutcome(None, seconds, "resource_limit", f"process limit ({s.python_processes}): {tail[0]}")
-        return PythonOutcome(None, seconds, "runtime", f"the grader gave no score ({tail[0]})")
+        if details.startswith("BlockingIOError: [Errno 11]"):  # EAGAIN from fork(): the process rlimit
+            return PythonOutcome(None, seconds, "resource_limit", f"process limit ({s.python_processes})")
+        return PythonOutcome(None, seconds, "runtime", details)
+    if code is not None and code > 128:  # bwrap's init reports a child killed by a signal as 128 + signal
+        code = 128 - code
+    if code is not None and code < 0:
+        sig = -code
+        why = {
+            signal.SIGXCPU: f"CPU time limit ({s.python_cpu_seconds:g} s)",
+            signal.SIGKILL: f"killed: CPU time ({s.python_cpu_seconds:g} s) or memory limit",
+            signal.SIGXFSZ: f"output limit ({s.python_output_bytes} bytes)",
+            signal.SIGSEGV: f"crashed (segmentation fault; memory limit {_mib(s.python_memory_bytes)}?)",
+        }.get(signal.Signals(sig), f"killed by signal {signal.Signals(sig).name}")
+        kind = "output_limit" if sig == signal.SIGXFSZ else "resource_limit"
+        return PythonOutcome(None, seconds, kind, why)
+    if len(text.encode()) >= s.python_output_bytes or "File too large" in stderr:
+        return PythonOutcome(None, seconds, "output_limit", f"output limit ({s.python_output_bytes} bytes)")
+    tail = stderr.strip().splitlines()[-1:] or [f"exit status {code}"]
+    if "fork" in stderr.lower() or "Resource temporarily unavailable" in stderr:
+        return PythonOutcome(None, seconds, "resource_limit", f"process limit ({s.python_processes}): {tail[0]}")
+    return PythonOutcome(None, seconds, "runtime", f"the grader gave no score ({tail[0]})")
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

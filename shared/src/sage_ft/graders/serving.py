@@ -1,4 +1,5 @@
-"""Asking a served model over serving's OpenAI chat API: for model graders, and for the answers an eval run grades.
+"""Asking a served model over serving's OpenAI chat API: for model graders, and for the answers an eval run grades;
+and asking serving to run a python grader in its sandbox.
 
 A model server still starting (503), a full queue (429) or a dropped connection is retried, with backoff, until
 the deadline; a 404 (no such model) is not.
@@ -13,6 +14,8 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 
 from sage_ft.graders.grading import ChatAnswer, ModelCallError
 from sage_ft.graders.model import SamplingParams
+from sage_ft.graders.sandbox import PythonOutcome
+from sage_ft.settings import GraderSettings
 
 RETRY_STATUS = frozenset({429, 502, 503, 504})
 
@@ -75,3 +78,42 @@ class ServingModels:
 
     def close(self) -> None:
         self.client.close()
+
+
+PYTHON_ROUTE = "/v1/graders/python"
+
+
+class ServingSandbox:
+    """Python graders run by serving (``POST /v1/graders/python``), which has the container engine: for the
+    gateway and workers in containers, where bubblewrap cannot make namespaces. A serving that cannot be reached
+    is ``sandbox_unavailable``, like a missing local sandbox; a busy one is retried until the call's wall limit."""
+
+    def __init__(self, base_url: str, settings: GraderSettings) -> None:
+        self.base_url = base_url
+        self.settings = settings
+
+    def image_allowed(self, tag: str | None) -> bool:
+        return tag is None or tag in self.settings.python_image_tags
+
+    def run(self, source: str, sample: dict[str, Any], item: Any, image_tag: str | None = None) -> PythonOutcome:
+        wall = self.settings.python_wall_seconds
+        body = {"source": source, "sample": sample, "item": item, "image_tag": image_tag}
+        # the call may take its whole wall limit, plus a container's start and removal
+        timeout = httpx.Timeout(wall + 60, connect=10.0)
+        try:
+            with httpx.Client(base_url=self.base_url, timeout=timeout) as client:
+                for attempt in Retrying(
+                    retry=retry_if_exception(retryable),
+                    reraise=True,
+                    stop=stop_after_delay(wall),
+                    wait=wait_exponential(multiplier=0.5, max=5),
+                ):
+                    with attempt:
+                        resp = client.post(PYTHON_ROUTE, json=body)
+                        resp.raise_for_status()
+        except httpx.HTTPStatusError as err:
+            why = f"serving answered {err.response.status_code}: {error_message(err.response)}"
+            return PythonOutcome(None, 0.0, "sandbox_unavailable", why)
+        except httpx.HTTPError as err:
+            return PythonOutcome(None, 0.0, "sandbox_unavailable", f"serving did not answer: {type(err).__name__}")
+        return PythonOutcome.from_json(resp.json())

@@ -81,7 +81,9 @@ class Job(BaseModel):
     )
     fine_tuned_model: str | None = None
     evaluation: dict[str, Any] | None = Field(
-        default=None, description="The fine-tune vs its base on held-out records (a summary, with eval run ids)."
+        default=None,
+        description="The fine-tune vs its base (DPO, RFT: its parent) on held-out records (a summary, with eval run "
+        "ids).",
     )
     error: JobError | None = None
     trained_tokens: int | None = None

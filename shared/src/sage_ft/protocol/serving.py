@@ -141,3 +141,23 @@ class DeploymentDeleted(ApiModel):
     object: Literal["deployment.deleted"]
     id: str
     deleted: bool
+
+
+class PythonGraderCall(BaseModel):
+    """``POST /v1/graders/python``: one python grader call for serving's sandbox (gateway and workers send it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(max_length=256 * 1024)
+    sample: dict[str, Any]
+    item: Any = None
+    image_tag: str | None = None
+
+
+class PythonGraderAnswer(BaseModel):
+    """What the sandboxed call came to: a score, or the kind of error and why (``sage_ft.graders.PythonOutcome``)."""
+
+    score: float | None
+    seconds: float
+    error: str | None = None
+    details: str | None = None

@@ -183,6 +183,15 @@ class GraderSettings(BaseSettings):
         description="image_tag values a python grader may name (each runs in the same sandbox runtime here); "
         "any other is a 400.",
     )
+    python_sandbox: Literal["local", "serving"] = Field(
+        default="local",
+        description="Where python graders run: local (bubblewrap on this host) or serving (it runs each call in a "
+        "locked-down container of its own under its docker launcher; what compose sets).",
+    )
+    python_image: str = Field(
+        default="python:3.11.11-slim-bookworm",
+        description="Serving's docker sandbox: the image python graders run in (it needs only python3).",
+    )
     model_timeout_seconds: float = Field(
         default=120.0, gt=0, description="Longest wait for a model grader's answer from serving."
     )

@@ -1,16 +1,23 @@
-"""The evaluation at the end of training: the fine-tune against its base model, on held-out records.
+"""The evaluation at the end of training: the fine-tune against the model it started from, on held-out records.
 
-It runs in the trainer, on the weights it just trained: the base's answers and loss come from the same model with
-the adapter switched off, so nothing is loaded twice. Answers are greedy; scores come from ``sage_ft.evals.compare``.
+It runs in the trainer, on the weights it just trained, so no model is loaded twice:
+- SFT: against the base (the adapter switched off), scored against each record's answer, with the held-out loss;
+- DPO: against the parent (the fine-tune the job started from, its adapter loaded beside the trained one, or the base
+  with the adapter off), scored against the chosen answer, with how often each model says the rejected one;
+- RFT: against the parent too, every answer scored by the job's grader (the same code as its rewards).
+
+Answers are greedy; scores come from ``sage_ft.evals.compare``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from sage_ft.config import TrainingConfig
-from sage_ft.evals.compare import cases_from, compare
+from sage_ft.evals.compare import Case, compare, compare_graded
 from sage_ft.evals.local import answer_all
 from sage_ft.training.attention import unpacked_attention
 
@@ -45,30 +52,62 @@ def heldout_loss(trainer: Any, model: Any) -> float | None:
 
 
 def evaluate_holdout(
-    trainer: Any, tokenizer: Any, conversations: list[Any], config: TrainingConfig
+    trainer: Any, tokenizer: Any, cases: list[Case], config: TrainingConfig, grading: Any = None
 ) -> dict[str, Any] | None:
-    """``compare``'s report for up to ``config.eval_items`` held-out records, models labelled ``tuned`` and
-    ``base``, plus ``loss`` for both; None where it cannot run (several processes, no adapter, no answers)."""
+    """The report for up to ``config.eval_items`` held-out ``cases``: models labelled ``tuned`` and ``base`` (the
+    model compared against; ``against`` says whether that is the base or the parent fine-tune), plus ``loss`` for
+    SFT; None where it cannot run (several processes, no adapter, no cases). RFT needs ``grading``."""
     if trainer.args.world_size > 1:
         log.info("held-out evaluation skipped: it runs in single-process training only")
         return None
     model = trainer.accelerator.unwrap_model(trainer.model)
-    cases = cases_from(conversations, config.eval_items)
+    cases = cases[: config.eval_items]
     if not cases or not hasattr(model, "disable_adapter"):
         return None
+    parent = config.init_adapter if config.method in ("dpo", "rft") else None
+    tokens = config.rft.max_completion_length if config.method == "rft" else config.eval_max_new_tokens
+    sft = config.method == "sft"
     was_training = model.training
     model.eval()
     try:
-        tuned_loss = heldout_loss(trainer, model)
+        tuned_loss = heldout_loss(trainer, model) if sft else None
         with unpacked_attention(model):  # generation pads its prompts, which needs masks
-            tuned = answer_all(model, tokenizer, cases, config.eval_max_new_tokens)
-        with model.disable_adapter():
-            base_loss = heldout_loss(trainer, model)
+            tuned = answer_all(model, tokenizer, cases, tokens)
+        with _compared_model(model, parent):
+            base_loss = heldout_loss(trainer, model) if sft else None
             with unpacked_attention(model):
-                base = answer_all(model, tokenizer, cases, config.eval_max_new_tokens)
+                base = answer_all(model, tokenizer, cases, tokens)
     finally:
         model.train(was_training)
-    report = compare(cases, {"tuned": tuned, "base": base})
-    report["loss"] = {"tuned": tuned_loss, "base": base_loss}
+    answers = {"tuned": tuned, "base": base}
+    if config.method == "rft":
+        from sage_ft.graders import parse_grader
+
+        grader = parse_grader(config.rft.grader, "rft.grader")
+        report = compare_graded(cases, answers, grader, grading)
+        report["grader"] = config.rft.grader
+    else:
+        report = compare(cases, answers)
+    if sft:
+        report["loss"] = {"tuned": tuned_loss, "base": base_loss}
+    report.update(method=config.method, against="parent" if parent else "base")
     log.info("held-out evaluation on %d records: %s", len(cases), report["models"])
     return report
+
+
+@contextlib.contextmanager
+def _compared_model(model: Any, parent_adapter: str | None) -> Iterator[None]:
+    """The model the fine-tune is compared with: the base (adapter off), or the parent fine-tune, whose adapter is
+    loaded beside the trained one for the duration (megabytes) and removed after."""
+    if parent_adapter is None:
+        with model.disable_adapter():
+            yield
+        return
+    active = model.active_adapter
+    model.load_adapter(parent_adapter, adapter_name="parent", is_trainable=False)
+    model.set_adapter("parent")
+    try:
+        yield
+    finally:
+        model.set_adapter(active)
+        model.delete_adapter("parent")

@@ -26,6 +26,7 @@ from typing import Any
 from sage_ft.config import TrainingConfig, init_adapter_shape
 from sage_ft.data.validate import ValidationReport, load_conversations, load_preferences, validate_file
 from sage_ft.errors import ConfigError, TrainingOOMError
+from sage_ft.evals.compare import Case, cases_from, cases_from_pairs, cases_from_prompts
 from sage_ft.fsutil import atomic_directory
 from sage_ft.packing import PackingDecision, decide_packing
 from sage_ft.settings import training_env_settings
@@ -70,7 +71,8 @@ class LoRATrainer:
         if config.init_adapter:
             self.config = config = config.update(lora=init_adapter_shape(Path(config.init_adapter)))
         self._tokenizer: Any = None
-        self.holdout: list[Any] = []  # the held-out conversations (validation file or split), once datasets are built
+        self.holdout: list[Case] = []  # the held-out records (validation file or split), once datasets are built
+        self.grading: Any = None  # RFT: the graders' runner, for the rewards and the held-out evaluation
         self.packing: PackingDecision | None = None  # decided from the training records in build_trainer
         self.attention: AttentionChoice | None = None  # the packed-attention backend of a packed run
         self._varied_lengths = False
@@ -112,13 +114,22 @@ class LoRATrainer:
             rows = [encode_conversation(self.tokenizer, c.messages, train_on_prompt=cfg.train_on_prompt) for c in items]
             return Dataset.from_list(rows)
 
-        if cfg.validation_split and len(convs) > 1:  # split records, not rows: the held-out ones are answered later
-            split = Dataset.from_dict({"i": list(range(len(convs)))}).train_test_split(
-                test_size=cfg.validation_split, seed=cfg.seed
-            )
-            convs, eval_convs = [convs[i] for i in split["train"]["i"]], [convs[i] for i in split["test"]["i"]]
-        self.holdout = eval_convs
+        convs, eval_convs = self._split(convs, eval_convs)
+        self.holdout = cases_from(eval_convs)
         return encode(convs), encode(eval_convs) if eval_convs else None
+
+    def _split(self, records: list[Any], held: list[Any]) -> tuple[list[Any], list[Any]]:
+        """Hold ``validation_split`` of the records out (records, not rows: the held-out ones are answered later);
+        without a split, the validation file's records are the held-out ones."""
+        from datasets import Dataset
+
+        cfg = self.config
+        if not cfg.validation_split or len(records) < 2:
+            return records, held
+        split = Dataset.from_dict({"i": list(range(len(records)))}).train_test_split(
+            test_size=cfg.validation_split, seed=cfg.seed
+        )
+        return [records[i] for i in split["train"]["i"]], [records[i] for i in split["test"]["i"]]
 
     def _preference_datasets(self) -> tuple[Any, Any]:
         from datasets import Dataset
@@ -126,14 +137,10 @@ class LoRATrainer:
         from sage_ft.training.dpo import preference_rows
 
         cfg = self.config
-        train = Dataset.from_list(preference_rows(load_preferences(self._data_path())))
-        evaluation = None
-        if cfg.validation_file:
-            evaluation = Dataset.from_list(preference_rows(load_preferences(cfg.validation_file)))
-        if cfg.validation_split and len(train) > 1:
-            split = train.train_test_split(test_size=cfg.validation_split, seed=cfg.seed)
-            train, evaluation = split["train"], split["test"]
-        return train, evaluation
+        held = load_preferences(cfg.validation_file) if cfg.validation_file else []
+        pairs, held = self._split(load_preferences(self._data_path()), held)
+        self.holdout = cases_from_pairs(held)
+        return Dataset.from_list(preference_rows(pairs)), Dataset.from_list(preference_rows(held)) if held else None
 
     def _prompt_datasets(self) -> tuple[Any, Any]:
         from datasets import Dataset
@@ -145,14 +152,10 @@ class LoRATrainer:
         cfg = self.config
         assert cfg.rft.grader is not None
         needed = template_fields(parse_grader(cfg.rft.grader, "rft.grader"))
-        train = Dataset.from_list(prompt_rows(load_prompts(self._data_path(), needed)))
-        evaluation = None
-        if cfg.validation_file:
-            evaluation = Dataset.from_list(prompt_rows(load_prompts(cfg.validation_file, needed)))
-        if cfg.validation_split and len(train) > 1:
-            split = train.train_test_split(test_size=cfg.validation_split, seed=cfg.seed)
-            train, evaluation = split["train"], split["test"]
-        return train, evaluation
+        held = load_prompts(cfg.validation_file, needed) if cfg.validation_file else []
+        prompts, held = self._split(load_prompts(self._data_path(), needed), held)
+        self.holdout = cases_from_prompts(held)
+        return Dataset.from_list(prompt_rows(prompts)), Dataset.from_list(prompt_rows(held)) if held else None
 
     def validate_data(self) -> ValidationReport:
         """The dataset report with exact token counts from this model's tokenizer; loads no model weights."""
@@ -292,7 +295,8 @@ class LoRATrainer:
             from sage_ft.settings import GraderSettings
             from sage_ft.training.rft import SageGRPOTrainer, make_reward
 
-            reward = make_reward(cfg, self._grading(), GraderSettings().model_concurrency)
+            self.grading = self._grading()
+            reward = make_reward(cfg, self.grading, GraderSettings().model_concurrency)
             trainer = SageGRPOTrainer(**kwargs, reward=reward)
             bridge.samples, bridge.samples_every = reward.samples, cfg.rft.eval_interval or cfg.save_steps
         else:
@@ -311,7 +315,7 @@ class LoRATrainer:
     def _grading(self) -> Any:
         """The graders' runner for RFT rewards: model graders through serving (where the worker says where it is),
         python graders in the sandbox."""
-        from sage_ft.graders import Grading, PythonSandbox
+        from sage_ft.graders import Grading, python_sandbox
         from sage_ft.settings import GraderSettings
 
         env, graders = training_env_settings(), GraderSettings()
@@ -320,7 +324,7 @@ class LoRATrainer:
             from sage_ft.graders.serving import ServingModels
 
             models = ServingModels(env.grader_serving_url, env.grader_tenant, graders.model_timeout_seconds)
-        return Grading(models, PythonSandbox(graders))
+        return Grading(models, python_sandbox(graders, env.grader_serving_url))
 
     def setup(self, records: int, rows: int, liger: bool) -> dict[str, Any]:
         """How the run lays out its batches, for the start event and the result: the layout and why, the attention
@@ -378,7 +382,7 @@ class LoRATrainer:
             setup=dict(bridge.setup),
         )
         if not bridge.stopped_early and self.config.eval_items and self.holdout:
-            result.evaluation = evaluate_holdout(trainer, self.tokenizer, self.holdout, self.config)
+            result.evaluation = evaluate_holdout(trainer, self.tokenizer, self.holdout, self.config, self.grading)
         if not bridge.stopped_early and trainer.is_world_process_zero():  # one writer under torchrun
             result.adapter_dir = self.save_adapter(trainer.model, result)
         return result

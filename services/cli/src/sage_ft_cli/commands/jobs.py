@@ -39,23 +39,31 @@ def jobs_list(app: App, limit: int, after: str | None) -> None:
 @click.argument("job_id")
 @pass_app
 def jobs_show(app: App, job_id: str) -> None:
-    """A job's fields, then its evaluation (the fine-tune vs its base on held-out records) when it has one."""
+    """A job's fields, then its evaluation (the fine-tune vs its base, or its parent for DPO and RFT, on held-out
+    records) when it has one."""
     from sage_ft_cli.commands.evals import comparison_table
 
     job = app.gateway().get(f"/v1/fine_tuning/jobs/{job_id}")
     ev = job.get("evaluation") if not app.json else None
     app.emit({k: v for k, v in job.items() if k != "evaluation"} if ev else job)
     if ev:
-        models = {"base": ev["models"]["base"], "fine-tune": ev["models"]["tuned"]}
+        other = "parent" if ev.get("against") == "parent" else "base"
         title = f"evaluation on {ev['n']} held-out records"
+        if ev.get("compared_model"):
+            title += f" ({other}: {ev['compared_model']})"
         app.console.print(
-            comparison_table(title, ev["metrics"], {"fine-tune": models["fine-tune"], "base": models["base"]})
+            comparison_table(title, ev["metrics"], {"fine-tune": ev["models"]["tuned"], other: ev["models"]["base"]})
         )
         loss = ev.get("loss") or {}
         if loss.get("tuned") is not None:
-            app.console.print(f"held-out loss: base {loss['base']:.4f}, fine-tune {loss['tuned']:.4f}")
+            app.console.print(f"held-out loss: {other} {loss['base']:.4f}, fine-tune {loss['tuned']:.4f}")
+        rejected = ev.get("rejected") or {}
+        if rejected:
+            app.console.print(
+                f"rejected answer given: {other} {rejected['base']:.2f}, fine-tune {rejected['tuned']:.2f}"
+            )
         app.console.print(
-            f"items: eval {ev['eval_id']}, runs {ev['run_ids']['tuned']} (fine-tune), {ev['run_ids']['base']} (base)"
+            f"items: eval {ev['eval_id']}, runs {ev['run_ids']['tuned']} (fine-tune), {ev['run_ids']['base']} ({other})"
         )
 
 

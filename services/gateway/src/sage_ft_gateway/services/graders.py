@@ -1,5 +1,6 @@
 """Graders on demand: check one, or run one on a sample. Model graders ask serving as the caller's tenant, for a
-model it may use (a 404 with the closest names otherwise); python graders run in the sandbox on this host."""
+model it may use (a 404 with the closest names otherwise); python graders run in the sandbox the settings name
+(bubblewrap on this host, or serving's)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from sage_ft.graders import (
     Grading,
     MultiGrader,
     PythonGrader,
-    PythonSandbox,
     check_templates,
     model_names,
+    python_sandbox,
     sample_of,
 )
 from sage_ft.graders.serving import ServingModels
@@ -25,7 +26,7 @@ class GraderService:
     def __init__(self, state: GatewayState, models: ModelService) -> None:
         self.state = state
         self.models = models
-        self.sandbox = PythonSandbox(state.settings.graders)
+        self.sandbox = python_sandbox(state.settings.graders, state.settings.gateway.serving_url)
 
     def validate(self, tenant: str, grader: AnyGrader) -> GraderValidateResponse:
         self.check(tenant, grader)

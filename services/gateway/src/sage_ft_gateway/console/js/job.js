@@ -33,9 +33,14 @@ export function evaluationSummary(evaluation) {
     h("td", { class: `num ${better}` }, typeof tuned === "number" && typeof base === "number"
       ? `${tuned >= base ? "+" : ""}${(tuned - base).toFixed(4)}` : "—"));
   });
+  // DPO and RFT from a fine-tune are compared with that parent, not the base
+  const against = evaluation.against === "parent" ? "parent" : "base";
+  const other = evaluation.compared_model ? `${against} (${evaluation.compared_model})` : `${against} model`;
+  const rejected = evaluation.rejected ? h("p", { class: "muted" }, `The rejected answer, given greedily: `
+    + `${num(evaluation.rejected.base)} (${against}) -> ${num(evaluation.rejected.tuned)} (fine-tune).`) : null;
   return h("div", { class: "evaluation" },
-    h("p", {}, `${evaluation.n ?? "?"} held-out records answered by the base model and the fine-tune.`),
-    table(["metric", "base", "tuned", "difference"], rows),
+    h("p", {}, `${evaluation.n ?? "?"} held-out records answered by the ${other} and the fine-tune.`),
+    table(["metric", against, "tuned", "difference"], rows), rejected,
     evaluation.eval_id ? h("a", { href: `#/evals/${evaluation.eval_id}` }, "Every item, side by side") : null);
 }
 

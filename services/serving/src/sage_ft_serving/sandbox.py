@@ -1,0 +1,141 @@
+"""Python graders, run by serving for the services that cannot sandbox them themselves (``POST /v1/graders/python``).
+
+Serving already starts containers for its model servers, so under its docker launcher each grader call is a
+container of its own, created through the Docker Engine API and removed after:
+
+- no network at all (``network_mode: none``): not the gateway's port, not the internet, not even another
+  container;
+- a read-only root and only the image's files, with ``/work`` (its working directory) and ``/tmp`` as size-capped
+  tmpfs: no file of serving, a worker or the host is there; no environment but the image's own;
+- an unprivileged user (nobody), every capability dropped, ``no-new-privileges`` and Docker's default seccomp
+  profile (the syscalls a container never needs: ``mount``, ``ptrace`` of others, ``keyctl``, kernel modules...);
+- cgroup limits: memory (the kernel's OOM killer ends the call, swap included), processes (a fork bomb stops at
+  the limit), one CPU; rlimits: CPU seconds, file size, open files;
+- a wall-clock limit, after which the container is killed.
+
+The code and its inputs go in on stdin, the score comes back on stdout: the same harness as the local bubblewrap
+sandbox (``sage_ft.graders.sandbox``), and the same reading of what happened. Under the process launcher serving
+uses that local sandbox.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import time
+from typing import Any
+
+from sage_ft.graders.sandbox import HARNESS, PythonOutcome, PythonSandbox, Sandbox, outcome
+from sage_ft.settings import GraderSettings
+from sage_ft_serving.settings import Settings
+
+MANAGED_BY = "sage-ft.managed-by"
+OWNER = "sage-ft-grader"
+API_VERSION = "1.41"  # as the docker launcher: engines from Docker 20.10 on
+NOBODY = "65534:65534"
+OOM_KILLED = 137  # what a container killed by the OOM killer exits with (128 + SIGKILL)
+
+
+class DockerSandbox:
+    """Each call a locked-down container of ``settings.python_image`` (see the module's docstring)."""
+
+    def __init__(self, settings: GraderSettings, docker_url: str, client: Any = None) -> None:
+        import docker
+
+        self.settings = settings
+        self.client = client or docker.DockerClient(base_url=docker_url, version=API_VERSION, timeout=60)
+
+    def image_allowed(self, tag: str | None) -> bool:
+        return tag is None or tag in self.settings.python_image_tags
+
+    def container_args(self) -> dict[str, Any]:
+        """Everything ``containers.create`` is given besides the image and command."""
+        from docker.types import LogConfig, Ulimit
+
+        s = self.settings
+        cpu = int(s.python_cpu_seconds)
+        tmpfs = f"size={s.python_disk_bytes},mode=1777,noexec,nosuid,nodev"
+        return {
+            "stdin_open": True,  # attached before the start (the SDK sets StdinOnce): our close is its end of input
+            "network_mode": "none",
+            "read_only": True,
+            "tmpfs": {"/work": tmpfs, "/tmp": tmpfs},
+            "working_dir": "/work",
+            "user": NOBODY,
+            "environment": {"HOME": "/work"},
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "mem_limit": s.python_memory_bytes,
+            "memswap_limit": s.python_memory_bytes,  # no swap beyond the memory limit
+            "pids_limit": s.python_processes + 1,  # the init beside the grader's own processes
+            "nano_cpus": 1_000_000_000,
+            "ulimits": [
+                Ulimit(name="cpu", soft=cpu, hard=cpu + 1),
+                Ulimit(name="fsize", soft=s.python_output_bytes, hard=s.python_output_bytes),
+                Ulimit(name="nofile", soft=64, hard=64),
+                Ulimit(name="core", soft=0, hard=0),
+            ],
+            "init": True,  # a real PID 1 reaps the grader's children and reports its signals
+            "log_config": LogConfig(type="json-file", config={"max-size": str(s.python_output_bytes), "max-file": "1"}),
+            "labels": {MANAGED_BY: OWNER},
+        }
+
+    def run(self, source: str, sample: dict[str, Any], item: Any, image_tag: str | None = None) -> PythonOutcome:
+        """One call; every ``image_tag`` allowed runs in ``python_image`` (the tag is checked by the caller)."""
+        import docker.errors
+        import requests
+
+        s = self.settings
+        payload = json.dumps({"source": source, "sample": sample, "item": item}).encode()
+        started = time.monotonic()
+        command = ["python3", "-I", "-S", "-c", HARNESS]
+        try:
+            container = self.client.containers.create(s.python_image, command, **self.container_args())
+        except docker.errors.ImageNotFound:
+            why = f"the sandbox image {s.python_image} is not on the engine (SAGE_GRADER_PYTHON_IMAGE)"
+            return PythonOutcome(None, 0.0, "sandbox_unavailable", why)
+        except (docker.errors.DockerException, requests.RequestException) as err:
+            return PythonOutcome(None, 0.0, "sandbox_unavailable", f"the container engine refused: {err}")
+        try:
+            _start_with_stdin(container, payload)
+            try:
+                code = int(container.wait(timeout=s.python_wall_seconds)["StatusCode"])
+                timed_out = False
+            except (requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout):
+                timed_out, code = True, -9
+                with contextlib.suppress(docker.errors.APIError):
+                    container.kill()
+            seconds = time.monotonic() - started
+            container.reload()
+            oom = bool(container.attrs["State"].get("OOMKilled"))
+            text = container.logs(stdout=True, stderr=False)[-s.python_output_bytes :].decode("utf-8", "replace")
+            stderr = container.logs(stdout=False, stderr=True)[-4000:].decode("utf-8", "replace")
+        finally:
+            with contextlib.suppress(docker.errors.APIError, requests.RequestException):
+                container.remove(force=True)
+        if oom and not timed_out and code == OOM_KILLED:
+            return PythonOutcome(None, seconds, "resource_limit", f"memory limit ({s.python_memory_bytes >> 20} MiB)")
+        return outcome(s, code, timed_out, text, stderr, seconds)
+
+
+def _start_with_stdin(container: Any, payload: bytes) -> None:
+    """Attach to the created container's stdin, start it and write ``payload``; closing our side is the process's
+    end of input."""
+    sock = container.attach_socket(params={"stdin": 1, "stream": 1})
+    raw = getattr(sock, "_sock", sock)
+    container.start()
+    raw.sendall(payload)
+    with contextlib.suppress(OSError):
+        raw.shutdown(socket.SHUT_WR)
+    sock.close()
+
+
+def grader_sandbox(settings: Settings) -> Sandbox:
+    """The docker sandbox under the docker launcher, or bubblewrap on this host (``grader_sandbox`` overrides)."""
+    kind = settings.serving.grader_sandbox
+    if kind == "auto":
+        kind = "docker" if settings.serving.launcher == "docker" else "process"
+    if kind == "docker":
+        return DockerSandbox(settings.graders, settings.serving.docker_url)
+    return PythonSandbox(settings.graders)
