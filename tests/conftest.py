@@ -144,6 +144,21 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def grader_image(docker_engine: str) -> str:
+    """The image of serving's python-grader sandbox: the offline base image, built when it is missing (the image
+    build makes it first anyway)."""
+    import subprocess
+
+    from docker_engine import GRADER_IMAGE, ROOT
+
+    proc = subprocess.run(
+        [str(ROOT / "deploy" / "images" / "build-base.sh"), GRADER_IMAGE], capture_output=True, text=True, timeout=1200
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return GRADER_IMAGE
+
+
+@pytest.fixture(scope="session")
 def built_images(docker_engine: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Every image, built with the classic builder; seconds and bytes per image (docs/deploy.md)."""
     import subprocess

@@ -21,6 +21,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / ".tools" / "bin" / "docker-compose"
+# the image python graders run in under serving's docker sandbox: the offline base (python3, nothing else)
+GRADER_IMAGE = "sage-ft/base:bookworm-py311"
 
 
 def docker_cli() -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from compose_stack import API_KEY, Compose, docker, free_port, model_server_containers
-from docker_engine import COMPOSE
+from docker_engine import COMPOSE, GRADER_IMAGE
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +33,7 @@ def compose(built_images: dict[str, Any], tmp_path_factory: pytest.TempPathFacto
         "GATEWAY_PORT": str(free_port()),
         "GRAFANA_PORT": str(free_port()),
         "SAGE_SERVING_GPUS_PER_SERVER": "0",  # what docs/deploy.md tells a machine without a GPU to set
+        "SAGE_GRADER_PYTHON_IMAGE": GRADER_IMAGE,  # python:3.11-slim cannot be pulled here: the offline base
     }
     env_file = work / ".env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))

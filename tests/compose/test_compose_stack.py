@@ -2,7 +2,8 @@
 up -d`, driven through the published gateway port by the unchanged openai client.
 
 In order (one stack for the module, as a user's day would go):
-1. every service healthy, the bucket made by minio-init, /readyz answering;
+1. every service healthy, the bucket made by minio-init, /readyz answering; a python grader runs in a container of
+   serving's with no network and none of the stack's environment;
 2. a tiny offline model fine-tuned inside the worker container; adapter and manifest in the S3 store;
 3. a chat request makes serving start a vLLM container through the Docker API; the answer is the trained one;
    a second fine-tune of the same base is hot-loaded onto that one container;
@@ -113,6 +114,37 @@ def test_up_starts_every_service_healthy_with_the_bucket_made(compose: Compose) 
         assert compose.exec(service, "id", "-u").strip() == "10001"
     published = docker("port", compose.container_id("gateway"))
     assert published.strip().startswith("8080/tcp -> 127.0.0.1:"), published  # loopback only
+
+
+ESCAPE = """
+import os, socket
+def grade(sample, item):
+    tried = {"env": sorted(os.environ)}
+    for host, port in (("gateway", 8080), ("serving", 8090), ("minio", 9000), ("1.1.1.1", 53)):
+        try:
+            socket.create_connection((host, port), timeout=3)
+            tried[host] = "connected"
+        except OSError as err:
+            tried[host] = type(err).__name__
+    raise RuntimeError(repr(tried))
+"""
+
+
+def test_python_graders_run_in_serving_s_locked_down_container(compose: Compose, client: openai.OpenAI) -> None:
+    """Compose gives no service but serving the engine's socket: the gateway sends python graders there, and each runs
+    in a container with no network (not even the services' own) and no environment of the stack."""
+    graders = client.fine_tuning.alpha.graders
+    good = {
+        "type": "python",
+        "name": "py",
+        "source": "def grade(sample, item):\n    return len(sample['output_text'])\n",
+    }
+    assert graders.run(grader=good, model_sample="four").reward == 4.0
+    escaped = graders.run(grader={**good, "source": ESCAPE}, model_sample="x")
+    details = str(escaped.metadata.errors.python_grader_runtime_error_details)
+    assert escaped.reward == 0 and "connected" not in details, details
+    assert "SAGE_" not in details and compose.env["MINIO_ROOT_PASSWORD"] not in details, details
+    assert not docker("ps", "-aq", "--filter", "label=sage-ft.managed-by=sage-ft-grader").strip()  # each one removed
 
 
 def test_the_openai_client_fine_tunes_inside_the_worker_container(

@@ -35,7 +35,9 @@ ROUGE = {
 
 @pytest.fixture(scope="module")
 def stack(make_stack: Any) -> Stack:
-    st: Stack = make_stack(**auth_env(KEYS))
+    # python graders go to serving's sandbox, as under compose (here serving's is bubblewrap: the process launcher)
+    st: Stack = make_stack(**auth_env(KEYS), SAGE_GRADER_PYTHON_SANDBOX="serving")
+    st.start_serving()
     st.start_gateway()  # definitions need no worker
     return st
 
@@ -357,3 +359,19 @@ def test_bad_graders_are_a_4xx_naming_the_field(
     for call in (lambda: graders.validate(grader=grader), lambda: graders.run(grader=grader, model_sample="x")):
         status, err = _error(call)
         assert status in (400, 404) and err["param"] == param and fragment in err["message"], err
+
+
+def test_with_serving_down_a_python_grader_is_a_grader_error_naming_it(
+    stack: Stack, clients: dict[str, openai.OpenAI]
+) -> None:
+    """The gateway sends python graders to serving: without it the answer is a grader error, not a 500 (and so
+    every python answer above came through serving's sandbox)."""
+    assert stack.serving is not None
+    stack.serving.stop()
+    try:
+        down = clients["acme"].fine_tuning.alpha.graders.run(grader=PYTHON, model_sample="Brightport", item={})
+        assert down.reward == 0 and down.metadata.errors.python_grader_server_error
+        assert down.metadata.errors.python_grader_server_error_type == "sandbox_unavailable"
+        assert not down.metadata.errors.python_grader_runtime_error  # the grader itself is fine
+    finally:
+        stack.start_serving()

@@ -1,9 +1,11 @@
 """Graders: the formula evaluator refuses everything but arithmetic, every type checks its fields by name, model
 graders read answers from a model, ``multi`` combines, and python graders run in a real sandbox (bubblewrap and
-rlimits) that keeps the host's environment, files, network and processes out of reach."""
+rlimits, or a locked-down container) that keeps the host's environment, files, network and processes out of
+reach."""
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import socket
@@ -28,7 +30,6 @@ CHECK = {
     "reference": "{{item.answer}}",
     "operation": "eq",
 }
-needs_sandbox = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap comes with make tools")
 
 
 # -- formula -----------------------------------------------------------------------------------------------------
@@ -223,72 +224,107 @@ def test_label_model_passes_on_a_passing_label_only() -> None:
 
 
 # -- the python sandbox --------------------------------------------------------------------------------------------
+# Every escape is tried in both sandboxes: ``local`` (bubblewrap and rlimits on this host) and ``docker`` (serving's:
+# a locked-down container per call, what compose runs), on the real engine.
 
 
-def python(source: str, **limits: Any) -> Any:
+@pytest.fixture(params=["local", pytest.param("docker", marks=pytest.mark.slow)])
+def sandbox_kind(request: pytest.FixtureRequest) -> str:
+    if request.param == "local" and shutil.which("bwrap") is None:
+        pytest.fail("bubblewrap is not installed: run `make tools`")
+    if request.param == "docker":
+        request.getfixturevalue("grader_image")
+    return str(request.param)
+
+
+def sandbox(kind: str, **limits: Any) -> Any:
     from sage_ft.settings import GraderSettings
 
+    if kind == "docker":
+        from docker_engine import GRADER_IMAGE
+
+        from sage_ft_serving.sandbox import DockerSandbox
+
+        return DockerSandbox(GraderSettings(python_image=GRADER_IMAGE, **limits), "unix:///var/run/docker.sock")
+    return PythonSandbox(GraderSettings(**limits))
+
+
+def python(kind: str, source: str, **limits: Any) -> Any:
     grader = parse_grader({"type": "python", "name": "py", "source": source}, "g")
-    sandbox = PythonSandbox(GraderSettings(**limits))
-    return Grading(sandbox=sandbox).run(grader, sample_of("Brightport"), ITEM)
+    return Grading(sandbox=sandbox(kind, **limits)).run(grader, sample_of("Brightport"), ITEM)
 
 
-@needs_sandbox
-def test_python_graders_score_from_sample_and_item() -> None:
-    result = python("def grade(sample, item):\n    return float(sample['output_text'] == item['answer'])\n")
+def test_python_graders_score_from_sample_and_item(sandbox_kind: str) -> None:
+    result = python(
+        sandbox_kind, "def grade(sample, item):\n    return float(sample['output_text'] == item['answer'])\n"
+    )
     assert result.reward == 1.0 and result.passed and not result.errors.any
-    failed = python("def grade(sample, item):\n    raise ValueError('bad item ' + item['question'])\n")
+    failed = python(sandbox_kind, "def grade(sample, item):\n    raise ValueError('bad item ' + item['question'])\n")
     assert failed.errors.python_grader_runtime_error and failed.reward == 0.0
     assert failed.errors.python_grader_runtime_error_details == "ValueError: bad item Capital of Oslandia?"
     for source, fragment in (("x = 1\n", "defines no function grade"), ("def grade(s, i):\n    return 'a'", "'a'")):
-        assert fragment in str(python(source).errors.python_grader_runtime_error_details)
+        assert fragment in str(python(sandbox_kind, source).errors.python_grader_runtime_error_details)
 
 
-@needs_sandbox
-def test_a_python_grader_sees_no_secret_and_no_file_of_the_host(tmp_path: Path, monkeypatch: Any) -> None:
+def test_a_python_grader_sees_no_secret_and_no_file_of_the_host(
+    sandbox_kind: str, tmp_path: Path, monkeypatch: Any
+) -> None:
     monkeypatch.setenv("SAGE_STORAGE_S3_SECRET_KEY", "hunter2")
     secret = tmp_path / "secret.txt"
     secret.write_text("hunter2")
+    paths = [str(secret), "/proc/1/environ", os.getcwd(), str(Path.home())]
     source = (
         "import os\n"
         "def grade(sample, item):\n"
-        "    seen = repr(dict(os.environ))\n"
-        f"    for path in ({str(secret)!r}, '/proc/1/environ', '/etc/passwd', {os.getcwd()!r}):\n"
+        "    seen = {'env': dict(os.environ)}\n"
+        f"    for path in {paths!r}:\n"
         "        try:\n"
-        "            seen += open(path).read() if os.path.isfile(path) else str(os.listdir(path))\n"
+        "            seen[path] = open(path).read() if os.path.isfile(path) else os.listdir(path)\n"
         "        except OSError as err:\n"
-        "            seen += type(err).__name__\n"
-        "    raise RuntimeError(seen)\n"
+        "            seen[path] = type(err).__name__\n"
+        "    raise RuntimeError(repr(seen))\n"
     )
-    seen = str(python(source).errors.python_grader_runtime_error_details)
-    assert "hunter2" not in seen and "SAGE_" not in seen and seen.count("FileNotFoundError") == 3, seen
+    details = str(python(sandbox_kind, source).errors.python_grader_runtime_error_details)
+    assert details.startswith("RuntimeError: {"), details
+    seen = ast.literal_eval(details.removeprefix("RuntimeError: "))  # the grader's repr of a dict of strings
+    assert "hunter2" not in details and "SAGE_" not in details, seen["env"]
+    # the host's files are not there: not the secret, not this checkout, not the home of the user who started it
+    assert seen[str(secret)] == seen[os.getcwd()] == "FileNotFoundError", seen
+    assert seen[str(Path.home())] in ("FileNotFoundError", [], "PermissionError"), seen
     assert os.environ["SAGE_STORAGE_S3_SECRET_KEY"] == "hunter2"  # it was there to be stolen
 
 
-@needs_sandbox
-def test_a_python_grader_cannot_open_a_connection() -> None:
-    listener = socket.create_server(("127.0.0.1", 0))
+def test_a_python_grader_cannot_open_a_connection(sandbox_kind: str) -> None:
+    listener = socket.create_server(("0.0.0.0", 0))  # every address of this host, the container bridge's included
     port = listener.getsockname()[1]
     accepted: list[Any] = []
     thread = threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True)
     thread.start()
+    hosts = ["127.0.0.1", socket.gethostbyname(socket.gethostname()), "172.17.0.1"]
     source = (
         "import socket\n"
         "def grade(sample, item):\n"
-        f"    socket.create_connection(('127.0.0.1', {port}), timeout=3)\n"
-        "    return 1.0\n"
+        "    errors = []\n"
+        f"    for host in {hosts!r}:\n"
+        "        try:\n"
+        f"            socket.create_connection((host, {port}), timeout=3)\n"
+        "            errors.append('connected')\n"
+        "        except OSError as err:\n"
+        "            errors.append(type(err).__name__ + str(err))\n"
+        "    raise RuntimeError(repr(errors))\n"
     )
-    result = python(source)
+    result = python(sandbox_kind, source)
     listener.close()
-    assert result.reward == 0.0 and "ConnectionRefusedError" in str(result.errors.python_grader_runtime_error_details)
+    details = str(result.errors.python_grader_runtime_error_details)
+    assert result.reward == 0.0 and "connected" not in details and details.count("Error") == len(hosts) + 1, details
     assert not accepted
     outside = python(
-        "import socket\ndef grade(sample, item):\n    socket.create_connection(('1.1.1.1', 53), timeout=3)\n"
+        sandbox_kind,
+        "import socket\ndef grade(sample, item):\n    socket.create_connection(('1.1.1.1', 53), timeout=3)\n",
     )
     assert "Network is unreachable" in str(outside.errors.python_grader_runtime_error_details)
 
 
-@needs_sandbox
 @pytest.mark.parametrize(
     ("source", "flag", "fragment"),
     [
@@ -300,25 +336,39 @@ def test_a_python_grader_cannot_open_a_connection() -> None:
     ],
     ids=["cpu", "wall", "memory", "fork-bomb", "output"],
 )
-def test_python_graders_stop_at_their_limits(source: str, flag: str, fragment: str) -> None:
+def test_python_graders_stop_at_their_limits(sandbox_kind: str, source: str, flag: str, fragment: str) -> None:
     """The default time limits are OpenAI's two minutes; shorter ones here show the same mechanism in seconds."""
-    before = _sandbox_processes()
-    result = python(source, python_cpu_seconds=3, python_wall_seconds=5)
+    before = _leftovers(sandbox_kind)
+    result = python(sandbox_kind, source, python_cpu_seconds=3, python_wall_seconds=5)
     assert getattr(result.errors, flag) and result.reward == 0.0, result.errors
     assert fragment in " ".join(result.errors.details), result.errors.details
     assert result.execution_time < 7.0
     deadline = time.monotonic() + 3
-    while _sandbox_processes() > before and time.monotonic() < deadline:  # the kernel reaps the namespace
+    while _leftovers(sandbox_kind) > before and time.monotonic() < deadline:  # the kernel reaps the namespace
         time.sleep(0.1)
-    assert _sandbox_processes() <= before  # nothing it started outlives it
+    assert _leftovers(sandbox_kind) <= before  # nothing it started outlives it
 
 
-@needs_sandbox
 def test_an_image_tag_outside_the_allowed_list_is_refused() -> None:
     grader = parse_grader({"type": "python", "name": "p", "source": "x", "image_tag": "evil:latest"}, "g")
     result = Grading().run(grader, sample_of("x"), ITEM)
     assert result.errors.python_grader_server_error_type == "image_not_allowed"
     assert PythonSandbox().image_allowed("2025-05-08") and PythonSandbox().image_allowed(None)
+
+
+def _leftovers(kind: str) -> int:
+    """What a grader could leave running: processes of the sandbox's uids (local), or its containers (docker)."""
+    if kind == "docker":
+        import subprocess
+
+        out = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", "label=sage-ft.managed-by=sage-ft-grader"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return len(out.stdout.split())
+    return _sandbox_processes()
 
 
 def _sandbox_processes() -> int:
@@ -330,3 +380,38 @@ def _sandbox_processes() -> int:
             continue
         count += 61000 <= uid < 62000
     return count
+
+
+@pytest.mark.slow
+def test_a_sandbox_image_the_engine_cannot_get_is_a_server_error(grader_image: str) -> None:
+    """Serving pulls a missing sandbox image on first use; one it cannot get is a grader error naming the setting."""
+    from sage_ft.settings import GraderSettings
+    from sage_ft_serving.sandbox import DockerSandbox
+
+    missing = DockerSandbox(GraderSettings(python_image="sage-ft/no-such-image:1"), "unix:///var/run/docker.sock")
+    grader = parse_grader({"type": "python", "name": "p", "source": "def grade(s, i):\n    return 1\n"}, "g")
+    result = Grading(sandbox=missing).run(grader, sample_of("x"), ITEM)
+    assert result.errors.python_grader_server_error_type == "sandbox_unavailable", result.errors
+    assert "SAGE_GRADER_PYTHON_IMAGE" in " ".join(result.errors.details)
+
+
+def test_serving_runs_python_graders_in_containers_under_its_docker_launcher() -> None:
+    """What each side picks: serving follows its launcher unless told; the gateway and workers follow
+    SAGE_GRADER_PYTHON_SANDBOX, and ``serving`` without serving's address is a configuration error."""
+    from sage_ft.graders import python_sandbox
+    from sage_ft.graders.serving import ServingSandbox
+    from sage_ft.settings import GraderSettings
+    from sage_ft_serving.sandbox import DockerSandbox, grader_sandbox
+    from sage_ft_serving.settings import ServingSettings, Settings
+
+    def picked(**serving: Any) -> type:
+        return type(grader_sandbox(Settings(serving=ServingSettings(**serving))))
+
+    assert picked(launcher="docker") is DockerSandbox and picked(launcher="process") is PythonSandbox
+    assert picked(launcher="kubernetes") is PythonSandbox
+    assert picked(launcher="process", grader_sandbox="docker") is DockerSandbox
+    assert isinstance(python_sandbox(GraderSettings()), PythonSandbox)
+    remote = GraderSettings(python_sandbox="serving")
+    assert isinstance(python_sandbox(remote, "http://serving:8090"), ServingSandbox)
+    with pytest.raises(ValueError, match="serving's URL"):
+        python_sandbox(remote)

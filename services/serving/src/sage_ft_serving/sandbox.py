@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import threading
 import time
 from typing import Any
 
@@ -45,6 +46,7 @@ class DockerSandbox:
 
         self.settings = settings
         self.client = client or docker.DockerClient(base_url=docker_url, version=API_VERSION, timeout=60)
+        self._pulling = threading.Lock()
 
     def image_allowed(self, tag: str | None) -> bool:
         return tag is None or tag in self.settings.python_image_tags
@@ -81,6 +83,17 @@ class DockerSandbox:
             "labels": {MANAGED_BY: OWNER},
         }
 
+    def _pull(self) -> None:
+        """The image, once, when the first call finds it missing (several calls at once wait for one pull)."""
+        import docker.errors
+
+        with self._pulling:
+            try:
+                self.client.images.get(self.settings.python_image)
+            except docker.errors.ImageNotFound:
+                with contextlib.suppress(docker.errors.APIError):  # offline: the create after it says so
+                    self.client.images.pull(self.settings.python_image)
+
     def run(self, source: str, sample: dict[str, Any], item: Any, image_tag: str | None = None) -> PythonOutcome:
         """One call; every ``image_tag`` allowed runs in ``python_image`` (the tag is checked by the caller)."""
         import docker.errors
@@ -89,12 +102,18 @@ class DockerSandbox:
         s = self.settings
         payload = json.dumps({"source": source, "sample": sample, "item": item}).encode()
         started = time.monotonic()
-        command = ["python3", "-I", "-S", "-c", HARNESS]
+        # the grader's own prints (the harness sends them to stderr) go to a file, where the file-size rlimit stops
+        # one that prints without end, as in the local sandbox; the answer is the last line of stdout
+        command = ["sh", "-c", 'exec python3 -I -S -c "$0" 2>/tmp/grader.log', HARNESS]
         try:
-            container = self.client.containers.create(s.python_image, command, **self.container_args())
+            try:
+                container = self.client.containers.create(s.python_image, command, **self.container_args())
+            except docker.errors.ImageNotFound:
+                self._pull()
+                container = self.client.containers.create(s.python_image, command, **self.container_args())
         except docker.errors.ImageNotFound:
-            why = f"the sandbox image {s.python_image} is not on the engine (SAGE_GRADER_PYTHON_IMAGE)"
-            return PythonOutcome(None, 0.0, "sandbox_unavailable", why)
+            why = f"the sandbox image {s.python_image} is not on the engine and could not be pulled"
+            return PythonOutcome(None, 0.0, "sandbox_unavailable", why + " (SAGE_GRADER_PYTHON_IMAGE)")
         except (docker.errors.DockerException, requests.RequestException) as err:
             return PythonOutcome(None, 0.0, "sandbox_unavailable", f"the container engine refused: {err}")
         try:

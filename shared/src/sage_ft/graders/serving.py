@@ -33,8 +33,8 @@ def error_message(resp: httpx.Response) -> str:
         return resp.text[:300]
 
 
-def chat_completion(client: httpx.Client, body: dict[str, Any], deadline_s: float) -> dict[str, Any]:
-    """One chat completion through ``client`` (serving, or the gateway), retried as the module says."""
+def post_retried(client: httpx.Client, path: str, body: dict[str, Any], deadline_s: float) -> dict[str, Any]:
+    """POST ``body`` to ``path`` through ``client`` and return the JSON answer, retried as the module says."""
     for attempt in Retrying(
         retry=retry_if_exception(retryable),
         reraise=True,
@@ -42,10 +42,15 @@ def chat_completion(client: httpx.Client, body: dict[str, Any], deadline_s: floa
         wait=wait_exponential(multiplier=0.5, max=5),
     ):
         with attempt:
-            resp = client.post("/v1/chat/completions", json=body)
+            resp = client.post(path, json=body)
             resp.raise_for_status()
             answer: dict[str, Any] = resp.json()
     return answer
+
+
+def chat_completion(client: httpx.Client, body: dict[str, Any], deadline_s: float) -> dict[str, Any]:
+    """One chat completion through ``client`` (serving, or the gateway), retried as the module says."""
+    return post_retried(client, "/v1/chat/completions", body, deadline_s)
 
 
 class ServingModels:
@@ -81,12 +86,14 @@ class ServingModels:
 
 
 PYTHON_ROUTE = "/v1/graders/python"
+SANDBOX_RETRY_S = 15.0  # a serving restarting is back within this; one that is down answers sandbox_unavailable
 
 
 class ServingSandbox:
     """Python graders run by serving (``POST /v1/graders/python``), which has the container engine: for the
     gateway and workers in containers, where bubblewrap cannot make namespaces. A serving that cannot be reached
-    is ``sandbox_unavailable``, like a missing local sandbox; a busy one is retried until the call's wall limit."""
+    (or is busy) is retried for ``SANDBOX_RETRY_S``, then the call is ``sandbox_unavailable``, like a missing
+    local sandbox."""
 
     def __init__(self, base_url: str, settings: GraderSettings) -> None:
         self.base_url = base_url
@@ -102,18 +109,10 @@ class ServingSandbox:
         timeout = httpx.Timeout(wall + 60, connect=10.0)
         try:
             with httpx.Client(base_url=self.base_url, timeout=timeout) as client:
-                for attempt in Retrying(
-                    retry=retry_if_exception(retryable),
-                    reraise=True,
-                    stop=stop_after_delay(wall),
-                    wait=wait_exponential(multiplier=0.5, max=5),
-                ):
-                    with attempt:
-                        resp = client.post(PYTHON_ROUTE, json=body)
-                        resp.raise_for_status()
+                answer = post_retried(client, PYTHON_ROUTE, body, SANDBOX_RETRY_S)
         except httpx.HTTPStatusError as err:
             why = f"serving answered {err.response.status_code}: {error_message(err.response)}"
             return PythonOutcome(None, 0.0, "sandbox_unavailable", why)
         except httpx.HTTPError as err:
             return PythonOutcome(None, 0.0, "sandbox_unavailable", f"serving did not answer: {type(err).__name__}")
-        return PythonOutcome.from_json(resp.json())
+        return PythonOutcome.from_json(answer)
