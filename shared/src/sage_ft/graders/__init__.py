@@ -20,9 +20,10 @@ from sage_ft.graders.model import (
     StringCheckGrader,
     TextSimilarityGrader,
 )
-from sage_ft.graders.sandbox import PythonSandbox, Sandbox, python_sandbox
+from sage_ft.graders.sandbox import PythonSandbox, Sandbox
 from sage_ft.graders.templates import check_template, render, variables
 from sage_ft.protocol.common import GRADER_TYPES, TAGGED_UNIONS
+from sage_ft.settings import GraderSettings
 
 __all__ = [
     "GRADER_TYPES",
@@ -106,3 +107,15 @@ def model_names(grader: AnyGrader) -> list[str]:
     if isinstance(grader, MultiGrader):
         return [m for sub in grader.graders.values() for m in model_names(sub)]
     return []
+
+
+def python_sandbox(settings: GraderSettings, serving_url: str | None = None) -> Sandbox:
+    """The sandbox ``settings.python_sandbox`` names: ``local`` (bubblewrap here) or ``serving`` (its own, over
+    HTTP)."""
+    if settings.python_sandbox == "serving":
+        if not serving_url:
+            raise ValueError("SAGE_GRADER_PYTHON_SANDBOX=serving needs serving's URL")
+        from sage_ft.graders.serving import ServingSandbox
+
+        return ServingSandbox(serving_url, settings)
+    return PythonSandbox(settings)

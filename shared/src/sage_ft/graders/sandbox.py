@@ -106,17 +106,6 @@ class Sandbox(Protocol):
     def run(self, source: str, sample: dict[str, Any], item: Any, image_tag: str | None = None) -> PythonOutcome: ...
 
 
-def python_sandbox(settings: GraderSettings, serving_url: str | None = None) -> Sandbox:
-    """The sandbox ``settings.python_sandbox`` names: ``local`` (bubblewrap here) or ``serving``."""
-    if settings.python_sandbox == "serving":
-        if not serving_url:
-            raise ValueError("SAGE_GRADER_PYTHON_SANDBOX=serving needs serving's URL")
-        from sage_ft.graders.serving import ServingSandbox
-
-        return ServingSandbox(serving_url, settings)
-    return PythonSandbox(settings)
-
-
 _uids = itertools.count()
 
 
