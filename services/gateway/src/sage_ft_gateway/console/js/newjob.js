@@ -81,6 +81,7 @@ export async function newJobPage(view) {
 
   // the grader as typed; text that is not JSON goes as it is, so the gateway names the problem (a 400 on grader)
   function graderValue() {
+    if (!inputs.grader.value.trim()) return undefined;  // none yet: the gateway says a grader is required
     try { return JSON.parse(inputs.grader.value); } catch { return inputs.grader.value; }
   }
 
