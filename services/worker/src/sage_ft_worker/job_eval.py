@@ -15,7 +15,7 @@ from typing import Any
 from sage_ft.evals.compare import summary
 from sage_ft.evals.graders import parse_criteria
 from sage_ft.evals.model import EvalRecord
-from sage_ft.evals.runs import CriterionResult, GradedItem, grade_item
+from sage_ft.evals.runs import CriterionResult, GradedItem, grade_item, graded_item
 from sage_ft.evals.runstore import EvalRun, RunStore
 from sage_ft.evals.store import EvalStore
 from sage_ft.graders import AnyGrader, Grading, parse_grader
@@ -120,15 +120,7 @@ def _graded(it: dict[str, Any], label: str, grader: AnyGrader, model: str) -> Gr
         passed=verdict["passed"],
         error=verdict["error"],
     )
-    return GradedItem(
-        index=it["index"],
-        item=it.get("item") or {},
-        status="error" if result.error else "pass" if result.passed else "fail",
-        results=[result],
-        input=it["prompt"],
-        output_text=it["answers"][label],
-        model=model,
-    )
+    return graded_item(it["index"], it.get("item") or {}, [result], it["prompt"], it["answers"][label], model)
 
 
 def discard(jobs: JobStore, evaluation: dict[str, Any] | None, tenant: str) -> None:

@@ -162,6 +162,19 @@ def grade_item(
             g = grading.run(c, sample, item)
             why = "; ".join(g.errors.details) or None
             results.append(CriterionResult(name=c.name, type=c.type, score=g.reward, passed=g.passed, error=why))
+    return graded_item(index, item, results, messages, output_text, model, error)
+
+
+def graded_item(
+    index: int,
+    item: dict[str, Any],
+    results: list[CriterionResult],
+    messages: list[dict[str, str]],
+    output_text: str | None,
+    model: str,
+    error: str | None = None,
+) -> GradedItem:
+    """An item with its criteria's verdicts: ``error`` if it or any criterion errored, else pass only if all did."""
     if error is not None or any(r.error for r in results):
         status: Literal["pass", "fail", "error"] = "error"
     else:
