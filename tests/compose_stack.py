@@ -15,6 +15,12 @@ from docker_engine import COMPOSE, ROOT
 OFFLINE = ROOT / "deploy" / "images" / "docker-compose.offline.yml"
 API_KEY = "sk-compose-test-key"
 VLLM_LABEL = "sage-ft.managed-by=sage-ft-serving"
+TAGS = {  # what deploy/images/build.py tags (the built_images fixture)
+    "gateway": "ghcr.io/sage-ft/gateway:0.1.0",
+    "serving": "ghcr.io/sage-ft/serving:0.1.0",
+    "worker": "ghcr.io/sage-ft/worker:0.1.0-cpu",
+    "cli": "ghcr.io/sage-ft/cli:0.1.0",
+}
 
 
 def free_port() -> int:

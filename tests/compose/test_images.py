@@ -13,17 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from compose_stack import docker
+from compose_stack import TAGS, docker
 from docker_engine import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
-TAGS = {
-    "gateway": "ghcr.io/sage-ft/gateway:0.1.0",
-    "serving": "ghcr.io/sage-ft/serving:0.1.0",
-    "worker": "ghcr.io/sage-ft/worker:0.1.0-cpu",
-    "cli": "ghcr.io/sage-ft/cli:0.1.0",
-}
 # Parts of the shared library that need what only some services install: the train extra (torch) is the worker's,
 # FastAPI the HTTP services'. Every other module of the library and of the service must import.
 TORCH_EXTRA = ("sage_ft.training", "sage_ft.demo")

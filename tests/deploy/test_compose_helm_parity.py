@@ -20,8 +20,8 @@ THIRD_PARTY = {"redis": "redis", "minio": "minio"}
 COMPOSE_ONLY = {
     "SAGE_SERVING_DOCKER_NETWORK": "the docker launcher's network; the chart uses the kubernetes launcher",
     "SAGE_SERVING_DOCKER_MODELS_VOLUME": "the docker launcher's volume; the chart mounts a PVC",
-    "SAGE_GRADER_PYTHON_SANDBOX": "python graders in serving's docker sandbox; on Kubernetes serving makes pods, and "
-    "python graders run in bubblewrap where the cluster allows it (a pod sandbox is not built yet)",
+    "SAGE_GRADER_PYTHON_SANDBOX": "compose sends python graders to serving's docker sandbox (and gives every service "
+    "the setting); the chart sets it on the gateway and workers only, pointed at its graders deployment",
     "SAGE_GRADER_PYTHON_IMAGE": "the image of serving's docker sandbox",
 }
 # Values that differ by platform on purpose: addresses, secrets and the launcher.

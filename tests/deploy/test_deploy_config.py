@@ -193,6 +193,44 @@ def test_chart_components_and_flags() -> None:
     assert "nvidia.com/gpu" not in json.dumps(cpu)
 
 
+def test_python_graders_get_a_locked_down_pod_that_the_gateway_and_workers_call(tmp_path: Path) -> None:
+    """The graders deployment: serving's image running only its sandbox, no secret, no service-account token, a
+    read-only root, no egress; the gateway and workers point python grader calls at its service."""
+    docs = render(None)
+    by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    name = "sage-sage-ft-graders"
+    pod = by_name[("Deployment", name)]["spec"]["template"]["spec"]
+    serving = by_name[("Deployment", "sage-sage-ft-serving")]["spec"]["template"]["spec"]["containers"][0]
+    (container,) = pod["containers"]
+    assert container["image"] == serving["image"] and container["args"] == ["graders"]
+    assert pod["automountServiceAccountToken"] is False and pod["enableServiceLinks"] is False
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert all("valueFrom" not in e for e in container["env"]), container["env"]  # not one secret
+    assert not [e for e in container["env"] if e["name"].startswith(("SAGE_STORAGE", "SAGE_REDIS", "REDIS"))]
+    policy = by_name[("NetworkPolicy", name)]["spec"]
+    assert policy["egress"] == [] and set(policy["policyTypes"]) == {"Ingress", "Egress"}
+    callers = {p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in policy["ingress"][0]["from"]}
+    assert callers == {"gateway", "worker"}
+    port = by_name[("Service", name)]["spec"]["ports"][0]["port"]
+    for caller in ("gateway", "worker"):
+        env = {
+            e["name"]: e.get("value")
+            for e in by_name[("Deployment", f"sage-sage-ft-{caller}")]["spec"]["template"]["spec"]["containers"][0][
+                "env"
+            ]
+        }
+        assert env["SAGE_GRADER_PYTHON_SANDBOX"] == "serving", caller
+        assert env["SAGE_GRADER_PYTHON_SANDBOX_URL"] == f"http://{name}:{port}", caller
+    off = tmp_path / "off.yaml"
+    off.write_text("graders: {enabled: false}")
+    without = render(str(off))
+    assert not [d for d in without if d["metadata"]["name"] == name]
+    assert "SAGE_GRADER_PYTHON_SANDBOX" not in json.dumps(without)  # they run python graders in their own pods
+
+
 @pytest.mark.parametrize(
     ("bad", "message"),
     [

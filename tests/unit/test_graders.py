@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import socket
 import threading
@@ -224,11 +225,13 @@ def test_label_model_passes_on_a_passing_label_only() -> None:
 
 
 # -- the python sandbox --------------------------------------------------------------------------------------------
-# Every escape is tried in both sandboxes: ``local`` (bubblewrap and rlimits on this host) and ``docker`` (serving's:
-# a locked-down container per call, what compose runs), on the real engine.
+# Every escape is tried in each sandbox: ``local`` (what this host picks: bubblewrap's namespaces, Landlock, seccomp and
+# rlimits), ``confined`` (Landlock, seccomp and rlimits alone: what a container or Kubernetes pod allows, as Helm's
+# graders deployment runs) and ``docker`` (serving's: a locked-down container per call, what compose runs), on the
+# real engine.
 
 
-@pytest.fixture(params=["local", pytest.param("docker", marks=pytest.mark.slow)])
+@pytest.fixture(params=["local", "confined", pytest.param("docker", marks=pytest.mark.slow)])
 def sandbox_kind(request: pytest.FixtureRequest) -> str:
     if request.param == "local" and shutil.which("bwrap") is None:
         pytest.fail("bubblewrap is not installed: run `make tools`")
@@ -246,6 +249,8 @@ def sandbox(kind: str, **limits: Any) -> Any:
         from sage_ft_serving.sandbox import DockerSandbox
 
         return DockerSandbox(GraderSettings(python_image=GRADER_IMAGE, **limits), "unix:///var/run/docker.sock")
+    if kind == "confined":
+        limits["python_isolation"] = "confined"
     return PythonSandbox(GraderSettings(**limits))
 
 
@@ -272,7 +277,7 @@ def test_a_python_grader_sees_no_secret_and_no_file_of_the_host(
     monkeypatch.setenv("SAGE_STORAGE_S3_SECRET_KEY", "hunter2")
     secret = tmp_path / "secret.txt"
     secret.write_text("hunter2")
-    paths = [str(secret), "/proc/1/environ", os.getcwd(), str(Path.home())]
+    paths = [str(secret), "/proc/1/environ", f"/proc/{os.getpid()}/environ", os.getcwd(), str(Path.home())]
     source = (
         "import os\n"
         "def grade(sample, item):\n"
@@ -288,8 +293,10 @@ def test_a_python_grader_sees_no_secret_and_no_file_of_the_host(
     assert details.startswith("RuntimeError: {"), details
     seen = ast.literal_eval(details.removeprefix("RuntimeError: "))  # the grader's repr of a dict of strings
     assert "hunter2" not in details and "SAGE_" not in details, seen["env"]
-    # the host's files are not there: not the secret, not this checkout, not the home of the user who started it
-    assert seen[str(secret)] == seen[os.getcwd()] == "FileNotFoundError", seen
+    # the host's files are not there (namespaces, container) or not readable (Landlock): not the secret, not this
+    # checkout, not the home of the user who started it, not the environment of this process (the grader's parent)
+    unseen = "PermissionError" if sandbox_kind == "confined" else "FileNotFoundError"
+    assert seen[str(secret)] == seen[os.getcwd()] == seen[f"/proc/{os.getpid()}/environ"] == unseen, seen
     assert seen[str(Path.home())] in ("FileNotFoundError", [], "PermissionError"), seen
     assert os.environ["SAGE_STORAGE_S3_SECRET_KEY"] == "hunter2"  # it was there to be stolen
 
@@ -322,7 +329,10 @@ def test_a_python_grader_cannot_open_a_connection(sandbox_kind: str) -> None:
         sandbox_kind,
         "import socket\ndef grade(sample, item):\n    socket.create_connection(('1.1.1.1', 53), timeout=3)\n",
     )
-    assert "Network is unreachable" in str(outside.errors.python_grader_runtime_error_details)
+    # no route out of an empty network namespace; where seccomp runs too, no socket at all
+    assert re.search(
+        "Network is unreachable|Permission denied", str(outside.errors.python_grader_runtime_error_details)
+    )
 
 
 @pytest.mark.parametrize(
@@ -415,3 +425,34 @@ def test_serving_runs_python_graders_in_containers_under_its_docker_launcher() -
     assert isinstance(python_sandbox(remote, "http://serving:8090"), ServingSandbox)
     with pytest.raises(ValueError, match="serving's URL"):
         python_sandbox(remote)
+    graders = python_sandbox(GraderSettings(python_sandbox="serving", python_sandbox_url="http://graders:8090"))
+    assert isinstance(graders, ServingSandbox) and graders.base_url == "http://graders:8090"  # Helm's graders pod
+
+
+def test_the_graders_only_service_runs_calls_and_is_unready_where_no_sandbox_can_run(monkeypatch: Any) -> None:
+    """``sage-ft-serving graders`` (Helm's graders deployment): the sandbox route and probes, nothing else."""
+    from fastapi.testclient import TestClient
+
+    from sage_ft.settings import GraderSettings
+    from sage_ft_serving.app import create_grader_app
+    from sage_ft_serving.settings import ServingSettings, Settings
+
+    def settings(isolation: str) -> Settings:
+        graders = GraderSettings(python_isolation=isolation)
+        return Settings(serving=ServingSettings(grader_sandbox="process"), graders=graders)
+
+    app = create_grader_app(settings("confined"))
+    assert [p for p in app.openapi()["paths"] if p.startswith("/v1/")] == ["/v1/graders/python"]  # no chat, no deploy
+    with TestClient(app) as client:
+        assert client.get("/readyz").text == "ok"
+        call = {"source": "def grade(s, i):\n    return float(s['output_text'] == i)\n", "sample": {"output_text": "a"}}
+        answer = client.post("/v1/graders/python", json={**call, "item": "a"}).json()
+        assert answer["score"] == 1.0 and answer["error"] is None, answer
+        refused = client.post("/v1/graders/python", json={**call, "image_tag": "evil:1"})
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "image_tag"
+    monkeypatch.setenv("PATH", "/nonexistent")  # no bubblewrap here, and only namespaces allowed
+    with TestClient(create_grader_app(settings("namespaces"))) as client:
+        unready = client.get("/readyz")
+        assert unready.status_code == 503 and "bubblewrap (bwrap) is not installed" in unready.text
+        answer = client.post("/v1/graders/python", json={**call, "item": "a"}).json()
+        assert answer["score"] is None and answer["error"] == "sandbox_unavailable", answer

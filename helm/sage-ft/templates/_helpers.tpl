@@ -104,3 +104,13 @@ affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
+
+{{/* Where the gateway and workers send python grader calls: the graders deployment, when it runs. */}}
+{{- define "sage-ft.graderEnv" -}}
+{{- if .Values.graders.enabled }}
+- name: SAGE_GRADER_PYTHON_SANDBOX
+  value: serving
+- name: SAGE_GRADER_PYTHON_SANDBOX_URL
+  value: "http://{{ include "sage-ft.component" (dict "root" . "component" "graders") }}:{{ .Values.graders.service.port }}"
+{{- end }}
+{{- end -}}

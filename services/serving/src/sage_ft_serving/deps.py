@@ -14,6 +14,7 @@ from sage_ft.protocol.common import MODEL_ID
 from sage_ft.storage.scoped import LOCAL_TENANT
 from sage_ft_serving.manager import DeploymentManager
 from sage_ft_serving.proxy import ModelProxy
+from sage_ft_serving.sandbox import GraderHost
 from sage_ft_serving.state import ServingState
 
 _TENANT = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -22,6 +23,12 @@ _TENANT = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 async def state(request: Request) -> ServingState:
     st: ServingState = request.app.state.serving
     return st
+
+
+async def graders(request: Request) -> GraderHost:
+    """Set by both apps: the whole service and the graders-only one."""
+    host: GraderHost = request.app.state.graders
+    return host
 
 
 async def manager(request: Request) -> DeploymentManager:
@@ -49,6 +56,7 @@ async def asked_as(x_sage_model_as: Annotated[str | None, Header(pattern=MODEL_I
 
 Tenant = Annotated[str, Depends(tenant)]
 AskedAs = Annotated[str | None, Depends(asked_as)]
+Graders = Annotated[GraderHost, Depends(graders)]
 Manager = Annotated[DeploymentManager, Depends(manager)]
 Proxy = Annotated[ModelProxy, Depends(model_proxy)]
 State = Annotated[ServingState, Depends(state)]

@@ -10,7 +10,10 @@ container of its own, created through the Docker Engine API and removed after:
 - an unprivileged user (nobody), every capability dropped, ``no-new-privileges`` and Docker's default seccomp
   profile (the syscalls a container never needs: ``mount``, ``ptrace`` of others, ``keyctl``, kernel modules...);
 - cgroup limits: memory (the kernel's OOM killer ends the call, swap included), processes (a fork bomb stops at
-  the limit), one CPU; rlimits: CPU seconds, file size, open files;
+  the limit), one CPU; rlimits: heap and private mappings (a large allocation is a MemoryError at once), CPU
+  seconds, file size, open files;
+- inside, the grader confines itself further where Docker's seccomp profile lets it: Landlock and a seccomp filter
+  of its own (``sage_ft.graders.confine``: no sockets, no new processes, no exec);
 - a wall-clock limit, after which the container is killed.
 
 The code and its inputs go in on stdin, the score comes back on stdout: the same harness as the local bubblewrap
@@ -21,13 +24,12 @@ uses that local sandbox.
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 import threading
 import time
 from typing import Any
 
-from sage_ft.graders.sandbox import HARNESS, PythonOutcome, PythonSandbox, Sandbox, outcome
+from sage_ft.graders.sandbox import HARNESS, PythonOutcome, PythonSandbox, Sandbox, outcome, payload
 from sage_ft.settings import GraderSettings
 from sage_ft_serving.settings import Settings
 
@@ -74,6 +76,9 @@ class DockerSandbox:
             "nano_cpus": 1_000_000_000,
             "ulimits": [
                 Ulimit(name="cpu", soft=cpu, hard=cpu + 1),
+                # the heap and private mappings: an allocation past the limit is a MemoryError at once, where the
+                # cgroup's OOM kill alone can come only after seconds of reclaim (CPU time the grader is charged)
+                Ulimit(name="data", soft=s.python_memory_bytes, hard=s.python_memory_bytes),
                 Ulimit(name="fsize", soft=s.python_output_bytes, hard=s.python_output_bytes),
                 Ulimit(name="nofile", soft=64, hard=64),
                 Ulimit(name="core", soft=0, hard=0),
@@ -100,7 +105,7 @@ class DockerSandbox:
         import requests
 
         s = self.settings
-        payload = json.dumps({"source": source, "sample": sample, "item": item}).encode()
+        data = payload(source, sample, item, writable=["/tmp"], required=False)  # where Docker lets it add to its own
         started = time.monotonic()
         # the grader's own prints (the harness sends them to stderr) go to a file, where the file-size rlimit stops
         # one that prints without end, as in the local sandbox; the answer is the last line of stdout
@@ -117,7 +122,7 @@ class DockerSandbox:
         except (docker.errors.DockerException, requests.RequestException) as err:
             return PythonOutcome(None, 0.0, "sandbox_unavailable", f"the container engine refused: {err}")
         try:
-            _start_with_stdin(container, payload)
+            _start_with_stdin(container, data)
             try:
                 code = int(container.wait(timeout=s.python_wall_seconds)["StatusCode"])
                 timed_out = False
@@ -151,10 +156,33 @@ def _start_with_stdin(container: Any, payload: bytes) -> None:
 
 
 def grader_sandbox(settings: Settings) -> Sandbox:
-    """The docker sandbox under the docker launcher, or bubblewrap on this host (``grader_sandbox`` overrides)."""
+    """The docker sandbox under the docker launcher, else the local one (bubblewrap, or Landlock and seccomp inside a
+    container or pod; ``grader_sandbox`` overrides)."""
     kind = settings.serving.grader_sandbox
     if kind == "auto":
         kind = "docker" if settings.serving.launcher == "docker" else "process"
     if kind == "docker":
         return DockerSandbox(settings.graders, settings.serving.docker_url)
     return PythonSandbox(settings.graders)
+
+
+class GraderHost:
+    """The sandbox a serving process runs python graders in, made on first use (the engine need not answer at start);
+    the whole service and the graders-only one (``create_grader_app``) each hold one."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._sandbox: Sandbox | None = None
+        self._making = threading.Lock()
+
+    @property
+    def sandbox(self) -> Sandbox:
+        with self._making:
+            if self._sandbox is None:
+                self._sandbox = grader_sandbox(self.settings)
+            return self._sandbox
+
+    def unavailable(self) -> str | None:
+        """Why python graders cannot run here (the graders-only service's readiness), or None."""
+        sandbox = self.sandbox
+        return sandbox.available() if isinstance(sandbox, PythonSandbox) else None

@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 import httpx
 
-from sage_ft.graders import Sandbox
 from sage_ft.jobs.broker import TaskSender
 from sage_ft.storage import make_store
 from sage_ft_serving.launchers import Launcher, make_launcher
@@ -19,7 +18,7 @@ from sage_ft_serving.manager import DeploymentManager
 from sage_ft_serving.metrics import EngineMetricsCollector, ServingMetrics
 from sage_ft_serving.pool import ServerPool
 from sage_ft_serving.proxy import ModelProxy
-from sage_ft_serving.sandbox import grader_sandbox
+from sage_ft_serving.sandbox import GraderHost
 from sage_ft_serving.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,14 +41,7 @@ class ServingState:
         self.scrapes: dict[str, str] = {}
         self.metrics.add_collector(EngineMetricsCollector(lambda: self.scrapes))
         self._reaper: asyncio.Task[None] | None = None
-        self._sandbox: Sandbox | None = None
-
-    @property
-    def sandbox(self) -> Sandbox:
-        """Where python graders sent here run (made on first use: the engine need not answer at start)."""
-        if self._sandbox is None:
-            self._sandbox = grader_sandbox(self.settings)
-        return self._sandbox
+        self.graders = GraderHost(settings)
 
     async def start(self) -> None:
         removed = await self.pool.cleanup_orphans()

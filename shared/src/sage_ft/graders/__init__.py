@@ -110,12 +110,13 @@ def model_names(grader: AnyGrader) -> list[str]:
 
 
 def python_sandbox(settings: GraderSettings, serving_url: str | None = None) -> Sandbox:
-    """The sandbox ``settings.python_sandbox`` names: ``local`` (bubblewrap here) or ``serving`` (its own, over
-    HTTP)."""
+    """The sandbox ``settings.python_sandbox`` names: ``local`` (in this process's host or container) or ``serving``
+    (over HTTP: ``python_sandbox_url``, else serving's own URL)."""
     if settings.python_sandbox == "serving":
-        if not serving_url:
-            raise ValueError("SAGE_GRADER_PYTHON_SANDBOX=serving needs serving's URL")
+        url = settings.python_sandbox_url or serving_url
+        if not url:
+            raise ValueError("SAGE_GRADER_PYTHON_SANDBOX=serving needs serving's URL or SAGE_GRADER_PYTHON_SANDBOX_URL")
         from sage_ft.graders.serving import ServingSandbox
 
-        return ServingSandbox(serving_url, settings)
+        return ServingSandbox(url, settings)
     return PythonSandbox(settings)

@@ -185,8 +185,19 @@ class GraderSettings(BaseSettings):
     )
     python_sandbox: Literal["local", "serving"] = Field(
         default="local",
-        description="Where python graders run: local (bubblewrap on this host) or serving (it runs each call in a "
-        "locked-down container of its own under its docker launcher; what compose sets).",
+        description="Where python graders run: local (this process's sandbox, see python_isolation) or serving (it "
+        "runs each call in a locked-down container of its own under its docker launcher; what compose sets).",
+    )
+    python_isolation: Literal["auto", "namespaces", "confined"] = Field(
+        default="auto",
+        description="How the local sandbox isolates a call: namespaces (bubblewrap, plus Landlock and seccomp where "
+        "the kernel has them), confined (Landlock and seccomp alone: inside a container or pod, where namespaces "
+        "cannot be made), or auto (namespaces where bubblewrap runs, else confined).",
+    )
+    python_sandbox_url: str = Field(
+        default="",
+        description="With python_sandbox=serving: the service that runs the calls (empty: serving's own URL; Helm "
+        "points it at the locked-down graders deployment).",
     )
     python_image: str = Field(
         default="python:3.11.11-slim-bookworm",
