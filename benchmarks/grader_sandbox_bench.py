@@ -1,5 +1,6 @@
-"""What a python grader call costs in each sandbox, side by side in one run: bubblewrap on this host (``local``)
-against serving's locked-down container (``docker``), for a trivial grader and one that computes for a while.
+"""What a python grader call costs in each sandbox, side by side in one run: bubblewrap on this host (``local``),
+Landlock and seccomp alone (``confined``: what a container or pod runs, as Helm's graders deployment) and serving's
+locked-down container (``docker``), for a trivial grader and one that computes for a while.
 
     python benchmarks/grader_sandbox_bench.py [--calls 20] [--image sage-ft/base:bookworm-py311] [--json out.json]
 
@@ -45,15 +46,22 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     opts = parser.parse_args()
     settings = GraderSettings(python_image=opts.image)
-    sandboxes = {"local": PythonSandbox(settings), "docker": DockerSandbox(settings, opts.docker_url)}
+    confined = GraderSettings(python_image=opts.image, python_isolation="confined")
+    sandboxes = {
+        "local": PythonSandbox(settings),
+        "confined": PythonSandbox(confined),
+        "docker": DockerSandbox(settings, opts.docker_url),
+    }
     report: dict[str, Any] = {"calls": opts.calls}
     for name, source in GRADERS.items():
         row = {kind: measure(sb, source, opts.calls) for kind, sb in sandboxes.items()}
-        row["docker_over_local"] = round(row["docker"]["median_s"] / row["local"]["median_s"], 2)
+        for kind in ("confined", "docker"):
+            row[f"{kind}_over_local"] = round(row[kind]["median_s"] / row["local"]["median_s"], 2)
         report[name] = row
         print(
-            f"{name:8s} local {row['local']['median_s']:.3f} s  docker {row['docker']['median_s']:.3f} s  "
-            f"ratio {row['docker_over_local']:.2f}"
+            f"{name:8s} local {row['local']['median_s']:.3f} s  confined {row['confined']['median_s']:.3f} s "
+            f"({row['confined_over_local']:.2f}x)  docker {row['docker']['median_s']:.3f} s "
+            f"({row['docker_over_local']:.2f}x)"
         )
     if opts.json:
         opts.json.write_text(json.dumps(report, indent=2))
