@@ -93,6 +93,26 @@ def test_any_training_config_field_through_config_and_presets_keep_their_epochs(
     assert exc.value.param == "config.warmup_ratio"
 
 
+RFT = {"model": "m", "training_file": "file-1"}
+CHECK = {
+    "grader": {
+        "type": "string_check",
+        "name": "v",
+        "input": "{{sample.output_json.verdict}}",
+        "reference": "yes",
+        "operation": "eq",
+    }
+}
+FORMAT = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "verdict",
+        "strict": True,
+        "schema": {"type": "object", "properties": {"verdict": {"enum": ["yes", "no"]}}, "required": ["verdict"]},
+    },
+}
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [
@@ -102,6 +122,33 @@ def test_any_training_config_field_through_config_and_presets_keep_their_epochs(
         ({"model": "m", "hyperparameters": {"n_epochs": 51}}, "hyperparameters.n_epochs"),
         ({"model": "m", "method": {"type": "distillation"}}, "method.type"),
         ({"model": "m", "method": {"type": "reinforcement"}}, "method.reinforcement"),
+        (
+            RFT | {"method": {"type": "reinforcement", "reinforcement": {**CHECK, "response_format": {"type": "xml"}}}},
+            "method.reinforcement.response_format.type",
+        ),
+        (
+            RFT
+            | {
+                "method": {
+                    "type": "reinforcement",
+                    "reinforcement": {
+                        **CHECK,
+                        "response_format": FORMAT | {"json_schema": {"name": "v", "schema": {"type": "objekt"}}},
+                    },
+                }
+            },
+            "method.reinforcement.response_format.json_schema.schema",
+        ),
+        (
+            RFT
+            | {
+                "method": {
+                    "type": "reinforcement",
+                    "reinforcement": {**CHECK, "response_format": {"type": "json_schema"}},
+                }
+            },
+            "method.reinforcement.response_format",
+        ),
         (
             {"model": "m", "method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 2.5}}}},
             "method.dpo.hyperparameters.beta",
@@ -242,3 +289,25 @@ def test_the_job_echoes_its_method_and_lineage() -> None:
     assert fine_tuned_model_name(job.root_model, "b", job.id) == "ft:sage-tiny:b:00ff"
     plain = FineTuningJob.from_job(Job(id="ftjob-01", tenant="t", model="sage-tiny")).model_dump(mode="json")
     assert plain["method"]["type"] == "supervised" and "beta" not in plain["method"]["supervised"]["hyperparameters"]
+
+
+def test_an_rft_response_format_reaches_the_trainer_and_decides_what_output_json_is() -> None:
+    """OpenAI's ``response_format`` travels to the trainer's config as given; under it, only an answer that is a JSON
+    object matching the schema has ``sample.output_json``, so a grader reading it scores the format too."""
+    from sage_ft.graders import Grading, parse_grader, sample_of
+
+    body = RFT | {"method": {"type": "reinforcement", "reinforcement": {**CHECK, "response_format": FORMAT}}}
+    cfg, _ = build_training_config(parse_request(body), preset="cpu", data_path="d.jsonl", output_dir="/o")
+    assert cfg.rft.response_format == FORMAT
+    echoed = parse_request(body).model_dump(mode="json", exclude_none=True)  # what the job object shows
+    assert echoed["method"]["reinforcement"]["response_format"] == FORMAT  # OpenAI's "schema", not a field name
+    grader = parse_grader(CHECK["grader"], "grader")
+    rewards = {}
+    for answer in ('{"verdict": "yes"}', '{"verdict": "maybe"}', '["yes"]', "yes"):
+        result = Grading().run(grader, sample_of(answer, cfg.rft.response_format), {})
+        rewards[answer] = (result.reward, " ".join(result.errors.details))
+    assert rewards['{"verdict": "yes"}'] == (1.0, "")
+    for answer in ('{"verdict": "maybe"}', '["yes"]', "yes"):  # off-schema, not an object, not JSON
+        assert rewards[answer][0] == 0.0 and "response format" in rewards[answer][1], rewards
+    assert sample_of('["yes"]')["output_json"] == ["yes"]  # without a response format any JSON is output_json
+    assert sample_of('{"verdict": "maybe"}', {"type": "json_object"})["output_json"] == {"verdict": "maybe"}

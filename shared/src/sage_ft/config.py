@@ -77,6 +77,11 @@ class RFTSettings(BaseModel):
         default=None, ge=1, description="Score the validation prompts every this many steps (None: at checkpoints)."
     )
     eval_samples: int = Field(default=1, ge=1, le=16, description="Answers sampled per validation prompt.")
+    response_format: dict[str, Any] | None = Field(
+        default=None,
+        description="OpenAI's response_format (json_object or json_schema): only an answer that matches it has a "
+        "sample.output_json for the grader.",
+    )
 
     @field_validator("grader")
     @classmethod

@@ -110,15 +110,22 @@ def compare(
     return report
 
 
-def compare_graded(cases: list[Case], answers: dict[str, list[str]], grader: Any, grading: Any) -> dict[str, Any]:
+def compare_graded(
+    cases: list[Case],
+    answers: dict[str, list[str]],
+    grader: Any,
+    grading: Any,
+    response_format: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The same report for RFT rows, scored by the job's grader (``sage_ft.graders``) instead of a reference: each
-    model's mean ``reward``, and per item each answer's reward, whether it passed and the grader's error if any."""
+    model's mean ``reward``, and per item each answer's reward, whether it passed and the grader's error if any.
+    ``response_format``: the job's, read as in training (``sample_of``)."""
     from sage_ft.graders import sample_of
 
     labels = list(answers)
     items = []
     for i, case in enumerate(cases):
-        results = {m: grading.run(grader, sample_of(answers[m][i]), case.item or {}) for m in labels}
+        results = {m: grading.run(grader, sample_of(answers[m][i], response_format), case.item or {}) for m in labels}
         item = _item(i, case, answers, {m: {"reward": round(r.reward, 4)} for m, r in results.items()})
         item["item"] = case.item
         item["graded"] = {

@@ -104,13 +104,29 @@ class ModelCaller(Protocol):
     def chat(self, model: str, messages: list[dict[str, str]], params: SamplingParams | None) -> ChatAnswer: ...
 
 
-def sample_of(model_sample: str) -> dict[str, Any]:
-    """OpenAI's ``sample`` namespace from the model's text: ``output_json`` when the text is JSON."""
+def sample_of(model_sample: str, response_format: dict[str, Any] | None = None) -> dict[str, Any]:
+    """OpenAI's ``sample`` namespace from the model's text: ``output_json`` when the text is JSON. Under a
+    ``response_format`` of ``json_object`` or ``json_schema`` (an RFT job's), only an object that matches it counts:
+    an answer that does not has no ``output_json``, so a grader that reads it scores 0 and the format is learned."""
     try:
         parsed = json.loads(model_sample)
     except ValueError:
         parsed = None
+    kind = (response_format or {}).get("type")
+    if parsed is not None and kind in ("json_object", "json_schema") and not _conforms(parsed, response_format):
+        parsed = None
     return {"output_text": model_sample, "output_json": parsed, "output_tools": [], "choices": []}
+
+
+def _conforms(parsed: Any, response_format: dict[str, Any] | None) -> bool:
+    import jsonschema
+
+    if not isinstance(parsed, dict):
+        return False
+    schema = ((response_format or {}).get("json_schema") or {}).get("schema")
+    if schema is None:
+        return True
+    return jsonschema.validators.validator_for(schema)(schema).is_valid(parsed)
 
 
 class Grading:
@@ -133,8 +149,13 @@ class Grading:
                 if score is not None:
                     result.reward = score
                     result.passed = passes(grader, score)
-        except KeyError as err:  # a template names a field this item lacks
-            errors.add("invalid_variable_error", f"the item has no field {err.args[0]!r}")
+        except KeyError as err:  # a template names a field this item (or sample) lacks
+            name = str(err.args[0])
+            if name.startswith("sample.output_json") and sample.get("output_json") is None:
+                why = "the sample is not JSON (or not JSON that matches the response format)"
+                errors.add("invalid_variable_error", f"{why}, so it has no {name!r}")
+            else:
+                errors.add("invalid_variable_error", f"the {name.split('.')[0]} has no field {name!r}")
         result.execution_time = time.monotonic() - started
         if errors.any:
             result.reward, result.passed = 0.0, False

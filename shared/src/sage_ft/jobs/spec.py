@@ -19,6 +19,7 @@ from pydantic import (
     ValidationError,
     create_model,
     field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 
@@ -139,14 +140,50 @@ class ReinforcementHyperparameters(Hyperparameters):
     )
 
 
+class JsonSchemaFormat(BaseModel):
+    """OpenAI's ``json_schema`` response format: a name and a JSON Schema (checked here as a schema)."""
+
+    model_config = ConfigDict(extra="forbid", validate_by_name=True, serialize_by_alias=True)  # "schema" as OpenAI
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    json_schema: dict[str, Any] = Field(alias="schema")
+    strict: bool | None = None
+
+    @field_validator("json_schema")
+    @classmethod
+    def _a_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        import jsonschema
+
+        try:
+            jsonschema.validators.validator_for(value).check_schema(value)
+        except jsonschema.SchemaError as err:
+            where = ".".join(str(p) for p in err.absolute_path)
+            raise ValueError(f"not a valid JSON Schema{f' at {where}' if where else ''}: {err.message}") from None
+        return value
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's ``response_format``: ``text``, ``json_object`` or ``json_schema`` (with ``json_schema``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_with_its_type(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema is given with type json_schema, and only then")
+        return self
+
+
 class Reinforcement(BaseModel):
     model_config = ConfigDict(extra="forbid")
     grader: Grader
     hyperparameters: ReinforcementHyperparameters = Field(default_factory=ReinforcementHyperparameters)
-    response_format: dict[str, Any] | None = Field(
+    response_format: ResponseFormat | None = Field(
         default=None,
-        description="Structured output for the sampled answers (json_schema); the grader reads it as "
-        "sample.output_json.",
+        description="Structured output for the sampled answers: an answer that is not a JSON object matching it has "
+        "no sample.output_json (a grader reading it scores 0). Sampling itself is not constrained.",
     )
 
 
@@ -484,6 +521,10 @@ def rft_settings(method: ReinforcementMethod) -> dict[str, Any]:
         "grader": method.reinforcement.grader.model_dump(mode="json", exclude_none=True),
         "num_generations": max(2, min(64, round(RFT_SAMPLES * multiplier))),
     }
+    if method.reinforcement.response_format is not None:
+        settings["response_format"] = method.reinforcement.response_format.model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        )
     if hp.eval_interval != "auto":
         settings["eval_interval"] = hp.eval_interval
     if hp.eval_samples != "auto":

@@ -84,7 +84,7 @@ def evaluate_holdout(
         from sage_ft.graders import parse_grader
 
         grader = parse_grader(config.rft.grader, "rft.grader")
-        report = compare_graded(cases, answers, grader, grading)
+        report = compare_graded(cases, answers, grader, grading, config.rft.response_format)
         report["grader"] = config.rft.grader
     else:
         report = compare(cases, answers)

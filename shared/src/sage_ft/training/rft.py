@@ -58,8 +58,15 @@ class GraderReward:
 
     __name__ = "grader"
 
-    def __init__(self, grader: AnyGrader, grading: Grading, concurrency: int = 4) -> None:
+    def __init__(
+        self,
+        grader: AnyGrader,
+        grading: Grading,
+        concurrency: int = 4,
+        response_format: dict[str, Any] | None = None,
+    ) -> None:
         self.grader, self.grading, self.concurrency = grader, grading, concurrency
+        self.response_format = response_format  # an answer that does not match it has no output_json
         self.window: list[GraderResult] = []
         self.recent: list[dict[str, Any]] = []  # a few of the latest batch's answers, with their rewards
 
@@ -68,7 +75,7 @@ class GraderReward:
         items = [json.loads(raw) for raw in item_json]
 
         def one(text: str, item: dict[str, Any]) -> GraderResult:
-            return self.grading.run(self.grader, sample_of(text), item)
+            return self.grading.run(self.grader, sample_of(text, self.response_format), item)
 
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="reward") as pool:
             results = list(pool.map(one, texts, items))
@@ -122,4 +129,4 @@ class SageGRPOTrainer(GRPOTrainer):
 def make_reward(cfg: TrainingConfig, grading: Grading, concurrency: int) -> GraderReward:
     """``concurrency``: grader calls in flight at once (model graders wait on serving)."""
     assert cfg.rft.grader is not None  # TrainingConfig requires it for method rft
-    return GraderReward(parse_grader(cfg.rft.grader, "rft.grader"), grading, concurrency)
+    return GraderReward(parse_grader(cfg.rft.grader, "rft.grader"), grading, concurrency, cfg.rft.response_format)
