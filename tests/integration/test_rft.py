@@ -52,3 +52,40 @@ def test_bad_rft_rows_name_the_line_and_field(
     with pytest.raises(DataError) as exc:
         LoRATrainer(cfg).build_datasets()
     assert exc.value.line == 2 and exc.value.field == field and fragment in str(exc.value), str(exc.value)
+
+
+def test_rollouts_come_from_vllm_in_the_trainer_only_where_cuda_and_vllm_are_there(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """``rft.rollouts``: auto samples with transformers here (no GPU), and with vLLM in TRL's colocate mode where a
+    CUDA device and the vllm package are both there; asking for vLLM without them is an error naming the field."""
+    import importlib
+
+    import torch
+
+    from sage_ft.errors import ConfigError
+    from sage_ft.training.rft import grpo_args
+
+    common = {"output_dir": str(tmp_path), "eval_steps": 10, "report_to": "none", "use_cpu": True}
+    grader = {**HEDGE, "reference": "x"}
+
+    def cfg(**rft: Any) -> Any:
+        return config(tmp_path, tmp_path / "d.jsonl", tmp_path, method="rft", rft={"grader": grader, **rft})
+
+    assert grpo_args(common, cfg()).use_vllm is False
+    with pytest.raises(ConfigError) as exc:
+        grpo_args(common, cfg(rollouts="vllm"))
+    assert exc.value.param == "rft.rollouts" and "a CUDA device" in str(exc.value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    trl_imports = importlib.import_module("trl.import_utils")  # (trl's lazy module hides it as an attribute)
+    monkeypatch.setattr(trl_imports, "is_vllm_available", lambda *a, **k: True)
+    from sage_ft.training.rft import rollout_engine
+
+    assert rollout_engine("auto") == "vllm" and rollout_engine("transformers") == "transformers"
+    args = grpo_args(common, cfg(max_completion_length=64))
+    assert (args.use_vllm, args.vllm_mode, args.vllm_gpu_memory_utilization) == (True, "colocate", 0.3)
+    assert args.vllm_max_model_length == 128 + 64  # the prompt's room and the longest answer
+    monkeypatch.setattr(trl_imports, "is_vllm_available", lambda *a, **k: False)
+    assert rollout_engine("auto") == "transformers"
+    with pytest.raises(ConfigError, match="need vllm in the worker"):
+        rollout_engine("vllm")

@@ -82,6 +82,17 @@ class RFTSettings(BaseModel):
         description="OpenAI's response_format (json_object or json_schema): only an answer that matches it has a "
         "sample.output_json for the grader.",
     )
+    rollouts: Literal["auto", "transformers", "vllm"] = Field(
+        default="auto",
+        description="What samples the answers: transformers' generation, or vLLM inside the trainer process (TRL's "
+        "colocate mode: needs CUDA and the vllm package in the worker); auto: vllm where both are there.",
+    )
+    vllm_gpu_memory_utilization: float = Field(
+        default=0.3,
+        gt=0,
+        lt=1,
+        description="With vLLM rollouts: the share of GPU memory vLLM may take beside training.",
+    )
 
     @field_validator("grader")
     @classmethod

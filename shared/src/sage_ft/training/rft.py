@@ -21,6 +21,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from sage_ft.config import TrainingConfig
 from sage_ft.data.reinforcement import Prompt
+from sage_ft.errors import ConfigError
 from sage_ft.graders import AnyGrader, GraderResult, Grading, parse_grader, sample_of
 
 
@@ -29,10 +30,38 @@ def prompt_rows(prompts: list[Prompt]) -> list[dict[str, Any]]:
     return [{"prompt": p.messages, "item_json": json.dumps(p.item)} for p in prompts]
 
 
+def rollout_engine(choice: str) -> str:
+    """``transformers`` or ``vllm`` for ``RFTSettings.rollouts``: auto takes vLLM where a CUDA device and the vllm
+    package are both there (TRL's colocate mode); asking for vLLM where either is missing is a config error."""
+    import torch
+    from trl.import_utils import is_vllm_available
+
+    if choice == "transformers":
+        return choice
+    missing = [
+        what for what, ok in (("a CUDA device", torch.cuda.is_available()), ("vllm", is_vllm_available())) if not ok
+    ]
+    if not missing:
+        return "vllm"
+    if choice == "vllm":
+        raise ConfigError(
+            f"rft.rollouts: vLLM rollouts need {' and '.join(missing)} in the worker", param="rft.rollouts"
+        )
+    return "transformers"
+
+
 def grpo_args(common: dict[str, Any], cfg: TrainingConfig) -> GRPOConfig:
     """``per_device_train_batch_size`` counts prompts here, as a user means it; TRL's counts completions."""
     r = cfg.rft
     prompts = cfg.per_device_train_batch_size
+    vllm: dict[str, Any] = {}
+    if rollout_engine(r.rollouts) == "vllm":  # one engine in the trainer process, sharing the GPU and the weights
+        vllm = {
+            "use_vllm": True,
+            "vllm_mode": "colocate",
+            "vllm_gpu_memory_utilization": r.vllm_gpu_memory_utilization,
+            "vllm_max_model_length": cfg.max_length + r.max_completion_length,
+        }
     return GRPOConfig(
         **{
             **common,
@@ -49,6 +78,7 @@ def grpo_args(common: dict[str, Any], cfg: TrainingConfig) -> GRPOConfig:
         beta=r.beta,
         log_completions=False,
         disable_dropout=True,
+        **vllm,
     )
 
 
