@@ -36,7 +36,7 @@ COMPOSE = [
 def groups() -> list[tuple[str, type[BaseSettings]]]:
     from sage_ft.settings import GraderSettings, JobSettings, PathSettings, StorageSettings, TrainingEnvSettings
     from sage_ft_cli.settings import ChatSettings, CLISettings
-    from sage_ft_gateway.settings import GatewaySettings
+    from sage_ft_gateway.settings import GatewaySettings, WebhookSettings
     from sage_ft_serving.settings import ServingSettings
     from sage_ft_worker.settings import WorkerSettings
 
@@ -46,6 +46,7 @@ def groups() -> list[tuple[str, type[BaseSettings]]]:
         ("object store", StorageSettings),
         ("training", TrainingEnvSettings),
         ("gateway", GatewaySettings),
+        ("webhooks (gateway)", WebhookSettings),
         ("worker", WorkerSettings),
         ("serving", ServingSettings),
         ("graders (gateway and workers: the python sandbox, model graders)", GraderSettings),

@@ -10,7 +10,7 @@ import click
 
 from sage_ft_cli.app import App, pass_app
 from sage_ft_cli.client import CLIError
-from sage_ft_cli.commands import chat, evals, jobs, models, training
+from sage_ft_cli.commands import chat, evals, jobs, models, training, webhooks
 from sage_ft_cli.localstack import LocalStack
 
 
@@ -107,7 +107,7 @@ def config_show(app: App) -> None:
     app.emit(app.settings.sources(), ["name", "value", "source", "description"])
 
 
-for module in (training, jobs, models, chat, evals):
+for module in (training, jobs, models, chat, evals, webhooks):
     module.register(cli)
 
 

@@ -12,8 +12,20 @@ from sage_ft_gateway import errors
 from sage_ft_gateway.deps import Services
 from sage_ft_gateway.metrics import MetricsMiddleware, StateCollector
 from sage_ft_gateway.ratelimit import ReadRateLimit, shared_storage
-from sage_ft_gateway.routes import console, eval_runs, evals, files, graders, jobs, models, ops, presets, serving
-from sage_ft_gateway.services import maintenance
+from sage_ft_gateway.routes import (
+    console,
+    eval_runs,
+    evals,
+    files,
+    graders,
+    jobs,
+    models,
+    ops,
+    presets,
+    serving,
+    webhooks,
+)
+from sage_ft_gateway.services import deliveries, maintenance
 from sage_ft_gateway.settings import Settings
 from sage_ft_gateway.state import GatewayState
 
@@ -25,20 +37,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(maintenance.loop(state))
+        tasks = [asyncio.create_task(maintenance.loop(state)), asyncio.create_task(deliveries.loop(state))]
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await state.aclose()
             state.close()
 
     app = FastAPI(title="sage-ft gateway", version="0.1.0", lifespan=lifespan)
     app.state.services = Services(state)
     errors.install(app)
-    for module in (files, jobs, models, presets, ops, serving, evals, eval_runs, graders):
+    for module in (files, jobs, models, presets, ops, serving, evals, eval_runs, graders, webhooks):
         app.include_router(module.router)
     console.mount(app)
     if settings.gateway.read_rate_limit:

@@ -14,6 +14,7 @@ from sage_ft_gateway.services.graders import GraderService
 from sage_ft_gateway.services.inference import InferenceService
 from sage_ft_gateway.services.jobs import JobService
 from sage_ft_gateway.services.models import ModelService
+from sage_ft_gateway.services.webhooks import WebhookService
 from sage_ft_gateway.state import GatewayState
 
 
@@ -28,6 +29,7 @@ class Services:
         self.estimates = EstimateService(state, self.jobs)
         self.evals = EvalService(state)
         self.eval_runs = EvalRunService(state, self.evals, self.files, self.models)
+        self.webhooks = WebhookService(state)
 
 
 def services(request: Request) -> Services:

@@ -35,6 +35,16 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+        self.webhook_attempts = Counter(
+            "sage_ft_webhook_attempts_total",
+            "Webhook delivery attempts by outcome (delivered: a 2xx answer).",
+            ["outcome"],
+            registry=self.registry,
+        )
+
+    def webhook_attempt(self, ok: bool) -> None:
+        self.webhook_attempts.labels(outcome="delivered" if ok else "failed").inc()
+
     def add_state_collector(self, collector: Collector) -> None:
         self.registry.register(collector)
 

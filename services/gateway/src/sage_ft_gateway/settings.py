@@ -79,6 +79,40 @@ class GatewaySettings(BaseSettings):
         return out
 
 
+class WebhookSettings(BaseSettings):
+    """Webhook deliveries (``SAGE_WEBHOOK_*``): what a receiver may be, and how failures are retried."""
+
+    model_config = SettingsConfigDict(env_prefix="SAGE_WEBHOOK_", extra="ignore")
+
+    allow_http: bool = Field(
+        default=False, description="Allow plain-http endpoint URLs (tests, a local stack); https only when false."
+    )
+    allow_private_addresses: bool = Field(
+        default=False,
+        description="Allow receivers at loopback, private, link-local (cloud metadata) and other non-global "
+        "addresses; checked on the address the name resolves to when each attempt is sent.",
+    )
+    timeout_seconds: float = Field(default=10.0, gt=0, le=60, description="Longest wait for a receiver's answer.")
+    retry_hours: float = Field(
+        default=72.0, gt=0, description="How long a failing delivery is retried before it is given up (OpenAI's)."
+    )
+    backoff_seconds: float = Field(
+        default=30.0, gt=0, description="Wait before the first retry; it doubles each time, with jitter."
+    )
+    backoff_max_seconds: float = Field(default=3600.0, gt=0, description="Longest wait between two attempts.")
+    disable_after_failures: int = Field(
+        default=200,
+        ge=1,
+        description="Consecutive failed attempts (across deliveries) after which an endpoint is disabled; a person "
+        "re-enables it (about three days of retries for one event).",
+    )
+    per_endpoint_concurrency: int = Field(
+        default=2, ge=1, le=64, description="Attempts in flight to one endpoint: a dead one cannot hold up others."
+    )
+    concurrency: int = Field(default=32, ge=1, le=1024, description="Attempts in flight per gateway, in all.")
+    poll_seconds: float = Field(default=0.5, gt=0, le=60, description="How often due deliveries are looked for.")
+
+
 class Settings:
     """Every settings group the gateway uses, read once when the app is built."""
 
@@ -89,9 +123,11 @@ class Settings:
         storage: StorageSettings | None = None,
         paths: PathSettings | None = None,
         graders: GraderSettings | None = None,
+        webhooks: WebhookSettings | None = None,
     ) -> None:
         self.gateway = gateway or GatewaySettings()
         self.jobs = jobs or JobSettings()
         self.storage = storage or StorageSettings()
         self.paths = paths or PathSettings()
         self.graders = graders or GraderSettings()
+        self.webhooks = webhooks or WebhookSettings()

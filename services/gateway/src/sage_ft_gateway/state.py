@@ -18,6 +18,7 @@ from sage_ft.jobs.broker import TaskSender, broker_holds, queue_depth
 from sage_ft.jobs.secrets import SecretBox
 from sage_ft.storage import ObjectStore, make_store
 from sage_ft.storage.scoped import tenant_store
+from sage_ft.webhooks.store import WebhookStore
 from sage_ft_gateway.auth import Authenticator
 from sage_ft_gateway.metrics import GatewayMetrics
 from sage_ft_gateway.services.health import Readiness
@@ -30,6 +31,7 @@ class GatewayState:
         self.settings = settings
         self.jobs = JobStore.from_url(settings.jobs.redis_url.get_secret_value(), settings.jobs.key_prefix)
         self.eval_runs = RunStore(self.jobs)
+        self.webhooks = WebhookStore(self.jobs.r, settings.jobs.key_prefix)
         self.store: ObjectStore = make_store(settings.storage)
         self.auth = Authenticator(settings.gateway.auth_enabled, settings.gateway.key_table())
         self.metrics = GatewayMetrics()

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sage_ft.evals.runs import OUTCOME, GradedItem
 from sage_ft.jobs.model import now
 from sage_ft.jobs.store import JobStore, compare_and_set, event_record
+from sage_ft.webhooks import RUN_EVENTS, record_event
 
 RunStatus = Literal["queued", "in_progress", "completed", "failed", "canceled"]
 ACTIVE_RUN = ("queued", "in_progress")
@@ -129,9 +130,11 @@ class RunStore:
     def update(self, run_id: str, rule: Callable[[EvalRun], EvalRun | None]) -> EvalRun:
         """Compare-and-set: ``rule`` gets the current record and returns the new one (None: leave it)."""
 
-        def write(pipe: Any, _: EvalRun, new: EvalRun) -> None:
+        def write(pipe: Any, current: EvalRun, new: EvalRun) -> None:
             pipe.set(self._key(run_id), new.model_dump_json())
             (pipe.sadd if new.status in ACTIVE_RUN else pipe.srem)(self._active, run_id)
+            if current.status in ACTIVE_RUN and new.status not in ACTIVE_RUN:  # the webhook event (the outbox)
+                record_event(pipe, self.p, new.tenant, RUN_EVENTS[new.status], run_id, now())
 
         return compare_and_set(self.r, self._key(run_id), run_id, EvalRun, rule, write)
 

@@ -15,6 +15,7 @@ import redis
 from pydantic import BaseModel
 
 from sage_ft.jobs.model import ACTIVE, CheckpointRecord, FileRecord, Job, JobEventRecord, now
+from sage_ft.webhooks import JOB_EVENTS, record_event
 
 IDEMPOTENCY_TTL = 24 * 3600
 
@@ -166,6 +167,9 @@ class JobStore:
                 if current.status in ACTIVE:
                     pipe.hincrby(f"{self.p}:stats:finished", new.status.value, 1)
                     pipe.zadd(self._finished, {job_id: new.finished_at or now()})
+                    # the webhook event, in the same MULTI as the transition it reports (the outbox)
+                    kind = JOB_EVENTS[new.status.value]
+                    record_event(pipe, self.p, new.tenant, kind, job_id, new.finished_at or now())
 
         return compare_and_set(self.r, self._job(job_id), job_id, Job, rule, write)
 
