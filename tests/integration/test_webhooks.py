@@ -362,3 +362,69 @@ def test_the_cli_creates_tests_lists_shows_deliveries_and_deletes(stack: Stack) 
     assert "delivered" in human.stdout and "200 in" in human.stdout, human.stdout
     assert cli("webhooks", "delete", made["id"])["deleted"]
     receiver.stop()
+
+
+class Hanging:
+    """A receiver that accepts connections and never answers (each attempt waits out the timeout)."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.held: list[Any] = []
+        self.running = True
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while self.running:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def stop(self) -> None:
+        import socket
+
+        self.running = False
+        self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept, so the port is free at once
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_a_dead_receiver_holds_up_no_other_and_is_disabled_until_a_person_re_enables_it(
+    make_stack: Any, qa_records: list[dict]
+) -> None:
+    limits = {"SAGE_WEBHOOK_TIMEOUT_SECONDS": "1", "SAGE_WEBHOOK_DISABLE_AFTER_FAILURES": "3"}
+    st: Stack = make_stack(SAGE_SECRETS_KEY=Fernet.generate_key().decode(), **FAST, **limits)
+    st.start_gateway()  # no worker: cancelling queued jobs makes the events
+    client = openai.OpenAI(base_url=f"{st.url}/v1", api_key="local", max_retries=0)
+    file_id = client.files.create(file=("qa.jsonl", qa_lines(qa_records[:8])), purpose="fine-tune").id
+    dead, alive = Hanging(), Receiver().start()
+    kinds = ["fine_tuning.job.cancelled"]
+    stuck = client.webhooks.create(name="dead", url=f"http://127.0.0.1:{dead.port}/hooks", event_types=kinds)
+    fine = client.webhooks.create(name="alive", url=alive.url, event_types=kinds)
+    jobs = [_job(client, file_id) for _ in range(6)]
+    for job in jobs:
+        client.fine_tuning.jobs.cancel(job.id)
+    started = time.monotonic()
+    wait_for(lambda: len(alive.got) == len(jobs), 15, "every event at the live receiver")
+    assert time.monotonic() - started < 10  # not behind the dead one's timeouts (6 events x 1 s each, one at a time)
+    assert {e.data.id for e in alive.events(client, fine.signing_secret)} == {j.id for j in jobs}
+    wait_for(lambda: client.webhooks.retrieve(stuck.id).status == "disabled", 30, "the dead endpoint disabled")
+    disabled = client.webhooks.retrieve(stuck.id)
+    assert "3 attempts in a row failed" in str(disabled.disabled_reason) and "no answer within 1 s" in str(
+        disabled.disabled_reason
+    )
+    dead.stop()
+    back = Receiver(port=dead.port).start()  # the receiver is fixed; deliveries wait until a person re-enables
+    time.sleep(2)
+    assert back.got == []
+    again = client.webhooks.update(stuck.id, extra_body={"enabled": True})
+    assert again.status == "enabled" and again.disabled_reason is None
+    wait_for(lambda: len({g["headers"]["webhook-id"] for g in back.got}) == len(jobs), 15, "the held events, at once")
+    assert {e.data.id for e in back.events(client, stuck.signing_secret)} == {j.id for j in jobs}
+    for r in (alive, back):
+        r.stop()

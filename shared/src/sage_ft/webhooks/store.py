@@ -204,6 +204,13 @@ class WebhookStore:
     def release(self, delivery_id: str) -> None:
         self.r.delete(f"{self.p}:webhooks:sending:{delivery_id}")
 
+    def wake(self, endpoint_id: str) -> None:
+        """Make the endpoint's waiting deliveries due now (it was re-enabled)."""
+        pipe = self.r.pipeline()
+        for delivery_id in self.r.zrange(self._log(endpoint_id), 0, -1):
+            pipe.zadd(self._due, {delivery_id: now()}, xx=True)  # only those still waiting
+        pipe.execute()
+
     def get_delivery(self, delivery_id: str) -> Delivery | None:
         raw = self.r.get(self._delivery(delivery_id))
         return Delivery.model_validate_json(raw) if raw else None

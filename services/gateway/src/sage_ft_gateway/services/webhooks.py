@@ -108,6 +108,8 @@ class WebhookService:
         updated = self.store.update(endpoint_id, change)
         if updated is None:
             raise not_found("webhook endpoint", endpoint_id, "webhook_endpoint_id")
+        if body.enabled:
+            self.store.wake(endpoint_id)  # what waited while it was disabled goes now
         return updated
 
     def delete(self, tenant: str, endpoint_id: str) -> dict[str, Any]:
