@@ -312,7 +312,8 @@ def test_every_page_fits_a_phone(browser: Any, url: str, facts: dict[str, str], 
         ("#/new", "#job-form"),
         ("#/models", "#deployments"),
         ("#/evals", "table"),
-        ("#/chat?model=facts", "#chat-input"),
+        ("#/webhooks", "#hook-form"),
+        ("#/chat?model=facts", "#chat-input"),  # last: the phone then chats
     ):
         phone.page.goto(url + route)
         phone.page.wait_for_selector(ready)
@@ -356,3 +357,33 @@ def test_the_models_page_shows_lineage_and_merges_undeploys_and_deletes(
     page.click(f"#models tr[data-model='{pref}'] button:has-text('Delete')")
     page.wait_for_selector(f"#models tr[data-model='{pref}']", state="detached")
     assert cli.run("chat", pref, "--ask", "hi").returncode != 0  # gone for the API too
+
+
+def test_the_webhooks_page_adds_an_endpoint_sends_a_test_and_shows_its_deliveries(url: str, tab: Tab) -> None:
+    """On the local stack a receiver on this machine is allowed (over http); its secret is shown once and verifies."""
+    from receiver import Receiver
+
+    receiver = Receiver().start()
+    page = tab.page
+    page.goto(url + "#/webhooks")
+    page.fill("#hook-name", "local hook")
+    page.fill("#hook-url", receiver.url)
+    page.click("#hook-add")
+    secret = page.wait_for_selector("#hook-secret code").inner_text().strip()
+    assert secret.startswith("whsec_")
+    row = page.wait_for_selector("tr[data-endpoint]:has-text('local hook')")
+    endpoint = row.get_attribute("data-endpoint")
+    assert "whsec_" in row.inner_text() and secret not in row.inner_text()  # a hint only, after the first time
+    row.query_selector("button.test").click()
+    assert "answered 200" in page.wait_for_selector("#hooks-message .ok").inner_text()
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="local", max_retries=0)
+    (event,) = receiver.events(client, secret)
+    assert event.type == "fine_tuning.job.succeeded"
+    page.click(f"tr[data-endpoint='{endpoint}'] button.deliveries")
+    delivered = page.wait_for_selector("tr[data-delivery]:has-text('delivered')").inner_text()
+    assert event.id in delivered and "200 in" in delivered
+    tab.shot("webhooks-1280")
+    page.once("dialog", lambda d: d.accept())
+    page.click(f"tr[data-endpoint='{endpoint}'] button.danger")
+    page.wait_for_selector("text=No endpoint yet")
+    receiver.stop()

@@ -148,7 +148,10 @@ class LocalStack:
             )
             url = f"http://127.0.0.1:{gateway.port or 8080}"
             sealed = {**env, "SAGE_SECRETS_KEY": _secrets_key(home)}  # gateway and worker only, never serving
-            comps.append(self._start("gateway", "sage-ft-gateway", sealed, logs, f"{url}/healthz"))
+            # one user's machine: webhooks may go to a receiver on it, over plain http (their own settings win)
+            local_hooks = {"SAGE_WEBHOOK_ALLOW_HTTP": "true", "SAGE_WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "true"}
+            gateway_env = {**local_hooks, **sealed}
+            comps.append(self._start("gateway", "sage-ft-gateway", gateway_env, logs, f"{url}/healthz"))
             worker_port = _free_port()  # its /readyz is the readiness signal
             worker_env = {
                 **sealed,

@@ -1,4 +1,4 @@
-// Hash routes: #/jobs, #/jobs/<id>, #/new, #/models, #/evals, #/evals/<eval id>, #/chat?model=<m>.
+// Hash routes: #/jobs, #/jobs/<id>, #/new, #/models, #/evals, #/evals/<eval id>, #/chat?model=<m>, #/webhooks.
 // Each page renders into #view and returns a cleanup function (timers, streams) run when the route changes.
 import { apiKey, signOut } from "./api.js";
 import { errorBox, mount } from "./dom.js";
@@ -8,6 +8,7 @@ import { jobPage } from "./job.js";
 import { jobsPage } from "./jobs.js";
 import { modelsPage } from "./models.js";
 import { newJobPage } from "./newjob.js";
+import { webhooksPage } from "./webhooks.js";
 
 const routes = [
   [/^#\/jobs\/(ftjob-[0-9a-f]+)$/, (view, m) => jobPage(view, m[1])],
@@ -17,6 +18,7 @@ const routes = [
   [/^#\/evals\/(eval-[0-9a-f]+)$/, (view, m) => evalPage(view, m[1])],
   [/^#\/evals$/, (view) => evalsPage(view)],
   [/^#\/chat$/, (view, m, params) => chatPage(view, params)],
+  [/^#\/webhooks$/, (view) => webhooksPage(view)],
 ];
 
 let cleanup = null;
