@@ -106,6 +106,12 @@ class WebhookSettings(BaseSettings):
         description="Consecutive failed attempts (across deliveries) after which an endpoint is disabled; a person "
         "re-enables it (about three days of retries for one event).",
     )
+    rotation_overlap_seconds: float = Field(
+        default=86400.0,
+        gt=0,
+        description="How long the previous secret still signs after rotate_secret(keep_old_secret_active_for_24_hours)"
+        " (24 hours, as OpenAI's).",
+    )
     per_endpoint_concurrency: int = Field(
         default=2, ge=1, le=64, description="Attempts in flight to one endpoint: a dead one cannot hold up others."
     )

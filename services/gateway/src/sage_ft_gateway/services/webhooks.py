@@ -24,7 +24,6 @@ from sage_ft_gateway.protocol.webhooks import (
 from sage_ft_gateway.state import GatewayState
 from sage_ft_gateway.webhook_client import WebhookClient, headers_for, signing_secrets, url_refused
 
-ROTATION_OVERLAP_S = 24 * 3600
 TEST_OBJECT = {"fine_tuning.job": "ftjob-test", "eval.run": "evalrun-test"}
 
 
@@ -122,7 +121,8 @@ class WebhookService:
 
         def change(e: Endpoint) -> None:
             keep = body.keep_old_secret_active_for_24_hours
-            e.old_secret, e.old_secret_until = (e.secret, now() + ROTATION_OVERLAP_S) if keep else (None, None)
+            overlap = self.state.settings.webhooks.rotation_overlap_seconds
+            e.old_secret, e.old_secret_until = (e.secret, now() + overlap) if keep else (None, None)
             e.secret, e.hint, e.updated_at = sealed, hint, int(now())
 
         updated = self.store.update(endpoint_id, change)
