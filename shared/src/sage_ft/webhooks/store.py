@@ -77,6 +77,7 @@ class WebhookStore:
     def __init__(self, client: redis.Redis, prefix: str = "sage") -> None:
         self.r: Any = client
         self.p = prefix
+        self._grouped = False  # the outbox's consumer group is known to exist
 
     # -- endpoints ----------------------------------------------------------------------------------------------
 
@@ -135,13 +136,19 @@ class WebhookStore:
         """Turn waiting events into deliveries: those no one has read, and those a dead consumer read and never
         acknowledged. Returns how many events were handled."""
         stream = outbox_key(self.p)
+        if not self._grouped:
+            try:
+                self.r.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except redis.ResponseError as err:  # BUSYGROUP: it exists
+                if "BUSYGROUP" not in str(err):
+                    raise
+            self._grouped = True
         try:
-            self.r.xgroup_create(stream, GROUP, id="0", mkstream=True)
-        except redis.ResponseError as err:  # BUSYGROUP: it exists
-            if "BUSYGROUP" not in str(err):
-                raise
-        _, claimed, _ = self.r.xautoclaim(stream, GROUP, consumer, CLAIM_IDLE_MS, "0-0", count=count)
-        fresh = self.r.xreadgroup(GROUP, consumer, {stream: ">"}, count=count)
+            _, claimed, _ = self.r.xautoclaim(stream, GROUP, consumer, CLAIM_IDLE_MS, "0-0", count=count)
+            fresh = self.r.xreadgroup(GROUP, consumer, {stream: ">"}, count=count)
+        except redis.ResponseError as err:  # NOGROUP: a Redis that lost it (no persistence); made again next pass
+            self._grouped = "NOGROUP" not in str(err)
+            raise
         entries = list(claimed) + [e for _, batch in fresh for e in batch]
         for entry_id, fields in entries:
             raw = fields.get(b"event") or fields.get("event")
