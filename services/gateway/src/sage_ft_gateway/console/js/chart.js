@@ -33,7 +33,11 @@ export function lossChart(container) {
     plot = new window.uPlot({ width, height: 260, axes, legend: { live: false },
       series: [{ label: "step" }, ...series.map((s) => ({ label: s.label, stroke: s.stroke, width: 2, scale: s.scale,
         spanGaps: true, points: { show: s.key.startsWith("valid_") } }))],
-      scales: { x: { time: false }, acc: { range: [0, 1] } } }, data(series), container);
+      scales: { x: { time: false }, acc: { range: [0, 1] },
+        // rewards are mostly in [0, 1]: show that span at least; a flat loss (GRPO's is often 0) gets a unit span
+        reward: { range: (u, min, max) => [Math.min(0, min ?? 0), Math.max(1, max ?? 1)] },
+        loss: { range: (u, min, max) => (max > min ? [min, max] : [(min ?? 0) - 0.5, (max ?? 0) + 0.5]) } } },
+      data(series), container);
   }
 
   function redraw() {

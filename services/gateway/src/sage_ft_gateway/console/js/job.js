@@ -62,7 +62,8 @@ export async function jobPage(view, id) {
   const evaluation = h("div", { id: "evaluation" });
   const message = h("div");
   mount(view, header, message, h("div", { class: "grid" },
-    h("section", { class: "card wide" }, h("h2", {}, "Loss"), chartBox),
+    h("section", { class: "card wide" }, h("h2", {}, { dpo: "Loss and reward accuracy",
+      reinforcement: "Loss and reward" }[job.method.type] || "Loss"), chartBox),
     summary,
     h("section", { class: "card" }, h("h2", {}, "Evaluation"), evaluation),
     h("section", { class: "card wide" }, h("h2", {}, "Checkpoints"), checkpoints),
