@@ -264,7 +264,7 @@ def test_promtool_checks_config_rules_and_rule_tests(tmp_path: Path) -> None:
         assert out.returncode == 0, out.stdout + out.stderr
     alerts = {r["alert"] for g in yaml.safe_load((PROM / "alerts.yml").read_text())["groups"] for r in g["rules"]}
     tested = set(re.findall(r"alertname: (\w+)", (PROM / "alerts_test.yml").read_text()))
-    assert alerts == tested and len(alerts) == 6  # every alert has a unit test
+    assert alerts == tested and len(alerts) == 7  # every alert has a unit test
 
 
 def test_grafana_dashboards_use_the_provisioned_datasource() -> None:
