@@ -388,3 +388,81 @@ def test_a_dead_receiver_holds_up_no_other_and_is_disabled_until_a_person_re_ena
     assert {e.data.id for e in back.events(client, stuck.signing_secret)} == {j.id for j in jobs}
     for r in (alive, back):
         r.stop()
+
+
+def test_a_dead_endpoints_backlog_does_not_hide_others_deliveries(tmp_path: Any) -> None:
+    """600 overdue deliveries to a hanging receiver sit ahead of one to a live receiver in the due order; one pass
+    of the delivery loop still starts the live one (the dead one's slots are full, so its backlog is skipped)."""
+    import asyncio
+
+    from pydantic import SecretStr
+    from stack import start_redis
+
+    from sage_ft.jobs.model import now
+    from sage_ft.settings import JobSettings
+    from sage_ft.webhooks.store import Delivery, Endpoint
+    from sage_ft_gateway.services.deliveries import Deliverer
+    from sage_ft_gateway.settings import Settings, WebhookSettings
+    from sage_ft_gateway.state import GatewayState
+
+    redis_proc, url = start_redis(tmp_path)
+    dead, alive = Hanging(), Receiver().start()
+    try:
+        key = Fernet.generate_key().decode()
+        hooks = WebhookSettings(allow_http=True, allow_private_addresses=True, timeout_seconds=5)
+        state = GatewayState(
+            Settings(jobs=JobSettings(redis_url=SecretStr(url), secrets_key=SecretStr(key)), webhooks=hooks)
+        )
+        sealed = state.secrets.seal({"s": "whsec_" + "A" * 44}, "s")["s"]
+        for ident, target in (("we_dead", f"http://127.0.0.1:{dead.port}/h"), ("we_live", alive.url)):
+            state.webhooks.put(
+                Endpoint(
+                    id=ident,
+                    tenant="local",
+                    name=ident,
+                    url=target,
+                    event_types=list(JOB_EVENTS),
+                    created_at=int(now()),
+                    secret=sealed,
+                    hint="h",
+                )
+            )
+        body = '{"id":"evt_x"}'
+        for i in range(600):
+            state.webhooks.add_delivery(
+                Delivery(
+                    id=f"evt_{i}.we_dead",
+                    endpoint_id="we_dead",
+                    event_id=f"evt_{i}",
+                    event_type=JOB_EVENTS[0],
+                    body=body,
+                    created_at=now() - 100,
+                    next_attempt_at=now() - 100 + i * 0.01,
+                )
+            )
+        state.webhooks.add_delivery(
+            Delivery(
+                id="evt_live.we_live",
+                endpoint_id="we_live",
+                event_id="evt_live",
+                event_type=JOB_EVENTS[0],
+                body=body,
+                created_at=now(),
+                next_attempt_at=now(),
+            )
+        )
+
+        async def one_pass() -> None:
+            deliverer = Deliverer(state)
+            await deliverer.tick()
+            assert deliverer.in_flight["we_dead"] == 2 and deliverer.in_flight["we_live"] == 1
+            await asyncio.wait_for(asyncio.gather(*deliverer.tasks), 30)
+            await deliverer.client.aclose()
+
+        asyncio.run(one_pass())
+        assert [g["headers"]["webhook-id"] for g in alive.got] == ["evt_live"]
+        assert state.webhooks.get_delivery("evt_live.we_live").status == "delivered"  # type: ignore[union-attr]
+    finally:
+        dead.stop()
+        alive.stop()
+        redis_proc.stop()

@@ -201,8 +201,9 @@ class WebhookStore:
     def _log(self, endpoint_id: str) -> str:
         return f"{self.p}:webhooks:log:{endpoint_id}"
 
-    def due(self, limit: int = 200) -> list[str]:
-        ids = self.r.zrangebyscore(self._due, "-inf", now(), start=0, num=limit)
+    def due(self, offset: int = 0, limit: int = 500) -> list[str]:
+        """Deliveries whose next attempt is due, oldest first (a page of them)."""
+        ids = self.r.zrangebyscore(self._due, "-inf", now(), start=offset, num=limit)
         return [i.decode() if isinstance(i, bytes) else i for i in ids]
 
     def claim(self, delivery_id: str, owner: str, lease_s: float) -> bool:

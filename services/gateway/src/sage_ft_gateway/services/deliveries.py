@@ -25,6 +25,7 @@ from sage_ft_gateway.webhook_client import Outcome, WebhookClient, headers_for, 
 
 log = logging.getLogger(__name__)
 DISABLED_RECHECK_S = 60.0  # a disabled endpoint's deliveries look again this often
+PAGE, MAX_PAGES = 500, 20  # due deliveries read per pass: up to 10,000
 
 
 class Deliverer:
@@ -55,19 +56,28 @@ class Deliverer:
 
     async def tick(self) -> None:
         await asyncio.to_thread(self.store.fan_out, self.state.instance)
-        for delivery_id in await asyncio.to_thread(self.store.due):
-            if len(self.tasks) >= self.settings.concurrency:
+        # page through everything due, so that a dead endpoint's backlog (skipped: its slots are full) cannot hide
+        # the deliveries of others behind it
+        for offset in range(0, PAGE * MAX_PAGES, PAGE):
+            page = await asyncio.to_thread(self.store.due, offset, PAGE)
+            for delivery_id in page:
+                if len(self.tasks) >= self.settings.concurrency:
+                    return
+                await self._start(delivery_id)
+            if len(page) < PAGE:
                 return
-            endpoint_id = delivery_id.rsplit(".", 1)[-1]
-            if self.in_flight[endpoint_id] >= self.settings.per_endpoint_concurrency:
-                continue
-            lease = self.settings.timeout_seconds * 2 + 30
-            if not await asyncio.to_thread(self.store.claim, delivery_id, self.state.instance, lease):
-                continue  # another gateway is sending it
-            self.in_flight[endpoint_id] += 1
-            task = asyncio.create_task(self._attempt(delivery_id, endpoint_id))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+
+    async def _start(self, delivery_id: str) -> None:
+        endpoint_id = delivery_id.rsplit(".", 1)[-1]
+        if self.in_flight[endpoint_id] >= self.settings.per_endpoint_concurrency:
+            return
+        lease = self.settings.timeout_seconds * 2 + 30
+        if not await asyncio.to_thread(self.store.claim, delivery_id, self.state.instance, lease):
+            return  # another gateway is sending it
+        self.in_flight[endpoint_id] += 1
+        task = asyncio.create_task(self._attempt(delivery_id, endpoint_id))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def _attempt(self, delivery_id: str, endpoint_id: str) -> None:
         try:
