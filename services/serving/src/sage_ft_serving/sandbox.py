@@ -40,7 +40,7 @@ NOBODY = "65534:65534"
 OOM_KILLED = 137  # what a container killed by the OOM killer exits with (128 + SIGKILL)
 
 
-class DockerSandbox:
+class DockerSandbox(Sandbox):
     """Each call a locked-down container of ``settings.python_image`` (see the module's docstring)."""
 
     def __init__(self, settings: GraderSettings, docker_url: str, client: Any = None) -> None:
@@ -49,9 +49,6 @@ class DockerSandbox:
         self.settings = settings
         self.client = client or docker.DockerClient(base_url=docker_url, version=API_VERSION, timeout=60)
         self._pulling = threading.Lock()
-
-    def image_allowed(self, tag: str | None) -> bool:
-        return tag is None or tag in self.settings.python_image_tags
 
     def container_args(self) -> dict[str, Any]:
         """Everything ``containers.create`` is given besides the image and command."""

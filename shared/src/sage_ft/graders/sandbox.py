@@ -40,10 +40,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sage_ft.settings import GraderSettings
 
@@ -119,25 +120,27 @@ class PythonOutcome:
         )
 
 
-class Sandbox(Protocol):
-    """Where python graders run: bubblewrap on this host, a container, or serving (which picks one of those)."""
+class Sandbox(ABC):
+    """Where python graders run: on this host, in a container, or at serving (which picks one of those). Every kind
+    allows the same ``image_tag`` values, the settings' list."""
 
-    def image_allowed(self, tag: str | None) -> bool: ...
+    settings: GraderSettings
 
+    def image_allowed(self, tag: str | None) -> bool:
+        return tag is None or tag in self.settings.python_image_tags
+
+    @abstractmethod
     def run(self, source: str, sample: dict[str, Any], item: Any, image_tag: str | None = None) -> PythonOutcome: ...
 
 
 _uids = itertools.count()
 
 
-class PythonSandbox:
+class PythonSandbox(Sandbox):
     """Runs python graders under ``settings`` (limits, isolation, uid range, allowed image tags)."""
 
     def __init__(self, settings: GraderSettings | None = None) -> None:
         self.settings = settings or GraderSettings()
-
-    def image_allowed(self, tag: str | None) -> bool:
-        return tag is None or tag in self.settings.python_image_tags
 
     def isolation(self) -> tuple[str | None, str]:
         """The isolation this host allows under ``python_isolation`` (``namespaces``, ``confined`` or None) and why

@@ -14,7 +14,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 
 from sage_ft.graders.grading import ChatAnswer, ModelCallError
 from sage_ft.graders.model import SamplingParams
-from sage_ft.graders.sandbox import PythonOutcome
+from sage_ft.graders.sandbox import PythonOutcome, Sandbox
 from sage_ft.settings import GraderSettings
 
 RETRY_STATUS = frozenset({429, 502, 503, 504})
@@ -89,7 +89,7 @@ PYTHON_ROUTE = "/v1/graders/python"
 SANDBOX_RETRY_S = 15.0  # a serving restarting is back within this; one that is down answers sandbox_unavailable
 
 
-class ServingSandbox:
+class ServingSandbox(Sandbox):
     """Python graders run by serving (``POST /v1/graders/python``), which has the container engine: for the
     gateway and workers in containers, where bubblewrap cannot make namespaces. A serving that cannot be reached
     (or is busy) is retried for ``SANDBOX_RETRY_S``, then the call is ``sandbox_unavailable``, like a missing
@@ -98,9 +98,6 @@ class ServingSandbox:
     def __init__(self, base_url: str, settings: GraderSettings) -> None:
         self.base_url = base_url
         self.settings = settings
-
-    def image_allowed(self, tag: str | None) -> bool:
-        return tag is None or tag in self.settings.python_image_tags
 
     def run(self, source: str, sample: dict[str, Any], item: Any, image_tag: str | None = None) -> PythonOutcome:
         wall = self.settings.python_wall_seconds
