@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +15,7 @@ from stack import start_redis
 
 from sage_ft.jobs import Job, JobConflictError, JobStatus, JobStore, job_states
 from sage_ft.jobs.model import CheckpointRecord
+from sage_ft.jobs.store import event_record
 
 
 @pytest.fixture(scope="module")
@@ -198,14 +201,87 @@ def test_finished_jobs_leave_redis_after_their_retention_and_active_ones_stay(st
     for job in (done, running):
         assert job_states.claim(store, job.id, "w", lease_s=30).job is not None
         store.add_event(job.id, "Step 1/2: training loss=1.0")
-        store.add_checkpoint(CheckpointRecord(job_id=job.id, step=1, model=f"ft:b:s:{job.id}:ckpt-step-1"))
+        store.add_checkpoint(
+            CheckpointRecord(job_id=job.id, step=1, model=f"ft:b:s:{job.id}:ckpt-step-1"), once=("w", 1)
+        )
     assert job_states.finish(store, done.id, "w", JobStatus.SUCCEEDED) is not None
     ended = store.get_job(done.id).finished_at  # type: ignore[union-attr]
     assert done.id not in store.purge_finished(ended - 1)  # not yet past its retention (others of this module may be)
     assert done.id in store.purge_finished(ended + 1)
     assert store.get_job(done.id) is None
-    assert not store.r.exists(f"test:job:{done.id}:events", f"test:job:{done.id}:ckpts")
+    assert not store.r.exists(*(f"test:job:{done.id}:{part}" for part in ("events", "ckpts", "sent")))
     assert [j.id for j in store.list_jobs("ret")[0]] == [running.id]
     assert store.get_job(running.id) is not None and store.r.exists(f"test:job:{running.id}:events")
     assert running.id not in store.purge_finished(time.time() + 3600)  # a running job is never purged
     assert store.get_job(running.id) is not None
+
+
+class ReplyDropper:
+    """A TCP proxy in front of Redis that, once armed, passes a request on and then drops the connection instead of
+    the reply: the command ran, its caller never heard (as when Redis restarts between running and answering)."""
+
+    def __init__(self, port: int) -> None:
+        self.upstream = port
+        self.armed = threading.Event()
+        self.dropped = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, replies: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if replies and self.armed.is_set():
+                    self.armed.clear()
+                    self.dropped += 1
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_writer_resending_after_a_lost_reply_appends_its_events_and_checkpoints_once(store: JobStore) -> None:
+    """A worker rides out a Redis restart by resending (redis-py's retry, then its own buffer): what the lost call had
+    written must not be written twice, while a plain append is (the proxy's fault is real)."""
+    job = new_job(store)
+    proxy = ReplyDropper(int(store.r.connection_pool.connection_kwargs["port"]))
+    try:
+        rides = JobStore.from_url(proxy.url, prefix="test", ride_out_s=2)
+        rides.add_events(job.id, [event_record("first")], once=("w1", 1))  # connected, the script loaded
+        proxy.armed.set()
+        assert rides.add_events(job.id, [event_record("plain")]) == 3  # ran twice: the fault this guards against
+        assert proxy.dropped == 1
+        proxy.armed.set()
+        records = [event_record(f"step {i}") for i in (2, 3)]
+        assert rides.add_events(job.id, records, once=("w1", 2)) == 5
+        assert proxy.dropped == 2
+        # the retries ran out and the worker's buffer resends the same records with a newer one behind them
+        assert rides.add_events(job.id, [*records, event_record("step 4")], once=("w1", 2)) == 6
+        assert rides.add_events(job.id, [event_record("other")], once=("w2", 1)) == 7  # another writer's own count
+        messages = [e.message for e in store.events_after(job.id)]
+        assert messages == ["first", "plain", "plain", "step 2", "step 3", "step 4", "other"]
+
+        ckpt = CheckpointRecord(job_id=job.id, step=4, model=f"ft:b:s:{job.id}:ckpt-step-4")
+        proxy.armed.set()
+        rides.add_checkpoint(ckpt, once=("w1", 1))
+        rides.add_checkpoint(ckpt, once=("w1", 1))
+        assert proxy.dropped == 3 and [c.step for c in store.checkpoints(job.id)] == [4]
+    finally:
+        proxy.close()

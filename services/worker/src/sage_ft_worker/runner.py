@@ -15,6 +15,7 @@ import logging
 import shutil
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from sage_ft.config import TrainingConfig
 from sage_ft.data.builtin import builtin_dataset_path
 from sage_ft.fsutil import disk_full_reason
 from sage_ft.jobs import job_states
-from sage_ft.jobs.model import Job, JobError, JobStatus, fine_tuned_model_name
+from sage_ft.jobs.model import CheckpointRecord, Job, JobError, JobStatus, fine_tuned_model_name
 from sage_ft.jobs.secrets import SecretBox
 from sage_ft.jobs.spec import JobRequest, build_training_config
 from sage_ft.jobs.store import event_record
@@ -66,6 +67,12 @@ class _Run:
     offset: int = 0
     last_uploaded: int = 0
     pending: list[dict[str, Any]] = field(default_factory=list)  # events not yet sent to the job store
+    # this run's name as a writer of events and checkpoints, and how many of each it has sent: a batch resent after
+    # a lost reply (Redis restarted mid-call) is appended once (``JobStore.add_events``'s ``once``)
+    writer: str = field(default_factory=lambda: uuid.uuid4().hex)
+    events_sent: int = 0
+    checkpoints_made: int = 0
+    unsent_checkpoints: list[tuple[int, CheckpointRecord]] = field(default_factory=list)  # (its number, it)
     eta: float | None = None  # newest ETA in seconds, not yet written to the job
     training: dict[str, Any] | None = None  # the trainer's batch layout, not yet written to the job
     started: float = field(default_factory=time.monotonic)
@@ -275,12 +282,14 @@ class TrainRunner:
     def _flush(self, run: _Run) -> None:
         """Send buffered events; while Redis is away they stay buffered (in order) for the next call."""
         try:
-            while run.extra.get("checkpoints"):
-                self.ctx.jobs.add_checkpoint(run.extra["checkpoints"][0])
-                run.extra["checkpoints"].pop(0)
+            while run.unsent_checkpoints:
+                seq, record = run.unsent_checkpoints[0]
+                self.ctx.jobs.add_checkpoint(record, once=(run.writer, seq))
+                run.unsent_checkpoints.pop(0)
             if run.pending:
                 batch = list(run.pending)
-                self.ctx.jobs.add_events(run.job.id, batch)
+                self.ctx.jobs.add_events(run.job.id, batch, once=(run.writer, run.events_sent + 1))
+                run.events_sent += len(batch)
                 del run.pending[: len(batch)]
             if run.training is not None:
                 training = run.training
@@ -402,10 +411,11 @@ class TrainRunner:
                 data={"checkpoint": record.model_dump(include={"step", "model", "bytes"})},
             )
         )
+        run.checkpoints_made += 1
         try:
-            self.ctx.jobs.add_checkpoint(record)
-        except REDIS_DOWN:
-            run.extra.setdefault("checkpoints", []).append(record)  # recorded at the next flush
+            self.ctx.jobs.add_checkpoint(record, once=(run.writer, run.checkpoints_made))
+        except REDIS_DOWN:  # recorded at the next flush
+            run.unsent_checkpoints.append((run.checkpoints_made, record))
         self._flush(run)
 
     # -- the end ----------------------------------------------------------------------------------------------

@@ -29,6 +29,29 @@ def event_record(
 
 M = TypeVar("M", bound=BaseModel)
 
+# Append values to a list once: KEYS[1] the job's hash of what each writer has sent (field ARGV[1]: the writer's
+# newest sequence number), KEYS[2] the list; ARGV[2] the sequence number of ARGV[4], ARGV[3] a channel to tell
+# ('' none). A value at or below the writer's newest number was written before (a reply lost to a dropped
+# connection, then the same call again), so it is skipped. Returns the list's length.
+_APPEND_ONCE = """
+local last = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local first = tonumber(ARGV[2])
+local added = 0
+for i = 4, #ARGV do
+  local seq = first + i - 4
+  if seq > last then
+    redis.call('RPUSH', KEYS[2], ARGV[i])
+    last = seq
+    added = added + 1
+  end
+end
+if added > 0 then
+  redis.call('HSET', KEYS[1], ARGV[1], last)
+  if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], 'event') end
+end
+return redis.call('LLEN', KEYS[2])
+"""
+
 
 def compare_and_set(
     r: Any, key: str, ident: str, model: type[M], rule: Callable[[M], M | None], write: Callable[[Any, M, M], None]
@@ -66,6 +89,7 @@ class JobStore:
     def __init__(self, client: redis.Redis, prefix: str = "sage") -> None:
         self.r: Any = client  # decode_responses=True: strings in, strings out
         self.p = prefix
+        self._append_once = self.r.register_script(_APPEND_ONCE)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "sage", ride_out_s: float = 0.0) -> JobStore:
@@ -212,7 +236,10 @@ class JobStore:
             job = self.get_job(job_id)
             pipe = self.r.pipeline(transaction=True)
             if job is not None and job.status not in ACTIVE:
-                keys = [self._job(job_id), *(f"{self._job(job_id)}:{part}" for part in ("events", "ckpts", "secrets"))]
+                keys = [
+                    self._job(job_id),
+                    *(f"{self._job(job_id)}:{part}" for part in ("events", "ckpts", "secrets", "sent")),
+                ]
                 pipe.delete(*keys)
                 pipe.zrem(self._tenant(job.tenant, "jobs"), job_id)
             pipe.zrem(self._finished, job_id)
@@ -264,14 +291,26 @@ class JobStore:
         """Append an event; its sequence number (1-based position) is its stable id."""
         return self.add_events(job_id, [event_record(message, level=level, type=type, data=data)])
 
-    def add_events(self, job_id: str, records: list[dict[str, Any]]) -> int:
-        """Append events (from ``event_record``) in one round trip with one notification; returns the last seq."""
+    def add_events(self, job_id: str, records: list[dict[str, Any]], *, once: tuple[str, int] | None = None) -> int:
+        """Append events (from ``event_record``) in one round trip with one notification; returns the last seq.
+
+        ``once`` (writer, the sequence number that writer gave ``records[0]``): a record that writer sent before is
+        not appended again, so a writer resending after a lost reply (a Redis restart mid-call) adds no duplicate.
+        """
         if not records:
             return int(self.r.llen(f"{self._job(job_id)}:events"))
+        values = [json.dumps(r) for r in records]
+        if once is not None:
+            return self._append_list(job_id, "events", once, values, self.notify_channel(job_id))
         pipe = self.r.pipeline(transaction=False)
-        pipe.rpush(f"{self._job(job_id)}:events", *(json.dumps(r) for r in records))
+        pipe.rpush(f"{self._job(job_id)}:events", *values)
         pipe.publish(self.notify_channel(job_id), "event")
         return int(pipe.execute()[0])
+
+    def _append_list(self, job_id: str, part: str, once: tuple[str, int], values: list[str], channel: str) -> int:
+        writer, first = once
+        keys = [f"{self._job(job_id)}:sent", f"{self._job(job_id)}:{part}"]
+        return int(self._append_once(keys=keys, args=[f"{part}:{writer}", first, channel, *values]))
 
     def events_after(self, job_id: str, seq: int = 0, limit: int = 1000) -> list[JobEventRecord]:
         """Oldest first, those with sequence number > ``seq`` (for streaming)."""
@@ -291,8 +330,12 @@ class JobStore:
         events = [JobEventRecord(seq=start + i + 1, **json.loads(r)) for i, r in enumerate(raws)]
         return list(reversed(events)), start > 0
 
-    def add_checkpoint(self, checkpoint: CheckpointRecord) -> None:
-        self.r.rpush(f"{self._job(checkpoint.job_id)}:ckpts", checkpoint.model_dump_json())
+    def add_checkpoint(self, checkpoint: CheckpointRecord, *, once: tuple[str, int] | None = None) -> None:
+        """``once``: as for ``add_events`` (writer, this checkpoint's sequence number from that writer)."""
+        if once is not None:
+            self._append_list(checkpoint.job_id, "ckpts", once, [checkpoint.model_dump_json()], "")
+        else:
+            self.r.rpush(f"{self._job(checkpoint.job_id)}:ckpts", checkpoint.model_dump_json())
 
     def clear_checkpoints(self, job_id: str) -> None:
         self.r.delete(f"{self._job(job_id)}:ckpts")
