@@ -217,16 +217,21 @@ def test_finished_jobs_leave_redis_after_their_retention_and_active_ones_stay(st
 
 
 class ReplyDropper:
-    """A TCP proxy in front of Redis that, once armed, passes a request on and then drops the connection instead of
-    the reply: the command ran, its caller never heard (as when Redis restarts between running and answering)."""
+    """A TCP proxy in front of Redis that passes on the next request naming ``drop_reply_to``'s command, then drops
+    the connection instead of its reply: the command ran, its caller never heard (as when Redis restarts between
+    running and answering)."""
 
     def __init__(self, port: int) -> None:
         self.upstream = port
-        self.armed = threading.Event()
+        self.trigger: bytes | None = None
+        self.dropping = threading.Event()
         self.dropped = 0
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0"
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def drop_reply_to(self, command: str) -> None:
+        self.trigger = f"${len(command)}\r\n{command}\r\n".encode()
 
     def _accept(self) -> None:
         while True:
@@ -241,10 +246,13 @@ class ReplyDropper:
     def _pipe(self, src: socket.socket, dst: socket.socket, replies: bool) -> None:
         try:
             while data := src.recv(65536):
-                if replies and self.armed.is_set():
-                    self.armed.clear()
+                if replies and self.dropping.is_set():
+                    self.dropping.clear()
                     self.dropped += 1
                     break
+                if not replies and self.trigger is not None and self.trigger in data:
+                    self.trigger = None
+                    self.dropping.set()
                 dst.sendall(data)
         except OSError:
             pass
@@ -265,10 +273,10 @@ def test_a_writer_resending_after_a_lost_reply_appends_its_events_and_checkpoint
     try:
         rides = JobStore.from_url(proxy.url, prefix="test", ride_out_s=2)
         rides.add_events(job.id, [event_record("first")], once=("w1", 1))  # connected, the script loaded
-        proxy.armed.set()
+        proxy.drop_reply_to("RPUSH")
         assert rides.add_events(job.id, [event_record("plain")]) == 3  # ran twice: the fault this guards against
         assert proxy.dropped == 1
-        proxy.armed.set()
+        proxy.drop_reply_to("EVALSHA")
         records = [event_record(f"step {i}") for i in (2, 3)]
         assert rides.add_events(job.id, records, once=("w1", 2)) == 5
         assert proxy.dropped == 2
@@ -279,9 +287,35 @@ def test_a_writer_resending_after_a_lost_reply_appends_its_events_and_checkpoint
         assert messages == ["first", "plain", "plain", "step 2", "step 3", "step 4", "other"]
 
         ckpt = CheckpointRecord(job_id=job.id, step=4, model=f"ft:b:s:{job.id}:ckpt-step-4")
-        proxy.armed.set()
+        proxy.drop_reply_to("EVALSHA")
         rides.add_checkpoint(ckpt, once=("w1", 1))
         rides.add_checkpoint(ckpt, once=("w1", 1))
         assert proxy.dropped == 3 and [c.step for c in store.checkpoints(job.id)] == [4]
+    finally:
+        proxy.close()
+
+
+def test_a_transition_whose_reply_was_lost_is_still_the_callers(store: JobStore) -> None:
+    """Redis ran the EXEC that finished the job, then the connection dropped: the retried transaction finds the
+    record as it wrote it, so the worker still owns its success (None would make it discard its own evaluation), and
+    what the transition counts (finished jobs, the webhook outbox) is counted once."""
+    job = new_job(store)
+    assert job_states.claim(store, job.id, "w", lease_s=30).job is not None
+    proxy = ReplyDropper(int(store.r.connection_pool.connection_kwargs["port"]))
+    try:
+        rides = JobStore.from_url(proxy.url, prefix="test", ride_out_s=2)
+        finished = int(store.r.hget("test:stats:finished", "succeeded") or 0)
+        outbox = store.r.xlen("test:webhooks:outbox")
+        proxy.drop_reply_to("EXEC")
+        done = job_states.finish(rides, job.id, "w", JobStatus.SUCCEEDED, fine_tuned_model="ft:m:x")
+        assert proxy.dropped == 1
+        assert done is not None and done.status == JobStatus.SUCCEEDED and done.fine_tuned_model == "ft:m:x"
+        assert int(store.r.hget("test:stats:finished", "succeeded")) == finished + 1
+        assert store.r.xlen("test:webhooks:outbox") == outbox + 1
+        # a transition another writer made is still not this caller's
+        other = new_job(store)
+        assert job_states.claim(store, other.id, "w", lease_s=30).job is not None
+        assert job_states.finish(store, other.id, "w", JobStatus.FAILED) is not None
+        assert job_states.finish(rides, other.id, "w", JobStatus.FAILED) is None
     finally:
         proxy.close()

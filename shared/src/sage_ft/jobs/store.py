@@ -59,18 +59,27 @@ def compare_and_set(
     """The one compare-and-set of the store (jobs, eval runs), on redis-py's ``transaction``: WATCH ``key``, let
     ``rule`` decide from a copy of the current record (None: no change), then ``write`` (commands queued on the MULTI
     pipeline, the record's own SET included) runs atomically; another writer in between makes the whole thing start
-    again. A missing record raises ``KeyError(ident)``."""
+    again. A missing record raises ``KeyError(ident)``.
+
+    A connection lost during EXEC starts it again too (redis-py raises ``WatchError`` when a watching connection
+    drops), though Redis may have run the EXEC and only its reply was lost. Then the record is found exactly as this
+    call wrote it, and that write is the result: the rule is not asked again (it would see its own change as someone
+    else's and call the job not ours)."""
+    written: list[str] = []
 
     def attempt(pipe: Any) -> M:
         raw = pipe.get(key)
         if raw is None:
             raise KeyError(ident)
+        if written and raw == written[-1]:
+            return model.model_validate_json(raw)
         current = model.model_validate_json(raw)
         new = rule(current.model_copy(deep=True))
         if new is None:
             return current
         pipe.multi()
         write(pipe, current, new)
+        written.append(new.model_dump_json())  # what ``write`` queued: the same model, serialized the same way
         return new
 
     result: M = r.transaction(attempt, key, value_from_callable=True)
