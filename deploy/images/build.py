@@ -8,6 +8,7 @@ recorded (docs/deploy.md). Users with a registry can still run `docker compose b
     python deploy/images/build.py --only gateway,worker # some of them
     python deploy/images/build.py --buildkit            # the same Dockerfiles through BuildKit (needs buildx)
     python deploy/images/build.py --json times.json     # seconds and size per image
+    python deploy/images/build.py --jobs 1              # one build at a time (default: two side by side)
 
 torch: ``--wheels DIR`` (default: the directory pip's find-links setting names, where this machine keeps the CPU
 wheel) is served on 127.0.0.1 for the length of the build and passed as ``TORCH_FIND_LINKS``; builds use the host's
@@ -18,6 +19,7 @@ index is used.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import functools
 import http.server
@@ -31,6 +33,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -132,6 +135,7 @@ def buildkit_cli() -> str:
 
 
 def build(image: Image, *, base: str, find_links: str | None, buildkit: bool, log: Path, suffix: str = "") -> float:
+    """Build one image, its output in ``log`` (a file of its own: builds run side by side)."""
     args = {"PYTHON_IMAGE": base, "BASE_IMAGE": base, **image.args}
     if image.wants_torch and find_links:
         args["TORCH_FIND_LINKS"] = find_links
@@ -151,6 +155,41 @@ def build(image: Image, *, base: str, find_links: str | None, buildkit: bool, lo
     return time.monotonic() - start
 
 
+def build_all(todo: list[Image], jobs: int, log: Path, **options: Any) -> dict[str, dict[str, float]]:
+    """Build ``todo``, ``jobs`` at a time, the torch images first (the longest: the rest fill in beside them).
+    Builds spend most of their time on pip's downloads and unpacking, not on the CPU, so two side by side take about
+    the time of the longer one on two cores. Each build's output goes to the main log whole, when it ends."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    report: dict[str, dict[str, float]] = {}  # seconds and bytes, by image
+    lock = threading.Lock()
+
+    def one(image: Image) -> None:
+        own = log.with_name(f"{log.name}.{image.name}")
+        own.unlink(missing_ok=True)
+        try:
+            took = build(image, log=own, **options)
+        finally:
+            with lock, log.open("ab") as out:
+                out.write(own.read_bytes() if own.exists() else b"")
+            own.unlink(missing_ok=True)
+        tag = image.tag + options.get("suffix", "")
+        size = image_size(tag)
+        with lock:
+            report[image.name] = {"seconds": round(took, 1), "bytes": size}
+            print(f"{tag:<40} {took:7.1f} s {size / 1e6:8.0f} MB", flush=True)
+
+    ordered = sorted(todo, key=lambda i: not i.wants_torch)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = [pool.submit(one, image) for image in ordered]
+        try:
+            for future in futures:
+                future.result()  # the first failure ends the script (SystemExit, with that build's tail)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # the builds not started are not started
+            raise
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", default=VERSION, help="tag of the sage-ft images (compose's SAGE_VERSION)")
@@ -159,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wheels", type=Path, default=None, help="directory holding the torch wheel")
     parser.add_argument("--buildkit", action="store_true", help="build with BuildKit instead of the classic builder")
     parser.add_argument("--suffix", default="", help="appended to every tag (keeps a second build's images apart)")
+    parser.add_argument("--jobs", type=int, default=2, help="builds side by side (default 2; 1: one at a time)")
     parser.add_argument("--json", type=Path, default=None, help="write seconds and bytes per image here")
     parser.add_argument("--log", type=Path, default=Path(tempfile.gettempdir()) / "sage-ft-build.log")
     opts = parser.parse_args(argv)
@@ -175,13 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     wheels = opts.wheels or default_wheels()
     with contextlib.ExitStack() as stack:
         find_links = stack.enter_context(serve_directory(wheels)) if wheels else None
-        for image in todo:
-            seconds = build(
-                image, base=opts.base, find_links=find_links, buildkit=opts.buildkit, log=opts.log, suffix=opts.suffix
-            )
-            tag = image.tag + opts.suffix
-            report[image.name] = {"seconds": round(seconds, 1), "bytes": image_size(tag)}
-            print(f"{tag:<40} {seconds:7.1f} s {report[image.name]['bytes'] / 1e6:8.0f} MB", flush=True)
+        options = {"base": opts.base, "find_links": find_links, "buildkit": opts.buildkit, "suffix": opts.suffix}
+        report.update(build_all(todo, opts.jobs, opts.log, **options))
     print(f"all images in {time.monotonic() - start:.0f} s")
     if opts.json:
         opts.json.write_text(json.dumps(report, indent=2))
