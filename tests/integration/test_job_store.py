@@ -130,7 +130,9 @@ def test_checkpoints_read_back_oldest_first_and_as_stored_by_earlier_versions(st
         "bytes": 123,
     }
     store.r.rpush(f"test:job:{job.id}:ckpts", json.dumps(legacy))
-    store.add_checkpoint(CheckpointRecord(job_id=job.id, step=20, model="ft:m:s:abc:ckpt-step-20", bytes=7))
+    store.add_checkpoint(
+        CheckpointRecord(job_id=job.id, step=20, model="ft:m:s:abc:ckpt-step-20", bytes=7), once=("w", 2)
+    )
     old, new = store.checkpoints(job.id)
     assert (old.step, old.model, old.metrics["train_loss"], old.bytes) == (10, "ft:m:s:abc:ckpt-step-10", 1.5, 123)
     assert (new.job_id, new.step, new.bytes) == (job.id, 20, 7) and new.created_at > old.created_at

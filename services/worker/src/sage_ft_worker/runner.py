@@ -72,7 +72,7 @@ class _Run:
     writer: str = field(default_factory=lambda: uuid.uuid4().hex)
     events_sent: int = 0
     checkpoints_made: int = 0
-    unsent_checkpoints: list[tuple[int, CheckpointRecord]] = field(default_factory=list)  # (its number, it)
+    unsent_checkpoints: list[tuple[int, CheckpointRecord]] = field(default_factory=list)  # (its number, it), in order
     eta: float | None = None  # newest ETA in seconds, not yet written to the job
     training: dict[str, Any] | None = None  # the trainer's batch layout, not yet written to the job
     started: float = field(default_factory=time.monotonic)
@@ -412,11 +412,8 @@ class TrainRunner:
             )
         )
         run.checkpoints_made += 1
-        try:
-            self.ctx.jobs.add_checkpoint(record, once=(run.writer, run.checkpoints_made))
-        except REDIS_DOWN:  # recorded at the next flush
-            run.unsent_checkpoints.append((run.checkpoints_made, record))
-        self._flush(run)
+        run.unsent_checkpoints.append((run.checkpoints_made, record))
+        self._flush(run)  # sent now, or (Redis away) at the next flush
 
     # -- the end ----------------------------------------------------------------------------------------------
 

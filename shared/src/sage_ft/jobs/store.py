@@ -339,12 +339,10 @@ class JobStore:
         events = [JobEventRecord(seq=start + i + 1, **json.loads(r)) for i, r in enumerate(raws)]
         return list(reversed(events)), start > 0
 
-    def add_checkpoint(self, checkpoint: CheckpointRecord, *, once: tuple[str, int] | None = None) -> None:
-        """``once``: as for ``add_events`` (writer, this checkpoint's sequence number from that writer)."""
-        if once is not None:
-            self._append_list(checkpoint.job_id, "ckpts", once, [checkpoint.model_dump_json()], "")
-        else:
-            self.r.rpush(f"{self._job(checkpoint.job_id)}:ckpts", checkpoint.model_dump_json())
+    def add_checkpoint(self, checkpoint: CheckpointRecord, *, once: tuple[str, int]) -> None:
+        """``once``: as for ``add_events`` (the writer, the number it gave this checkpoint), so a resend after a lost
+        reply lists the checkpoint once."""
+        self._append_list(checkpoint.job_id, "ckpts", once, [checkpoint.model_dump_json()], "")
 
     def clear_checkpoints(self, job_id: str) -> None:
         self.r.delete(f"{self._job(job_id)}:ckpts")
