@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -40,8 +41,21 @@ def prune_engine(work: Path) -> None:
             subprocess.run(args, shell=True, check=True, capture_output=True)
 
 
+def commit_of(rev: str) -> str:
+    """The commit ``rev`` names in this repository, or a one-line error."""
+    found = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+    )
+    if found.returncode != 0:
+        raise SystemExit(f"{rev!r} is not a commit of {ROOT}")
+    return found.stdout.strip()
+
+
 def run_make_test(rev: str, work: Path) -> dict[str, Any]:
     clone = work / rev
+    shutil.rmtree(clone, ignore_errors=True)  # an earlier run's clone: this one starts clean
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     subprocess.run(["git", "-C", str(clone), "checkout", "-q", rev], check=True)
     prune_engine(work)
@@ -56,10 +70,11 @@ def run_make_test(rev: str, work: Path) -> dict[str, Any]:
 
 def per_test(report: Path) -> dict[str, float]:
     """Seconds per test (setup, call and teardown), by node id."""
-    return {
-        f"{case.get('classname')}::{case.get('name')}": float(case.get("time") or 0)
-        for case in ET.parse(report).iter("testcase")
-    }
+    try:
+        cases = list(ET.parse(report).iter("testcase"))
+    except (OSError, ET.ParseError) as err:
+        raise SystemExit(f"{report}: not a readable JUnit report ({err})") from None
+    return {f"{case.get('classname')}::{case.get('name')}": float(case.get("time") or 0) for case in cases}
 
 
 def module_of(test_id: str) -> str:
@@ -113,6 +128,8 @@ def main() -> None:
     if args.compare:
         result = compare(*args.compare)
     elif len(args.revs) == 2:
+        for rev in args.revs:  # both checked before the first of two long runs starts
+            commit_of(rev)
         args.work.mkdir(parents=True, exist_ok=True)
         runs = [run_make_test(rev, args.work) for rev in args.revs]
         failed = [r for r in runs if r["rc"] != 0]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from make_test_ab import compare
+import pytest
+from make_test_ab import commit_of, compare
 
 
 def junit(path: Path, cases: list[tuple[str, str, float]]) -> Path:
@@ -46,3 +47,17 @@ def test_files_that_moved_tests_in_both_and_tests_at_one_commit(tmp_path: Path) 
         "after_s": 27.0,
         "tests_after": 2,
     }
+
+
+def test_a_missing_or_broken_report_and_an_unknown_commit_are_one_line_errors(tmp_path: Path) -> None:
+    good = junit(tmp_path / "a.xml", [("tests.unit.test_x", "test_same", 1.0)])
+    (tmp_path / "broken.xml").write_text("<testsuites><testsuite>")
+    for before, after, named in (
+        (good, tmp_path / "missing.xml", "missing.xml"),
+        (good, tmp_path / "broken.xml", "broken.xml"),
+    ):
+        with pytest.raises(SystemExit, match=f"{named}: not a readable JUnit report"):
+            compare(before, after)
+    with pytest.raises(SystemExit, match="'no-such-rev' is not a commit"):
+        commit_of("no-such-rev")
+    assert len(commit_of("HEAD")) == 40
