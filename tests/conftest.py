@@ -71,6 +71,15 @@ def wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     wandb.teardown()
 
 
+@pytest.fixture
+def no_prlimit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host without util-linux's ``prlimit`` (everything else on PATH is still found)."""
+    import shutil
+
+    which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **kw: None if name == "prlimit" else which(name, *a, **kw))
+
+
 def write_jsonl(path: Path, records: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return path

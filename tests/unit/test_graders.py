@@ -359,6 +359,36 @@ def test_python_graders_stop_at_their_limits(sandbox_kind: str, source: str, fla
     assert _leftovers(sandbox_kind) <= before  # nothing it started outlives it
 
 
+def test_the_local_sandbox_runs_no_python_between_fork_and_exec(
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """Graders run from threads (an RFT reward's concurrent calls, the gateway's requests), and a ``preexec_fn`` runs
+    Python in the forked child of a threaded parent, where it can deadlock on a lock another thread held at the fork.
+    The rlimits go on the command line instead (``prlimit``); without ``prlimit``, a fresh interpreter sets them."""
+    import subprocess as real
+
+    from sage_ft.graders import sandbox as module
+
+    seen: list[dict[str, Any]] = []
+
+    class Recording(real.Popen):  # type: ignore[type-arg]
+        def __init__(self, args: list[str], **kwargs: Any) -> None:
+            seen.append({"args": args, **kwargs})
+            super().__init__(args, **kwargs)
+
+    monkeypatch.setattr(module.subprocess, "Popen", Recording)
+    ok = python("local", "def grade(s, i):\n    return 1\n")
+    assert ok.reward == 1.0 and seen and all(call.get("preexec_fn") is None for call in seen)
+    assert Path(seen[-1]["args"][0]).name == "prlimit" and "--nofile=64:64" in seen[-1]["args"]
+
+    from sage_ft import proc
+
+    request.getfixturevalue("no_prlimit")  # the python fallback
+    spin = python("confined", "def grade(s, i):\n    while True:\n        pass\n", python_cpu_seconds=2)
+    assert seen[-1]["args"][:2] == [proc.sys.executable, "-I"]
+    assert spin.errors.python_grader_server_error and "CPU time limit" in " ".join(spin.errors.details)
+
+
 def test_an_image_tag_outside_the_allowed_list_is_refused() -> None:
     grader = parse_grader({"type": "python", "name": "p", "source": "x", "image_tag": "evil:latest"}, "g")
     result = Grading().run(grader, sample_of("x"), ITEM)

@@ -208,3 +208,20 @@ def test_a_child_whose_parent_is_already_gone_does_not_run(tmp_path: Path) -> No
     assert subprocess.run(command, check=False).returncode == 1 and not marker.exists()
     command = tethered(["/bin/sh", "-c", f"touch {marker}"], parent=os.getpid())
     assert subprocess.run(command, check=False).returncode == 0 and marker.exists()
+
+
+@linux_only
+@pytest.mark.parametrize("tool", ["prlimit", "python"], ids=["prlimit", "python-fallback"])
+def test_rlimits_are_set_after_exec_by_prlimit_or_a_fresh_python(tool: str, request: pytest.FixtureRequest) -> None:
+    """``limited`` puts the limits on the command line, so the parent hands Popen no ``preexec_fn``. Where util-linux's
+    ``prlimit`` is missing, a fresh interpreter sets the same limits and execs the command."""
+    from sage_ft import proc
+
+    if tool == "python":
+        request.getfixturevalue("no_prlimit")
+    command = proc.limited(["/bin/sh", "-c", "ulimit -n; ulimit -t; ulimit -c"], {"nofile": (40, 40), "cpu": (7, 8)})
+    assert (Path(command[0]).name == "prlimit") == (tool == "prlimit")
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
+    assert out[:2] == ["40", "7"]
+    with pytest.raises(ValueError, match="unknown rlimits \\['memory'\\]"):
+        proc.limited(["/bin/true"], {"memory": (1, 1)})

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import re
 import select
@@ -67,6 +68,29 @@ def tethered(command: list[str], parent: int) -> list[str]:
     if setpriv is not None:
         return [setpriv, "--pdeathsig", "KILL", "--", "/bin/sh", "-c", _CHECK_PARENT, str(parent), *command]
     return [sys.executable, "-I", "-S", "-c", _PYTHON_TETHER, str(parent), *command]
+
+
+_RLIMITS = ("cpu", "as", "fsize", "nofile", "core", "nproc")  # prlimit's names; resource's are RLIMIT_ + upper()
+_PYTHON_RLIMITS = (
+    "import json, os, resource, sys\n"
+    "for name, (soft, hard) in json.loads(sys.argv[1]).items():\n"
+    "    resource.setrlimit(getattr(resource, 'RLIMIT_' + name.upper()), (soft, hard))\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])"
+)
+
+
+def limited(command: list[str], limits: dict[str, tuple[int, int]]) -> list[str]:
+    """``command`` run under kernel rlimits (``{"cpu": (soft, hard), ...}``, names as in ``_RLIMITS``), set after
+    exec by util-linux's ``prlimit``, else by a fresh Python interpreter, which then execs ``command``. A
+    ``preexec_fn`` would run Python in the forked child of a threaded parent (see the module's docstring)."""
+    unknown = set(limits) - set(_RLIMITS)
+    if unknown:
+        raise ValueError(f"unknown rlimits {sorted(unknown)}: use {', '.join(_RLIMITS)}")
+    prlimit = shutil.which("prlimit")
+    if prlimit is not None:
+        return [prlimit, *(f"--{name}={soft}:{hard}" for name, (soft, hard) in limits.items()), "--", *command]
+    as_json = json.dumps({name: list(pair) for name, pair in limits.items()})
+    return [sys.executable, "-I", "-S", "-c", _PYTHON_RLIMITS, as_json, *command]
 
 
 def spawn(

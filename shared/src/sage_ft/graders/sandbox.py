@@ -32,7 +32,6 @@ import contextlib
 import itertools
 import json
 import os
-import resource
 import shlex
 import shutil
 import signal
@@ -46,6 +45,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from sage_ft.proc import limited
 from sage_ft.settings import GraderSettings
 
 # Runs inside the sandbox: reads {"source", "sample", "item", "confine"} from stdin, confines itself (``confine.py``,
@@ -169,7 +169,7 @@ class PythonSandbox(Sandbox):
             return PythonOutcome(None, 0.0, "sandbox_unavailable", why)
         confined = kind == "confined"  # /tmp is the host's there, so only the call's own directory is writable
         data = payload(source, sample, item, writable=[] if confined else ["/tmp"], required=confined)
-        return _run(self.settings, self.command(kind), data, self._limits)
+        return _run(self.settings, limited(self.command(kind), self.limits()), data)
 
     def command(self, kind: str = "namespaces") -> list[str]:
         """``namespaces``: bubblewrap, then the harness (which confines itself too, where it can); ``confined``: the
@@ -184,19 +184,21 @@ class PythonSandbox(Sandbox):
             cmd[1:1] = ["--unshare-user", "--cap-drop", "ALL"]
         return [*cmd, _python(), "-I", "-S", "-c", HARNESS]
 
-    def _limits(self) -> None:
-        """In the child before exec: the rlimits bwrap, setpriv and the grader inherit."""
+    def limits(self) -> dict[str, tuple[int, int]]:
+        """The rlimits that bwrap, setpriv and the grader inherit (set after exec: ``proc.limited``)."""
         s = self.settings
         cpu = int(s.python_cpu_seconds)
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-        resource.setrlimit(resource.RLIMIT_AS, (s.python_memory_bytes, s.python_memory_bytes))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (s.python_output_bytes, s.python_output_bytes))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         nproc = s.python_processes
         if os.geteuid() != 0:  # counted per real uid: this user's own processes too
             nproc += sum(1 for p in os.listdir("/proc") if p.isdigit())
-        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+        return {
+            "cpu": (cpu, cpu + 1),
+            "as": (s.python_memory_bytes, s.python_memory_bytes),
+            "fsize": (s.python_output_bytes, s.python_output_bytes),
+            "nofile": (64, 64),
+            "core": (0, 0),
+            "nproc": (nproc, nproc),
+        }
 
 
 def _python() -> str:
@@ -215,8 +217,9 @@ def _bwrap(s: GraderSettings) -> list[str]:
     ]
 
 
-def _run(s: GraderSettings, command: list[str], data: bytes, limits: Any) -> PythonOutcome:
-    """Runs ``command`` in a fresh directory with ``data`` on its stdin, under ``limits`` and the wall clock."""
+def _run(s: GraderSettings, command: list[str], data: bytes) -> PythonOutcome:
+    """Runs ``command`` in a fresh directory with ``data`` on its stdin, under the wall clock (its rlimits come with
+    the command: ``proc.limited``). Between fork and exec only ``subprocess``'s own C code runs."""
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sage-grader-") as tmp:
         work = os.path.join(tmp, "work")
@@ -233,7 +236,6 @@ def _run(s: GraderSettings, command: list[str], data: bytes, limits: Any) -> Pyt
                 env={"HOME": work, "TMPDIR": work, "PATH": "/usr/bin"},
                 cwd=work,
                 start_new_session=True,
-                preexec_fn=limits,
             )
             try:
                 assert proc.stdin is not None
@@ -277,7 +279,7 @@ def _confinement_fails(root: bool) -> str | None:
         return "setpriv (util-linux) is not installed"
     probe = PythonSandbox(GraderSettings(python_isolation="confined", python_wall_seconds=30, python_cpu_seconds=30))
     data = payload("def grade(s, i):\n    return 1\n", {}, None, writable=[], required=True)
-    result = _run(probe.settings, probe.command("confined"), data, probe._limits)
+    result = _run(probe.settings, limited(probe.command("confined"), probe.limits()), data)
     return None if result.score == 1.0 else str(result.details or result.error)
 
 
