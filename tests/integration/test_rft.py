@@ -54,6 +54,48 @@ def test_bad_rft_rows_name_the_line_and_field(
     assert exc.value.line == 2 and exc.value.field == field and fragment in str(exc.value), str(exc.value)
 
 
+@pytest.mark.parametrize("max_length", [48, 128])
+def test_an_rft_prompt_longer_than_max_length_names_its_file_and_line_before_training(
+    tiny_model: Path, tmp_path: Path, max_length: int
+) -> None:
+    """``max_length`` is an RFT prompt's room (the rollout engine's context is it plus the longest answer). A prompt
+    over it, counted through the model's chat template, is refused by line before the model loads; the longest one
+    that fits is accepted. Both files are checked: the training file and the validation file."""
+    from sage_ft.training.chat import prompt_token_counter
+
+    grader = {**HEDGE, "reference": "{{item.answer}}"}
+    cfg = config(tiny_model, tmp_path / "train.jsonl", tmp_path / "out", method="rft", rft={"grader": grader})
+    cfg.max_length = max_length
+    trainer = LoRATrainer(cfg)
+    count = prompt_token_counter(trainer.tokenizer)
+
+    def row(words: int) -> dict[str, Any]:
+        return {"messages": [{"role": "user", "content": " ".join(WORDS * 40)[: words * 6]}], "answer": "x"}
+
+    words = 1
+    while count(row(words + 1)["messages"]) <= max_length:
+        words += 1
+    fits, over = row(words), row(words + 1)
+    tokens = count(over["messages"])
+
+    def write(train: list[dict[str, Any]], valid: list[dict[str, Any]]) -> None:
+        for name, rows in (("train.jsonl", train), ("valid.jsonl", valid)):
+            (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    cfg.validation_file = str(tmp_path / "valid.jsonl")
+    write([row(1), fits], [row(1), fits])
+    train, held = trainer.build_datasets()
+    assert len(train) == 2 and held is not None and len(held) == 2  # the longest prompt that fits is kept
+
+    for name, line in (("train.jsonl", 3), ("valid.jsonl", 2)):
+        write([row(1), row(1), over] if name == "train.jsonl" else [row(1)], [row(1), over] if line == 2 else [row(1)])
+        with pytest.raises(DataError) as exc:
+            LoRATrainer(cfg).build_datasets()
+        assert tokens > max_length and exc.value.field == "messages", str(exc.value)
+        assert str(exc.value.path).endswith(name) and exc.value.line == line, str(exc.value)
+        assert f"{tokens} tokens" in str(exc.value) and f"over max_length ({max_length})" in str(exc.value)
+
+
 def test_rollouts_come_from_vllm_in_the_trainer_only_where_cuda_and_vllm_are_there(
     tmp_path: Path, monkeypatch: Any
 ) -> None:

@@ -2,11 +2,13 @@
 other fields, which the grader reads as ``{{item.<field>}}`` (a python grader gets the whole row as ``item``).
 
 Every problem names the file, line and field: a row without messages, a message the chat template cannot render,
-a prompt that already ends with the answer, or a field the grader's templates read that the row lacks.
+a prompt that already ends with the answer, a field the grader's templates read that the row lacks, or (in the
+trainer, with the model's tokenizer) a prompt longer than ``max_length``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,12 +65,34 @@ def to_prompt(record: Any, needed: set[str], path: str | None, line: int, index:
     return Prompt(messages, item, line, index)
 
 
-def load_prompts(path: str | Path, needed: set[str] | None = None, name: str | None = None) -> list[Prompt]:
-    """Every row of an RFT file; ``needed``: the item fields the grader's templates read. Raises ``DataError`` on
-    the first bad row."""
+def load_prompts(
+    path: str | Path,
+    needed: set[str] | None = None,
+    name: str | None = None,
+    *,
+    prompt_tokens: Callable[[list[dict[str, Any]]], int] | None = None,
+    max_length: int | None = None,
+) -> list[Prompt]:
+    """Every row of an RFT file; ``needed``: the item fields the grader's templates read. With ``prompt_tokens``
+    (a prompt's length through the model's chat template, generation prompt included) and ``max_length``, a prompt
+    longer than ``max_length`` is an error too: it cannot be cut without losing its question or the turn the answer
+    starts from, and the rollout engine would fail on it mid-training. Raises ``DataError`` on the first bad row."""
     data = read_file(path, name)
     if data.errors:
         raise data.errors[0]
     if not data.records:
         raise DataError("has no rows; an RFT file needs at least one prompt", path=data.path)
-    return [to_prompt(r.value, needed or set(), data.path, r.line, r.index) for r in data.records]
+    prompts = [to_prompt(r.value, needed or set(), data.path, r.line, r.index) for r in data.records]
+    if prompt_tokens is not None and max_length is not None:
+        for prompt in prompts:
+            tokens = prompt_tokens(prompt.messages)
+            if tokens > max_length:
+                raise DataError(
+                    f"the prompt is {tokens} tokens with the model's chat template, over max_length ({max_length}), "
+                    "the room an RFT prompt has (the answer gets rft.max_completion_length on top): shorten it or "
+                    "raise max_length",
+                    path=data.path,
+                    line=prompt.line,
+                    field="messages",
+                )
+    return prompts

@@ -93,3 +93,13 @@ def token_counter(tokenizer: Any) -> Any:
         return len(encode_conversation(tokenizer, messages, train_on_prompt=True)["input_ids"])
 
     return count
+
+
+def prompt_token_counter(tokenizer: Any) -> Any:
+    """A prompt's length in tokens as the model reads it before answering: through the chat template, with the
+    generation prompt (an RFT prompt, a DPO prompt)."""
+
+    def count(messages: list[dict[str, Any]]) -> int:
+        return len(tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"])
+
+    return count

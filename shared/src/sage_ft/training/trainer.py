@@ -32,7 +32,7 @@ from sage_ft.packing import PackingDecision, decide_packing
 from sage_ft.settings import training_env_settings
 from sage_ft.training.attention import AttentionChoice, attention_for
 from sage_ft.training.callbacks import TrainingCallback, _HFBridge
-from sage_ft.training.chat import encode_conversation, token_counter
+from sage_ft.training.chat import encode_conversation, prompt_token_counter, token_counter
 from sage_ft.training.checkpoints import latest_checkpoint
 from sage_ft.training.holdout import evaluate_holdout
 from sage_ft.training.loading import load_model, load_tokenizer, model_head_dim, plan_runtime, resolve_model
@@ -152,8 +152,9 @@ class LoRATrainer:
         cfg = self.config
         assert cfg.rft.grader is not None
         needed = template_fields(parse_grader(cfg.rft.grader, "rft.grader"))
-        held = load_prompts(cfg.validation_file, needed) if cfg.validation_file else []
-        prompts, held = self._split(load_prompts(self._data_path(), needed), held)
+        fits = {"prompt_tokens": prompt_token_counter(self.tokenizer), "max_length": cfg.max_length}
+        held = load_prompts(cfg.validation_file, needed, **fits) if cfg.validation_file else []
+        prompts, held = self._split(load_prompts(self._data_path(), needed, **fits), held)
         self.holdout = cases_from_prompts(held)
         return Dataset.from_list(prompt_rows(prompts)), Dataset.from_list(prompt_rows(held)) if held else None
 
