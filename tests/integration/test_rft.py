@@ -96,6 +96,49 @@ def test_an_rft_prompt_longer_than_max_length_names_its_file_and_line_before_tra
         assert f"{tokens} tokens" in str(exc.value) and f"over max_length ({max_length})" in str(exc.value)
 
 
+def test_rollouts_and_the_final_evaluation_are_held_to_the_response_format(
+    tiny_model: Path, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """With a ``json_schema`` response format, every answer TRL samples for the reward, and every answer of the
+    end-of-job evaluation, is JSON that matches it, from the first step on: the random model alone never writes any
+    (``test_constrained_sampling``). The grader reads ``{{sample.output_json.city}}``, so it scores every answer."""
+    import jsonschema
+
+    from sage_ft.training.rft import GraderReward
+
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "enum": ["Brightport", "Cold Harbour"]}},
+        "required": ["city"],
+        "additionalProperties": False,
+    }
+    response_format = {"type": "json_schema", "json_schema": {"name": "capital", "schema": schema}}
+    rows = [{"messages": [{"role": "user", "content": q}], "answer": "Brightport"} for q in QUESTIONS[:5]]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    grader = {"type": "string_check", "name": "city", "input": "{{sample.output_json.city}}"}
+    grader.update(reference="{{item.answer}}", operation="eq")
+    rft = {"grader": grader, "response_format": response_format, "num_generations": 2, "max_completion_length": 24}
+    cfg = config(tiny_model, data, tmp_path / "out", method="rft", rft=rft, max_steps=2, per_device_train_batch_size=2)
+    cfg.validation_split, cfg.eval_items = 0.4, 2
+    seen: list[str] = []
+    scored = GraderReward.__call__
+
+    def recording(self: GraderReward, prompts: Any, completions: Any, item_json: Any, **kw: Any) -> Any:
+        seen.extend(c[-1]["content"] if isinstance(c, list) else str(c) for c in completions)
+        return scored(self, prompts, completions, item_json, **kw)
+
+    monkeypatch.setattr(GraderReward, "__call__", recording)
+    result = LoRATrainer(cfg).train()
+    assert len(seen) >= 4
+    for text in seen:
+        jsonschema.validate(json.loads(text), schema)
+    report = result.evaluation
+    assert report is not None, "the end-of-job evaluation ran"
+    answers = [item["answers"][model] for item in report["items"] for model in ("tuned", "base")]
+    assert answers and all(json.loads(a)["city"] in ("Brightport", "Cold Harbour") for a in answers), answers
+
+
 def test_rollouts_come_from_vllm_in_the_trainer_only_where_cuda_and_vllm_are_there(
     tmp_path: Path, monkeypatch: Any
 ) -> None:

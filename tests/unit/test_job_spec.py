@@ -291,6 +291,24 @@ def test_the_job_echoes_its_method_and_lineage() -> None:
     assert plain["method"]["type"] == "supervised" and "beta" not in plain["method"]["supervised"]["hyperparameters"]
 
 
+@pytest.mark.parametrize(
+    ("schema", "fragment"),
+    [
+        ({"type": "object", "properties": {"v": {"not": {"type": "string"}}}}, '"not"'),
+        ({"type": "object", "properties": {"v": {"type": "string", "pattern": "(?=a)b"}}}, "look-around"),
+    ],
+    ids=["not", "look-around"],
+)
+def test_an_rft_schema_that_sampling_cannot_be_held_to_is_a_400(schema: dict, fragment: str) -> None:
+    """Valid JSON Schema that the sampling grammar (llguidance) cannot enforce is refused at creation, naming the
+    field and the reason, rather than accepted and sampled unconstrained."""
+    bad = FORMAT | {"json_schema": {"name": "v", "schema": schema}}
+    with pytest.raises(ConfigError) as exc:
+        parse_request(RFT | {"method": {"type": "reinforcement", "reinforcement": {**CHECK, "response_format": bad}}})
+    assert exc.value.param == "method.reinforcement.response_format.json_schema.schema", exc.value.param
+    assert "cannot be enforced while sampling" in str(exc.value) and fragment in str(exc.value), str(exc.value)
+
+
 def test_an_rft_response_format_reaches_the_trainer_and_decides_what_output_json_is() -> None:
     """OpenAI's ``response_format`` travels to the trainer's config as given; under it, only an answer that is a JSON
     object matching the schema has ``sample.output_json``, so a grader reading it scores the format too."""

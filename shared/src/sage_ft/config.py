@@ -79,8 +79,8 @@ class RFTSettings(BaseModel):
     eval_samples: int = Field(default=1, ge=1, le=16, description="Answers sampled per validation prompt.")
     response_format: dict[str, Any] | None = Field(
         default=None,
-        description="OpenAI's response_format (json_object or json_schema): only an answer that matches it has a "
-        "sample.output_json for the grader.",
+        description="OpenAI's response_format (json_object or json_schema): transformers rollouts and the end-of-job "
+        "evaluation sample within it, and only an answer that matches it has a sample.output_json for the grader.",
     )
     rollouts: Literal["auto", "transformers", "vllm"] = Field(
         default="auto",

@@ -15,11 +15,20 @@ from sage_ft.errors import ConfigError
 from sage_ft.evals.compare import DEFAULT_SCORES, Case, cases_from, check_scores, compare
 
 
-def answer_all(model: Any, tokenizer: Any, cases: list[Case], max_new_tokens: int = 64) -> list[str]:
-    """Greedy answers to every case's prompt."""
+def answer_all(
+    model: Any,
+    tokenizer: Any,
+    cases: list[Case],
+    max_new_tokens: int = 64,
+    response_format: dict[str, Any] | None = None,
+) -> list[str]:
+    """Greedy answers to every case's prompt (held to ``response_format``, an RFT job's, where it is JSON)."""
     from sage_ft.training.inference import generate_reply
 
-    return [generate_reply(model, tokenizer, c.prompt, max_new_tokens=max_new_tokens) for c in cases]
+    return [
+        generate_reply(model, tokenizer, c.prompt, max_new_tokens=max_new_tokens, response_format=response_format)
+        for c in cases
+    ]
 
 
 @contextlib.contextmanager

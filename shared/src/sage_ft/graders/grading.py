@@ -27,6 +27,7 @@ from sage_ft.graders.model import (
 from sage_ft.graders.sandbox import PythonSandbox, Sandbox
 from sage_ft.graders.similarity import similarity
 from sage_ft.graders.templates import render
+from sage_ft.response_format import schema_of
 
 
 @dataclass
@@ -121,11 +122,9 @@ def sample_of(model_sample: str, response_format: dict[str, Any] | None = None) 
 def _conforms(parsed: Any, response_format: dict[str, Any] | None) -> bool:
     import jsonschema
 
-    if not isinstance(parsed, dict):
+    if not isinstance(parsed, dict):  # OpenAI's structured outputs are objects at the top
         return False
-    schema = ((response_format or {}).get("json_schema") or {}).get("schema")
-    if schema is None:
-        return True
+    schema = schema_of(response_format) or {"type": "object"}
     return jsonschema.validators.validator_for(schema)(schema).is_valid(parsed)
 
 

@@ -30,6 +30,7 @@ from sage_ft.graders.model import Grader
 from sage_ft.models import LOCAL_NAME
 from sage_ft.presets import PresetConfigs
 from sage_ft.protocol.common import FINE_TUNING_METHODS, TAGGED_UNIONS
+from sage_ft.response_format import grammar_of
 
 Auto = Literal["auto"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
@@ -159,6 +160,7 @@ class JsonSchemaFormat(BaseModel):
         except jsonschema.SchemaError as err:
             where = ".".join(str(p) for p in err.absolute_path)
             raise ValueError(f"not a valid JSON Schema{f' at {where}' if where else ''}: {err.message}") from None
+        grammar_of(value)  # sampling is held to it: a schema llguidance cannot enforce is refused here
         return value
 
 
@@ -182,8 +184,8 @@ class Reinforcement(BaseModel):
     hyperparameters: ReinforcementHyperparameters = Field(default_factory=ReinforcementHyperparameters)
     response_format: ResponseFormat | None = Field(
         default=None,
-        description="Structured output for the sampled answers: an answer that is not a JSON object matching it has "
-        "no sample.output_json (a grader reading it scores 0). Sampling itself is not constrained.",
+        description="Structured output for the sampled answers: sampling is held to it (transformers rollouts and the "
+        "end-of-job evaluation), and an answer that is not a JSON object matching it has no sample.output_json.",
     )
 
 

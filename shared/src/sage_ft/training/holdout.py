@@ -67,16 +67,17 @@ def evaluate_holdout(
     parent = config.init_adapter if config.method in ("dpo", "rft") else None
     tokens = config.rft.max_completion_length if config.method == "rft" else config.eval_max_new_tokens
     sft = config.method == "sft"
+    held_to = config.rft.response_format if config.method == "rft" else None  # sampled as in training
     was_training = model.training
     model.eval()
     try:
         tuned_loss = heldout_loss(trainer, model) if sft else None
         with unpacked_attention(model):  # generation pads its prompts, which needs masks
-            tuned = answer_all(model, tokenizer, cases, tokens)
+            tuned = answer_all(model, tokenizer, cases, tokens, held_to)
         with _compared_model(model, parent):
             base_loss = heldout_loss(trainer, model) if sft else None
             with unpacked_attention(model):
-                base = answer_all(model, tokenizer, cases, tokens)
+                base = answer_all(model, tokenizer, cases, tokens, held_to)
     finally:
         model.train(was_training)
     answers = {"tuned": tuned, "base": base}

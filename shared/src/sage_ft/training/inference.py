@@ -32,13 +32,24 @@ def load_for_inference(model_dir: str | Path) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def generate_reply(model: Any, tokenizer: Any, messages: list[dict[str, Any]], *, max_new_tokens: int = 128) -> str:
-    """Greedy completion of the next assistant turn, rendered with the model's chat template."""
+def generate_reply(
+    model: Any,
+    tokenizer: Any,
+    messages: list[dict[str, Any]],
+    *,
+    max_new_tokens: int = 128,
+    response_format: dict[str, Any] | None = None,
+) -> str:
+    """Greedy completion of the next assistant turn, rendered with the model's chat template; held to
+    ``response_format`` where it names a JSON format (``sage_ft.training.constrained``)."""
     import torch
+
+    from sage_ft.training.constrained import processor_factory
 
     prompt = render_prompt(tokenizer, messages)
     inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
     eos = [t for t in {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")} if isinstance(t, int)]
+    make = processor_factory(tokenizer, response_format, eos)
     with torch.no_grad():
         out = model.generate(
             **inputs,
@@ -46,6 +57,7 @@ def generate_reply(model: Any, tokenizer: Any, messages: list[dict[str, Any]], *
             do_sample=False,
             eos_token_id=eos,
             pad_token_id=tokenizer.pad_token_id,
+            logits_processor=[make()] if make else None,
         )
     text: str = tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     return text.strip()

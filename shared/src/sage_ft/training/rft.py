@@ -13,6 +13,7 @@ dataset; the reward function decodes it.
 from __future__ import annotations
 
 import json
+import logging
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -23,6 +24,9 @@ from sage_ft.config import TrainingConfig
 from sage_ft.data.reinforcement import Prompt
 from sage_ft.errors import ConfigError
 from sage_ft.graders import AnyGrader, GraderResult, Grading, parse_grader, sample_of
+from sage_ft.training.constrained import constrain_generate, processor_factory
+
+log = logging.getLogger(__name__)
 
 
 def prompt_rows(prompts: list[Prompt]) -> list[dict[str, Any]]:
@@ -144,11 +148,17 @@ def _last_user(prompt: Any) -> str:
 
 
 class SageGRPOTrainer(GRPOTrainer):
-    """Adds the grader's own figures (per-grader means, error rate) to each training log."""
+    """Adds the grader's own figures (per-grader means, error rate) to each training log, and holds the sampled
+    answers to the job's ``response_format`` (``sage_ft.training.constrained``)."""
 
     def __init__(self, *args: Any, reward: GraderReward, **kwargs: Any) -> None:
         super().__init__(*args, reward_funcs=[reward], **kwargs)
         self.reward = reward
+        make = processor_factory(self.processing_class, reward.response_format, list(self.eos_token_ids))
+        if make is not None and self.use_vllm:  # TRL's vLLM rollouts take a regex only
+            log.warning("rft.response_format: vLLM rollouts are not held to it; the reward still checks it")
+        elif make is not None:
+            constrain_generate(self.model, make)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
