@@ -8,6 +8,7 @@ defaults to show what they refuse."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from pathlib import Path
@@ -185,6 +186,38 @@ def test_a_receiver_that_is_down_gets_each_event_once_it_is_back_with_one_webhoo
     assert len(receiver.got) == 3 and len({g["headers"]["webhook-id"] for g in receiver.got}) == 1
     (event,) = {json.dumps(e.model_dump(), sort_keys=True) for e in receiver.events(acme, hook.signing_secret)}
     assert json.loads(event)["data"]["id"] == job.id
+    receiver.stop()
+    acme.webhooks.delete(hook.id)
+
+
+def test_a_gateway_killed_mid_attempt_holds_its_delivery_back_seconds_not_the_attempt_timeout(
+    stack: Stack, clients: dict[str, openai.OpenAI], training_file: str
+) -> None:
+    """The receiver takes the connection and never answers, so the gateway's attempt is in flight (for up to its
+    10 s timeout) when the gateway is SIGKILLed. The next gateway sends the event once the dead one's short lease
+    has run out: seconds, where a lease as long as the attempt's timeout held it back 50 s."""
+    from sage_ft_gateway.services.deliveries import LEASE_S
+
+    acme = clients["acme"]
+    silent = socket.create_server(("127.0.0.1", 0))
+    silent.settimeout(120)
+    receiver = Receiver(port=silent.getsockname()[1])
+    hook = acme.webhooks.create(name="mid", url=receiver.url, event_types=["fine_tuning.job.succeeded"])
+    if not stack.workers:
+        stack.start_worker("w1")
+    job = _job(acme, training_file)
+    connection, _ = silent.accept()  # the attempt is under way: the gateway holds the delivery's lease
+    assert stack.gateway is not None
+    stack.gateway.kill9()
+    killed = time.monotonic()
+    connection.close()
+    silent.close()
+    receiver.start()
+    stack.start_gateway()
+    wait_for(lambda: receiver.got, LEASE_S + 15, "the event after the gateway's restart")
+    assert time.monotonic() - killed < LEASE_S + 15
+    (event,) = receiver.events(acme, hook.signing_secret)
+    assert (event.type, event.data.id) == ("fine_tuning.job.succeeded", job.id)
     receiver.stop()
     acme.webhooks.delete(hook.id)
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sage_ft.evals.runs import OUTCOME, GradedItem
+from sage_ft.jobs.lease import KeyLeases
 from sage_ft.jobs.model import now
 from sage_ft.jobs.store import JobStore, compare_and_set, event_record
 from sage_ft.webhooks import RUN_EVENTS, record_event
@@ -29,14 +30,6 @@ _ADD_ITEM = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 for i = 3, #ARGV do redis.call('HINCRBY', KEYS[2], ARGV[i], 1) end
 return 1
-"""
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
 """
 
 
@@ -82,8 +75,7 @@ class RunStore:
         self.r: Any = jobs.r
         self.p = jobs.p
         self._add_item = self.r.register_script(_ADD_ITEM)
-        self._renew = self.r.register_script(_RENEW)
-        self._release = self.r.register_script(_RELEASE)
+        self.leases = KeyLeases(self.r)
 
     # -- keys ------------------------------------------------------------------------------------------------------
 
@@ -194,14 +186,13 @@ class RunStore:
 
     def claim(self, run_id: str, owner: str, lease_s: float) -> bool:
         """Take the run's lease (or keep it, if ``owner`` holds it already)."""
-        key = self._key(run_id, "lease")
-        return bool(self.r.set(key, owner, nx=True, px=int(lease_s * 1000)) or self.renew(run_id, owner, lease_s))
+        return self.leases.claim(self._key(run_id, "lease"), owner, lease_s, keep=True)
 
     def renew(self, run_id: str, owner: str, lease_s: float) -> bool:
-        return bool(self._renew(keys=[self._key(run_id, "lease")], args=[owner, int(lease_s * 1000)]))
+        return self.leases.renew(self._key(run_id, "lease"), owner, lease_s)
 
     def release(self, run_id: str, owner: str) -> None:
-        self._release(keys=[self._key(run_id, "lease")], args=[owner])
+        self.leases.release(self._key(run_id, "lease"), owner)
 
     def leased(self, run_id: str) -> bool:
         return bool(self.r.exists(self._key(run_id, "lease")))

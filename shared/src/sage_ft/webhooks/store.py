@@ -9,7 +9,9 @@
 - ``{p}:webhooks:delivery:<id>``: a delivery (``Delivery``) with every attempt; ``{p}:webhooks:due``: the ids of
   those waiting, by the time of their next attempt; ``{p}:webhooks:log:<endpoint>``: an endpoint's deliveries, newest
   kept (``LOG_KEPT``).
-- ``{p}:webhooks:sending:<id>``: the lease of the gateway sending one attempt (another gateway leaves it alone).
+- ``{p}:webhooks:sending:<id>``: the lease of the gateway sending one attempt (another gateway leaves it alone),
+  short and renewed while the attempt runs, so a gateway killed mid-attempt holds the delivery back seconds, not
+  the attempt's whole timeout (``sage_ft.jobs.lease``).
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ from typing import Any, Literal
 import redis
 from pydantic import BaseModel, Field
 
+from sage_ft.jobs.lease import KeyLeases
 from sage_ft.jobs.model import now
 from sage_ft.webhooks import event_body, outbox_key
 
 GROUP = "fanout"
-CLAIM_IDLE_MS = 30_000
+# an outbox entry read and not acknowledged this long is taken over: its reader died (a fan-out takes milliseconds,
+# and a second one of the same event adds nothing: deliveries are made with SET NX)
+CLAIM_IDLE_MS = 5_000
 LOG_KEPT = 1000
 KEPT_S = 30 * 86400  # a finished delivery's record, for the log
 
@@ -78,6 +83,7 @@ class WebhookStore:
         self.r: Any = client
         self.p = prefix
         self._grouped = False  # the outbox's consumer group is known to exist
+        self.leases = KeyLeases(client)
 
     # -- endpoints ----------------------------------------------------------------------------------------------
 
@@ -206,11 +212,17 @@ class WebhookStore:
         ids = self.r.zrangebyscore(self._due, "-inf", now(), start=offset, num=limit)
         return [i.decode() if isinstance(i, bytes) else i for i in ids]
 
-    def claim(self, delivery_id: str, owner: str, lease_s: float) -> bool:
-        return bool(self.r.set(f"{self.p}:webhooks:sending:{delivery_id}", owner, nx=True, px=int(lease_s * 1000)))
+    def _sending(self, delivery_id: str) -> str:
+        return f"{self.p}:webhooks:sending:{delivery_id}"
 
-    def release(self, delivery_id: str) -> None:
-        self.r.delete(f"{self.p}:webhooks:sending:{delivery_id}")
+    def claim(self, delivery_id: str, owner: str, lease_s: float) -> bool:
+        return self.leases.claim(self._sending(delivery_id), owner, lease_s)
+
+    def renew(self, delivery_id: str, owner: str, lease_s: float) -> bool:
+        return self.leases.renew(self._sending(delivery_id), owner, lease_s)
+
+    def release(self, delivery_id: str, owner: str) -> None:
+        self.leases.release(self._sending(delivery_id), owner)
 
     def wake(self, endpoint_id: str) -> None:
         """Make the endpoint's waiting deliveries due now (it was re-enabled)."""

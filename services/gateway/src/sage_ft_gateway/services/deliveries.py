@@ -1,7 +1,8 @@
 """Webhook deliveries: every gateway runs this loop beside its maintenance loop.
 
 Each pass turns new outbox events into deliveries (``WebhookStore.fan_out``), then starts a delivery task for each
-delivery that is due, under a lease in Redis so that two gateways never send one attempt at once. An attempt that
+delivery that is due, under a lease in Redis so that two gateways never send one attempt at once (short, and renewed
+while the attempt runs). An attempt that
 fails (no answer, a non-2xx or a redirect) is retried with exponential backoff and jitter until
 ``SAGE_WEBHOOK_RETRY_HOURS`` have passed; every try carries the same ``webhook-id`` (the event's id), so receivers
 can de-duplicate. At most ``per_endpoint_concurrency`` attempts to one endpoint are in flight, so a dead receiver
@@ -26,6 +27,9 @@ from sage_ft_gateway.webhook_client import Outcome, WebhookClient, headers_for, 
 log = logging.getLogger(__name__)
 DISABLED_RECHECK_S = 60.0  # a disabled endpoint's deliveries look again this often
 PAGE, MAX_PAGES = 500, 20  # due deliveries read per pass: up to 10,000
+# a delivery's lease while one attempt runs, renewed every third of it: a gateway killed mid-attempt holds the
+# delivery back this long at most (a lease as long as the attempt's timeout held it 50 s)
+LEASE_S = 6.0
 
 
 class Deliverer:
@@ -71,8 +75,7 @@ class Deliverer:
         endpoint_id = delivery_id.rsplit(".", 1)[-1]
         if self.in_flight[endpoint_id] >= self.settings.per_endpoint_concurrency:
             return
-        lease = self.settings.timeout_seconds * 2 + 30
-        if not await asyncio.to_thread(self.store.claim, delivery_id, self.state.instance, lease):
+        if not await asyncio.to_thread(self.store.claim, delivery_id, self.state.instance, LEASE_S):
             return  # another gateway is sending it
         self.in_flight[endpoint_id] += 1
         task = asyncio.create_task(self._attempt(delivery_id, endpoint_id))
@@ -80,14 +83,23 @@ class Deliverer:
         task.add_done_callback(self.tasks.discard)
 
     async def _attempt(self, delivery_id: str, endpoint_id: str) -> None:
+        renewing = asyncio.create_task(self._renew(delivery_id))
         try:
             await self.attempt(delivery_id)
         except Exception:
             log.warning("webhook delivery %s: attempt failed to run", delivery_id, exc_info=True)
         finally:
+            renewing.cancel()
             self.in_flight[endpoint_id] -= 1
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.store.release, delivery_id)
+                await asyncio.to_thread(self.store.release, delivery_id, self.state.instance)
+
+    async def _renew(self, delivery_id: str) -> None:
+        """Keep the delivery's lease while its attempt runs (a receiver may take ``timeout_seconds`` to answer)."""
+        while True:
+            await asyncio.sleep(LEASE_S / 3)
+            with contextlib.suppress(Exception):  # Redis away: the attempt goes on; at worst another gateway resends
+                await asyncio.to_thread(self.store.renew, delivery_id, self.state.instance, LEASE_S)
 
     async def attempt(self, delivery_id: str) -> None:
         delivery = await asyncio.to_thread(self.store.get_delivery, delivery_id)
